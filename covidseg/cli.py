@@ -1,0 +1,144 @@
+"""``covidseg NAME --key value``: the same functions as ``entrypoints/NAME.py`` and ``mlflow run``.
+
+Each entry point's parameters come from its config dataclass (:mod:`covidseg.config`); MLproject
+is rendered from the same classes (``covidseg mlproject > MLproject``), so a parameter is
+declared once.  Errors a user can fix print as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from dataclasses import fields
+
+from covidseg.config import CONFIGS, CommonConfig, field_default, parse_value
+from covidseg.errors import ConfigError, CovidsegError, NotImplementedYet
+
+# entry point -> "module:function" taking (config, tracker); None = not built yet (its issue)
+RUNNERS: dict[str, str | None] = {
+    "preprocess": "covidseg.data.preprocess:preprocess_dataset",
+    "pretrain": None,
+    "finetune": None,
+    "pseudolabel": None,
+    "meanteacher": None,
+    "compare": None,
+    "tune": None,
+    "predict": None,
+    "evaluate": None,
+    "pipeline": None,
+    "grid": None,
+}
+PLANNED_IN = {"pretrain": 3, "finetune": 3, "predict": 3, "evaluate": 3, "pseudolabel": 4,
+              "meanteacher": 4, "compare": 5, "tune": 5, "pipeline": 6, "grid": 6}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def build_parser(name: str) -> argparse.ArgumentParser:
+    cls = CONFIGS[name]
+    p = _Parser(prog=f"covidseg {name}", description=(cls.__doc__ or "").strip() or None)
+    for f in fields(cls):
+        choices = f.metadata.get("choices")
+        help_text = f.metadata.get("help", "")
+        if choices:
+            help_text += f" ({'/'.join(map(str, choices))})"
+        p.add_argument(f"--{f.name}", dest=f.name, default=None, metavar=f.type.upper()
+                       if isinstance(f.type, str) else None,
+                       help=f"{help_text} [default: {field_default(f)!r}]")
+    return p
+
+
+def parse_config(name: str, argv: list[str]) -> CommonConfig:
+    cls = CONFIGS[name]
+    ns = build_parser(name).parse_args(argv)
+    kwargs = {}
+    for f in fields(cls):
+        raw = getattr(ns, f.name)
+        kwargs[f.name] = field_default(f) if raw is None else parse_value(f, raw)
+    cfg = cls(**kwargs)
+    cfg.validate()
+    return cfg
+
+
+def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
+    """Run one entry point with its own MLflow run (or without tracking)."""
+    from covidseg.tracking import quiet_mlflow_warnings, start_run
+
+    target = RUNNERS[name]
+    if target is None:
+        raise NotImplementedYet(f"entry point '{name}' is declared but not implemented yet "
+                                f"(planned in issue #{PLANNED_IN.get(name, '?')})")
+    module, func = target.split(":")
+    fn = getattr(importlib.import_module(module), func)
+    quiet_mlflow_warnings()
+    with start_run(name, cfg, enabled=tracking) as tracker:
+        return fn(cfg, tracker)
+
+
+def render_mlproject() -> str:
+    lines = ["# Generated from covidseg/config.py by `covidseg mlproject > MLproject`: edit the",
+             "# dataclasses, not this file (tests check that the two agree).",
+             "name: covidseg", "", "conda_env: conda.yaml", "", "entry_points:"]
+    for name, cls in CONFIGS.items():
+        lines.append(f"  {name}:")
+        lines.append("    parameters:")
+        args = []
+        for f in fields(cls):
+            kind = "float" if f.type in ("int", "float") else "string"
+            default = field_default(f)
+            if isinstance(default, bool):
+                default = "true" if default else "false"
+            lines.append(f"      {f.name}: {{type: {kind}, default: {_yaml_scalar(default)}}}")
+            args.append(f"--{f.name} {{{f.name}}}")
+        lines.append(f"    command: \"python entrypoints/{name}.py {' '.join(args)}\"")
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_scalar(v) -> str:
+    s = str(v)
+    return f'"{s}"'
+
+
+def main(argv: list[str] | None = None, name: str | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if name is None:
+        if not argv or argv[0] in ("-h", "--help"):
+            print("usage: covidseg NAME [--key value ...]\n\nentry points: "
+                  + ", ".join(CONFIGS) + "\n\n`covidseg NAME --help` lists a NAME's parameters; "
+                  "`covidseg mlproject` prints the MLproject file.")
+            return 0
+        name, argv = argv[0], argv[1:]
+    if name == "mlproject":
+        sys.stdout.write(render_mlproject())
+        return 0
+    logging.basicConfig(level=os.environ.get("COVIDSEG_LOG", "INFO"),
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    try:
+        if name not in CONFIGS:
+            raise ConfigError(f"unknown entry point {name!r}; choose one of {', '.join(CONFIGS)}")
+        cfg = parse_config(name, argv)
+        result = run_entry(name, cfg)
+    except CovidsegError as exc:
+        print(f"covidseg {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"covidseg {name}: interrupted", file=sys.stderr)
+        return 130
+    if isinstance(result, dict):
+        print(f"covidseg {name}: done " + " ".join(f"{k}={v}" for k, v in result.items()))
+    return 0
+
+
+def console() -> None:  # console script
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()

@@ -1,0 +1,225 @@
+"""Typed configuration: one dataclass per entry point, declared once.
+
+The same dataclass feeds the command line (``covidseg NAME --key value`` and
+``python entrypoints/NAME.py --key value``), the MLproject parameters (rendered from these
+classes, see :func:`covidseg.cli.render_mlproject`) and later Optuna's search space.  Defaults are
+the thesis's.  Optional text parameters use ``""`` for "not given" (MLproject needs a default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+
+from covidseg.errors import ConfigError
+
+
+def param(default, help: str, choices: tuple | None = None):
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class CommonConfig:
+    data: str = param("demo", "input data: 'demo' (synthetic phantoms), a folder, or for training "
+                              "stages a preprocess run id / runs:/ URI / preprocessed folder")
+    seed: int = param(0, "random seed (splits, sampling, initialisation)")
+    experiment: str = param("", "MLflow experiment name (default: the entry point's name)")
+    device: str = param("auto", "compute device", ("auto", "cpu", "cuda"))
+
+    def validate(self) -> None:
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(map(str, choices))}")
+
+    def to_params(self) -> dict[str, str]:
+        """Parameters as MLflow records them (strings; '' for not given)."""
+        return {k: _fmt(v) for k, v in asdict(self).items()}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return "" if v is None else str(v)
+
+
+@dataclass
+class PreprocessConfig(CommonConfig):
+    dataset: str = param("auto", "layout adapter of the data folder",
+                         ("auto", "covid19-ct-seg", "mosmed", "msd-lung", "nsclc", "glob", "demo"))
+    images: str = param("", "glob pattern of labelled images (dataset=glob), relative to data")
+    masks: str = param("", "glob pattern of their infection masks (dataset=glob)")
+    test_images: str = param("", "glob pattern of the official test split's images (dataset=glob)")
+    test_masks: str = param("", "glob pattern of the official test split's masks (dataset=glob)")
+    unlabelled: str = param("", "glob pattern of unlabelled images (dataset=glob)")
+    lungs: str = param("", "glob pattern of provided lung masks (dataset=glob), paired by name")
+    intensity: str = param("auto", "intensity scheme, decided per case with auto",
+                           ("auto", "hu", "image"))
+    lung_method: str = param("auto", "lung extraction: auto = lungmask if its weights are local, "
+                                     "else classical; provided = the dataset's lung masks",
+                             ("auto", "lungmask", "classical", "provided", "none"))
+    lung_weights: str = param("", "local lungmask weight file (never downloaded)")
+    lung_model: str = param("R231CovidWeb", "lungmask model whose cached weights auto looks for",
+                            ("R231", "R231CovidWeb", "LTRCLobes"))
+    image_size: int = param(0, "in-plane size: volumes are cropped/padded around the lungs on the "
+                               "1 mm grid, 2D slices resized; 0 keeps the 1 mm grid as is")
+    window_min: float = param(-1250.0, "lung window lower bound (HU)")
+    window_max: float = param(250.0, "lung window upper bound (HU)")
+    hist_eq: bool = param(False, "histogram equalisation inside the lungs before the z-score")
+    store_dtype: str = param("float32", "dtype of stored images", ("float32", "float16"))
+    test_cases: int = param(20, "size of the held-out test set (official split used if any)")
+    folds: int = param(5, "number of cross-validation folds over the remaining labelled cases")
+    strict: bool = param(False, "stop at the first bad case instead of recording it and going on")
+    log_dataset_mb: float = param(500.0, "upload the preprocessed arrays as run artifacts when "
+                                         "smaller than this (MB); the descriptor is always logged")
+    demo_labelled: int = param(30, "demo: labelled COVID phantoms")
+    demo_unlabelled: int = param(20, "demo: unlabelled COVID phantoms (other centres)")
+    demo_noncovid: int = param(10, "demo: non-COVID (nodule) phantoms")
+    demo_size: int = param(128, "demo: in-plane size in pixels")
+    demo_depth: int = param(48, "demo: scanned length in mm")
+    demo_difficulty: float = param(0.5, "demo: 0 (easy) .. 1 (faint ground-glass, more noise)")
+    demo_display_fraction: float = param(0.0, "demo: share of labelled cases stored as 0-255 "
+                                              "display values instead of HU")
+
+
+@dataclass
+class PretrainConfig(CommonConfig):
+    mode: str = param("restoration", "self-supervised restoration or supervised non-COVID",
+                      ("restoration", "supervised"))
+    arch: str = param("unet", "architecture (smp name, attention-unet)")
+    encoder: str = param("resnet34", "encoder (smp encoder name)")
+    image_size: int = param(0, "training crop size (0: the preprocessed size)")
+    epochs: int = param(100, "maximum epochs")
+    batch_size: int = param(8, "slices per batch")
+    lr: float = param(1e-3, "learning rate")
+
+
+@dataclass
+class FinetuneConfig(CommonConfig):
+    init: str = param("scratch", "scratch, a pretrain/finetune run id or model URI, or a Models "
+                                 "Genesis checkpoint file")
+    strategy: str = param("all", "which weights train", ("all", "decoder", "freeze-encoder-half"))
+    arch: str = param("unet", "architecture (smp name, attention-unet)")
+    encoder: str = param("resnet34", "encoder (smp encoder name)")
+    loss: str = param("ce+dice", "loss", ("ce", "dice", "ce+dice", "hausdorff"))
+    lr: float = param(2e-4, "Adam learning rate")
+    lr_step: int = param(25, "StepLR step (epochs)")
+    lr_gamma: float = param(0.8, "StepLR factor")
+    epochs: int = param(500, "maximum epochs")
+    patience: int = param(30, "early stop after this many epochs without validation improvement")
+    batch_size: int = param(8, "slices per batch")
+    image_size: int = param(0, "training crop size (0: the preprocessed size)")
+    fold: int = param(0, "cross-validation fold")
+    regime: str = param("standard", "standard/40-10: train on k-1 folds; inverse/10-40: train on one",
+                        ("standard", "inverse", "40-10", "10-40"))
+    train_cases: int = param(0, "labelled training volumes to use (0: all of the fold)")
+    checkpoint_every: int = param(0, "log an intermediate checkpoint every N iterations (0: off)")
+    mixup: bool = param(False, "mixup of images and masks (soft labels)")
+    resume: str = param("", "run id of a killed run to continue")
+    register_as: str = param("", "register the best model under this name")
+
+
+@dataclass
+class PseudolabelConfig(CommonConfig):
+    model: str = param("", "fine-tuned run id or model URI")
+    coarse_model: str = param("", "3D U-Net run id for the coarse boxes (default: lung mask box)")
+    unlabelled: str = param("", "unlabelled data (default: the dataset's unlabelled cases)")
+    patch_size: int = param(68, "patch side (pixels)")
+    labelled_patches: int = param(120, "patches sampled from labelled volumes")
+    patches_per_volume: int = param(32, "patches per unlabelled volume")
+    rule: str = param("top1-band", "assignment rule", ("top1-band", "top2-weighted"))
+    sim_low: float = param(0.87, "top1-band: lowest accepted similarity")
+    sim_high: float = param(0.96, "top1-band: highest accepted similarity")
+    sim_min: float = param(0.90, "top2-weighted: both similarities above this")
+
+
+@dataclass
+class MeanteacherConfig(FinetuneConfig):
+    model: str = param("", "fine-tuned run id or model URI (the student's start)")
+    pseudo: str = param("", "pseudolabel run id")
+    ema_alpha: float = param(0.99, "teacher EMA factor")
+    consistency_weight: float = param(1.0, "weight of the consistency loss after ramp-up")
+    rampup_epochs: int = param(30, "sigmoid ramp-up of the consistency weight (epochs)")
+
+
+@dataclass
+class CompareConfig(CommonConfig):
+    runs: str = param("", "comma-separated run ids")
+    mode: str = param("checkpoints", "analysis", ("checkpoints", "init-vs-final", "run-vs-run"))
+    probe_slices: int = param(32, "slices in the fixed probe set")
+
+
+@dataclass
+class TuneConfig(CommonConfig):
+    target: str = param("finetune", "entry point to tune", ("finetune", "meanteacher"))
+    n_trials: int = param(20, "trials for this worker")
+    timeout: float = param(0.0, "seconds for this worker (0: no limit)")
+    study_name: str = param("covidseg", "Optuna study name (re-using it resumes the study)")
+    storage: str = param("", "Optuna storage URL (default: an SQLite file)")
+
+
+@dataclass
+class PredictConfig(CommonConfig):
+    model: str = param("", "run id or model URI")
+    input: str = param("", "CT volume file or DICOM series folder")
+    output: str = param("predictions", "output folder")
+
+
+@dataclass
+class EvaluateConfig(CommonConfig):
+    model: str = param("", "run id or model URI")
+
+
+@dataclass
+class PipelineConfig(CommonConfig):
+    pass
+
+
+@dataclass
+class GridConfig(CommonConfig):
+    archs: str = param("unet,attention-unet", "comma-separated architectures")
+    strategies: str = param("scratch,decoder,all", "comma-separated init/strategy cells")
+    regimes: str = param("10-40,40-10", "comma-separated regimes")
+    folds: str = param("0,1,2,3,4", "comma-separated folds")
+
+
+CONFIGS: dict[str, type[CommonConfig]] = {
+    "preprocess": PreprocessConfig,
+    "pretrain": PretrainConfig,
+    "finetune": FinetuneConfig,
+    "pseudolabel": PseudolabelConfig,
+    "meanteacher": MeanteacherConfig,
+    "compare": CompareConfig,
+    "tune": TuneConfig,
+    "predict": PredictConfig,
+    "evaluate": EvaluateConfig,
+    "pipeline": PipelineConfig,
+    "grid": GridConfig,
+}
+
+
+def parse_value(f, raw: str):
+    """Convert a command-line / MLflow string to the field's type."""
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "bool":
+            low = str(raw).strip().lower()
+            if low in ("true", "1", "yes", "y", "on"):
+                return True
+            if low in ("false", "0", "no", "n", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            as_float = float(raw)
+            if as_float != int(as_float):
+                raise ValueError(raw)
+            return int(as_float)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{f.name}={raw!r} is not a valid {kind}") from None
+    return str(raw)
+
+
+def field_default(f):
+    return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]

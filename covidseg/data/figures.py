@@ -1,0 +1,101 @@
+"""Preprocessing figures: spacing per source (thesis fig. 3.7), intensity histograms before /
+after normalisation (fig. 3.8), a volume before / after lung filtering in three views (fig. 3.6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def spacing_scatter(metas: list[dict]):
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    volumes = [m for m in metas if not m.get("slice_image")]
+    rng = np.random.default_rng(0)
+    for src in sorted({m["source"] for m in volumes}):
+        ms = [m for m in volumes if m["source"] == src]
+        xy = np.array([m["spacing_in"][0] for m in ms])
+        z = np.array([m["spacing_in"][2] for m in ms])
+        jitter = rng.uniform(-0.05, 0.05, size=z.shape)  # equal thicknesses would overlap
+        ax.scatter(xy, z + jitter, label=f"{src} (n={len(ms)})", alpha=0.75, s=28)
+    ax.set_xlabel("in-plane spacing (mm)")
+    ax.set_ylabel("slice thickness (mm, jittered)")
+    ax.set_title("Voxel spacing per source (before resampling to 1 × 1 mm in-plane)")
+    ax.grid(alpha=0.3)
+    if volumes:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "2D slice images only: no physical spacing", ha="center",
+                transform=ax.transAxes)
+    return fig
+
+
+def intensity_histograms(metas: list[dict], bins_hu, bins_display, bins_z):
+    fig, axes = plt.subplots(2, 1, figsize=(7.5, 6.4))
+    for mode, bins, title in (("hu", bins_hu, "HU"), ("image", bins_display, "display value")):
+        ms = [m for m in metas if m["intensity"] == mode]
+        if not ms:
+            continue
+        centres = (np.asarray(bins)[:-1] + np.asarray(bins)[1:]) / 2
+        for m in ms[:40]:
+            h = np.asarray(m["hist_before"], float)
+            axes[0].plot(centres, h / max(h.sum(), 1), alpha=0.35, lw=0.9,
+                         color="tab:blue" if mode == "hu" else "tab:orange")
+        axes[0].plot([], [], color="tab:blue" if mode == "hu" else "tab:orange",
+                     label=f"{mode}: {len(ms)} cases ({title})")
+    axes[0].set_title("Before: intensities inside the lungs (one line per volume)")
+    axes[0].set_xlabel("HU (blue) / display value 0-255 (orange)")
+    axes[0].set_ylabel("fraction of voxels")
+    axes[0].legend(fontsize=8)
+    centres_z = (np.asarray(bins_z)[:-1] + np.asarray(bins_z)[1:]) / 2
+    for m in metas[:40]:
+        h = np.asarray(m["hist_after"], float)
+        axes[1].plot(centres_z, h / max(h.sum(), 1), alpha=0.35, lw=0.9,
+                     color="tab:blue" if m["intensity"] == "hu" else "tab:orange")
+    axes[1].axvline(0, color="k", lw=0.6)
+    axes[1].set_title("After: z-scored intensities inside the lungs (mean 0, std 1 per volume)")
+    axes[1].set_xlabel("z-score")
+    axes[1].set_ylabel("fraction of voxels")
+    fig.tight_layout()
+    return fig
+
+
+def lung_filtering_views(before: np.ndarray, after: np.ndarray, lung, infection, meta: dict):
+    """Top row: resampled volume in HU (or display values); bottom: after lung filtering and
+    normalisation; columns: axial, coronal, sagittal through the lesion centre (or the middle)."""
+    ref = infection if infection is not None and infection.any() else lung
+    if ref is not None and ref.any():
+        zc, yc, xc = (int(np.median(a)) for a in np.nonzero(ref))
+    else:
+        zc, yc, xc = (s // 2 for s in after.shape)
+    sz = (meta.get("spacing") or [1, 1, 1])[2]
+    views = [("axial", lambda a: a[zc], 1.0), ("coronal", lambda a: a[:, yc, :], sz),
+             ("sagittal", lambda a: a[:, :, xc], sz)]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7.5))
+    hu = meta["intensity"] == "hu"
+    vmin, vmax = (-1250, 250) if hu else (0, 255)
+    for j, (name, cut, aspect) in enumerate(views):
+        axes[0, j].imshow(cut(before), cmap="gray", vmin=vmin, vmax=vmax, aspect=aspect,
+                          origin="upper" if j == 0 else "lower")
+        axes[0, j].set_title(f"{name}: before ({'HU' if hu else 'display values'})")
+        axes[1, j].imshow(cut(after), cmap="gray", vmin=-3, vmax=3, aspect=aspect,
+                          origin="upper" if j == 0 else "lower")
+        if infection is not None and cut(infection).any():
+            axes[1, j].contour(cut(infection), levels=[0.5], colors="r", linewidths=0.8)
+        axes[1, j].set_title(f"{name}: after lung filtering (z-score; red = infection)")
+        for ax in axes[:, j]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"Volume {meta['case_id']} ({meta['source']}, lungs: {meta['lung_method']})")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,107 @@
+"""Intensity normalisation: lung-window z-score for HU data, foreground z-score otherwise.
+
+Pure functions over numpy arrays.  The scheme is decided per case (``intensity=auto``): public
+sets mix CT stored in Hounsfield units with CT stored as 0-255 display values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from covidseg.errors import NotHounsfield
+
+HU_MODES = ("auto", "hu", "image")
+
+
+def looks_like_hu(array: np.ndarray) -> bool:
+    """True when the values look like Hounsfield units: air far below zero and dense tissue above.
+
+    CT in HU has its outside-body air at about -1000 (or padding at -1024 / -2048 / -3024), so its
+    1st percentile is far negative; display-value images (0-255) and raw unsigned scanner values
+    are never negative.
+    """
+    sample = array[:: max(1, array.shape[0] // 16)].ravel()
+    if sample.size > 400_000:
+        sample = sample[:: sample.size // 400_000]
+    p1, p99 = np.percentile(sample, [1, 99])
+    return bool(p1 < -500 and p99 > -200)
+
+
+def intensity_summary(array: np.ndarray) -> str:
+    p1, p99 = np.percentile(array, [1, 99])
+    return f"range {float(array.min()):.0f}..{float(array.max()):.0f}, 1st-99th percentile {p1:.0f}..{p99:.0f}"
+
+
+def choose_intensity_mode(array: np.ndarray, requested: str, path) -> tuple[str, bool]:
+    """(mode used, whether the values looked like HU).  ``hu`` on non-HU data is an error."""
+    if requested not in HU_MODES:
+        raise ValueError(f"intensity must be one of {HU_MODES}")
+    hu_like = looks_like_hu(array)
+    if requested == "hu" and not hu_like:
+        raise NotHounsfield(path, f"intensities are not Hounsfield units ({intensity_summary(array)}); "
+                                  "use intensity=image or intensity=auto")
+    if requested == "auto":
+        return ("hu" if hu_like else "image"), hu_like
+    return requested, hu_like
+
+
+def foreground_mask(array: np.ndarray) -> np.ndarray:
+    """The body / object: above an Otsu threshold (the dark background of a slice or volume)."""
+    values = array[:: max(1, array.shape[0] // 16)].ravel()
+    hist, edges = np.histogram(values, bins=256)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
+    m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    threshold = centres[int(np.argmax(between))]
+    fg = array > threshold
+    return fg if fg.any() else np.ones_like(array, dtype=bool)
+
+
+def equalise_histogram(array: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Histogram equalisation of the values inside ``region`` (rank → uniform on the same range)."""
+    out = array.astype(np.float32, copy=True)
+    vals = out[region]
+    if vals.size < 2:
+        return out
+    order = np.argsort(vals, kind="stable")
+    ranks = np.empty_like(order)
+    ranks[order] = np.arange(vals.size)
+    lo, hi = float(vals.min()), float(vals.max())
+    out[region] = lo + (hi - lo) * ranks / (vals.size - 1)
+    return out
+
+
+def zscore(array: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(array - mean) / std with mean and std taken over ``region``."""
+    vals = array[region]
+    mean = float(vals.mean()) if vals.size else 0.0
+    std = float(vals.std()) if vals.size else 1.0
+    std = std if std > 1e-6 else 1.0
+    return ((array - mean) / std).astype(np.float32), mean, std
+
+
+def lung_window_zscore(array: np.ndarray, lung: np.ndarray, window=(-1250.0, 250.0),
+                       equalise: bool = False) -> tuple[np.ndarray, dict]:
+    """HU scheme: clip to the lung window, z-score over lung voxels, background (outside) to 0."""
+    clipped = np.clip(array, window[0], window[1]).astype(np.float32)
+    if equalise:
+        clipped = equalise_histogram(clipped, lung)
+    out, mean, std = zscore(clipped, lung)
+    out[~lung] = 0.0
+    return out, {"norm_mean": mean, "norm_std": std}
+
+
+def image_zscore(array: np.ndarray, region: np.ndarray | None, equalise: bool = False,
+                 zero_outside: bool = False) -> tuple[np.ndarray, dict]:
+    """Image scheme (non-HU data): z-score over the region (the lungs if known, else foreground)."""
+    region = foreground_mask(array) if region is None else region
+    arr = array.astype(np.float32)
+    if equalise:
+        arr = equalise_histogram(arr, region)
+    out, mean, std = zscore(arr, region)
+    if zero_outside:
+        out[~region] = 0.0
+    return out, {"norm_mean": mean, "norm_std": std}

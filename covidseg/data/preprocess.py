@@ -1,0 +1,441 @@
+"""Preprocessing: volumes in, a cached preprocessed dataset out (SPEC §3 preprocess).
+
+Per case, in this order:
+
+1. read (SimpleITK) and reorient to LPS; check masks against the image (shape, geometry,
+   binary values) and the image for NaN;
+2. choose the intensity scheme (``auto``: ``hu`` when the values look like HU, else ``image``);
+3. extract the lungs on the original grid (lungmask with local weights on HU cases, the
+   classical method otherwise, the dataset's own masks with ``provided``, nothing with ``none``);
+4. resample in-plane to 1 × 1 mm, slice spacing unchanged (masks nearest neighbour); 2D slice
+   images, which have no physical spacing, are resized to ``image_size`` instead;
+5. ``hu``: clip to the lung window and z-score with the lung voxels' mean and std; ``image``:
+   z-score over the lungs (or the foreground when there are none); outside the lungs → 0;
+6. optionally crop/pad in-plane to ``image_size`` around the lungs; store.
+
+The dataset is keyed by a content hash of the input files and the settings, so an identical
+second run is a cache hit.  Bad cases are recorded and skipped (``strict=true`` stops instead).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from covidseg.config import PreprocessConfig
+from covidseg.data import figures
+from covidseg.data.fingerprint import dataset_fingerprint, fingerprint_metrics
+from covidseg.data.geometry import (crop_box_in_plane, crop_or_pad_in_plane, resample_in_plane,
+                                    resize_slices)
+from covidseg.data.intensity import choose_intensity_mode, foreground_mask, image_zscore, \
+    lung_window_zscore
+from covidseg.data.layouts import CaseRecord, build_manifest, write_manifest
+from covidseg.data.lungs import classical_lung_mask, find_lungmask_weights, lungmask_lung_mask
+from covidseg.data.readers import geometry_of, is_slice_image, read_image, to_canonical
+from covidseg.data.splits import make_splits
+from covidseg.data.store import (PreprocessedDataset, cache_root, content_key, dataset_size_mb,
+                                 file_digest, read_case_meta, write_case)
+from covidseg.errors import (CaseError, ConfigError, EmptyMask, GeometryMismatch, MissingInput,
+                             NaNValues, NonBinaryMask, ShapeMismatch)
+from covidseg.tracking import NullTracker
+
+log = logging.getLogger("covidseg.preprocess")
+
+HIST_BINS_HU = np.linspace(-1250.0, 250.0, 76)
+HIST_BINS_DISPLAY = np.linspace(0.0, 255.0, 52)
+HIST_BINS_Z = np.linspace(-5.0, 5.0, 81)
+PREPROCESS_VERSION = 1
+
+
+@dataclass
+class CaseOutput:
+    image: np.ndarray
+    infection: np.ndarray | None
+    lung: np.ndarray | None
+    meta: dict
+    before: np.ndarray | None = None  # resampled intensities before normalisation (figures)
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+def _check_geometry(mask_img: sitk.Image, ref: sitk.Image, path, ref_path) -> None:
+    if mask_img.GetSize() != ref.GetSize():
+        raise ShapeMismatch(path, f"mask size {mask_img.GetSize()} differs from image size "
+                                  f"{ref.GetSize()} ({Path(ref_path).name})")
+    sp_m, sp_i = np.array(mask_img.GetSpacing()), np.array(ref.GetSpacing())
+    if not np.allclose(sp_m, sp_i, rtol=1e-3, atol=1e-4):
+        raise GeometryMismatch(path, f"mask spacing {tuple(np.round(sp_m, 4))} differs from the "
+                                     f"image's {tuple(np.round(sp_i, 4))} ({Path(ref_path).name})")
+    tol = 0.5 * float(sp_i.min())
+    if not np.allclose(mask_img.GetOrigin(), ref.GetOrigin(), atol=tol):
+        raise GeometryMismatch(path, f"mask origin {tuple(np.round(mask_img.GetOrigin(), 2))} differs "
+                                     f"from the image's {tuple(np.round(ref.GetOrigin(), 2))} "
+                                     f"({Path(ref_path).name})")
+    if not np.allclose(mask_img.GetDirection(), ref.GetDirection(), atol=1e-3):
+        raise GeometryMismatch(path, f"mask orientation differs from the image's ({Path(ref_path).name})")
+
+
+def read_mask(path, ref_image: sitk.Image, ref_path, kind: str) -> np.ndarray:
+    """A binary (z, y, x) mask aligned with the canonical image; lung label maps become binary."""
+    m = read_image(path)
+    if is_slice_image(Path(path)):
+        m.CopyInformation(ref_image) if m.GetSize() == ref_image.GetSize() else None
+    m = to_canonical(m)
+    _check_geometry(m, ref_image, path, ref_path)
+    arr = sitk.GetArrayFromImage(m)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise NaNValues(path, "mask has NaN or infinite values")
+        if not np.all(arr == np.round(arr)):
+            raise NonBinaryMask(path, "mask has fractional values; expected 0/1 labels")
+    values = np.unique(arr)
+    if kind == "infection":
+        if set(values.tolist()) - {0, 1} and set(values.tolist()) - {0, 255}:
+            shown = ", ".join(str(v) for v in values[:6]) + (" …" if len(values) > 6 else "")
+            raise NonBinaryMask(path, f"infection mask is not binary (values {shown})")
+    elif values.min() < 0:
+        raise NonBinaryMask(path, "lung mask has negative labels")
+    return arr > 0
+
+
+def _decide_lung_method(requested: str, hu: bool, slice_mode: bool, weights: Path | None,
+                        record: CaseRecord) -> tuple[str, str]:
+    """(method, note)."""
+    if requested == "auto":
+        if slice_mode:
+            return "none", "2D slice image"
+        if weights is not None and hu:
+            return "lungmask", ""
+        return "classical", "" if weights is None else "lungmask skipped: not HU"
+    if requested == "lungmask" and not hu:
+        return "classical", "lungmask skipped: not HU"
+    if requested == "provided" and not record.lung:
+        raise MissingInput(record.image, "lung_method=provided but this case has no lung mask")
+    return requested, ""
+
+
+def _histogram(values: np.ndarray, bins: np.ndarray) -> list[int]:
+    return np.histogram(values, bins=bins)[0].astype(int).tolist()
+
+
+def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | None,
+                    force_cpu: bool = True, keep_before: bool = False) -> CaseOutput:
+    """Preprocess one case; raises a one-line :class:`CaseError` on bad input."""
+    original = read_image(record.image)
+    geometry = geometry_of(original)
+    image = to_canonical(original)
+    arr = sitk.GetArrayFromImage(image).astype(np.float32)
+    n_bad = int(arr.size - np.isfinite(arr).sum())
+    if n_bad:
+        raise NaNValues(record.image, f"{n_bad} voxels are NaN or infinite")
+    slice_mode = is_slice_image(Path(record.image))
+    infection = read_mask(record.infection, image, record.image, "infection") if record.infection else None
+    mode, hu_like = choose_intensity_mode(arr, cfg.intensity, record.image)
+    method, note = _decide_lung_method(cfg.lung_method, mode == "hu", slice_mode, weights, record)
+
+    lung = None
+    if method == "lungmask":
+        lung = lungmask_lung_mask(image, weights, force_cpu=force_cpu)
+    elif method == "classical":
+        lung = classical_lung_mask(arr, image.GetSpacing(), hu=(mode == "hu"))
+    elif method == "provided":
+        lung = read_mask(record.lung, image, record.image, "lung")
+    if lung is not None and not lung.any():
+        raise EmptyMask(record.lung if method == "provided" else record.image,
+                        f"lung extraction ({method}) found no lung voxels")
+    coverage = None
+    if infection is not None and lung is not None and infection.any():
+        coverage = float((infection & lung).sum() / infection.sum())
+
+    # 4. geometry
+    spacing_in = [float(s) for s in image.GetSpacing()]
+    if slice_mode:
+        size = cfg.image_size
+        fill = float(arr.min())
+        arr_r = resize_slices(arr, size, fill=fill) if size else arr
+        inf_r = resize_slices(infection.astype(np.uint8), size, label=True).astype(bool) \
+            if (infection is not None and size) else infection
+        lung_r = resize_slices(lung.astype(np.uint8), size, label=True).astype(bool) \
+            if (lung is not None and size) else lung
+        spacing_out = None  # pixel units: no physical spacing
+    else:
+        fill = float(arr.min())
+        arr_r = sitk.GetArrayFromImage(resample_in_plane(sitk.Cast(image, sitk.sitkFloat32), 1.0,
+                                                         fill=fill))
+
+        def _res(mask):
+            if mask is None:
+                return None
+            m = sitk.GetImageFromArray(mask.astype(np.uint8))
+            m.CopyInformation(image)
+            return sitk.GetArrayFromImage(resample_in_plane(m, 1.0, label=True)).astype(bool)
+
+        inf_r, lung_r = _res(infection), _res(lung)
+        spacing_out = [1.0, 1.0, spacing_in[2]]
+
+    # 5. intensity
+    region = lung_r
+    if mode == "hu":
+        if region is None:
+            region = foreground_mask(arr_r)
+        out, stats = lung_window_zscore(arr_r, region, (cfg.window_min, cfg.window_max), cfg.hist_eq)
+    else:
+        out, stats = image_zscore(arr_r, region, cfg.hist_eq, zero_outside=region is not None)
+        if region is None:
+            region = foreground_mask(arr_r)
+
+    # 6. in-plane crop / pad around the lungs on the 1 mm grid
+    crop = None
+    lung_lost = 0.0
+    if cfg.image_size and not slice_mode:
+        ref = lung_r if lung_r is not None and lung_r.any() else region
+        ys, xs = np.nonzero(ref.any(axis=0))
+        centre = ((ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2) if ys.size else \
+            (out.shape[1] / 2, out.shape[2] / 2)
+        crop = crop_box_in_plane(out.shape[1:], cfg.image_size, centre)
+        before_lung = int(lung_r.sum()) if lung_r is not None else 0
+        out = crop_or_pad_in_plane(out, cfg.image_size, crop, 0.0)
+        inf_r = crop_or_pad_in_plane(inf_r, cfg.image_size, crop, False) if inf_r is not None else None
+        lung_r = crop_or_pad_in_plane(lung_r, cfg.image_size, crop, False) if lung_r is not None else None
+        if before_lung:
+            lung_lost = 1.0 - float(lung_r.sum()) / before_lung
+        region = crop_or_pad_in_plane(region, cfg.image_size, crop, False)
+        arr_r = crop_or_pad_in_plane(arr_r, cfg.image_size, crop, fill)
+
+    voxel_ml = (spacing_out[0] * spacing_out[1] * spacing_out[2] / 1000.0) if spacing_out else None
+    vals_before = arr_r[region]
+    meta = {
+        "case_id": record.case_id,
+        "source": record.source,
+        "labelled": bool(infection is not None),
+        "split": record.split,
+        "grade": record.grade,
+        "task": record.task,
+        "slice_image": slice_mode,
+        "intensity": mode,
+        "looked_like_hu": hu_like,
+        "lung_method": method,
+        "lung_note": note,
+        "shape": list(out.shape),
+        "spacing": spacing_out,
+        "spacing_in": spacing_in,
+        "geometry": geometry,  # original geometry, to write predictions back
+        "crop_corner_yx": list(crop) if crop else None,
+        "lung_lost_by_crop": lung_lost,
+        "infection_in_lung": coverage,
+        "lesion_fraction": (float(inf_r[lung_r].mean()) if (inf_r is not None and lung_r is not None
+                                                            and lung_r.any()) else
+                            (float(inf_r.mean()) if inf_r is not None else None)),
+        "lung_volume_ml": float(lung_r.sum() * voxel_ml) if (lung_r is not None and voxel_ml) else None,
+        "lesion_volume_ml": float(inf_r.sum() * voxel_ml) if (inf_r is not None and voxel_ml) else None,
+        "lesion_slices": int(inf_r.any(axis=(1, 2)).sum()) if inf_r is not None else None,
+        "before_mean": float(vals_before.mean()) if vals_before.size else None,
+        "before_std": float(vals_before.std()) if vals_before.size else None,
+        "before_p1": float(np.percentile(vals_before, 1)) if vals_before.size else None,
+        "before_p99": float(np.percentile(vals_before, 99)) if vals_before.size else None,
+        "hist_before": _histogram(vals_before, HIST_BINS_HU if mode == "hu" else HIST_BINS_DISPLAY),
+        "hist_after": _histogram(out[region], HIST_BINS_Z),
+        **stats,
+    }
+    return CaseOutput(out, inf_r, lung_r, meta, arr_r if keep_before else None)
+
+
+# --- dataset --------------------------------------------------------------------------------
+
+def resolve_inputs(cfg: PreprocessConfig, progress: bool = True) -> tuple[Path, str, list[CaseRecord]]:
+    """The data folder (building the demo cohort for ``data=demo``), its layout and manifest."""
+    patterns = {k: getattr(cfg, k) for k in ("images", "masks", "test_images", "test_masks",
+                                              "unlabelled", "lungs")}
+    if cfg.data == "demo":
+        from covidseg.data.phantom import DemoSpec, build_cohort
+
+        spec = DemoSpec(labelled=cfg.demo_labelled, unlabelled=cfg.demo_unlabelled,
+                        noncovid=cfg.demo_noncovid, size=cfg.demo_size, depth_mm=cfg.demo_depth,
+                        difficulty=cfg.demo_difficulty,
+                        display_fraction=cfg.demo_display_fraction, seed=0)
+        root = build_cohort(cache_root() / "demo" / spec.key(), spec, progress=progress)
+        dataset = "demo" if cfg.dataset == "auto" else cfg.dataset
+        return (root, *build_manifest(root, dataset))
+    if not cfg.data:
+        raise ConfigError("data= is empty: give a folder or 'demo'")
+    root = Path(cfg.data).expanduser()
+    if not root.exists():
+        raise ConfigError(f"{root}: data folder does not exist")
+    return (root, *build_manifest(root, cfg.dataset, **patterns))
+
+
+def code_digest() -> str:
+    """Digest of the code that shapes a preprocessed dataset: a change re-processes, not reuses."""
+    import hashlib
+
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for name in ("preprocess.py", "intensity.py", "lungs.py", "geometry.py", "readers.py",
+                 "layouts.py", "splits.py", "fingerprint.py", "store.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _settings(cfg: PreprocessConfig, weights: Path | None) -> dict:
+    return {
+        "version": PREPROCESS_VERSION,
+        "code": code_digest(),
+        "intensity": cfg.intensity, "lung_method": cfg.lung_method,
+        "lung_weights": file_digest(weights) if weights else None,
+        "image_size": cfg.image_size, "window": [cfg.window_min, cfg.window_max],
+        "hist_eq": cfg.hist_eq, "store_dtype": cfg.store_dtype,
+        "test_cases": cfg.test_cases, "folds": cfg.folds, "seed": cfg.seed,
+    }
+
+
+def preprocess_dataset(cfg: PreprocessConfig, tracker=None, progress: bool = True) -> dict:
+    """Build (or find in the cache) the preprocessed dataset; log it; return a summary."""
+    tracker = tracker or NullTracker()
+    cfg.validate()
+    if cfg.window_min >= cfg.window_max:
+        raise ConfigError(f"window_min={cfg.window_min} must be below window_max={cfg.window_max}")
+    root, dataset, records = resolve_inputs(cfg, progress)
+    weights = None
+    if cfg.lung_method in ("auto", "lungmask"):
+        weights = find_lungmask_weights(cfg.lung_weights or None, cfg.lung_model)
+        if cfg.lung_method == "lungmask" and weights is None:
+            raise ConfigError("lung_method=lungmask needs local weights: pass lung_weights=FILE "
+                              "(covidseg never downloads them)")
+        if weights is None:
+            log.warning("lungmask weights not found locally: using the classical lung extraction")
+    key = content_key(records, _settings(cfg, weights))
+    out = cache_root() / "preprocessed" / key
+    cache_hit = (out / "dataset.json").exists()
+    t0 = time.time()
+    if not cache_hit:
+        _build(cfg, records, weights, out, dataset, root, key, progress)
+    ds = PreprocessedDataset(out)
+    summary = _log_dataset(ds, tracker, cfg, cache_hit, time.time() - t0)
+    return summary
+
+
+def _build(cfg, records, weights, out: Path, dataset: str, root: Path, key: str,
+           progress: bool) -> None:
+    from tqdm import tqdm
+
+    import torch
+
+    force_cpu = not (cfg.device in ("auto", "cuda") and torch.cuda.is_available())
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(records, out / "manifest.csv")
+    metas: dict[str, dict] = {}
+    failed: list[dict] = []
+    example: CaseOutput | None = None  # the case with the most lesion, for the 3-view figure
+    bar = tqdm(records, desc="preprocess", unit="case", disable=not progress)
+    for rec in bar:
+        case_dir = out / "cases" / rec.case_id
+        done = read_case_meta(case_dir)
+        if done is not None:  # finished by an earlier, interrupted run
+            metas[rec.case_id] = done
+            continue
+        try:
+            res = preprocess_case(rec, cfg, weights, force_cpu=force_cpu, keep_before=True)
+        except CaseError as exc:
+            if cfg.strict:
+                raise
+            failed.append({"case_id": rec.case_id, "path": exc.path or rec.image,
+                           "kind": exc.kind, "error": str(exc)})
+            log.warning("case %s failed: %s", rec.case_id, exc)
+            continue
+        write_case(case_dir, res.image, res.infection, res.lung, res.meta, cfg.store_dtype)
+        metas[rec.case_id] = res.meta
+        if example is None or (res.meta["lesion_volume_ml"] or 0) > (example.meta["lesion_volume_ml"] or 0):
+            example = res
+    bar.close()
+    ok = [m for m in metas.values()]
+    if not ok:
+        raise ConfigError(f"{root}: no case could be preprocessed ({len(failed)} failed; first: "
+                          f"{failed[0]['error'] if failed else 'none'})")
+    target = [m for m in ok if m["labelled"] and m["task"] == "infection"]
+    labelled = [m["case_id"] for m in target]
+    official = [m["case_id"] for m in target if m.get("split") == "test"]
+    unlabelled = [m["case_id"] for m in ok if not m["labelled"]]
+    auxiliary = [m["case_id"] for m in ok if m["labelled"] and m["task"] != "infection"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = make_splits(labelled, cfg.test_cases, cfg.folds, cfg.seed, official, unlabelled) \
+            if labelled else {"seed": cfg.seed, "test": [], "test_is_official": False, "folds": [],
+                              "unlabelled": unlabelled}
+    for w in caught:
+        log.warning("%s", w.message)
+    splits["auxiliary"] = sorted(auxiliary)  # labelled non-COVID cases (supervised pretraining)
+    fp = dataset_fingerprint(ok, n_failed=len(failed))
+    (out / "splits.json").write_text(json.dumps(splits, indent=1))
+    (out / "fingerprint.json").write_text(json.dumps(fp, indent=1))
+    with open(out / "failed.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["case_id", "path", "kind", "error"])
+        w.writeheader()
+        w.writerows(failed)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    figures.save(figures.spacing_scatter(ok), fig_dir / "spacing_per_source.png")
+    figures.save(figures.intensity_histograms(ok, HIST_BINS_HU, HIST_BINS_DISPLAY, HIST_BINS_Z),
+                 fig_dir / "intensity_histogram_before_after.png")
+    if example is not None:
+        figures.save(figures.lung_filtering_views(example.before, example.image, example.lung,
+                                                  example.infection, example.meta),
+                     fig_dir / f"lung_filtering_3views_volume_{example.meta['case_id']}.png")
+    descriptor = {
+        "key": key,
+        "store_version": 1,
+        "dataset": dataset,
+        "data_root": str(root),
+        "config": cfg.to_params(),
+        "n_cases": len(ok),
+        "n_failed": len(failed),
+        "cases": [metas[r.case_id] for r in records if r.case_id in metas],
+        "fingerprint": fp,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    tmp = out / "dataset.json.tmp"
+    tmp.write_text(json.dumps(descriptor, indent=1, default=float))
+    tmp.replace(out / "dataset.json")
+
+
+def _log_dataset(ds: PreprocessedDataset, tracker, cfg, cache_hit: bool, seconds: float) -> dict:
+    root = ds.root
+    desc = ds.descriptor
+    fp = desc["fingerprint"]
+    tracker.set_tags({"covidseg.dataset_key": ds.key, "covidseg.cache_hit": str(cache_hit).lower(),
+                      "covidseg.dataset_path": str(root), "covidseg.layout": desc["dataset"]})
+    metrics = fingerprint_metrics(fp)
+    metrics.update({"n_cases": desc["n_cases"], "n_failed": desc["n_failed"],
+                    "n_test": len(ds.splits["test"]), "n_folds": len(ds.splits["folds"]),
+                    "seconds": seconds})
+    tracker.log_metrics(metrics)
+    for name in ("dataset.json", "splits.json", "fingerprint.json", "failed.csv", "manifest.csv"):
+        tracker.log_artifact(root / name, "dataset" if name == "dataset.json" else "preprocess")
+    for png in sorted((root / "figures").glob("*.png")):
+        tracker.log_artifact(png, "figures")
+    per_case = [{k: m.get(k) for k in ("case_id", "source", "labelled", "intensity", "looked_like_hu",
+                                       "lung_method", "lung_note", "spacing_in", "shape",
+                                       "lesion_fraction", "infection_in_lung", "lung_volume_ml",
+                                       "lesion_volume_ml")} for m in desc["cases"]]
+    tracker.log_table(per_case, "preprocess/cases.csv")
+    size_mb = dataset_size_mb(root)
+    uploaded = size_mb <= cfg.log_dataset_mb
+    if uploaded:
+        tracker.log_artifacts(root / "cases", "dataset/cases")
+        tracker.log_artifact(root / "splits.json", "dataset")
+    tracker.set_tags({"covidseg.dataset_uploaded": str(uploaded).lower()})
+    modes = {m["intensity"] for m in desc["cases"]}
+    if len(modes) > 1 or cfg.intensity == "auto" and "image" in modes:
+        n_img = sum(m["intensity"] == "image" for m in desc["cases"])
+        log.warning("intensity=auto: %d of %d cases are not in HU and were z-scored as images "
+                    "(column 'intensity' of preprocess/cases.csv)", n_img, len(desc["cases"]))
+    return {"dataset_path": str(root), "key": ds.key, "cache_hit": cache_hit,
+            "n_cases": desc["n_cases"], "n_failed": desc["n_failed"], "size_mb": size_mb,
+            "uploaded": uploaded, "run_id": tracker.run_id}

@@ -1,0 +1,155 @@
+"""Image readers (SimpleITK): NIfTI, MetaImage, DICOM series folders and 2D slice images.
+
+Every reader returns a SimpleITK image with its geometry; nothing else of a file's header is
+kept (privacy: no DICOM header value except geometry is ever copied, logged or written).
+Failures raise a one-line :class:`~covidseg.errors.CaseError` that names the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from covidseg.errors import MissingInput, MissingSpacing, UnreadableFile
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
+SLICE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+PIXEL_SPACING_TAG = "0028|0030"
+
+
+def suffix_of(path: Path) -> str:
+    name = path.name.lower()
+    for s in (".nii.gz",) + VOLUME_SUFFIXES + SLICE_SUFFIXES:
+        if name.endswith(s):
+            return s
+    return path.suffix.lower()
+
+
+def stem_of(path: Path) -> str:
+    """File name without its (possibly double) image extension: ``a/b/case_1.nii.gz`` → ``case_1``."""
+    path = Path(path)
+    s = suffix_of(path)
+    return path.name[: -len(s)] if s and path.name.lower().endswith(s) else path.name
+
+
+def is_slice_image(path: Path) -> bool:
+    return suffix_of(Path(path)) in SLICE_SUFFIXES
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # SimpleITK puts the useful part after the last "ITK ERROR:" / "Description:" marker
+    for ln in lines:
+        if "Description:" in ln:
+            return ln.split("Description:", 1)[1].strip()
+    return lines[-1] if lines else type(exc).__name__
+
+
+def read_dicom_series(folder: Path) -> sitk.Image:
+    """Read the largest DICOM series in ``folder`` (its geometry only is used downstream)."""
+    reader = sitk.ImageSeriesReader()
+    try:
+        series = reader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError as exc:  # pragma: no cover - GDCM failure on an unreadable folder
+        raise UnreadableFile(folder, f"not a readable DICOM folder ({_first_line(exc)})") from None
+    if not series:
+        raise UnreadableFile(folder, "folder holds no DICOM series")
+    files_per_series = [reader.GetGDCMSeriesFileNames(str(folder), s) for s in series]
+    files = max(files_per_series, key=len)
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise UnreadableFile(folder, f"cannot read DICOM series ({_first_line(exc)})") from None
+    if not reader.HasMetaDataKey(0, PIXEL_SPACING_TAG):
+        raise MissingSpacing(folder, "DICOM series has no Pixel Spacing (0028,0030)")
+    return image
+
+
+def read_slice_image(path: Path) -> sitk.Image:
+    """A 2D slice (PNG/JPG/TIF/…): RGB is converted to luminance; returned as a one-slice volume.
+
+    Such files carry no physical spacing: the image gets spacing 1 (pixel units), and the
+    preprocessing resizes it to ``image_size`` instead of resampling to millimetres.
+    """
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise UnreadableFile(path, f"cannot read image ({_first_line(exc)})") from None
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        arr = sitk.GetArrayFromImage(image).astype(np.float32)
+        if arr.shape[-1] >= 3:
+            arr = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
+        else:
+            arr = arr[..., 0]
+        image = sitk.GetImageFromArray(arr)
+    if image.GetDimension() == 2:
+        image = sitk.JoinSeries([image])
+    image.SetSpacing((1.0, 1.0, 1.0))
+    image.SetOrigin((0.0, 0.0, 0.0))
+    image.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, 1))
+    return image
+
+
+def read_image(path) -> sitk.Image:
+    """Read a volume, a DICOM series folder or a 2D slice image as a 3D SimpleITK image."""
+    if path is None or str(path).strip() == "":
+        raise MissingInput("<empty path>", "no file given (empty path)")
+    path = Path(path)
+    if not path.exists():
+        raise MissingInput(path, "file does not exist")
+    if path.is_dir():
+        return read_dicom_series(path)
+    if path.stat().st_size == 0:
+        raise UnreadableFile(path, "file is empty (0 bytes)")
+    if is_slice_image(path):
+        return read_slice_image(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise UnreadableFile(path, f"cannot read image ({_first_line(exc)})") from None
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        raise UnreadableFile(path, f"has {image.GetNumberOfComponentsPerPixel()} components per "
+                                   "voxel; expected a scalar CT volume")
+    if image.GetDimension() == 2:
+        image = sitk.JoinSeries([image])
+    elif image.GetDimension() == 4:
+        size = list(image.GetSize())
+        if size[3] != 1:
+            raise UnreadableFile(path, f"is 4D with {size[3]} time points; expected a 3D volume")
+        image = image[:, :, :, 0]
+    spacing = image.GetSpacing()
+    if any((not np.isfinite(s)) or s <= 0 for s in spacing):
+        raise MissingSpacing(path, f"has no valid voxel spacing ({spacing})")
+    return image
+
+
+def to_canonical(image: sitk.Image) -> sitk.Image:
+    """Reorient to LPS so that every array is (z, y, x) with anterior up and patient-right left."""
+    try:
+        orient = sitk.DICOMOrientImageFilter_GetOrientationFromDirectionCosines(image.GetDirection())
+    except RuntimeError:  # pragma: no cover - degenerate direction
+        return image
+    return image if orient == "LPS" else sitk.DICOMOrient(image, "LPS")
+
+
+def geometry_of(image: sitk.Image) -> dict:
+    """The only header values covidseg keeps: size, spacing, origin, direction."""
+    return {
+        "size": list(image.GetSize()),
+        "spacing": [float(s) for s in image.GetSpacing()],
+        "origin": [float(o) for o in image.GetOrigin()],
+        "direction": [float(d) for d in image.GetDirection()],
+    }
+
+
+def image_from_geometry(array: np.ndarray, geometry: dict) -> sitk.Image:
+    """A SimpleITK image holding ``array`` (z, y, x) with the given geometry."""
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(geometry["spacing"])
+    image.SetOrigin(geometry["origin"])
+    image.SetDirection(geometry["direction"])
+    return image

@@ -1,0 +1,65 @@
+"""Reproducible splits: a fixed held-out test set and k folds over the remaining labelled cases.
+
+Two training regimes per fold, as in the thesis (50 labelled volumes in 5 folds of 10):
+
+* ``standard`` (alias ``40-10``): train on the other k-1 folds, validate on fold k;
+* ``inverse``  (alias ``10-40``): train on fold k only, validate on the other k-1 folds.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from covidseg.errors import ConfigError
+
+REGIME_ALIASES = {"40-10": "standard", "10-40": "inverse", "standard": "standard",
+                  "inverse": "inverse"}
+
+
+def make_splits(labelled: list[str], test_cases: int = 20, folds: int = 5, seed: int = 0,
+                official_test: list[str] | None = None,
+                unlabelled: list[str] | None = None) -> dict:
+    """Split labelled case ids into test + k folds (deterministic for a seed and a set of ids)."""
+    ids = sorted(set(labelled))
+    official = sorted(set(official_test or []) & set(ids))
+    rng = np.random.default_rng(seed)
+    if official:
+        test = official
+        pool = [i for i in ids if i not in set(official)]
+        pool = [pool[j] for j in rng.permutation(len(pool))]
+    else:
+        perm = [ids[j] for j in rng.permutation(len(ids))]
+        n_test = int(test_cases)
+        if folds > 0 and len(ids) - n_test < folds:
+            n_test = max(0, len(ids) - folds)
+            warnings.warn(f"only {len(ids)} labelled cases: test set reduced to {n_test} so that "
+                          f"each of the {folds} folds has a case", stacklevel=2)
+        test, pool = sorted(perm[:n_test]), perm[n_test:]
+    if folds > 0 and len(pool) < folds:
+        raise ConfigError(f"folds={folds} needs at least {folds} labelled cases outside the test "
+                          f"set; there are {len(pool)}")
+    fold_lists = [sorted(pool[k::folds]) for k in range(folds)] if folds > 0 else []
+    return {
+        "seed": seed,
+        "test": test,
+        "test_is_official": bool(official),
+        "folds": fold_lists,
+        "unlabelled": sorted(set(unlabelled or [])),
+    }
+
+
+def fold_split(splits: dict, fold: int, regime: str = "standard") -> tuple[list[str], list[str]]:
+    """(train ids, validation ids) of one fold in one regime."""
+    folds = splits["folds"]
+    if not folds:
+        raise ConfigError("this dataset was preprocessed with folds=0: no validation split")
+    if not 0 <= fold < len(folds):
+        raise ConfigError(f"fold={fold} is out of range: the dataset has {len(folds)} folds")
+    if regime not in REGIME_ALIASES:
+        raise ConfigError(f"regime={regime!r} is not one of {', '.join(REGIME_ALIASES)}")
+    others = sorted(c for k, f in enumerate(folds) if k != fold for c in f)
+    if REGIME_ALIASES[regime] == "standard":
+        return others, list(folds[fold])
+    return list(folds[fold]), others

@@ -1,0 +1,317 @@
+"""The only module that talks to MLflow.
+
+* :func:`start_run` opens (or, under ``mlflow run``, attaches to) a run, records every parameter,
+  the package version and git commit, and ends the run FINISHED / FAILED / KILLED.
+* :class:`MlflowTracker` logs metrics, figures, tables and artifacts of that run;
+  :class:`NullTracker` is the no-op stand-in with which the library runs without a server.
+* :func:`resolve_run_ref` / :func:`download_run_artifacts` turn a run id, ``runs:/<id>/path`` or
+  ``models:/name/version`` into local files; lineage tags record which runs a run used.
+
+A remote tracking server is checked with a short ``/health`` request before any work starts, and
+MLflow's HTTP retries are bounded, so a server that is down fails fast with one clear line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+from covidseg import __version__
+from covidseg.errors import ConfigError, TrackingUnavailable
+
+RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+TAG_PREFIX = "covidseg."
+
+
+def _configure_http() -> None:
+    # MLflow retries a dead server for minutes by default; a user should learn at once.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+
+
+def tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def check_server(uri: str | None = None, timeout: float = 5.0) -> None:
+    """Raise :class:`TrackingUnavailable` when an http(s) tracking server does not answer."""
+    uri = uri or tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        r = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as exc:
+        raise TrackingUnavailable(f"MLflow tracking server {uri} is not reachable "
+                                  f"({type(exc).__name__}); start it or fix MLFLOW_TRACKING_URI") from None
+    if r.status_code != 200:
+        raise TrackingUnavailable(f"MLflow tracking server {uri} answered /health with HTTP "
+                                  f"{r.status_code}; check the server (and --allowed-hosts)")
+
+
+def git_commit() -> str | None:
+    """Commit of the source tree the package runs from (with ``-dirty`` when modified)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (sha + ("-dirty" if dirty else "")) if sha else None
+
+
+class NullTracker:
+    """Tracking switched off: every call is a no-op.  The library runs with it by default."""
+
+    run_id: str | None = None
+    enabled = False
+
+    def log_params(self, params: dict) -> None: ...
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None: ...
+    def set_tags(self, tags: dict) -> None: ...
+    def log_figure(self, fig, artifact_file: str) -> None:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+    def log_dict(self, obj, artifact_file: str) -> None: ...
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+    def log_table(self, rows: list[dict], artifact_file: str) -> None: ...
+    def log_artifact(self, local_path, artifact_path: str | None = None) -> None: ...
+    def log_artifacts(self, local_dir, artifact_path: str | None = None) -> None: ...
+
+    def link_source(self, role: str, run_id: str | None) -> None: ...
+
+
+def rows_to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue()
+
+
+class MlflowTracker(NullTracker):
+    """Logs to one MLflow run through an explicit client (safe from any thread)."""
+
+    enabled = True
+
+    def __init__(self, run_id: str):
+        from mlflow.tracking import MlflowClient
+
+        self.run_id = run_id
+        self.client = MlflowClient()
+        self._sources: dict[str, str] = {}
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(step or 0)) for k, v in metrics.items()
+                 if v is not None]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 500])
+
+    def set_tags(self, tags: dict) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def log_figure(self, fig, artifact_file: str) -> None:
+        import matplotlib.pyplot as plt
+
+        try:
+            self.client.log_figure(self.run_id, fig, artifact_file)
+        finally:
+            plt.close(fig)
+
+    def log_dict(self, obj, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, obj, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_table(self, rows: list[dict], artifact_file: str) -> None:
+        self.client.log_text(self.run_id, rows_to_csv(rows), artifact_file)
+
+    def log_artifact(self, local_path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(local_path), artifact_path)
+
+    def log_artifacts(self, local_dir, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def link_source(self, role: str, run_id: str | None) -> None:
+        """Lineage: record that this run used ``run_id`` as its ``role`` input."""
+        if not run_id:
+            return
+        self._sources[role] = run_id
+        self.set_tags({f"{TAG_PREFIX}source.{role}": run_id,
+                       f"{TAG_PREFIX}sources": ",".join(sorted(set(self._sources.values())))})
+
+
+@contextlib.contextmanager
+def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = None):
+    """Open the run of one entry-point invocation and yield its tracker.
+
+    Under ``mlflow run`` the run already exists (``MLFLOW_RUN_ID``) and is reused; ``run_id``
+    re-opens a given run (``resume``).  ``enabled=False`` yields a :class:`NullTracker`.
+    """
+    if not enabled:
+        yield NullTracker()
+        return
+    _configure_http()
+    check_server()
+    import mlflow
+
+    env_run = os.environ.get("MLFLOW_RUN_ID")
+    experiment = getattr(cfg, "experiment", "") or entry_point
+    if run_id or env_run:
+        active = mlflow.start_run(run_id=run_id or env_run)
+    else:
+        try:
+            mlflow.set_experiment(experiment)
+        except Exception as exc:  # e.g. a deleted experiment of that name
+            raise ConfigError(f"experiment={experiment!r}: {str(exc).splitlines()[0]}") from None
+        active = mlflow.start_run(run_name=f"{entry_point}-{time.strftime('%Y%m%d-%H%M%S')}")
+    tracker = MlflowTracker(active.info.run_id)
+    tags = {f"{TAG_PREFIX}entry_point": entry_point, f"{TAG_PREFIX}version": __version__}
+    commit = git_commit()
+    if commit:
+        tags[f"{TAG_PREFIX}git_commit"] = commit
+    status = "FAILED"
+    try:
+        tracker.set_tags(tags)
+        if not run_id:
+            tracker.log_params(cfg.to_params())
+        yield tracker
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            tracker.set_tags({f"{TAG_PREFIX}error": " ".join(str(exc).split())[:1000]})
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            mlflow.end_run(status=status)
+
+
+# --- run references -------------------------------------------------------------------------
+
+def is_run_ref(ref: str) -> bool:
+    return bool(ref) and (RUN_ID_RE.match(ref) is not None or ref.startswith(("runs:/", "models:/")))
+
+
+def resolve_run_ref(ref: str) -> tuple[str, str]:
+    """``<run id>`` / ``runs:/<id>[/path]`` → (run id, artifact sub-path)."""
+    if RUN_ID_RE.match(ref):
+        return ref, ""
+    m = re.match(r"^runs:/([0-9a-f]{32})/?(.*)$", ref)
+    if m:
+        return m.group(1), m.group(2)
+    if ref.startswith("models:/"):
+        import mlflow
+
+        _configure_http()
+        check_server()
+        try:
+            info = mlflow.models.get_model_info(ref)
+        except Exception as exc:
+            raise ConfigError(f"{ref}: model not found ({str(exc).splitlines()[0][:200]})") from None
+        return info.run_id, info.artifact_path
+    raise ConfigError(f"{ref!r} is not a run id, runs:/ URI or models:/ URI")
+
+
+def download_run_artifacts(run_id: str, artifact_path: str = "", dst: Path | None = None) -> Path:
+    """Download (once, cached) ``artifact_path`` of a run; returns the local path."""
+    import mlflow
+
+    from covidseg.data.store import cache_root
+
+    _configure_http()
+    check_server()
+    dst = Path(dst) if dst else cache_root() / "runs" / run_id
+    target = dst / artifact_path if artifact_path else dst
+    marker = target.with_name(target.name + ".complete") if artifact_path else dst / ".complete"
+    if marker.exists() and target.exists():
+        return target
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_path or None,
+                                                    dst_path=str(dst))
+    except Exception as exc:
+        raise ConfigError(f"run {run_id}: cannot download artifact {artifact_path or '/'} "
+                          f"({str(exc).splitlines()[0][:200]})") from None
+    marker.write_text("ok")
+    return Path(local)
+
+
+def run_info(run_id: str):
+    """The MLflow run (params, tags, status) of ``run_id``; one-line error when unknown."""
+    from mlflow.tracking import MlflowClient
+
+    _configure_http()
+    check_server()
+    try:
+        return MlflowClient().get_run(run_id)
+    except Exception as exc:
+        raise ConfigError(f"run {run_id}: not found on {tracking_uri()} "
+                          f"({str(exc).splitlines()[0][:200]})") from None
+
+
+def quiet_mlflow_warnings() -> None:
+    """MLflow's own deprecation chatter is not for our users' terminals."""
+    warnings.filterwarnings("ignore", module=r"mlflow\..*", category=FutureWarning)
+
+
+def as_json(obj) -> str:
+    return json.dumps(obj, indent=1, sort_keys=True, default=str)
+
+
+# --- the tracking server --------------------------------------------------------------------
+
+def server_command(backend_store_uri: str, artifacts_destination: str, host: str = "0.0.0.0",
+                   port: int = 5000, allowed_hosts: str | None = None, workers: int = 1,
+                   executable: list[str] | None = None) -> list[str]:
+    """The ``mlflow server`` command line the group server runs (docker-compose and tests alike):
+    a database backend store, artifacts served by the server itself, MLflow 3's Host check."""
+    cmd = list(executable or ["mlflow"]) + [
+        "server",
+        "--backend-store-uri", backend_store_uri,
+        "--serve-artifacts",
+        "--artifacts-destination", artifacts_destination,
+        "--host", host,
+        "--port", str(port),
+        "--workers", str(workers),
+    ]
+    if allowed_hosts:
+        cmd += ["--allowed-hosts", allowed_hosts]
+    return cmd

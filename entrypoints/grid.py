@@ -1,0 +1,8 @@
+"""MLflow entry point `grid` (see MLproject and README): parameters in, covidseg call, nothing else."""
+
+import sys
+
+from covidseg.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(name="grid"))

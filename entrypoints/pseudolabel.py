@@ -1,0 +1,8 @@
+"""MLflow entry point `pseudolabel` (see MLproject and README): parameters in, covidseg call, nothing else."""
+
+import sys
+
+from covidseg.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(name="pseudolabel"))

@@ -1,0 +1,127 @@
+"""Shared fixtures: an isolated cache, small phantom files, and a real ``mlflow server``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = str(Path(sys.executable).parent)
+
+# tiny demo cohort used by the end-to-end tests (64 px, a handful of cases)
+TINY_DEMO = {"demo_labelled": 6, "demo_unlabelled": 3, "demo_noncovid": 2, "demo_size": 64,
+             "demo_depth": 24, "test_cases": 2, "folds": 2}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_env(tmp_path_factory):
+    """Every test session gets its own cache and no tracking server unless a test asks."""
+    cache = tmp_path_factory.mktemp("covidseg-cache")
+    saved = {k: os.environ.get(k) for k in ("COVIDSEG_CACHE", "MLFLOW_TRACKING_URI",
+                                            "NO_ALBUMENTATIONS_UPDATE", "MLFLOW_RUN_ID")}
+    os.environ["COVIDSEG_CACHE"] = str(cache)
+    os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    yield cache
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    def __init__(self, root: Path, backend_store_uri: str | None = None):
+        from covidseg.tracking import server_command
+
+        self.root = root
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        backend = backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
+        self.cmd = server_command(backend, str(root / "artifacts"), host="127.0.0.1",
+                                  port=self.port, workers=1,
+                                  executable=[sys.executable, "-m", "mlflow"])
+        self.log = open(root / "server.log", "ab")
+        self.proc = None
+
+    def start(self, timeout: float = 120.0) -> "MlflowServer":
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.proc = subprocess.Popen(self.cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, cwd=self.root)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {(self.root / 'server.log').read_text()[-2000:]}")
+            try:
+                if requests.get(self.uri + "/health", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("mlflow server did not become healthy")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` (sqlite backend, served artifacts) on a free loopback port."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tracking_uri(mlflow_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_server.uri)
+    yield mlflow_server.uri
+    mlflow.set_tracking_uri(None) if hasattr(mlflow, "set_tracking_uri") else None
+
+
+def subprocess_env(**extra) -> dict:
+    """Environment for child processes: this venv first on PATH, the session's cache."""
+    env = {**os.environ, **{k: str(v) for k, v in extra.items()}}
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    env.pop("MLFLOW_RUN_ID", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def phantom_files(tmp_path_factory):
+    """A few small phantom volumes as NIfTI (HU), with infection and lung masks."""
+    from covidseg.data.phantom import make_phantom, write_phantom
+
+    root = tmp_path_factory.mktemp("phantoms")
+    cases = []
+    for i, centre in enumerate(["A", "B", "A", "D"]):
+        ph = make_phantom(100 + i, size=64, depth_mm=24, kind="covid", centre=centre)
+        img, inf, lung = (root / d / f"case_{i}.nii.gz" for d in ("images", "masks", "lungs"))
+        write_phantom(ph, img, inf, lung)
+        cases.append({"image": img, "infection": inf, "lung": lung, "phantom": ph})
+    return root, cases

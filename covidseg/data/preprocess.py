@@ -66,19 +66,22 @@ class CaseOutput:
 
 # --- inputs ---------------------------------------------------------------------------------
 
+def _mm(values) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ") mm"
+
+
 def _check_geometry(mask_img: sitk.Image, ref: sitk.Image, path, ref_path) -> None:
     if mask_img.GetSize() != ref.GetSize():
         raise ShapeMismatch(path, f"mask size {mask_img.GetSize()} differs from image size "
                                   f"{ref.GetSize()} ({Path(ref_path).name})")
     sp_m, sp_i = np.array(mask_img.GetSpacing()), np.array(ref.GetSpacing())
     if not np.allclose(sp_m, sp_i, rtol=1e-3, atol=1e-4):
-        raise GeometryMismatch(path, f"mask spacing {tuple(np.round(sp_m, 4))} differs from the "
-                                     f"image's {tuple(np.round(sp_i, 4))} ({Path(ref_path).name})")
+        raise GeometryMismatch(path, f"mask spacing {_mm(sp_m)} differs from the image's "
+                                     f"{_mm(sp_i)} ({Path(ref_path).name})")
     tol = 0.5 * float(sp_i.min())
     if not np.allclose(mask_img.GetOrigin(), ref.GetOrigin(), atol=tol):
-        raise GeometryMismatch(path, f"mask origin {tuple(np.round(mask_img.GetOrigin(), 2))} differs "
-                                     f"from the image's {tuple(np.round(ref.GetOrigin(), 2))} "
-                                     f"({Path(ref_path).name})")
+        raise GeometryMismatch(path, f"mask origin {_mm(mask_img.GetOrigin())} differs from the "
+                                     f"image's {_mm(ref.GetOrigin())} ({Path(ref_path).name})")
     if not np.allclose(mask_img.GetDirection(), ref.GetDirection(), atol=1e-3):
         raise GeometryMismatch(path, f"mask orientation differs from the image's ({Path(ref_path).name})")
 
@@ -303,6 +306,15 @@ def preprocess_dataset(cfg: PreprocessConfig, tracker=None, progress: bool = Tru
     if cfg.window_min >= cfg.window_max:
         raise ConfigError(f"window_min={cfg.window_min} must be below window_max={cfg.window_max}")
     root, dataset, records = resolve_inputs(cfg, progress)
+    return preprocess_records(records, cfg, tracker, root=root, dataset=dataset, progress=progress)
+
+
+def preprocess_records(records: list[CaseRecord], cfg: PreprocessConfig, tracker=None,
+                       root: Path | None = None, dataset: str = "manifest",
+                       progress: bool = True) -> dict:
+    """Preprocess the cases of a manifest into the cache (or find them there); log; summarise."""
+    tracker = tracker or NullTracker()
+    root = root or Path(".")
     weights = None
     if cfg.lung_method in ("auto", "lungmask"):
         weights = find_lungmask_weights(cfg.lung_weights or None, cfg.lung_model)

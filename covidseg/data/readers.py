@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from covidseg.errors import MissingInput, MissingSpacing, UnreadableFile
+from covidseg.errors import MissingInput, MissingSpacing, NaNValues, UnreadableFile
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
 SLICE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -45,6 +45,66 @@ def _first_line(exc: Exception) -> str:
         if "Description:" in ln:
             return ln.split("Description:", 1)[1].strip()
     return lines[-1] if lines else type(exc).__name__
+
+
+def _nifti_header(header: bytes, path: Path):
+    """(byte order, dims, datatype, bitpix, data offset, header size) of a NIfTI-1/2 header."""
+    import struct
+
+    if len(header) < 348:
+        raise UnreadableFile(path, f"file is too short for a NIfTI header ({len(header)} bytes)")
+    for endian in "<>":
+        size = struct.unpack(endian + "i", header[:4])[0]
+        if size == 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            dtype, bitpix = struct.unpack(endian + "2h", header[70:74])
+            return endian, dims, dtype, bitpix, int(struct.unpack(endian + "f", header[108:112])[0]), 352
+        if size == 540:
+            dims = struct.unpack(endian + "8q", header[16:80])
+            dtype, bitpix = struct.unpack(endian + "2h", header[12:16])
+            return endian, dims, dtype, bitpix, int(struct.unpack(endian + "q", header[168:176])[0]), 544
+    raise UnreadableFile(path, "not a NIfTI file (bad header size field)")
+
+
+def _nifti_payload_check(path: Path) -> None:
+    """Check what SimpleITK hides: it zero-fills a truncated NIfTI and reads NaN voxels as 0.
+
+    Streams the file once (gzip's own end-of-stream check catches a cut .nii.gz), compares the
+    bytes present with the size the header announces, and counts NaN/inf in float payloads.
+    """
+    import gzip
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    n_bad = 0
+    try:
+        with opener(path, "rb") as fh:
+            header = fh.read(544)
+            endian, dims, dtype, bitpix, offset, hsize = _nifti_header(header, path)
+            float_dtype = {16: "f4", 64: "f8"}.get(dtype)
+            start = max(offset, hsize)
+            total = len(header)
+            carry = header[start:] if len(header) > start else b""
+            while True:
+                chunk = fh.read(1 << 22)
+                total += len(chunk)
+                if float_dtype:
+                    buf = carry + chunk
+                    usable = len(buf) - len(buf) % (bitpix // 8)
+                    vals = np.frombuffer(buf[:usable], dtype=endian + float_dtype)
+                    n_bad += int(vals.size - np.isfinite(vals).sum())
+                    carry = buf[usable:]
+                if not chunk:
+                    break
+    except (OSError, EOFError) as exc:
+        raise UnreadableFile(path, f"file is truncated or corrupt ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else 'unexpected end'})") from None
+    n = int(np.prod([max(1, d) for d in dims[1:1 + max(0, min(int(dims[0]), 7))]], dtype=np.int64))
+    expected = start + n * max(1, bitpix) // 8
+    if total < expected:
+        raise UnreadableFile(path, f"file is truncated: {total} bytes where the header needs "
+                                   f"{expected}")
+    if n_bad:
+        raise NaNValues(path, f"{n_bad} voxels are NaN or infinite")
 
 
 def read_dicom_series(folder: Path) -> sitk.Image:
@@ -107,6 +167,8 @@ def read_image(path) -> sitk.Image:
         raise UnreadableFile(path, "file is empty (0 bytes)")
     if is_slice_image(path):
         return read_slice_image(path)
+    if suffix_of(path) in (".nii", ".nii.gz"):
+        _nifti_payload_check(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:

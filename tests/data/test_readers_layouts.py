@@ -1,0 +1,157 @@
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from covidseg.data.layouts import build_manifest, read_manifest, write_manifest
+from covidseg.data.readers import read_image, to_canonical
+from covidseg.errors import ConfigError, MissingInput, MissingSpacing, UnreadableFile
+from tests.helpers import (fake_covid19_ct_seg, fake_mosmed, fake_msd_lung, fake_nsclc,
+                           write_dicom_series, write_png_slice)
+
+
+def test_nifti_and_metaimage_roundtrip(phantom_files, tmp_path):
+    _, cases = phantom_files
+    img = read_image(cases[0]["image"])
+    ph = cases[0]["phantom"]
+    assert img.GetSize() == ph.image.shape[::-1]
+    assert np.allclose(img.GetSpacing(), ph.spacing, atol=1e-4)
+    mha = tmp_path / "case.mha"
+    sitk.WriteImage(img, str(mha))
+    back = read_image(mha)
+    assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(img))
+
+
+def test_dicom_series_geometry(phantom_files, tmp_path):
+    _, cases = phantom_files
+    vol = read_image(cases[1]["image"])
+    folder = write_dicom_series(vol, tmp_path / "dicom")
+    back = read_image(folder)
+    assert back.GetSize() == vol.GetSize()
+    assert np.allclose(back.GetSpacing(), vol.GetSpacing(), atol=1e-3)
+    assert np.allclose(back.GetOrigin(), vol.GetOrigin(), atol=1e-3)
+    assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(vol).astype(np.int16))
+
+
+def test_dicom_without_pixel_spacing(phantom_files, tmp_path):
+    _, cases = phantom_files
+    folder = write_dicom_series(read_image(cases[1]["image"]), tmp_path / "nospacing",
+                                with_spacing=False)
+    with pytest.raises(MissingSpacing, match="nospacing: DICOM series has no Pixel Spacing"):
+        read_image(folder)
+
+
+def test_png_slice_is_one_slice_volume(tmp_path):
+    p = write_png_slice(np.tile(np.arange(60, dtype=float), (40, 1)) * 4, tmp_path / "s.png")
+    img = read_image(p)
+    assert img.GetSize() == (60, 40, 1) and img.GetSpacing() == (1.0, 1.0, 1.0)
+
+
+def test_reader_errors_are_one_line(tmp_path, phantom_files):
+    with pytest.raises(MissingInput, match="does not exist"):
+        read_image(tmp_path / "nope.nii.gz")
+    with pytest.raises(MissingInput, match="empty path"):
+        read_image("")
+    empty = tmp_path / "empty.nii.gz"
+    empty.write_bytes(b"")
+    with pytest.raises(UnreadableFile, match="empty"):
+        read_image(empty)
+    truncated = tmp_path / "truncated.nii.gz"
+    raw = gzip.decompress(Path(phantom_files[1][0]["image"]).read_bytes())
+    truncated.write_bytes(gzip.compress(raw[: len(raw) // 3]))
+    with pytest.raises(UnreadableFile) as exc:
+        read_image(truncated)
+    assert "truncated" in str(exc.value)
+    assert "\n" not in str(exc.value) and str(truncated) in str(exc.value)
+    junk = tmp_path / "junk.nii"
+    junk.write_bytes(b"not a nifti file at all" * 20)
+    with pytest.raises(UnreadableFile, match="junk.nii: not a NIfTI file"):
+        read_image(junk)
+    cut = tmp_path / "cut.nii.gz"  # the gzip stream itself ends early
+    cut.write_bytes(Path(phantom_files[1][0]["image"]).read_bytes()[:3000])
+    with pytest.raises(UnreadableFile, match="cut.nii.gz: file is truncated or corrupt"):
+        read_image(cut)
+    mha = tmp_path / "junk.mha"
+    mha.write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementType = MET_SHORT\n"
+                    b"ElementDataFile = LOCAL\n\x00\x01")
+    with pytest.raises(UnreadableFile, match="junk.mha"):
+        read_image(mha)
+
+
+def test_reorientation_to_lps(phantom_files):
+    img = read_image(phantom_files[1][0]["image"])
+    flipped = sitk.Flip(img, [True, False, False])  # direction x -> -1 (RPS)
+    canon = to_canonical(flipped)
+    assert np.allclose(canon.GetDirection(), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert np.array_equal(sitk.GetArrayFromImage(canon), sitk.GetArrayFromImage(img))
+
+
+def test_covid19_ct_seg_layout(phantom_files, tmp_path):
+    root = fake_covid19_ct_seg(tmp_path / "covid", phantom_files[1])
+    name, recs = build_manifest(root)
+    assert name == "covid19-ct-seg"
+    assert [r.case_id for r in recs] == ["coronacases_001", "radiopaedia_4_85506_1"]
+    assert all(r.labelled and r.infection and r.lung and r.task == "infection" for r in recs)
+
+
+def test_mosmed_layout(phantom_files, tmp_path):
+    root = fake_mosmed(tmp_path / "mosmed", phantom_files[1])
+    name, recs = build_manifest(root)
+    by_id = {r.case_id: r for r in recs}
+    assert name == "mosmed" and set(by_id) == {"study_0255", "study_0256", "study_0001"}
+    assert by_id["study_0255"].labelled and by_id["study_0255"].grade == "CT-1"
+    assert not by_id["study_0256"].labelled and by_id["study_0001"].grade == "CT-0"
+
+
+def test_msd_lung_layout(phantom_files, tmp_path):
+    root = fake_msd_lung(tmp_path / "Task06_Lung", phantom_files[1])
+    name, recs = build_manifest(root)
+    assert name == "msd-lung"
+    assert [(r.case_id, r.labelled, r.split, r.task) for r in recs] == [
+        ("lung_001", True, "train", "tumour"), ("lung_003", True, "train", "tumour"),
+        ("lung_002", False, "test", "tumour")]
+
+
+def test_nsclc_layout(phantom_files, tmp_path):
+    root = fake_nsclc(tmp_path / "nsclc", phantom_files[1])
+    name, recs = build_manifest(root)
+    assert name == "nsclc" and [r.case_id for r in recs] == ["LUNG1-001", "LUNG1-002"]
+    assert all("effusion" in r.infection and r.lung.endswith("_lung.nii.gz") for r in recs)
+
+
+def test_glob_layout_pairs_by_stem_and_splits(phantom_files, tmp_path):
+    root, _ = phantom_files
+    name, recs = build_manifest(root, "glob", images="images/case_[0-2].nii.gz",
+                                masks="masks/case_[0-2].nii.gz", test_images="images/case_3.nii.gz",
+                                test_masks="masks/case_3.nii.gz", lungs="lungs/*.nii.gz")
+    assert name == "glob" and len(recs) == 4
+    assert [r.split for r in recs] == [None, None, None, "test"]
+    assert all(Path(r.infection).name == Path(r.image).name for r in recs)
+    assert all(r.lung for r in recs)
+    with pytest.raises(ConfigError, match="no images match"):
+        build_manifest(root, "glob", images="nothing/*.nii.gz")
+
+
+def test_glob_layout_for_2d_slices(tmp_path):
+    for i in range(3):
+        write_png_slice(np.full((50 + i, 40), 100.0), tmp_path / "img" / f"s{i}.png")
+        write_png_slice(np.zeros((50 + i, 40)), tmp_path / "msk" / f"s{i}_mask.png")
+    name, recs = build_manifest(tmp_path, images="img/*.png", masks="msk/*.png")
+    assert name == "glob" and [Path(r.infection).name for r in recs] == [
+        "s0_mask.png", "s1_mask.png", "s2_mask.png"]
+
+
+def test_manifest_csv_roundtrip(phantom_files, tmp_path):
+    _, recs = build_manifest(phantom_files[0], "glob", images="images/*.nii.gz",
+                             masks="masks/*.nii.gz")
+    write_manifest(recs, tmp_path / "m.csv")
+    assert read_manifest(tmp_path / "m.csv") == recs
+
+
+def test_unknown_layout_and_missing_folder(tmp_path):
+    with pytest.raises(ConfigError, match="cannot tell which dataset layout"):
+        build_manifest(tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_manifest(tmp_path / "missing")

@@ -1,0 +1,113 @@
+"""Test helpers that write real files: DICOM series, 2D slices, fake public dataset layouts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+PATIENT_NAME = "Doe^Jane"  # must never appear in anything covidseg writes or logs
+PATIENT_ID = "PID-7731"
+
+
+def write_dicom_series(volume: sitk.Image, folder: Path, with_spacing: bool = True) -> Path:
+    """Write a 3D image as a CT DICOM series (one file per slice) with identifying tags."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vol = sitk.Cast(volume, sitk.sitkInt16)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    date, tm = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
+    direction = vol.GetDirection()
+    series_uid = "1.2.826.0.1.3680043.2.1125." + date + ".1" + tm
+    common = [
+        ("0010|0010", PATIENT_NAME), ("0010|0020", PATIENT_ID), ("0008|0060", "CT"),
+        ("0008|0020", date), ("0008|0030", tm), ("0020|000d", series_uid + ".0"),
+        ("0020|000e", series_uid), ("0008|103e", "covidseg test series"),
+        ("0020|0037", "\\".join(map(str, (direction[0], direction[3], direction[6],
+                                          direction[1], direction[4], direction[7])))),
+        ("0028|1050", "-600"), ("0028|1051", "1500"),
+        ("0028|1052", "0"), ("0028|1053", "1"), ("0028|1054", "HU"),
+        ("0018|0050", str(vol.GetSpacing()[2])),
+    ]
+    for i in range(vol.GetDepth()):
+        sl = vol[:, :, i]
+        for k, v in common:
+            sl.SetMetaData(k, v)
+        sl.SetMetaData("0028|0030", f"{vol.GetSpacing()[1]}\\{vol.GetSpacing()[0]}")
+        sl.SetMetaData("0020|0032", "\\".join(map(str, vol.TransformIndexToPhysicalPoint((0, 0, i)))))
+        sl.SetMetaData("0020|0013", str(i + 1))
+        sl.SetMetaData("0008|0018", series_uid + f".{i + 1}")
+        path = folder / f"slice_{i:04d}.dcm"
+        writer.SetFileName(str(path))
+        writer.Execute(sl)
+        if not with_spacing:  # GDCM always writes (0028,0030): turn it into (0028,0031)
+            raw = path.read_bytes()  # implicit VR little endian: tag, 4-byte length, value
+            header_end = raw.find(b"\xe0\x7f\x10\x00")  # pixel data starts here
+            at = raw.find(b"\x28\x00\x30\x00", 0, header_end)
+            assert at > 0
+            path.write_bytes(raw[:at] + b"\x28\x00\x31\x00" + raw[at + 4:])
+    return folder
+
+
+def write_png_slice(array: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(sitk.GetImageFromArray(np.clip(array, 0, 255).astype(np.uint8)), str(path))
+    return path
+
+
+def fake_covid19_ct_seg(root: Path, cases) -> Path:
+    """COVID-19-CT-Seg: COVID-19-CT-Seg_20cases/, Infection_Mask/, Lung_Mask/ (same names)."""
+    names = ["coronacases_001.nii.gz", "radiopaedia_4_85506_1.nii.gz"]
+    for c, name in zip(cases, names):
+        for src, d in (("image", "COVID-19-CT-Seg_20cases"), ("infection", "Infection_Mask"),
+                       ("lung", "Lung_Mask")):
+            (root / d).mkdir(parents=True, exist_ok=True)
+            shutil.copy(c[src], root / d / name)
+    return root
+
+
+def fake_mosmed(root: Path, cases) -> Path:
+    """MosMedData: studies/CT-0..CT-4/study_NNNN.nii.gz, masks/study_NNNN_mask.nii.gz."""
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    layout = [("CT-1", "study_0255", True), ("CT-1", "study_0256", False), ("CT-0", "study_0001", False)]
+    for c, (grade, sid, masked) in zip(cases, layout):
+        (root / "studies" / grade).mkdir(parents=True, exist_ok=True)
+        shutil.copy(c["image"], root / "studies" / grade / f"{sid}.nii.gz")
+        if masked:
+            shutil.copy(c["infection"], root / "masks" / f"{sid}_mask.nii.gz")
+    return root
+
+
+def fake_msd_lung(root: Path, cases) -> Path:
+    """MSD Task06_Lung: dataset.json, imagesTr/labelsTr, imagesTs (and macOS ._ junk)."""
+    for d in ("imagesTr", "labelsTr", "imagesTs"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy(cases[0]["image"], root / "imagesTr" / "lung_001.nii.gz")
+    shutil.copy(cases[0]["infection"], root / "labelsTr" / "lung_001.nii.gz")
+    shutil.copy(cases[1]["image"], root / "imagesTr" / "lung_003.nii.gz")
+    shutil.copy(cases[1]["infection"], root / "labelsTr" / "lung_003.nii.gz")
+    shutil.copy(cases[2]["image"], root / "imagesTs" / "lung_002.nii.gz")
+    (root / "imagesTr" / "._lung_001.nii.gz").write_bytes(b"\x00junk")
+    meta = {"name": "Lung", "modality": {"0": "CT"}, "labels": {"0": "background", "1": "cancer"},
+            "numTraining": 2, "numTest": 1,
+            "training": [{"image": "./imagesTr/lung_001.nii.gz", "label": "./labelsTr/lung_001.nii.gz"},
+                         {"image": "./imagesTr/lung_003.nii.gz", "label": "./labelsTr/lung_003.nii.gz"}],
+            "test": ["./imagesTs/lung_002.nii.gz"]}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def fake_nsclc(root: Path, cases) -> Path:
+    """NSCLC effusion / lung masks: images/LUNG1-NNN.nii.gz, masks/LUNG1-NNN_effusion|lung."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    for i, c in enumerate(cases[:2]):
+        sid = f"LUNG1-{i + 1:03d}"
+        shutil.copy(c["image"], root / "images" / f"{sid}.nii.gz")
+        shutil.copy(c["infection"], root / "masks" / f"{sid}_effusion_first_reviewer.nii.gz")
+        shutil.copy(c["lung"], root / "masks" / f"{sid}_lung.nii.gz")
+    return root

@@ -98,6 +98,9 @@ class NullTracker:
 
     def link_source(self, role: str, run_id: str | None) -> None: ...
 
+    def find_run(self, tags: dict) -> str | None:
+        return None
+
 
 def rows_to_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
@@ -167,6 +170,14 @@ class MlflowTracker(NullTracker):
     def log_artifacts(self, local_dir, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(self.run_id, str(local_dir), artifact_path)
 
+    def find_run(self, tags: dict) -> str | None:
+        """Id of a FINISHED run (any experiment) carrying all ``tags``, or None."""
+        exps = [e.experiment_id for e in self.client.search_experiments()]
+        query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = self.client.search_runs(exps, filter_string=query + " and attributes.status = 'FINISHED'",
+                                       max_results=1)
+        return runs[0].info.run_id if runs else None
+
     def link_source(self, role: str, run_id: str | None) -> None:
         """Lineage: record that this run used ``run_id`` as its ``role`` input."""
         if not run_id:
@@ -209,7 +220,10 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
     try:
         tracker.set_tags(tags)
         if not run_id:
-            tracker.log_params(cfg.to_params())
+            # `mlflow run` has logged the MLproject parameters already (empty ones as "''"):
+            # add only what it did not, since MLflow refuses to change a logged value
+            logged = set(tracker.client.get_run(tracker.run_id).data.params) if env_run else set()
+            tracker.log_params({k: v for k, v in cfg.to_params().items() if k not in logged})
         yield tracker
         status = "FINISHED"
     except KeyboardInterrupt:

@@ -74,8 +74,10 @@ def lung_filtering_views(before: np.ndarray, after: np.ndarray, lung, infection,
     """Top row: resampled volume in HU (or display values); bottom: after lung filtering and
     normalisation; columns: axial, coronal, sagittal through the lesion centre (or the middle)."""
     ref = infection if infection is not None and infection.any() else lung
-    if ref is not None and ref.any():
-        zc, yc, xc = (int(np.median(a)) for a in np.nonzero(ref))
+    if ref is not None and ref.any():  # the planes that cut the most infection (or lung)
+        zc = int(np.argmax(ref.sum(axis=(1, 2))))
+        yc = int(np.argmax(ref.sum(axis=(0, 2))))
+        xc = int(np.argmax(ref.sum(axis=(0, 1))))
     else:
         zc, yc, xc = (s // 2 for s in after.shape)
     sz = (meta.get("spacing") or [1, 1, 1])[2]
@@ -92,10 +94,11 @@ def lung_filtering_views(before: np.ndarray, after: np.ndarray, lung, infection,
                           origin="upper" if j == 0 else "lower")
         if infection is not None and cut(infection).any():
             axes[1, j].contour(cut(infection), levels=[0.5], colors="r", linewidths=0.8)
-        axes[1, j].set_title(f"{name}: after lung filtering (z-score; red = infection)")
+        axes[1, j].set_title(f"{name}: after (z-score, lungs only)")
         for ax in axes[:, j]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(f"Volume {meta['case_id']} ({meta['source']}, lungs: {meta['lung_method']})")
+    fig.suptitle(f"Volume {meta['case_id']} ({meta['source']}) before / after lung filtering "
+                 f"(lungs: {meta['lung_method']}; red = infection mask)")
     fig.tight_layout()
     return fig

@@ -329,6 +329,11 @@ def preprocess_records(records: list[CaseRecord], cfg: PreprocessConfig, tracker
     t0 = time.time()
     if not cache_hit:
         _build(cfg, records, weights, out, dataset, root, key, progress)
+    elif cfg.strict:  # the cached dataset may hold failures recorded by a non-strict run
+        with open(out / "failed.csv", newline="") as fh:
+            first = next(csv.DictReader(fh), None)
+        if first:
+            raise CaseError(first["path"], first["error"].split(": ", 1)[-1], first["case_id"])
     ds = PreprocessedDataset(out)
     summary = _log_dataset(ds, tracker, cfg, cache_hit, time.time() - t0)
     return summary
@@ -425,6 +430,8 @@ def _log_dataset(ds: PreprocessedDataset, tracker, cfg, cache_hit: bool, seconds
                       "covidseg.dataset_path": str(root), "covidseg.layout": desc["dataset"]})
     metrics = fingerprint_metrics(fp)
     metrics.update({"n_cases": desc["n_cases"], "n_failed": desc["n_failed"],
+                    "n_unlabelled": len(ds.splits["unlabelled"]),
+                    "n_auxiliary": len(ds.splits.get("auxiliary", [])),
                     "n_test": len(ds.splits["test"]), "n_folds": len(ds.splits["folds"]),
                     "seconds": seconds})
     tracker.log_metrics(metrics)
@@ -438,11 +445,16 @@ def _log_dataset(ds: PreprocessedDataset, tracker, cfg, cache_hit: bool, seconds
                                        "lesion_volume_ml")} for m in desc["cases"]]
     tracker.log_table(per_case, "preprocess/cases.csv")
     size_mb = dataset_size_mb(root)
-    uploaded = size_mb <= cfg.log_dataset_mb
+    # the arrays go to the server once per dataset key: a cache hit points at the run that has them
+    holder = tracker.find_run({"covidseg.dataset_key": ds.key, "covidseg.dataset_uploaded": "true"}) \
+        if cache_hit else None
+    uploaded = holder is None and size_mb <= cfg.log_dataset_mb
     if uploaded:
         tracker.log_artifacts(root / "cases", "dataset/cases")
         tracker.log_artifact(root / "splits.json", "dataset")
-    tracker.set_tags({"covidseg.dataset_uploaded": str(uploaded).lower()})
+        holder = tracker.run_id
+    tracker.set_tags({"covidseg.dataset_uploaded": str(uploaded).lower(),
+                      **({"covidseg.dataset_run": holder} if holder else {})})
     modes = {m["intensity"] for m in desc["cases"]}
     if len(modes) > 1 or cfg.intensity == "auto" and "image" in modes:
         n_img = sum(m["intensity"] == "image" for m in desc["cases"])

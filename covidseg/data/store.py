@@ -119,3 +119,43 @@ def read_case_meta(case_dir: Path) -> dict | None:
 
 def dataset_size_mb(root: Path) -> float:
     return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file()) / 1e6
+
+
+def resolve_dataset(data: str) -> tuple[PreprocessedDataset, str | None]:
+    """Open the preprocessed dataset a training stage was given; returns (dataset, source run id).
+
+    ``data`` is a preprocess run id or ``runs:/<id>`` (the local cache is used when it holds the
+    same dataset key, else the run's ``dataset`` artifacts are downloaded), a preprocessed folder,
+    or ``demo`` (the default demo cohort, preprocessed on first use).
+    """
+    from covidseg import tracking
+
+    if data == "demo":
+        from covidseg.config import PreprocessConfig
+        from covidseg.data.preprocess import preprocess_dataset
+
+        summary = preprocess_dataset(PreprocessConfig(), progress=True)
+        return PreprocessedDataset(Path(summary["dataset_path"])), None
+    if tracking.is_run_ref(data):
+        run_id, _ = tracking.resolve_run_ref(data)
+        run = tracking.run_info(run_id)
+        key = run.data.tags.get("covidseg.dataset_key")
+        if not key:
+            raise ConfigError(f"run {run_id} is not a preprocess run (no covidseg.dataset_key tag)")
+        local = cache_root() / "preprocessed" / key
+        if (local / "dataset.json").exists():
+            return PreprocessedDataset(local), run_id
+        holder = run.data.tags.get("covidseg.dataset_run")
+        if not holder:
+            raise ConfigError(f"run {run_id}: its dataset was not uploaded (larger than "
+                              f"log_dataset_mb) and is not in this machine's cache ({local})")
+        root = tracking.download_run_artifacts(holder, "dataset")
+        ds = PreprocessedDataset(root)
+        if ds.key != key:
+            raise ConfigError(f"run {run_id}: downloaded dataset key {ds.key} != tag {key}")
+        return ds, run_id
+    path = Path(data).expanduser()
+    if (path / "dataset.json").exists():
+        return PreprocessedDataset(path), None
+    raise ConfigError(f"data={data!r} is not a preprocess run id, runs:/ URI, preprocessed "
+                      "folder or 'demo' (run `covidseg preprocess` first for raw data)")

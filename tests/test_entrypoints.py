@@ -1,0 +1,142 @@
+"""Entry points through the three doors (mlflow run, python entrypoints/NAME.py, covidseg NAME)
+against a real MLflow server, and the command line's one-line errors."""
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from covidseg.cli import RUNNERS, render_mlproject
+from covidseg.config import CONFIGS
+from tests.conftest import REPO, TINY_DEMO, free_port, subprocess_env
+
+TINY_ARGS = [f"--{k}={v}" for k, v in TINY_DEMO.items()]
+
+
+def run(cmd, tmp_path, **env):
+    return subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(**env), capture_output=True,
+                          encoding="utf-8", errors="replace", timeout=600)
+
+
+def test_mlproject_is_rendered_from_the_configs():
+    text = (REPO / "MLproject").read_text()
+    assert text == render_mlproject(), "MLproject is stale: run `covidseg mlproject > MLproject`"
+    spec = yaml.safe_load(text)
+    assert set(spec["entry_points"]) == set(CONFIGS) == set(RUNNERS)
+    for name, cls in CONFIGS.items():
+        params = spec["entry_points"][name]["parameters"]
+        assert list(params) == list(cls.__dataclass_fields__), name
+        for p in ("data", "seed", "experiment", "device"):
+            assert p in params
+        assert spec["entry_points"][name]["command"].startswith(f"python entrypoints/{name}.py")
+
+
+def test_spec_parameter_names_and_defaults():
+    from covidseg.config import FinetuneConfig, PreprocessConfig, PseudolabelConfig
+
+    p = PreprocessConfig()
+    assert (p.data, p.seed, p.intensity, p.lung_method, p.window_min, p.window_max,
+            p.test_cases, p.folds, p.strict) == ("demo", 0, "auto", "auto", -1250.0, 250.0, 20, 5,
+                                                 False)
+    f = FinetuneConfig()
+    assert (f.init, f.strategy, f.loss, f.lr, f.lr_step, f.lr_gamma, f.epochs, f.patience) == (
+        "scratch", "all", "ce+dice", 2e-4, 25, 0.8, 500, 30)
+    s = PseudolabelConfig()
+    assert (s.patch_size, s.labelled_patches, s.patches_per_volume, s.rule, s.sim_low,
+            s.sim_high, s.sim_min) == (68, 120, 32, "top1-band", 0.87, 0.96, 0.90)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = run(["covidseg", "preprocess", "--bogus", "1"], tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "unrecognized arguments: --bogus 1" in r.stderr
+    r = run(["covidseg", "preprocess", "--intensity", "hounsfield"], tmp_path)
+    assert r.returncode == 2 and "intensity='hounsfield' is not one of auto, hu, image" in r.stderr
+    r = run(["covidseg", "preprocess", "--folds", "two"], tmp_path)
+    assert r.returncode == 2 and "folds='two' is not a valid int" in r.stderr
+    r = run(["covidseg", "finetune"], tmp_path)
+    assert r.returncode == 2 and "not implemented yet" in r.stderr
+    r = run(["covidseg", "preprocess", "--data", str(tmp_path / "nowhere")], tmp_path,
+            MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/local.db")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].endswith(
+        "nowhere: data folder does not exist")
+    assert "Traceback" not in r.stderr
+
+
+def test_server_down_fails_fast(tmp_path):
+    start = time.time()
+    r = run(["covidseg", "preprocess"], tmp_path,
+            MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}")
+    assert r.returncode == 2 and time.time() - start < 60
+    assert "is not reachable" in r.stderr and "Traceback" not in r.stderr
+
+
+def _run_id(output: str) -> str:
+    m = re.search(r"Run \(ID '([0-9a-f]{32})'\) succeeded", output)
+    assert m, output[-3000:]
+    return m.group(1)
+
+
+def test_preprocess_three_ways_against_a_real_server(tracking_uri, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    params = [x for k, v in TINY_DEMO.items() for x in ("-P", f"{k}={v}")]
+    r = run([sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "preprocess",
+             "--env-manager", "local", "--experiment-name", "e2e-preprocess", *params], tmp_path,
+            MLFLOW_TRACKING_URI=tracking_uri)
+    assert r.returncode == 0, r.stderr[-4000:]
+    run_id = _run_id(r.stdout + r.stderr)
+
+    client = MlflowClient(tracking_uri)
+    info = client.get_run(run_id)
+    assert info.info.status == "FINISHED"
+    p, m, t = info.data.params, info.data.metrics, info.data.tags
+    assert p["data"] == "demo" and p["demo_labelled"] == "6" and p["window_min"] == "-1250.0"
+    assert len(p) == len(CONFIGS["preprocess"].__dataclass_fields__)
+    assert m["n_cases"] == 11 and m["n_failed"] == 0 and m["fp_n_labelled"] == 8
+    assert m["fp_spacing_xy_min"] >= 0.6 and m["fp_thickness_max"] <= 8
+    assert m["fp_lung_classical_cases"] == 11
+    assert t["covidseg.version"] and t["covidseg.cache_hit"] in ("true", "false")
+    assert re.match(r"^[0-9a-f]{40}", t.get("covidseg.git_commit", "")), t
+    key = t["covidseg.dataset_key"]
+
+    def listing(path):
+        return {Path(a.path).name: a for a in client.list_artifacts(run_id, path)}
+
+    figs = listing("figures")
+    assert {"spacing_per_source.png", "intensity_histogram_before_after.png"} <= set(figs)
+    assert any(n.startswith("lung_filtering_3views_volume_") for n in figs)
+    assert all(a.file_size > 5000 for a in figs.values())
+    local = Path(client.download_artifacts(run_id, "figures/spacing_per_source.png", str(tmp_path)))
+    assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {"failed.csv", "splits.json", "fingerprint.json", "cases.csv"} <= set(listing("preprocess"))
+    assert "dataset.json" in listing("dataset") and listing("dataset/cases")
+
+    # the same job as a console script and as the entry-point file: same dataset, cache hits
+    for cmd in (["covidseg", "preprocess", *TINY_ARGS],
+                [sys.executable, str(REPO / "entrypoints" / "preprocess.py"), *TINY_ARGS]):
+        r = run(cmd, tmp_path, MLFLOW_TRACKING_URI=tracking_uri)
+        assert r.returncode == 0, r.stderr[-3000:]
+        other = re.search(r"run_id=([0-9a-f]{32})", r.stdout).group(1)
+        tags = client.get_run(other).data.tags
+        assert tags["covidseg.dataset_key"] == key and tags["covidseg.cache_hit"] == "true"
+        # the arrays are uploaded once: cache hits point at the run that holds them
+        assert tags["covidseg.dataset_uploaded"] == "false" and tags["covidseg.dataset_run"] == run_id
+        assert client.get_run(other).data.metrics["n_cases"] == 11
+
+    # a later stage finds the dataset from the run id alone, even with an empty local cache
+    from covidseg.data.store import cache_root, resolve_dataset
+
+    ds, source = resolve_dataset(run_id)
+    assert source == run_id and ds.key == key
+    shutil.rmtree(cache_root() / "preprocessed" / key)
+    ds2, _ = resolve_dataset(f"runs:/{other}")  # follows covidseg.dataset_run to the arrays
+    assert ds2.key == key and ds2.root != ds.root
+    assert sorted(ds2.cases) == sorted(ds.cases)
+    image, infection, lung = ds2.load(ds2.splits["test"][0])
+    assert image.ndim == 3 and infection.shape == image.shape

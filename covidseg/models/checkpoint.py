@@ -1,0 +1,42 @@
+"""Checkpoints are a state dict plus a JSON config, loaded with ``torch.load(weights_only=True)``:
+nothing unpickles arbitrary objects from an artifact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from covidseg.errors import ConfigError
+from covidseg.models.factory import ModelSpec, build_model
+
+
+def save_model(directory: Path, model: nn.Module, spec: ModelSpec, extra: dict | None = None) -> Path:
+    """Write ``model.pt`` (state dict) and ``model.json`` (spec + extra) into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    tmp = directory / "model.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(directory / "model.pt")
+    (directory / "model.json").write_text(json.dumps({"model": spec.to_dict(), **(extra or {})},
+                                                     indent=1))
+    return directory
+
+
+def load_model(directory: Path, map_location="cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the network from ``model.json`` and load ``model.pt`` (weights only)."""
+    directory = Path(directory)
+    cfg_path, pt_path = directory / "model.json", directory / "model.pt"
+    if not cfg_path.exists() or not pt_path.exists():
+        raise ConfigError(f"{directory}: not a covidseg model (needs model.json and model.pt)")
+    config = json.loads(cfg_path.read_text())
+    model = build_model(ModelSpec(**config["model"]))
+    try:
+        state = torch.load(pt_path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"{pt_path}: cannot load weights ({str(exc).splitlines()[0][:200]})") from None
+    model.load_state_dict(state)
+    return model, config

@@ -1,0 +1,103 @@
+"""One factory maps an architecture name to a network, as smp's ``create_model`` does.
+
+* any segmentation-models-pytorch architecture (``unet``, ``unetplusplus``, ``fpn``, ``deeplabv3plus``,
+  ``manet``, ``linknet``, ``pspnet``, ``pan``, ``upernet``, ``segformer``, …) with any of its encoders;
+* ``attention-unet`` — U-Net with Oktay additive attention gates (smp has none);
+* ``unet3d`` — a small 3D U-Net for the coarse 3D segmentation.
+
+Nothing is ever downloaded: smp is always called with ``encoder_weights=None`` and encoder weights
+come only from a local file (``encoder_weights=/path/to/state_dict.pt``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from covidseg.errors import ConfigError
+
+OWN_ARCHITECTURES = ("attention-unet", "unet3d")
+
+
+def smp_architectures() -> dict[str, str]:
+    import segmentation_models_pytorch as smp
+
+    return {cls.__name__.lower(): cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()} \
+        if hasattr(smp, "MODEL_ARCHITECTURES_MAPPING") else {}
+
+
+ARCHITECTURES = OWN_ARCHITECTURES  # extended at run time by smp's own list
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a network from a state dict (stored as JSON with it)."""
+
+    arch: str = "unet"
+    encoder: str = "resnet34"
+    in_channels: int = 1
+    classes: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_model(spec: ModelSpec, encoder_weights: str | None = None) -> nn.Module:
+    """The network of ``spec`` with random weights (or a local encoder weight file)."""
+    arch = spec.arch.lower()
+    if arch == "unet3d":
+        return _3d(spec)
+    if arch == "attention-unet":
+        from covidseg.models.attention_unet.model import AttentionUnet
+
+        model = _with_encoder_errors(spec, lambda: AttentionUnet(
+            encoder_name=spec.encoder, encoder_weights=None, in_channels=spec.in_channels,
+            classes=spec.classes))
+    else:
+        import segmentation_models_pytorch as smp
+
+        known = smp_architectures()
+        if known and arch not in known:
+            raise ConfigError(f"arch={spec.arch!r} is not one of "
+                              f"{', '.join(sorted([*known, *OWN_ARCHITECTURES]))}")
+        model = _with_encoder_errors(spec, lambda: smp.create_model(
+            arch, encoder_name=spec.encoder, encoder_weights=None, in_channels=spec.in_channels,
+            classes=spec.classes))
+    if encoder_weights:
+        load_encoder_weights(model, encoder_weights)
+    return model
+
+
+def _3d(spec: ModelSpec) -> nn.Module:
+    from covidseg.models.unet3d.model import UNet3D
+
+    return UNet3D(in_channels=spec.in_channels, classes=spec.classes)
+
+
+def _with_encoder_errors(spec: ModelSpec, make):
+    try:
+        return make()
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"encoder={spec.encoder!r} cannot build arch={spec.arch!r} "
+                          f"({str(exc).splitlines()[0][:160]})") from None
+
+
+def load_encoder_weights(model: nn.Module, path: str) -> dict:
+    """Load a local encoder state dict into ``model.encoder``; returns what was (not) used."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: encoder_weights file does not exist (weights are never downloaded)")
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    state = {k.removeprefix("module.").removeprefix("encoder."): v for k, v in state.items()}
+    own = model.encoder.state_dict()
+    used = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not used:
+        raise ConfigError(f"{p}: no tensor matches the {type(model.encoder).__name__} encoder")
+    own.update(used)
+    model.encoder.load_state_dict(own)
+    return {"missing": sorted(set(own) - set(used)), "unused": sorted(set(state) - set(used))}

@@ -1,0 +1,84 @@
+"""2D axial slices of a preprocessed dataset as a PyTorch dataset (the thesis slices volumes).
+
+Slices are read from memory-mapped arrays, padded (background 0) to one size per dataset that is a
+multiple of the encoder's output stride (32), augmented in the worker, and returned as
+``(image[1, H, W], mask[1, H, W])`` float32 tensors.  :func:`slice_sampling_weights` lets lesion-
+containing slices be drawn more often.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from covidseg.data.store import PreprocessedDataset
+
+
+def padded_size(ds: PreprocessedDataset, case_ids, multiple: int = 32) -> tuple[int, int]:
+    hs = [ds.cases[c]["shape"][1] for c in case_ids]
+    ws = [ds.cases[c]["shape"][2] for c in case_ids]
+    up = lambda n: int(np.ceil(max(n) / multiple) * multiple)  # noqa: E731
+    return up(hs), up(ws)
+
+
+def pad_to(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Centre a (H, W) slice in a zero canvas of ``size`` (cropping the centre if larger)."""
+    h, w = array.shape
+    H, W = size
+    out = np.zeros((H, W), dtype=array.dtype)
+    y0, x0 = (H - h) // 2, (W - w) // 2
+    sy, sx = max(0, -y0), max(0, -x0)
+    ty, tx = max(0, y0), max(0, x0)
+    hh, ww = min(h - sy, H - ty), min(w - sx, W - tx)
+    out[ty:ty + hh, tx:tx + ww] = array[sy:sy + hh, sx:sx + ww]
+    return out
+
+
+class SliceDataset(Dataset):
+    def __init__(self, ds: PreprocessedDataset, case_ids, augment=None, size=None, seed: int = 0,
+                 require_mask: bool = True):
+        self.ds = ds
+        self.case_ids = list(case_ids)
+        self.augment = augment
+        self.size = tuple(size) if size else padded_size(ds, self.case_ids)
+        self.seed = seed
+        self.require_mask = require_mask
+        self.index = [(c, z) for c in self.case_ids for z in range(ds.cases[c]["shape"][0])]
+        self._epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Different augmentation each epoch, reproducible for a seed."""
+        self._epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int):
+        case_id, z = self.index[i]
+        image, infection, _ = self.ds.load(case_id)
+        img = pad_to(np.asarray(image[z], dtype=np.float32), self.size)
+        if infection is None:
+            if self.require_mask:
+                raise KeyError(f"case {case_id} has no infection mask")
+            msk = np.zeros(self.size, np.uint8)
+        else:
+            msk = pad_to(np.asarray(infection[z], dtype=np.uint8), self.size)
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self._epoch, i])
+            img, msk = self.augment(img, msk, rng)
+        return torch.from_numpy(img[None].copy()), torch.from_numpy(msk[None].astype(np.float32))
+
+
+def slice_sampling_weights(dataset: SliceDataset, lesion_boost: float = 1.0) -> torch.Tensor:
+    """Sampling weight per slice: ``lesion_boost`` for slices with lesion, 1 otherwise."""
+    weights = np.ones(len(dataset), dtype=np.float64)
+    if lesion_boost != 1.0:
+        for c in dataset.case_ids:
+            _, infection, _ = dataset.ds.load(c)
+            if infection is None:
+                continue
+            has = np.asarray(infection).any(axis=(1, 2))
+            idx = [i for i, (cc, _) in enumerate(dataset.index) if cc == c]
+            weights[idx] = np.where(has, lesion_boost, 1.0)
+    return torch.from_numpy(weights)

@@ -45,18 +45,21 @@ def choose_intensity_mode(array: np.ndarray, requested: str, path) -> tuple[str,
     return requested, hu_like
 
 
-def foreground_mask(array: np.ndarray) -> np.ndarray:
-    """The body / object: above an Otsu threshold (the dark background of a slice or volume)."""
-    values = array[:: max(1, array.shape[0] // 16)].ravel()
+def otsu_threshold(values: np.ndarray) -> float:
+    """Otsu's threshold of a sample of values (256-bin histogram)."""
     hist, edges = np.histogram(values, bins=256)
     centres = (edges[:-1] + edges[1:]) / 2
     w0 = np.cumsum(hist)
     w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
-    m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
-    between = w0 * w1 * (m0 - m1) ** 2
-    threshold = centres[int(np.argmax(between))]
-    fg = array > threshold
+    c = np.cumsum(hist * centres)
+    m0 = c / np.maximum(w0, 1)
+    m1 = (c[-1] - c) / np.maximum(w1, 1)
+    return float(centres[int(np.argmax(w0 * w1 * (m0 - m1) ** 2))])
+
+
+def foreground_mask(array: np.ndarray) -> np.ndarray:
+    """The body / object: above an Otsu threshold (the dark background of a slice or volume)."""
+    fg = array > otsu_threshold(array[:: max(1, array.shape[0] // 16)].ravel())
     return fg if fg.any() else np.ones_like(array, dtype=bool)
 
 

@@ -17,22 +17,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from covidseg.data.intensity import otsu_threshold
 from covidseg.errors import ConfigError
 
 LUNG_METHODS = ("auto", "lungmask", "classical", "provided", "none")
 LUNGMASK_MODELS = ("R231", "R231CovidWeb", "LTRCLobes")
 HU_LUNG_THRESHOLD = -320.0
-
-
-def _otsu(values: np.ndarray) -> float:
-    hist, edges = np.histogram(values, bins=256)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    c = np.cumsum(hist * centres)
-    m0 = c / np.maximum(w0, 1)
-    m1 = (c[-1] - c) / np.maximum(w1, 1)
-    return float(centres[int(np.argmax(w0 * w1 * (m0 - m1) ** 2))])
 
 
 def _closing_mm(mask: np.ndarray, radius_mm: float, sampling) -> np.ndarray:
@@ -50,7 +40,7 @@ def classical_lung_mask(array: np.ndarray, spacing_xyz, hu: bool = True,
                         closing_mm: float = 8.0) -> np.ndarray:
     """Binary lung mask of a (z, y, x) volume by thresholding and connected components."""
     sampling = (float(spacing_xyz[2]), float(spacing_xyz[1]), float(spacing_xyz[0]))
-    threshold = HU_LUNG_THRESHOLD if hu else _otsu(array[:: max(1, array.shape[0] // 16)].ravel())
+    threshold = HU_LUNG_THRESHOLD if hu else otsu_threshold(array[:: max(1, array.shape[0] // 16)].ravel())
     air = array < threshold
     labels, n = ndi.label(air)
     if n == 0:

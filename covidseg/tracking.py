@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import os
 import re
 import subprocess
@@ -304,10 +303,6 @@ def run_info(run_id: str):
 def quiet_mlflow_warnings() -> None:
     """MLflow's own deprecation chatter is not for our users' terminals."""
     warnings.filterwarnings("ignore", module=r"mlflow\..*", category=FutureWarning)
-
-
-def as_json(obj) -> str:
-    return json.dumps(obj, indent=1, sort_keys=True, default=str)
 
 
 # --- the tracking server --------------------------------------------------------------------

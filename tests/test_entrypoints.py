@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
 from covidseg.cli import RUNNERS, render_mlproject

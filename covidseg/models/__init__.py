@@ -1,3 +1,3 @@
 """Model factory (smp architectures, attention U-Net, 3D U-Net) and checkpoints."""
 
-from covidseg.models.factory import ARCHITECTURES, build_model  # noqa: F401
+from covidseg.models.factory import ModelSpec, build_model  # noqa: F401

@@ -29,9 +29,6 @@ def smp_architectures() -> dict[str, str]:
         if hasattr(smp, "MODEL_ARCHITECTURES_MAPPING") else {}
 
 
-ARCHITECTURES = OWN_ARCHITECTURES  # extended at run time by smp's own list
-
-
 @dataclass
 class ModelSpec:
     """Everything needed to rebuild a network from a state dict (stored as JSON with it)."""

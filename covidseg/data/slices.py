@@ -46,6 +46,12 @@ class SliceDataset(Dataset):
         self.require_mask = require_mask
         self.index = [(c, z) for c in self.case_ids for z in range(ds.cases[c]["shape"][0])]
         self._epoch = 0
+        self._arrays: dict[str, tuple] = {}  # memmaps opened once per case (per worker)
+
+    def arrays(self, case_id: str):
+        if case_id not in self._arrays:
+            self._arrays[case_id] = self.ds.load(case_id)
+        return self._arrays[case_id]
 
     def set_epoch(self, epoch: int) -> None:
         """Different augmentation each epoch, reproducible for a seed."""
@@ -56,7 +62,7 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, i: int):
         case_id, z = self.index[i]
-        image, infection, _ = self.ds.load(case_id)
+        image, infection, _ = self.arrays(case_id)
         img = pad_to(np.asarray(image[z], dtype=np.float32), self.size)
         if infection is None:
             if self.require_mask:
@@ -74,11 +80,12 @@ def slice_sampling_weights(dataset: SliceDataset, lesion_boost: float = 1.0) -> 
     """Sampling weight per slice: ``lesion_boost`` for slices with lesion, 1 otherwise."""
     weights = np.ones(len(dataset), dtype=np.float64)
     if lesion_boost != 1.0:
+        start = 0  # the index lists each case's slices contiguously, in case order
         for c in dataset.case_ids:
-            _, infection, _ = dataset.ds.load(c)
-            if infection is None:
-                continue
-            has = np.asarray(infection).any(axis=(1, 2))
-            idx = [i for i, (cc, _) in enumerate(dataset.index) if cc == c]
-            weights[idx] = np.where(has, lesion_boost, 1.0)
+            _, infection, _ = dataset.arrays(c)
+            n = dataset.ds.cases[c]["shape"][0]
+            if infection is not None:
+                has = np.asarray(infection).any(axis=(1, 2))
+                weights[start:start + n] = np.where(has, lesion_boost, 1.0)
+            start += n
     return torch.from_numpy(weights)

@@ -20,18 +20,18 @@ from covidseg.errors import ConfigError, CovidsegError, NotImplementedYet
 # entry point -> "module:function" taking (config, tracker); None = not built yet (its issue)
 RUNNERS: dict[str, str | None] = {
     "preprocess": "covidseg.data.preprocess:preprocess_dataset",
-    "pretrain": None,
-    "finetune": None,
+    "pretrain": "covidseg.train.pretrain:pretrain",
+    "finetune": "covidseg.train.finetune:finetune",
     "pseudolabel": None,
     "meanteacher": None,
     "compare": None,
     "tune": None,
-    "predict": None,
-    "evaluate": None,
+    "predict": "covidseg.predict:predict_entry",
+    "evaluate": "covidseg.predict:evaluate_entry",
     "pipeline": None,
     "grid": None,
 }
-PLANNED_IN = {"pretrain": 3, "finetune": 3, "predict": 3, "evaluate": 3, "pseudolabel": 4,
+PLANNED_IN = {"pseudolabel": 4,
               "meanteacher": 4, "compare": 5, "tune": 5, "pipeline": 6, "grid": 6}
 
 
@@ -77,8 +77,32 @@ def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
     module, func = target.split(":")
     fn = getattr(importlib.import_module(module), func)
     quiet_mlflow_warnings()
-    with start_run(name, cfg, enabled=tracking) as tracker:
+    resume = getattr(cfg, "resume", "") or None
+    if resume and tracking:
+        cfg = config_of_run(name, resume)
+    with start_run(name, cfg, enabled=tracking, run_id=resume if tracking else None) as tracker:
         return fn(cfg, tracker)
+
+
+def config_of_run(name: str, run_id: str) -> CommonConfig:
+    """The configuration a killed run was started with (to resume it exactly), ``resume`` set."""
+    from covidseg.tracking import resolve_run_ref, run_info
+
+    run_id, _ = resolve_run_ref(run_id)
+    run = run_info(run_id)
+    entry = run.data.tags.get("covidseg.entry_point")
+    if entry != name:
+        raise ConfigError(f"resume={run_id} is a {entry or 'non-covidseg'} run, not a {name} run")
+    if run.info.status == "FINISHED":
+        raise ConfigError(f"resume={run_id}: the run has FINISHED; nothing to resume")
+    cls = CONFIGS[name]
+    params = run.data.params
+    kwargs = {f.name: parse_value(f, params[f.name].strip("'")) if f.name in params
+              else field_default(f) for f in fields(cls)}
+    kwargs["resume"] = run_id
+    cfg = cls(**kwargs)
+    cfg.validate()
+    return cfg
 
 
 def render_mlproject() -> str:

@@ -83,39 +83,49 @@ class PreprocessConfig(CommonConfig):
 
 
 @dataclass
-class PretrainConfig(CommonConfig):
-    mode: str = param("restoration", "self-supervised restoration or supervised non-COVID",
-                      ("restoration", "supervised"))
-    arch: str = param("unet", "architecture (smp name, attention-unet)")
-    encoder: str = param("resnet34", "encoder (smp encoder name)")
-    image_size: int = param(0, "training crop size (0: the preprocessed size)")
-    epochs: int = param(100, "maximum epochs")
-    batch_size: int = param(8, "slices per batch")
-    lr: float = param(1e-3, "learning rate")
+class TrainingConfig(CommonConfig):
+    """What every stage that trains a network shares (they all run the one training loop)."""
 
-
-@dataclass
-class FinetuneConfig(CommonConfig):
-    init: str = param("scratch", "scratch, a pretrain/finetune run id or model URI, or a Models "
-                                 "Genesis checkpoint file")
-    strategy: str = param("all", "which weights train", ("all", "decoder", "freeze-encoder-half"))
-    arch: str = param("unet", "architecture (smp name, attention-unet)")
-    encoder: str = param("resnet34", "encoder (smp encoder name)")
-    loss: str = param("ce+dice", "loss", ("ce", "dice", "ce+dice", "hausdorff"))
-    lr: float = param(2e-4, "Adam learning rate")
-    lr_step: int = param(25, "StepLR step (epochs)")
-    lr_gamma: float = param(0.8, "StepLR factor")
+    arch: str = param("unet", "architecture: an smp name (unet, unetplusplus, fpn, …), "
+                              "attention-unet or genesis-unet")
+    encoder: str = param("resnet34", "encoder (smp encoder name; weights never downloaded)")
+    encoder_weights: str = param("", "local encoder weight file (state dict), e.g. ImageNet")
+    image_size: int = param(0, "random training crop side in pixels (0: whole padded slices)")
     epochs: int = param(500, "maximum epochs")
     patience: int = param(30, "early stop after this many epochs without validation improvement")
     batch_size: int = param(8, "slices per batch")
-    image_size: int = param(0, "training crop size (0: the preprocessed size)")
+    lr: float = param(2e-4, "Adam learning rate")
+    lr_step: int = param(25, "StepLR step (epochs)")
+    lr_gamma: float = param(0.8, "StepLR factor")
+    lesion_boost: float = param(1.0, "draw slices that contain lesion this many times more often")
+    checkpoint_every: int = param(0, "log an intermediate checkpoint every N iterations (0: off)")
+    workers: int = param(-1, "DataLoader worker processes (-1: from the CPU count)")
+    amp: bool = param(True, "mixed precision on CUDA (bf16 where supported, else fp16)")
+    resume: str = param("", "run id of a killed run to continue in that same run")
+
+
+@dataclass
+class PretrainConfig(TrainingConfig):
+    mode: str = param("restoration", "self-supervised restoration or supervised non-COVID",
+                      ("restoration", "supervised"))
+    epochs: int = param(100, "maximum epochs")
+    lr: float = param(1e-3, "Adam learning rate")
+    patience: int = param(20, "early stop after this many epochs without validation improvement")
+
+
+@dataclass
+class FinetuneConfig(TrainingConfig):
+    init: str = param("scratch", "scratch, a pretrain/finetune run id or model URI, or a Models "
+                                 "Genesis checkpoint file (then arch=genesis-unet)")
+    strategy: str = param("all", "which weights train", ("all", "decoder", "freeze-encoder-half"))
+    loss: str = param("ce+dice", "loss", ("ce", "dice", "ce+dice", "hausdorff"))
+    pos_weight: float = param(0.0, "ce: weight of the lesion class (0: unweighted)")
     fold: int = param(0, "cross-validation fold")
     regime: str = param("standard", "standard/40-10: train on k-1 folds; inverse/10-40: train on one",
                         ("standard", "inverse", "40-10", "10-40"))
     train_cases: int = param(0, "labelled training volumes to use (0: all of the fold)")
-    checkpoint_every: int = param(0, "log an intermediate checkpoint every N iterations (0: off)")
     mixup: bool = param(False, "mixup of images and masks (soft labels)")
-    resume: str = param("", "run id of a killed run to continue")
+    overlays: int = param(3, "cases per split shown in overlay figures")
     register_as: str = param("", "register the best model under this name")
 
 
@@ -160,14 +170,20 @@ class TuneConfig(CommonConfig):
 
 @dataclass
 class PredictConfig(CommonConfig):
-    model: str = param("", "run id or model URI")
-    input: str = param("", "CT volume file or DICOM series folder")
-    output: str = param("predictions", "output folder")
+    model: str = param("", "finetune/meanteacher run id, runs:/ or models:/ URI")
+    input: str = param("", "CT volume file, DICOM series folder, or a folder of volumes")
+    output: str = param("predictions", "output folder (masks and reports; also logged)")
+    restrict_to_lungs: bool = param(True, "remove predicted lesion outside the lung mask")
+    threshold: float = param(0.5, "probability threshold")
+    batch_size: int = param(16, "slices per forward pass")
 
 
 @dataclass
 class EvaluateConfig(CommonConfig):
-    model: str = param("", "run id or model URI")
+    model: str = param("", "finetune/meanteacher run id, runs:/ or models:/ URI")
+    split: str = param("test", "which labelled cases: the held-out test set, or all labelled",
+                       ("test", "labelled"))
+    batch_size: int = param(16, "slices per forward pass")
 
 
 @dataclass

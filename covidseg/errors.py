@@ -20,6 +20,10 @@ class TrackingUnavailable(CovidsegError):
     """The MLflow tracking server cannot be reached (checked before any work starts)."""
 
 
+class TrainingDiverged(CovidsegError):
+    """The training loss became NaN or infinite."""
+
+
 class NotImplementedYet(CovidsegError):
     """An entry point declared in MLproject whose implementation has not landed yet."""
 

@@ -100,6 +100,12 @@ class NullTracker:
     def find_run(self, tags: dict) -> str | None:
         return None
 
+    def last_step(self, key: str) -> int:
+        return -1
+
+    def log_model(self, model_dir, name: str = "model", register_as: str = "") -> str | None:
+        return None
+
 
 def rows_to_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
@@ -177,6 +183,32 @@ class MlflowTracker(NullTracker):
                                        max_results=1)
         return runs[0].info.run_id if runs else None
 
+    def last_step(self, key: str) -> int:
+        """Highest step logged for metric ``key`` in this run (-1 if none)."""
+        return max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=-1)
+
+    def log_model(self, model_dir, name: str = "model", register_as: str = "") -> str:
+        """Log a covidseg model folder (``model.json`` + ``model.pt``) as an MLflow pyfunc model
+        (models from code, :mod:`covidseg.mlflow_model`), optionally registered; returns its URI,
+        also recorded in the run's ``covidseg.model_uri`` tag."""
+        import mlflow
+        import torch
+
+        package = Path(__file__).resolve().parent
+        requirements = [f"torch>={torch.__version__.split('+')[0]}", "segmentation-models-pytorch",
+                        "SimpleITK", "numpy", "scipy", "pandas", f"mlflow>={mlflow.__version__}"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            info = mlflow.pyfunc.log_model(
+                name=name, python_model=str(package / "mlflow_model.py"),
+                artifacts={"weights": str(model_dir)}, code_paths=[str(package)],
+                pip_requirements=requirements, registered_model_name=register_as or None)
+        tags = {f"{TAG_PREFIX}model_uri": info.model_uri}
+        if register_as and info.registered_model_version:
+            tags[f"{TAG_PREFIX}registered"] = f"models:/{register_as}/{info.registered_model_version}"
+        self.set_tags(tags)
+        return info.model_uri
+
     def link_source(self, role: str, run_id: str | None) -> None:
         """Lineage: record that this run used ``run_id`` as its ``role`` input."""
         if not run_id:
@@ -202,6 +234,11 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
 
     env_run = os.environ.get("MLFLOW_RUN_ID")
     experiment = getattr(cfg, "experiment", "") or entry_point
+    if run_id and env_run and env_run != run_id:
+        # `mlflow run -P resume=ID` opened a fresh run: point it at the run that continues
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient().set_tag(env_run, f"{TAG_PREFIX}continued_in", run_id)
     if run_id or env_run:
         active = mlflow.start_run(run_id=run_id or env_run)
     else:
@@ -285,6 +322,64 @@ def download_run_artifacts(run_id: str, artifact_path: str = "", dst: Path | Non
                           f"({str(exc).splitlines()[0][:200]})") from None
     marker.write_text("ok")
     return Path(local)
+
+
+def _find_model_dir(root: Path) -> Path | None:
+    hits = sorted(Path(root).rglob("model.json"))
+    return hits[0].parent if hits else None
+
+
+def download_model(ref: str) -> tuple[Path, str | None]:
+    """A covidseg model folder (``model.json`` + ``model.pt``) from a local folder, a run id or
+    ``runs:/<id>`` (the run's logged model, else its ``model`` artifacts) or a ``models:/`` URI;
+    returns (folder, the run that produced it)."""
+    import mlflow
+
+    from covidseg.data.store import cache_root
+
+    if not ref:
+        raise ConfigError("model= is empty: give a finetune run id, runs:/ or models:/ URI")
+    local = Path(ref).expanduser()
+    if not is_run_ref(ref) and local.is_dir():
+        found = _find_model_dir(local)
+        if found is None:
+            raise ConfigError(f"{local}: holds no covidseg model (model.json + model.pt)")
+        return found, None
+    if not is_run_ref(ref):
+        raise ConfigError(f"model={ref!r} is not a run id, runs:/ or models:/ URI, or a model folder")
+    _configure_http()
+    check_server()
+    if ref.startswith("models:/"):
+        try:
+            info = mlflow.models.get_model_info(ref)
+        except Exception as exc:
+            raise ConfigError(f"{ref}: model not found ({str(exc).splitlines()[0][:200]})") from None
+        run_id, uri = info.run_id, ref
+        key = info.model_id or re.sub(r"[^A-Za-z0-9_.-]", "_", ref)
+    else:
+        run_id, _ = resolve_run_ref(ref)
+        run = run_info(run_id)
+        uri = run.data.tags.get(f"{TAG_PREFIX}model_uri")
+        if uri is None:  # a run that logged only its checkpoint folder (pretrain)
+            return _require_model(download_run_artifacts(run_id, "model"), ref), run_id
+        key = uri.rsplit("/", 1)[-1]
+    dst = cache_root() / "models" / key
+    marker = dst / ".complete"
+    if not marker.exists():
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
+        except Exception as exc:
+            raise ConfigError(f"{ref}: cannot download the model ({str(exc).splitlines()[0][:200]})") from None
+        marker.write_text("ok")
+    return _require_model(dst, ref), run_id
+
+
+def _require_model(root: Path, ref: str) -> Path:
+    found = _find_model_dir(root)
+    if found is None:
+        raise ConfigError(f"{ref}: the run has no covidseg model (model.json + model.pt)")
+    return found
 
 
 def run_info(run_id: str):

@@ -6,22 +6,30 @@ import numpy as np
 import SimpleITK as sitk
 
 
-def resample_in_plane(image: sitk.Image, spacing_mm: float = 1.0, label: bool = False,
-                      fill: float = 0.0) -> sitk.Image:
-    """Resample x and y to ``spacing_mm`` keeping the slice spacing (nearest neighbour for masks)."""
+def in_plane_grid(image: sitk.Image, spacing_mm: float = 1.0) -> dict:
+    """The grid (size, spacing, origin, direction) of ``image`` resampled in-plane to
+    ``spacing_mm``, slice spacing unchanged, physical extent kept centred."""
     old_spacing = image.GetSpacing()
     old_size = image.GetSize()
     new_spacing = (spacing_mm, spacing_mm, old_spacing[2])
     new_size = [max(1, int(round(old_size[i] * old_spacing[i] / new_spacing[i]))) for i in range(2)]
     new_size.append(old_size[2])
-    # keep the physical extent centred: the first voxel centre moves by half the size change
+    # the first voxel centre moves by half the spacing change
     direction = np.array(image.GetDirection()).reshape(3, 3)
     shift = [(new_spacing[i] - old_spacing[i]) / 2.0 for i in range(2)] + [0.0]
     origin = np.array(image.GetOrigin()) + direction @ np.array(shift)
-    return sitk.Resample(image, new_size, sitk.Transform(),
+    return {"size": new_size, "spacing": list(new_spacing), "origin": [float(o) for o in origin],
+            "direction": list(image.GetDirection())}
+
+
+def resample_in_plane(image: sitk.Image, spacing_mm: float = 1.0, label: bool = False,
+                      fill: float = 0.0) -> sitk.Image:
+    """Resample x and y to ``spacing_mm`` keeping the slice spacing (nearest neighbour for masks)."""
+    g = in_plane_grid(image, spacing_mm)
+    return sitk.Resample(image, g["size"], sitk.Transform(),
                          sitk.sitkNearestNeighbor if label else sitk.sitkLinear,
-                         tuple(origin), new_spacing, image.GetDirection(), float(fill),
-                         image.GetPixelID())
+                         tuple(g["origin"]), tuple(g["spacing"]), tuple(g["direction"]),
+                         float(fill), image.GetPixelID())
 
 
 def crop_box_in_plane(shape_yx, size: int, centre_yx) -> tuple[int, int]:
@@ -41,14 +49,43 @@ def crop_or_pad_in_plane(array: np.ndarray, size: int, corner_yx, fill=0) -> np.
     return out
 
 
+def uncrop_in_plane(array: np.ndarray, shape_yx, corner_yx, fill=0) -> np.ndarray:
+    """Inverse of :func:`crop_or_pad_in_plane`: put the window back into a ``shape_yx`` canvas."""
+    nz, size = array.shape[0], array.shape[1]
+    ny, nx = shape_yx
+    out = np.full((nz, ny, nx), fill, dtype=array.dtype)
+    y0, x0 = corner_yx
+    sy0, sx0 = max(0, y0), max(0, x0)
+    sy1, sx1 = min(ny, y0 + size), min(nx, x0 + size)
+    if sy1 > sy0 and sx1 > sx0:
+        out[:, sy0:sy1, sx0:sx1] = array[:, sy0 - y0: sy1 - y0, sx0 - x0: sx1 - x0]
+    return out
+
+
+def _resize_layout(shape_yx, size: int):
+    """(scale, zoomed (y, x) shape as ndimage.zoom makes it, corner of the padded window)."""
+    ny, nx = shape_yx
+    scale = size / max(ny, nx)
+    zy, zx = int(round(ny * scale)), int(round(nx * scale))
+    return scale, (zy, zx), (-(size - zy) // 2, -(size - zx) // 2)
+
+
+def unresize_slices(array: np.ndarray, shape_yx) -> np.ndarray:
+    """Inverse of :func:`resize_slices` for a float map (linear): back to ``shape_yx``."""
+    from scipy import ndimage as ndi
+
+    _, (zy, zx), corner = _resize_layout(shape_yx, array.shape[1])
+    y0, x0 = -corner[0], -corner[1]
+    window = array[:, y0:y0 + zy, x0:x0 + zx]
+    ny, nx = shape_yx
+    return ndi.zoom(window, (1, ny / zy, nx / zx), order=1, grid_mode=True, mode="nearest")
+
+
 def resize_slices(array: np.ndarray, size: int, label: bool = False, fill=0) -> np.ndarray:
     """Resize each slice so the longer side is ``size`` (aspect kept), then pad to size × size."""
     from scipy import ndimage as ndi
 
-    nz, ny, nx = array.shape
-    scale = size / max(ny, nx)
+    scale, _, corner = _resize_layout(array.shape[1:], size)
     zoomed = ndi.zoom(array, (1, scale, scale), order=0 if label else 1, grid_mode=True,
                       mode="nearest")
-    zy, zx = zoomed.shape[1:]
-    corner = (-(size - zy) // 2, -(size - zx) // 2)
     return crop_or_pad_in_plane(zoomed, size, corner, fill)

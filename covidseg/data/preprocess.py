@@ -130,9 +130,11 @@ def _histogram(values: np.ndarray, bins: np.ndarray) -> list[int]:
 
 
 def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | None,
-                    force_cpu: bool = True, keep_before: bool = False) -> CaseOutput:
-    """Preprocess one case; raises a one-line :class:`CaseError` on bad input."""
-    original = read_image(record.image)
+                    force_cpu: bool = True, keep_before: bool = False,
+                    original: sitk.Image | None = None) -> CaseOutput:
+    """Preprocess one case (``original``: its image, when the caller has read it already);
+    raises a one-line :class:`CaseError` on bad input."""
+    original = original if original is not None else read_image(record.image)
     geometry = geometry_of(original)
     image = to_canonical(original)
     arr = sitk.GetArrayFromImage(image).astype(np.float32)

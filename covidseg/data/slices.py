@@ -1,7 +1,8 @@
 """2D axial slices of a preprocessed dataset as a PyTorch dataset (the thesis slices volumes).
 
 Slices are read from memory-mapped arrays, padded (background 0) to one size per dataset that is a
-multiple of the encoder's output stride (32), augmented in the worker, and returned as
+multiple of the encoder's output stride (32), optionally cut to a random ``crop`` window,
+augmented in the worker, and returned as
 ``(image[1, H, W], mask[1, H, W])`` float32 tensors.  :func:`slice_sampling_weights` lets lesion-
 containing slices be drawn more often.
 """
@@ -35,15 +36,32 @@ def pad_to(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def random_crop(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator):
+    """A size × size window (sides padded first when smaller), half the time centred on lesion."""
+    H, W = image.shape
+    if H < size or W < size:
+        image, mask = pad_to(image, (max(H, size), max(W, size))), pad_to(mask, (max(H, size), max(W, size)))
+        H, W = image.shape
+    ys, xs = np.nonzero(mask)
+    if ys.size and rng.random() < 0.5:
+        k = rng.integers(ys.size)
+        y0 = int(np.clip(ys[k] - size // 2, 0, H - size))
+        x0 = int(np.clip(xs[k] - size // 2, 0, W - size))
+    else:
+        y0, x0 = int(rng.integers(H - size + 1)), int(rng.integers(W - size + 1))
+    return image[y0:y0 + size, x0:x0 + size], mask[y0:y0 + size, x0:x0 + size]
+
+
 class SliceDataset(Dataset):
     def __init__(self, ds: PreprocessedDataset, case_ids, augment=None, size=None, seed: int = 0,
-                 require_mask: bool = True):
+                 require_mask: bool = True, crop: int = 0):
         self.ds = ds
         self.case_ids = list(case_ids)
         self.augment = augment
         self.size = tuple(size) if size else padded_size(ds, self.case_ids)
         self.seed = seed
         self.require_mask = require_mask
+        self.crop = int(crop) if crop and crop < max(self.size) else 0
         self.index = [(c, z) for c in self.case_ids for z in range(ds.cases[c]["shape"][0])]
         self._epoch = 0
         self._arrays: dict[str, tuple] = {}  # memmaps opened once per case (per worker)
@@ -70,8 +88,10 @@ class SliceDataset(Dataset):
             msk = np.zeros(self.size, np.uint8)
         else:
             msk = pad_to(np.asarray(infection[z], dtype=np.uint8), self.size)
+        rng = np.random.default_rng([self.seed, self._epoch, i])
+        if self.crop:
+            img, msk = random_crop(img, msk, self.crop, rng)
         if self.augment is not None:
-            rng = np.random.default_rng([self.seed, self._epoch, i])
             img, msk = self.augment(img, msk, rng)
         return torch.from_numpy(img[None].copy()), torch.from_numpy(msk[None].astype(np.float32))
 

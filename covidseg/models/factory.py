@@ -3,7 +3,8 @@
 * any segmentation-models-pytorch architecture (``unet``, ``unetplusplus``, ``fpn``, ``deeplabv3plus``,
   ``manet``, ``linknet``, ``pspnet``, ``pan``, ``upernet``, ``segformer``, …) with any of its encoders;
 * ``attention-unet`` — U-Net with Oktay additive attention gates (smp has none);
-* ``unet3d`` — a small 3D U-Net for the coarse 3D segmentation.
+* ``unet3d`` — a small 3D U-Net for the coarse 3D segmentation;
+* ``genesis-unet`` — the 2D twin of the Models Genesis UNet3D (``init`` from its 3D weights).
 
 Nothing is ever downloaded: smp is always called with ``encoder_weights=None`` and encoder weights
 come only from a local file (``encoder_weights=/path/to/state_dict.pt``).
@@ -19,7 +20,7 @@ from torch import nn
 
 from covidseg.errors import ConfigError
 
-OWN_ARCHITECTURES = ("attention-unet", "unet3d")
+OWN_ARCHITECTURES = ("attention-unet", "unet3d", "genesis-unet")
 
 
 def smp_architectures() -> dict[str, str]:
@@ -47,6 +48,10 @@ def build_model(spec: ModelSpec, encoder_weights: str | None = None) -> nn.Modul
     arch = spec.arch.lower()
     if arch == "unet3d":
         return _3d(spec)
+    if arch == "genesis-unet":
+        from covidseg.models.genesis_unet.model import GenesisUnet
+
+        return GenesisUnet(in_channels=spec.in_channels, classes=spec.classes)
     if arch == "attention-unet":
         from covidseg.models.attention_unet.model import AttentionUnet
 

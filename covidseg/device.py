@@ -1,0 +1,37 @@
+"""Compute device and mixed precision: CUDA when present (bf16 where supported, else fp16 with a
+gradient scaler), else CPU in float32.  One code path for both."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from covidseg.errors import ConfigError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype on this device, or None for plain float32 (CPU)."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device):
+    dtype = amp_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
+    """A scaler that is active only for fp16 (bf16 and float32 need none)."""
+    return torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)

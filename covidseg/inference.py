@@ -1,0 +1,43 @@
+"""Whole-volume inference: the slices of a volume go through a 2D network in batches.
+
+Used by validation during training, by ``evaluate`` and by ``predict`` alike.  Slices are padded
+once per volume to the network's stride (background 0, as preprocessing leaves it) and cropped
+back; no per-slice Python loop of model calls.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from covidseg.device import autocast
+
+
+def stride_of(model: nn.Module) -> int:
+    return 8 if type(model).__name__ == "GenesisUnet" else 32
+
+
+@torch.no_grad()
+def predict_volume(model: nn.Module, image: np.ndarray, device: torch.device,
+                   batch_size: int = 16) -> np.ndarray:
+    """Foreground probability (float32, same shape) of a (z, y, x) preprocessed volume."""
+    was_training = model.training
+    model.eval()
+    nz, ny, nx = image.shape
+    m = stride_of(model)
+    H, W = -(-ny // m) * m, -(-nx // m) * m
+    y0, x0 = (H - ny) // 2, (W - nx) // 2
+    volume = torch.zeros((nz, 1, H, W), dtype=torch.float32)
+    volume[:, 0, y0:y0 + ny, x0:x0 + nx] = torch.from_numpy(np.array(image, dtype=np.float32))
+    if device.type == "cuda":
+        volume = volume.pin_memory()
+    out = torch.empty((nz, ny, nx), dtype=torch.float32)
+    for start in range(0, nz, batch_size):
+        batch = volume[start:start + batch_size].to(device, non_blocking=True)
+        with autocast(device):
+            logits = model(batch)
+        prob = torch.sigmoid(logits.float())[:, 0, y0:y0 + ny, x0:x0 + nx]
+        out[start:start + batch_size] = prob.cpu()
+    model.train(was_training)
+    return out.numpy()

@@ -1,0 +1,49 @@
+"""The MLflow model of a covidseg network ("models from code": MLflow reads this file; nothing is
+pickled).  It rebuilds the network from the logged ``model.json`` + ``model.pt`` (state dict,
+loaded with ``weights_only=True``) and predicts with the preprocessing the model was trained with.
+
+``predict`` accepts
+
+* a ``numpy`` array of preprocessed slices ``(H, W)`` or ``(N, H, W)`` → binary masks (uint8),
+  the same shape;
+* a ``pandas.DataFrame`` with a ``path`` column (CT volume files or DICOM folders) and optionally
+  ``output`` (folder, default ``predictions``) → one report row per input; the infection and lung
+  masks are written as NIfTI in each input's original geometry.
+
+Load it with ``mlflow.pyfunc.load_model("models:/…")``; covidseg itself travels with the model
+(``code_paths``).
+"""
+
+from __future__ import annotations
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class CovidsegSegmenter(PythonModel):
+    def load_context(self, context):
+        from covidseg.predict import Predictor
+
+        self.predictor = Predictor.from_dir(context.artifacts["weights"])
+
+    def predict(self, context, model_input, params=None):
+        import numpy as np
+        import pandas as pd
+
+        params = params or {}
+        threshold = float(params.get("threshold", 0.5))
+        if isinstance(model_input, pd.DataFrame):
+            rows = []
+            for rec in model_input.to_dict("records"):
+                rows.append(self.predictor.predict_file(
+                    rec["path"], rec.get("output") or "predictions", threshold=threshold,
+                    restrict_to_lungs=bool(params.get("restrict_to_lungs", True))))
+            return pd.DataFrame(rows)
+        arr = np.asarray(model_input, dtype=np.float32)
+        squeeze = arr.ndim == 2
+        prob = self.predictor.predict_slices(arr[None] if squeeze else arr)
+        masks = (prob > threshold).astype(np.uint8)
+        return masks[0] if squeeze else masks
+
+
+mlflow.models.set_model(CovidsegSegmenter())

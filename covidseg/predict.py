@@ -1,0 +1,234 @@
+"""``predict`` and ``evaluate``: a trained model applied to new CT, or scored on a labelled set.
+
+The model folder carries the preprocessing settings it was trained with (``model.json``:
+``preprocess``), so a new volume goes through exactly that pipeline — never re-typed by the user.
+Predictions are mapped back to the input's original grid and orientation (un-crop, in-plane
+resampling back from 1 mm, LPS back to the file's direction) and written as NIfTI with a JSON
+report: lung and lesion volume (ml), % of lung involved and the MosMed-style severity class
+CT-0 (0 %), CT-1 (< 25 %), CT-2 (25-50 %), CT-3 (50-75 %), CT-4 (> 75 %).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from covidseg.config import EvaluateConfig, PredictConfig, PreprocessConfig, parse_value
+from covidseg.data.geometry import in_plane_grid, uncrop_in_plane, unresize_slices
+from covidseg.data.layouts import CaseRecord
+from covidseg.data.readers import VOLUME_SUFFIXES, is_slice_image, read_image, stem_of, suffix_of, \
+    to_canonical
+from covidseg.device import resolve_device
+from covidseg.errors import CaseError, ConfigError
+from covidseg.inference import predict_volume
+from covidseg.models.checkpoint import load_model
+from covidseg.tracking import NullTracker
+
+log = logging.getLogger("covidseg.predict")
+
+
+def severity_class(percent: float | None) -> str | None:
+    """MosMed CT-0..CT-4 from the % of lung involved (boundaries 25/50/75 belong to the lower
+    class's upper range: 25 → CT-2, 50 → CT-2, 75 → CT-3)."""
+    if percent is None:
+        return None
+    if percent <= 0:
+        return "CT-0"
+    if percent < 25:
+        return "CT-1"
+    if percent <= 50:
+        return "CT-2"
+    if percent <= 75:
+        return "CT-3"
+    return "CT-4"
+
+
+def preprocess_config_of(model_config: dict) -> PreprocessConfig:
+    """The PreprocessConfig a model was trained with (stored as strings in ``model.json``)."""
+    stored = model_config.get("preprocess") or {}
+    kwargs = {f.name: parse_value(f, stored[f.name]) for f in fields(PreprocessConfig)
+              if f.name in stored}
+    return PreprocessConfig(**kwargs)
+
+
+class Predictor:
+    """A loaded model plus the preprocessing it was trained with."""
+
+    def __init__(self, model: torch.nn.Module, config: dict, device: torch.device,
+                 batch_size: int = 16):
+        self.model, self.config, self.device = model.to(device).eval(), config, device
+        self.preprocess = preprocess_config_of(config)
+        self.batch_size = batch_size
+        self._weights = None
+        if self.preprocess.lung_method in ("auto", "lungmask"):
+            from covidseg.data.lungs import find_lungmask_weights
+
+            self._weights = find_lungmask_weights(self.preprocess.lung_weights or None,
+                                                  self.preprocess.lung_model)
+
+    @classmethod
+    def from_dir(cls, directory, device: str = "auto", batch_size: int = 16) -> "Predictor":
+        model, config = load_model(Path(directory))
+        return cls(model, config, resolve_device(device), batch_size)
+
+    def predict_slices(self, slices: np.ndarray) -> np.ndarray:
+        """Probabilities of preprocessed (N, H, W) slices."""
+        return predict_volume(self.model, slices, self.device, self.batch_size)
+
+    def predict_file(self, path, output, threshold: float = 0.5,
+                     restrict_to_lungs: bool = True) -> dict:
+        """Predict one CT volume / DICOM folder / slice image; write masks + report into ``output``."""
+        from covidseg.data.preprocess import preprocess_case
+
+        path = Path(path)
+        case_id = path.name if path.is_dir() else stem_of(path)
+        original = read_image(path)
+        prep = preprocess_case(CaseRecord(case_id=case_id, image=str(path)), self.preprocess,
+                               self._weights, force_cpu=self.device.type != "cuda",
+                               original=original)
+        prob = self.predict_slices(prep.image)
+        lung = prep.lung.astype(np.float32) if prep.lung is not None else None
+        prob_o = self._to_original(prob, prep.meta, original, path)
+        lung_o = self._to_original(lung, prep.meta, original, path) > 0.5 if lung is not None else None
+        mask = prob_o > threshold
+        if restrict_to_lungs and lung_o is not None:
+            mask &= lung_o
+        out = Path(output)
+        out.mkdir(parents=True, exist_ok=True)
+        files = {"infection": out / f"{case_id}_infection.nii.gz"}
+        self._write(mask, original, files["infection"])
+        if lung_o is not None:
+            files["lung"] = out / f"{case_id}_lung.nii.gz"
+            self._write(lung_o, original, files["lung"])
+        sp = original.GetSpacing()
+        voxel_ml = float(np.prod(sp)) / 1000.0 if not prep.meta["slice_image"] else None
+        lesion_ml = float(mask.sum() * voxel_ml) if voxel_ml else None
+        lung_ml = float(lung_o.sum() * voxel_ml) if (voxel_ml and lung_o is not None) else None
+        percent = (100.0 * float((mask & lung_o).sum()) / float(lung_o.sum())
+                   if lung_o is not None and lung_o.any() else None)
+        report = {
+            "case_id": case_id, "input": path.name,
+            "lung_volume_ml": lung_ml, "lesion_volume_ml": lesion_ml,
+            "lesion_pixels": int(mask.sum()) if voxel_ml is None else None,
+            "involvement_percent": percent, "severity": severity_class(percent),
+            "intensity": prep.meta["intensity"], "lung_method": prep.meta["lung_method"],
+            "threshold": threshold, "restrict_to_lungs": bool(restrict_to_lungs and lung_o is not None),
+            "size": list(original.GetSize()), "spacing_mm": [float(s) for s in sp],
+            "infection_mask": files["infection"].name,
+            "lung_mask": files["lung"].name if "lung" in files else None,
+        }
+        (out / f"{case_id}_report.json").write_text(json.dumps(report, indent=1))
+        return report
+
+    @staticmethod
+    def _to_original(volume: np.ndarray, meta: dict, original: sitk.Image, path: Path) -> np.ndarray:
+        """A float map on the preprocessed grid → the original image's grid (z, y, x)."""
+        if meta["slice_image"]:
+            size = sitk.GetArrayFromImage(original).shape[1:]
+            return unresize_slices(volume, size) if volume.shape[1:] != tuple(size) else volume
+        canonical = to_canonical(original)
+        grid = in_plane_grid(canonical, 1.0)
+        if meta.get("crop_corner_yx"):
+            volume = uncrop_in_plane(volume, (grid["size"][1], grid["size"][0]), meta["crop_corner_yx"])
+        img = sitk.GetImageFromArray(volume.astype(np.float32))
+        img.SetSpacing(grid["spacing"])
+        img.SetOrigin(grid["origin"])
+        img.SetDirection(grid["direction"])
+        back = sitk.Resample(img, original, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        return sitk.GetArrayFromImage(back)
+
+    @staticmethod
+    def _write(mask: np.ndarray, original: sitk.Image, path: Path) -> None:
+        img = sitk.GetImageFromArray(mask.astype(np.uint8))
+        img.CopyInformation(original)
+        sitk.WriteImage(img, str(path), useCompression=True)
+
+
+def list_inputs(inp: str) -> list[Path]:
+    """The CT inputs of ``input=``: a file, a DICOM folder, or a folder of volumes / slice images."""
+    if not inp:
+        raise ConfigError("input= is empty: give a CT volume, a DICOM folder or a folder of volumes")
+    p = Path(inp).expanduser()
+    if not p.exists():
+        raise ConfigError(f"{p}: input does not exist")
+    if p.is_file():
+        return [p]
+    images = sorted(f for f in p.iterdir() if f.is_file() and
+                    (suffix_of(f) in VOLUME_SUFFIXES or is_slice_image(f)))
+    if images:
+        return images
+    other_files = [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")]
+    subdirs = sorted(d for d in p.iterdir() if d.is_dir())
+    return subdirs if subdirs and not other_files else [p]  # folders of series, or one series
+
+
+def predict_entry(cfg: PredictConfig, tracker=None) -> dict:
+    """The ``predict`` entry point: masks + reports for every input; failed inputs recorded."""
+    from covidseg.tracking import download_model
+
+    tracker = tracker or NullTracker()
+    model_dir, source_run = download_model(cfg.model)
+    tracker.link_source("model", source_run)
+    predictor = Predictor.from_dir(model_dir, cfg.device, cfg.batch_size)
+    inputs = list_inputs(cfg.input)
+    out = Path(cfg.output).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    reports, failed = [], []
+    from tqdm import tqdm
+
+    for path in tqdm(inputs, desc="predict", unit="volume"):
+        try:
+            reports.append(predictor.predict_file(path, out, cfg.threshold, cfg.restrict_to_lungs))
+        except CaseError as exc:
+            failed.append({"input": path.name, "kind": exc.kind, "error": str(exc)})
+            log.warning("%s", exc)
+    with open(out / "predictions.csv", "w", newline="") as fh:
+        keys = list(reports[0]) if reports else ["case_id"]
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(reports)
+    tracker.log_artifacts(out, "predictions")
+    if failed:
+        tracker.log_table(failed, "predictions/failed.csv")
+    tracker.log_metrics({"n_predicted": len(reports), "n_failed": len(failed)})
+    if not reports:
+        raise ConfigError(f"no input could be predicted ({failed[0]['error'] if failed else 'none'})")
+    return {"output": str(out), "n_predicted": len(reports), "n_failed": len(failed),
+            "severity": ",".join(str(r["severity"]) for r in reports[:5])}
+
+
+def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
+    """The ``evaluate`` entry point: per-volume metrics of a model on a labelled set."""
+    from covidseg.data.store import resolve_dataset
+    from covidseg.tracking import download_model
+    from covidseg.train.evaluation import evaluate_cases, log_evaluation
+
+    tracker = tracker or NullTracker()
+    model_dir, source_run = download_model(cfg.model)
+    tracker.link_source("model", source_run)
+    ds, data_run = resolve_dataset(cfg.data)
+    tracker.link_source("data", data_run)
+    model, config = load_model(model_dir)
+    trained_with = config.get("preprocess", {})
+    differs = sorted(k for k in ("intensity", "lung_method", "image_size", "window_min",
+                                 "window_max", "hist_eq")
+                     if k in trained_with and trained_with[k] != ds.descriptor["config"].get(k))
+    if differs:
+        log.warning("the dataset was preprocessed differently from the model's training data (%s)",
+                    ", ".join(differs))
+        tracker.set_tags({"covidseg.preprocessing_differs": ",".join(differs)})
+    ids = ds.splits["test"] if cfg.split == "test" else ds.ids(labelled=True)
+    if not ids:
+        raise ConfigError(f"data={cfg.data!r} has no {cfg.split} cases with masks")
+    device = resolve_device(cfg.device)
+    rows, kept = evaluate_cases(model.to(device), ds, ids, device, cfg.batch_size, keep=3,
+                                split=cfg.split)
+    metrics = log_evaluation(tracker, rows, kept, cfg.split)
+    return {k: round(v, 4) for k, v in metrics.items() if k.endswith(("volume_dice", "nsd"))}

@@ -1,0 +1,61 @@
+"""Training and evaluation figures; the level (slice or volume) is in every name."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def overlay_slices(image: np.ndarray, ref: np.ndarray, pred: np.ndarray, case_id: str, row: dict,
+                   n: int = 4):
+    """Axial slices with the most reference lesion: reference contour green, prediction red."""
+    area = ref.sum(axis=(1, 2)) + 0.5 * pred.sum(axis=(1, 2))
+    zs = sorted(np.argsort(area)[::-1][:n].tolist())
+    fig, axes = plt.subplots(1, len(zs), figsize=(3.2 * len(zs), 3.5), squeeze=False)
+    vmin, vmax = np.percentile(image, [1, 99.5]) if image.any() else (0, 1)
+    for ax, z in zip(axes[0], zs):
+        ax.imshow(image[z], cmap="gray", vmin=vmin, vmax=vmax)
+        if ref[z].any():
+            ax.contour(ref[z], levels=[0.5], colors="lime", linewidths=1.0)
+        if pred[z].any():
+            ax.contour(pred[z], levels=[0.5], colors="red", linewidths=1.0)
+        inter = (ref[z] & pred[z]).sum()
+        denom = ref[z].sum() + pred[z].sum()
+        d = 2 * inter / denom if denom else 1.0
+        ax.set_title(f"slice z={z}  slice Dice {d:.2f}", fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{case_id}: reference (green) vs prediction (red) — volume Dice "
+                 f"{row.get('volume_dice', float('nan')):.3f}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def dice_per_volume(rows: list[dict], split: str):
+    rows = sorted(rows, key=lambda r: r["volume_dice"])
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(rows) + 2), 3.6))
+    ax.bar(range(len(rows)), [r["volume_dice"] for r in rows], color="tab:blue")
+    ax.set_xticks(range(len(rows)), [r["case_id"] for r in rows], rotation=75, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("volume-level 3D Dice")
+    mean = float(np.mean([r["volume_dice"] for r in rows]))
+    ax.axhline(mean, color="k", ls="--", lw=1)
+    ax.set_title(f"{split}: volume Dice per case (mean {mean:.3f}, n={len(rows)})")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history: list[dict], monitor: str):
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(epochs, [h["train_loss"] for h in history], label="train loss", color="tab:orange")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [h.get(monitor, np.nan) for h in history], label=monitor, color="tab:blue")
+    ax2.set_ylabel(monitor)
+    fig.legend(loc="upper center", ncol=2, fontsize=8)
+    fig.tight_layout()
+    return fig

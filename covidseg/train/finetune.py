@@ -1,0 +1,134 @@
+"""``finetune``: transfer learning on the labelled COVID volumes of one fold (thesis 5.2).
+
+init (scratch / a pretrain or finetune run / a Models Genesis file) → strategy (what trains, what
+is re-initialised) → the one training loop on 2D slices → best model by validation volume Dice →
+per-volume validation and test metrics, tables and overlays → the model as an MLflow pyfunc.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from covidseg.config import FinetuneConfig, TrainingConfig
+from covidseg.data.augment import SliceAugment
+from covidseg.data.splits import fold_split
+from covidseg.data.store import PreprocessedDataset, resolve_dataset
+from covidseg.device import resolve_device
+from covidseg.errors import ConfigError
+from covidseg.models.checkpoint import load_model, save_model
+from covidseg.models.factory import ModelSpec, build_model
+from covidseg.models.genesis import flatten_genesis_3d, is_genesis_state, read_checkpoint_state
+from covidseg.models.surgery import apply_strategy
+from covidseg.tracking import NullTracker
+from covidseg.train.evaluation import evaluate_cases, log_evaluation
+from covidseg.train.losses import SegmentationLoss
+from covidseg.train.stage import finish_workdir, model_extra, run_training, seed_everything
+from covidseg.train.tasks import SegmentationTask, default_workers
+
+log = logging.getLogger("covidseg.finetune")
+
+
+def initial_model(cfg: TrainingConfig, init: str) -> tuple:
+    """(model, spec, report, source run id) for ``init``: ``scratch``, a Models Genesis
+    checkpoint file, a covidseg model folder, a run id or a model URI."""
+    if init == "scratch":
+        spec = ModelSpec(arch=cfg.arch, encoder=cfg.encoder)
+        model = build_model(spec, cfg.encoder_weights or None)
+        return model, spec, {"init": "scratch", "encoder_weights": cfg.encoder_weights or None}, None
+    path = Path(init).expanduser()
+    if path.is_file():
+        state = read_checkpoint_state(path)
+        if not is_genesis_state(state):
+            raise ConfigError(f"{path}: not a Models Genesis checkpoint; for a covidseg model give "
+                              "its folder, run id or model URI")
+        if cfg.arch not in ("unet", "genesis-unet"):
+            raise ConfigError(f"init={path.name} is a Models Genesis checkpoint: it fits "
+                              f"arch=genesis-unet, not arch={cfg.arch}")
+        spec = ModelSpec(arch="genesis-unet", encoder="genesis")
+        model = build_model(spec)
+        report = flatten_genesis_3d(state, model)
+        log.info("Models Genesis: %d tensors flattened into the 2D U-Net, %d skipped, %d missing",
+                 len(report["consumed"]), len(report["skipped"]), len(report["missing"]))
+        return model, spec, {"init": "models-genesis", "file": path.name, **report}, None
+    from covidseg.tracking import download_model
+
+    model_dir, source_run = download_model(init)
+    model, config = load_model(model_dir)
+    spec = ModelSpec(**config["model"])
+    if (spec.arch, spec.encoder) != (cfg.arch, cfg.encoder):
+        log.warning("init model is %s/%s: that architecture is used (arch=%s encoder=%s ignored)",
+                    spec.arch, spec.encoder, cfg.arch, cfg.encoder)
+    return model, spec, {"init": init, "arch": spec.arch, "encoder": spec.encoder,
+                         "pretrained_as": config.get("task", "")}, source_run
+
+
+def training_cases(ds: PreprocessedDataset, cfg: FinetuneConfig) -> tuple[list[str], list[str]]:
+    train, val = fold_split(ds.splits, cfg.fold, cfg.regime)
+    if cfg.train_cases:
+        if cfg.train_cases > len(train):
+            raise ConfigError(f"train_cases={cfg.train_cases} but fold {cfg.fold} ({cfg.regime}) has "
+                              f"{len(train)} training volumes")
+        pick = np.random.default_rng(cfg.seed).permutation(len(train))[: cfg.train_cases]
+        train = sorted(train[i] for i in pick)
+    if not train or not val:
+        raise ConfigError(f"fold {cfg.fold} ({cfg.regime}) has {len(train)} training and "
+                          f"{len(val)} validation volumes; both must be non-empty")
+    return train, val
+
+
+def segmentation_task(model, ds, train_ids, val_ids, cfg: FinetuneConfig, device, cls=SegmentationTask,
+                      **extra):
+    loss = SegmentationLoss(cfg.loss, pos_weight=cfg.pos_weight or None)
+    return cls(model, ds, train_ids, val_ids, loss, device, batch_size=cfg.batch_size,
+               seed=cfg.seed, workers=default_workers(cfg.workers), augment=SliceAugment(),
+               crop=cfg.image_size, lesion_boost=cfg.lesion_boost, use_mixup=cfg.mixup,
+               eval_batch=max(cfg.batch_size, 16), **extra)
+
+
+def finalise_segmentation(model, spec: ModelSpec, result, workdir, ds, cfg, tracker, device,
+                          val_ids, extra: dict) -> dict:
+    """Best weights → validation and test evaluation → model folder → pyfunc (registered)."""
+    model.load_state_dict(result.best_state)
+    summary = {"best_epoch": result.best_epoch, "best_val_volume_dice": round(result.best_score, 4)}
+    for split, ids in (("val", val_ids), ("test", ds.splits["test"])):
+        if not ids:
+            continue
+        rows, kept = evaluate_cases(model, ds, ids, device, max(cfg.batch_size, 16),
+                                    keep=cfg.overlays, split=split)
+        metrics = log_evaluation(tracker, rows, kept, split)
+        summary[f"{split}_volume_dice"] = round(metrics[f"{split}_volume_dice"], 4)
+    model_dir = save_model(Path(workdir) / "model", model, spec,
+                           {**extra, "best_epoch": result.best_epoch,
+                            "best_val_volume_dice": result.best_score, "run_id": tracker.run_id})
+    uri = tracker.log_model(model_dir, "model", getattr(cfg, "register_as", ""))
+    summary["model_uri"] = uri or str(model_dir)
+    if uri:
+        finish_workdir(Path(workdir), tracker)
+    return summary
+
+
+def finetune(cfg: FinetuneConfig, tracker=None, on_epoch_end=None, progress: bool = True) -> dict:
+    """The ``finetune`` entry point (also the objective of ``tune``)."""
+    tracker = tracker or NullTracker()
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    ds, data_run = resolve_dataset(cfg.data)
+    tracker.link_source("data", data_run)
+    train_ids, val_ids = training_cases(ds, cfg)
+    model, spec, init_report, init_run = initial_model(cfg, cfg.init)
+    tracker.link_source("init", init_run)
+    strategy = apply_strategy(model, cfg.strategy)
+    tracker.set_tags({"covidseg.arch": spec.arch, "covidseg.encoder": spec.encoder,
+                      "covidseg.device": str(device)})
+    tracker.log_dict({"init": init_report, "strategy": strategy}, "init/report.json")
+    tracker.log_dict({"train": train_ids, "val": val_ids, "test": ds.splits["test"]}, "split.json")
+    tracker.log_metrics({"train_volumes": len(train_ids), "val_volumes": len(val_ids),
+                         "trainable_parameters": strategy["trainable_parameters"]})
+    task = segmentation_task(model, ds, train_ids, val_ids, cfg, device)
+    extra = model_extra(ds, cfg, "segmentation", "finetune")
+    result, workdir = run_training(task, cfg, device, tracker, spec, extra, on_epoch_end, progress)
+    return finalise_segmentation(model, spec, result, workdir, ds, cfg, tracker, device, val_ids,
+                                 extra)

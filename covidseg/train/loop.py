@@ -1,0 +1,227 @@
+"""The one training loop: pretrain, finetune and meanteacher (and every tune trial) run through it.
+
+What differs between them lives in a *task* (:class:`TrainTask`): how a batch becomes a loss,
+what happens after an optimiser step (the mean-teacher's EMA), how validation is scored, which
+network is kept as "best".  The loop itself owns the rest, once:
+
+* Adam over the task's trainable parameters, StepLR (×``lr_gamma`` every ``lr_step`` epochs);
+* mixed precision on CUDA (:mod:`covidseg.device`), float32 on CPU — same code;
+* per-epoch metrics (``train_loss``, ``lr``, ``epoch_seconds`` and the task's validation metrics)
+  at ``step = epoch``;
+* best weights by the task's monitored metric, early stop after ``patience`` epochs without
+  improvement;
+* an intermediate checkpoint every ``checkpoint_every`` iterations, logged (for SVCCA);
+* a resume state (model, optimiser, scheduler, scaler, epoch, early-stop counter, best weights,
+  RNG, the task's own state) written locally after every epoch; ``resume`` continues from it in
+  the same MLflow run without logging any epoch twice;
+* ``on_epoch_end`` callbacks (Optuna's pruning reports) that may stop the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+from covidseg.device import autocast, grad_scaler
+from covidseg.errors import TrainingDiverged
+from covidseg.tracking import NullTracker
+
+log = logging.getLogger("covidseg.train")
+
+
+class TrainTask(Protocol):
+    """What a training stage provides to :func:`fit`."""
+
+    model: nn.Module            # the network being optimised
+    monitor: str                # validation metric deciding "best" (e.g. "val_volume_dice")
+    monitor_mode: str           # "max" or "min"
+
+    def batches(self, epoch: int):
+        """Iterable of training batches for one epoch (seeded by epoch)."""
+
+    def training_step(self, batch, step: int) -> tuple[torch.Tensor, dict]:
+        """Loss of one batch (under autocast) and extra per-epoch-averaged logs."""
+
+    def after_step(self, step: int) -> None:
+        """Called after every optimiser step (e.g. the EMA teacher update)."""
+
+    def validate(self, epoch: int) -> dict:
+        """Validation metrics; must contain ``monitor``."""
+
+    def best_network(self, metrics: dict) -> nn.Module:
+        """The network to keep when ``monitor`` improves (the student, or the teacher)."""
+
+    def state(self) -> dict:
+        """Extra state of the task to resume it (tensors/plain values only)."""
+
+    def load_state(self, state: dict) -> None: ...
+
+
+@dataclass
+class LoopSettings:
+    epochs: int = 500
+    patience: int = 30
+    lr: float = 2e-4
+    lr_step: int = 25
+    lr_gamma: float = 0.8
+    checkpoint_every: int = 0
+    amp: bool = True
+    progress: bool = True
+
+
+@dataclass
+class FitResult:
+    best_score: float
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    best_state: dict
+    history: list[dict] = field(default_factory=list)
+    stop_reason: str = ""
+
+
+class StopTraining(Exception):
+    """Raised by an ``on_epoch_end`` callback to end training (e.g. an Optuna prune)."""
+
+
+def _improved(score: float, best: float, mode: str) -> bool:
+    if not math.isfinite(score):
+        return False
+    if not math.isfinite(best):
+        return True
+    return score > best if mode == "max" else score < best
+
+
+def _cpu_state(module: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def save_resume_state(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_resume_state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=None,
+        workdir: Path | None = None, resume_state: dict | None = None,
+        save_checkpoint: Callable[[nn.Module, int], None] | None = None,
+        on_epoch_end: list[Callable[[int, dict], None]] | None = None,
+        already_logged_epoch: int = -1) -> FitResult:
+    """Train ``task.model`` and return the best weights and the history.
+
+    ``workdir`` receives ``last.pt`` (the resume state) after every epoch.  ``save_checkpoint``
+    (model, iteration) is called every ``checkpoint_every`` iterations.  Epochs up to
+    ``already_logged_epoch`` (those a killed run had logged) are not logged again on resume.
+    """
+    from tqdm import tqdm
+
+    tracker = tracker or NullTracker()
+    model = task.model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameter")
+    optimiser = torch.optim.Adam(params, lr=settings.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=max(1, settings.lr_step),
+                                                gamma=settings.lr_gamma)
+    scaler = grad_scaler(device) if settings.amp else torch.amp.GradScaler(device.type, enabled=False)
+    use_amp = settings.amp and device.type == "cuda"
+    amp_context = (lambda: autocast(device)) if use_amp else contextlib.nullcontext
+
+    start_epoch, step = 0, 0
+    best_score = -math.inf if task.monitor_mode == "max" else math.inf
+    best_epoch, bad_epochs = -1, 0
+    best_state = _cpu_state(task.best_network({}))
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimiser.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        scaler.load_state_dict(resume_state["scaler"])
+        start_epoch, step = int(resume_state["epoch"]) + 1, int(resume_state["step"])
+        best_score, best_epoch = float(resume_state["best_score"]), int(resume_state["best_epoch"])
+        bad_epochs, best_state = int(resume_state["bad_epochs"]), resume_state["best_state"]
+        torch.set_rng_state(resume_state["rng"])
+        if torch.cuda.is_available() and resume_state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(resume_state["cuda_rng"])
+        task.load_state(resume_state.get("task", {}))
+        log.info("resuming at epoch %d (iteration %d, best %s=%.4f at epoch %d)", start_epoch, step,
+                 task.monitor, best_score, best_epoch)
+
+    history: list[dict] = []
+    stopped_early, reason = False, "max epochs"
+    bar = tqdm(range(start_epoch, settings.epochs), desc="train", unit="epoch",
+               initial=start_epoch, total=settings.epochs, disable=not settings.progress)
+    epoch = start_epoch - 1
+    for epoch in bar:
+        t0 = time.time()
+        model.train()
+        total, n, extra_sums = 0.0, 0, {}
+        for batch in task.batches(epoch):
+            optimiser.zero_grad(set_to_none=True)
+            with amp_context():
+                loss, extra = task.training_step(batch, step)
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
+            step += 1
+            task.after_step(step)
+            total += loss.detach()
+            n += 1
+            for k, v in extra.items():  # summed on the device: one sync per epoch, not per step
+                extra_sums[k] = extra_sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
+            if settings.checkpoint_every and step % settings.checkpoint_every == 0 and save_checkpoint:
+                save_checkpoint(model, step)
+        scheduler_lr = optimiser.param_groups[0]["lr"]
+        scheduler.step()
+        metrics = {"train_loss": float(total) / max(n, 1), "lr": scheduler_lr,
+                   **{k: float(v) / max(n, 1) for k, v in extra_sums.items()}}
+        if not math.isfinite(metrics["train_loss"]):
+            raise TrainingDiverged(f"the training loss became {metrics['train_loss']} in epoch "
+                                     f"{epoch}: lower lr or check the data")
+        metrics.update(task.validate(epoch))
+        metrics["epoch_seconds"] = time.time() - t0
+        score = float(metrics.get(task.monitor, float("nan")))
+        if _improved(score, best_score, task.monitor_mode):
+            best_score, best_epoch, bad_epochs = score, epoch, 0
+            best_state = _cpu_state(task.best_network(metrics))
+        else:
+            bad_epochs += 1
+        metrics[f"best_{task.monitor}"] = best_score
+        history.append({"epoch": epoch, **metrics})
+        if epoch > already_logged_epoch:
+            tracker.log_metrics(metrics, step=epoch)
+        bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", **{task.monitor: f"{score:.4f}"})
+        if workdir is not None:
+            save_resume_state(Path(workdir) / "last.pt", {
+                "model": model.state_dict(), "optimizer": optimiser.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": epoch, "step": step, "best_score": best_score, "best_epoch": best_epoch,
+                "bad_epochs": bad_epochs, "best_state": best_state, "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "task": task.state()})
+        try:
+            for cb in on_epoch_end or ():
+                cb(epoch, metrics)
+        except StopTraining as exc:
+            stopped_early, reason = True, str(exc) or "stopped by callback"
+            break
+        if settings.patience and bad_epochs >= settings.patience:
+            stopped_early, reason = True, f"no improvement for {settings.patience} epochs"
+            break
+    bar.close()
+    return FitResult(best_score=best_score, best_epoch=best_epoch, epochs_run=epoch + 1,
+                     stopped_early=stopped_early, best_state=best_state, history=history,
+                     stop_reason=reason)
+

@@ -1,0 +1,73 @@
+"""``pretrain``: a starting point for finetune without downloading one.
+
+* ``mode=restoration`` — Models Genesis-style self-supervised restoration on every non-test
+  volume (labelled or not): the network restores distorted slices (MSE);
+* ``mode=supervised`` — binary segmentation of the non-COVID labelled volumes (``splits.auxiliary``:
+  MSD tumours, NSCLC effusions, the demo's nodules).
+
+Output: the best network as the run's ``model/`` artifacts (``model.json`` + ``model.pt``), which
+``finetune -P init=<this run id>`` loads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from covidseg.config import PretrainConfig
+from covidseg.data.augment import SliceAugment
+from covidseg.data.store import resolve_dataset
+from covidseg.device import resolve_device
+from covidseg.errors import ConfigError
+from covidseg.models.checkpoint import save_model
+from covidseg.models.factory import ModelSpec, build_model
+from covidseg.tracking import NullTracker
+from covidseg.train.losses import SegmentationLoss
+from covidseg.train.stage import finish_workdir, model_extra, run_training, seed_everything
+from covidseg.train.tasks import RestorationTask, SegmentationTask, default_workers
+
+
+def split_cases(ids: list[str], seed: int, val_fraction: float) -> tuple[list[str], list[str]]:
+    ids = sorted(ids)
+    perm = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    n_val = max(1, int(round(len(ids) * val_fraction)))
+    return sorted(perm[n_val:]), sorted(perm[:n_val])
+
+
+def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
+    tracker = tracker or NullTracker()
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    ds, data_run = resolve_dataset(cfg.data)
+    tracker.link_source("data", data_run)
+    spec = ModelSpec(arch=cfg.arch, encoder=cfg.encoder)
+    model = build_model(spec, cfg.encoder_weights or None)
+    workers = default_workers(cfg.workers)
+    if cfg.mode == "supervised":
+        ids = ds.splits.get("auxiliary", [])
+        if len(ids) < 2:
+            raise ConfigError(f"mode=supervised needs at least 2 labelled non-COVID volumes "
+                              f"(splits.auxiliary); this dataset has {len(ids)}: use mode=restoration")
+        train_ids, val_ids = split_cases(ids, cfg.seed, 0.2)
+        task = SegmentationTask(model, ds, train_ids, val_ids, SegmentationLoss("ce+dice"), device,
+                                batch_size=cfg.batch_size, seed=cfg.seed, workers=workers,
+                                augment=SliceAugment(), crop=cfg.image_size,
+                                lesion_boost=cfg.lesion_boost)
+    else:
+        test = set(ds.splits["test"])
+        ids = [c for c in ds.ids() if c not in test]
+        if len(ids) < 2:
+            raise ConfigError(f"mode=restoration needs at least 2 non-test volumes; there are {len(ids)}")
+        train_ids, val_ids = split_cases(ids, cfg.seed, 0.1)
+        task = RestorationTask(model, ds, train_ids, val_ids, device, batch_size=cfg.batch_size,
+                               seed=cfg.seed, workers=workers, crop=cfg.image_size)
+    tracker.log_dict({"train": train_ids, "val": val_ids}, "split.json")
+    tracker.log_metrics({"train_volumes": len(train_ids), "val_volumes": len(val_ids)})
+    extra = model_extra(ds, cfg, cfg.mode, "pretrain")
+    result, workdir = run_training(task, cfg, device, tracker, spec, extra, progress=progress)
+    model.load_state_dict(result.best_state)
+    model_dir = save_model(workdir / "model", model, spec,
+                           {**extra, "best_epoch": result.best_epoch, task.monitor: result.best_score})
+    tracker.log_artifacts(model_dir, "model")
+    finish_workdir(workdir, tracker)
+    return {"mode": cfg.mode, "best_epoch": result.best_epoch,
+            f"best_{task.monitor}": round(result.best_score, 4), "run_id": tracker.run_id}

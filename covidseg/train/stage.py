@@ -1,0 +1,108 @@
+"""What every training entry point does around :func:`covidseg.train.loop.fit`, written once:
+seeding, the local work folder, resume state (local, else from the run), intermediate
+checkpoints logged to the run, the final model folder and its upload, the training curves."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from covidseg.config import TrainingConfig
+from covidseg.data.store import cache_root
+from covidseg.models.checkpoint import save_model
+from covidseg.models.factory import ModelSpec
+from covidseg.train import figures
+from covidseg.train.loop import FitResult, LoopSettings, fit, load_resume_state
+
+log = logging.getLogger("covidseg.train")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def workdir_for(run_id: str | None) -> Path:
+    """Local folder of a run's training state (kept until the run has uploaded its model)."""
+    name = run_id or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{random.randrange(1 << 30):08x}"
+    d = cache_root() / "training" / name
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def find_resume_state(run_id: str, workdir: Path) -> dict:
+    """The resume state of a killed run: this machine's copy, else the one the run uploaded."""
+    local = workdir / "last.pt"
+    if not local.exists():
+        from covidseg.tracking import download_run_artifacts
+        from covidseg.errors import ConfigError
+
+        try:
+            local = download_run_artifacts(run_id, "resume/last.pt", dst=workdir / "downloaded")
+        except ConfigError:
+            raise ConfigError(f"resume={run_id}: no resume state on this machine ({workdir}) and "
+                              "none uploaded with the run") from None
+    return load_resume_state(local)
+
+
+def model_extra(ds, cfg, task: str, entry_point: str) -> dict:
+    """What ``model.json`` records besides the architecture: preprocessing and training."""
+    return {"task": task, "entry_point": entry_point, "preprocess": ds.descriptor["config"],
+            "dataset_key": ds.key, "training": cfg.to_params(), "threshold": 0.5}
+
+
+def loop_settings(cfg: TrainingConfig, progress: bool = True) -> LoopSettings:
+    return LoopSettings(epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr, lr_step=cfg.lr_step,
+                        lr_gamma=cfg.lr_gamma, checkpoint_every=cfg.checkpoint_every, amp=cfg.amp,
+                        progress=progress)
+
+
+def run_training(task, cfg: TrainingConfig, device: torch.device, tracker, spec: ModelSpec,
+                 model_extra: dict, on_epoch_end=None, progress: bool = True) -> tuple[FitResult, Path]:
+    """Fit ``task`` with the run's resume/checkpoint plumbing; returns (result, workdir).
+
+    Intermediate checkpoints go to the run as ``checkpoints/step_NNNNNN/``; the resume state is
+    written to the work folder after each epoch and uploaded as ``resume/last.pt`` if the run
+    stops with an error (so it can be resumed from another machine).
+    """
+    workdir = workdir_for(tracker.run_id)
+    resume_state, logged = None, -1
+    if cfg.resume:
+        resume_state = find_resume_state(cfg.resume, workdir)
+        logged = tracker.last_step("train_loss")
+
+    def save_checkpoint(model, step: int) -> None:
+        d = save_model(workdir / "checkpoints" / f"step_{step:06d}", model, spec,
+                       {**model_extra, "iteration": step})
+        tracker.log_artifacts(d, f"checkpoints/step_{step:06d}")
+        shutil.rmtree(d, ignore_errors=True)
+
+    try:
+        result = fit(task, loop_settings(cfg, progress), device, tracker, workdir, resume_state,
+                     save_checkpoint, on_epoch_end, already_logged_epoch=logged)
+    except BaseException:
+        if (workdir / "last.pt").exists() and tracker.enabled:
+            with contextlib.suppress(Exception):
+                tracker.log_artifact(workdir / "last.pt", "resume")
+        raise
+    tracker.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                         "stopped_early": float(result.stopped_early)})
+    tracker.set_tags({"covidseg.stop_reason": result.stop_reason})
+    if result.history:
+        tracker.log_figure(figures.training_curves(result.history, task.monitor),
+                           "figures/training_curves.png")
+    return result, workdir
+
+
+def finish_workdir(workdir: Path, tracker) -> None:
+    """The model is uploaded: the local training state is no longer needed."""
+    if tracker.enabled:
+        shutil.rmtree(workdir, ignore_errors=True)

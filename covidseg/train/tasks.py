@@ -1,0 +1,172 @@
+"""Training tasks for :func:`covidseg.train.loop.fit`: what a batch, a loss and a validation are.
+
+* :class:`SegmentationTask` — supervised binary segmentation on 2D axial slices (finetune,
+  supervised pretraining; mean-teacher builds on it), validated by the mean volume-level 3D Dice
+  over the validation volumes;
+* :class:`RestorationTask` — Models Genesis-style self-supervised restoration (MSE), validated
+  by the restoration MSE on held-out slices with fixed distortions.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from covidseg.data.augment import mixup
+from covidseg.data.restoration import GenesisDistort
+from covidseg.data.slices import SliceDataset, slice_sampling_weights
+from covidseg.data.store import PreprocessedDataset
+from covidseg.inference import predict_volume
+from covidseg.train.losses import SegmentationLoss
+from covidseg.train.metrics import overlap_metrics
+
+
+def default_workers(requested: int = -1) -> int:
+    """DataLoader workers: as requested, or half the CPUs (at most 4) for -1."""
+    if requested >= 0:
+        return requested
+    return max(0, min(4, (os.cpu_count() or 1) // 2))
+
+
+def make_loader(dataset: Dataset, batch_size: int, epoch: int, seed: int, workers: int,
+                device: torch.device, weights: torch.Tensor | None = None) -> DataLoader:
+    """One epoch's loader: shuffled (or lesion-weighted) reproducibly for (seed, epoch)."""
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    g = torch.Generator().manual_seed(int(seed) * 100_003 + int(epoch))
+    if weights is not None:
+        sampler = WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True,
+                                        generator=g)
+        shuffle = None
+    else:
+        sampler, shuffle = None, True
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+                      generator=g if shuffle else None, num_workers=workers,
+                      pin_memory=device.type == "cuda", drop_last=len(dataset) > batch_size)
+
+
+class _Base:
+    monitor = "val_volume_dice"
+    monitor_mode = "max"
+
+    def after_step(self, step: int) -> None:
+        pass
+
+    def best_network(self, metrics: dict):
+        return self.model
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+
+class SegmentationTask(_Base):
+    """Supervised segmentation of 2D slices; validation = mean 3D Dice over volumes."""
+
+    def __init__(self, model, ds: PreprocessedDataset, train_ids, val_ids, loss: SegmentationLoss,
+                 device: torch.device, batch_size: int = 8, seed: int = 0, workers: int = 0,
+                 augment=None, crop: int = 0, lesion_boost: float = 1.0, use_mixup: bool = False,
+                 eval_batch: int = 16):
+        self.model, self.ds, self.loss, self.device = model, ds, loss, device
+        self.val_ids = list(val_ids)
+        self.train_set = SliceDataset(ds, train_ids, augment=augment, seed=seed, crop=crop)
+        self.weights = slice_sampling_weights(self.train_set, lesion_boost) if lesion_boost != 1 else None
+        self.batch_size, self.seed, self.workers = batch_size, seed, workers
+        self.use_mixup, self.eval_batch = use_mixup, eval_batch
+
+    def batches(self, epoch: int):
+        return make_loader(self.train_set, self.batch_size, epoch, self.seed, self.workers,
+                           self.device, self.weights)
+
+    def to_device(self, batch):
+        return tuple(t.to(self.device, non_blocking=True) for t in batch)
+
+    def training_step(self, batch, step: int):
+        images, masks = self.to_device(batch)
+        if self.use_mixup:
+            images, masks = mixup(images, masks, np.random.default_rng([self.seed, step]))
+        return self.loss(self.model(images), masks), {}
+
+    def validate(self, epoch: int) -> dict:
+        return {"val_volume_dice": volume_dice(self.model, self.ds, self.val_ids, self.device,
+                                               self.eval_batch)}
+
+
+def volume_dice(model, ds: PreprocessedDataset, case_ids, device, batch_size: int = 16) -> float:
+    """Mean 3D Dice over volumes at threshold 0.5 (the per-epoch validation score)."""
+    scores = []
+    for c in case_ids:
+        image, infection, _ = ds.load(c)
+        if infection is None:
+            continue
+        prob = predict_volume(model, np.asarray(image), device, batch_size)
+        scores.append(overlap_metrics(prob > 0.5, np.asarray(infection))["dice"])
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+class RestorationSlices(Dataset):
+    """Slices distorted Models Genesis-style: ``(distorted[1,H,W], original[1,H,W])``."""
+
+    def __init__(self, slices: SliceDataset, distort: GenesisDistort, seed: int,
+                 fixed: bool = False):
+        self.slices, self.distort, self.seed, self.fixed = slices, distort, seed, fixed
+        self._epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = 0 if self.fixed else epoch
+        self.slices.set_epoch(self._epoch)
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def __getitem__(self, i: int):
+        image, _ = self.slices[i]
+        rng = np.random.default_rng([self.seed, self._epoch, i, 7])
+        x, target = self.distort(image[0].numpy(), rng)
+        return torch.from_numpy(x[None]), torch.from_numpy(target[None])
+
+
+class RestorationTask(_Base):
+    """Self-supervised restoration: MSE between the network's output and the original slice."""
+
+    monitor = "val_restoration_mse"
+    monitor_mode = "min"
+
+    def __init__(self, model, ds: PreprocessedDataset, train_ids, val_ids, device,
+                 batch_size: int = 8, seed: int = 0, workers: int = 0, crop: int = 0,
+                 augment=None, val_slices: int = 64):
+        self.model, self.device = model, device
+        distort = GenesisDistort()
+        self.train_set = RestorationSlices(
+            SliceDataset(ds, train_ids, augment=augment, seed=seed, require_mask=False, crop=crop),
+            distort, seed)
+        val = RestorationSlices(SliceDataset(ds, val_ids, seed=seed, require_mask=False), distort,
+                                seed + 1, fixed=True)
+        val.set_epoch(0)
+        pick = np.random.default_rng(seed).permutation(len(val))[:val_slices]
+        self.val_batches = [torch.stack(t) for t in zip(*(val[int(i)] for i in pick))]
+        self.batch_size, self.seed, self.workers = batch_size, seed, workers
+
+    def batches(self, epoch: int):
+        return make_loader(self.train_set, self.batch_size, epoch, self.seed, self.workers,
+                           self.device)
+
+    def training_step(self, batch, step: int):
+        x, target = (t.to(self.device, non_blocking=True) for t in batch)
+        return torch.nn.functional.mse_loss(self.model(x).float(), target), {}
+
+    @torch.no_grad()
+    def validate(self, epoch: int) -> dict:
+        self.model.eval()
+        x, target = self.val_batches
+        errs = []
+        for i in range(0, len(x), 16):
+            out = self.model(x[i:i + 16].to(self.device)).float()
+            errs.append(((out - target[i:i + 16].to(self.device)) ** 2).mean(dim=(1, 2, 3)))
+        self.model.train()
+        return {"val_restoration_mse": float(torch.cat(errs).mean())}

@@ -16,8 +16,13 @@ Load it with ``mlflow.pyfunc.load_model("models:/…")``; covidseg itself travel
 
 from __future__ import annotations
 
+import warnings
+
 import mlflow
 from mlflow.pyfunc import PythonModel
+
+# inputs are arrays of any shape or a DataFrame of paths: no schema to infer from type hints
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
 
 
 class CovidsegSegmenter(PythonModel):

@@ -65,9 +65,10 @@ def summary_metrics(rows: list[dict], split: str) -> dict:
     return out
 
 
-def log_evaluation(tracker, rows: list[dict], kept: dict, split: str) -> dict:
-    """Metrics ``{split}_volume_*``, the per-volume CSV and the figures of one split."""
-    metrics = summary_metrics(rows, split)
+def log_evaluation(tracker, rows: list[dict], kept: dict, split: str, prefix: str | None = None) -> dict:
+    """Metrics ``{prefix}_volume_*`` (prefix: the split's name unless given), the per-volume CSV
+    and the figures of one split."""
+    metrics = summary_metrics(rows, prefix or split)
     tracker.log_metrics(metrics)
     tracker.log_table(rows, f"tables/{split}_per_volume.csv")
     if rows:

@@ -98,8 +98,10 @@ def finalise_segmentation(model, spec: ModelSpec, result, workdir, ds, cfg, trac
             continue
         rows, kept = evaluate_cases(model, ds, ids, device, max(cfg.batch_size, 16),
                                     keep=cfg.overlays, split=split)
-        metrics = log_evaluation(tracker, rows, kept, split)
-        summary[f"{split}_volume_dice"] = round(metrics[f"{split}_volume_dice"], 4)
+        # the per-epoch series is val_volume_dice: the best model's final scores are final_val_*
+        prefix = "final_val" if split == "val" else split
+        metrics = log_evaluation(tracker, rows, kept, split, prefix)
+        summary[f"{prefix}_volume_dice"] = round(metrics[f"{prefix}_volume_dice"], 4)
     model_dir = save_model(Path(workdir) / "model", model, spec,
                            {**extra, "best_epoch": result.best_epoch,
                             "best_val_volume_dice": result.best_score, "run_id": tracker.run_id})

@@ -1,0 +1,150 @@
+"""Models Genesis 3D → 2D: a checkpoint in the released UNet3D layout, built here, flattens into
+the 2D twin; every tensor is consumed or deliberately skipped; the flattening rules hold."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from covidseg.errors import ConfigError
+from covidseg.models.factory import ModelSpec, build_model
+from covidseg.models.genesis import flatten_genesis_3d, read_checkpoint_state
+from covidseg.models.surgery import apply_strategy
+
+
+# --- the released UNet3D's layout (Zhou et al.), written out for the test -------------------
+class ContBatchNorm3d(nn.BatchNorm3d):
+    def forward(self, x):  # the released model always normalises with batch statistics
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            True, self.momentum, self.eps)
+
+
+class LUConv3d(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv1 = nn.Conv3d(cin, cout, kernel_size=3, padding=1)
+        self.bn1 = ContBatchNorm3d(cout)
+
+
+def n_conv(cin, depth, double=False):
+    w = 32 * 2 ** (depth + 1) if double else 32 * 2 ** depth
+    return nn.Sequential(LUConv3d(cin, w), LUConv3d(w, w if double else 2 * w))
+
+
+class Down3d(nn.Module):
+    def __init__(self, cin, depth):
+        super().__init__()
+        self.ops = n_conv(cin, depth)
+        self.maxpool = nn.MaxPool3d(2)
+
+
+class Up3d(nn.Module):
+    def __init__(self, cin, cout, depth):
+        super().__init__()
+        self.up_conv = nn.ConvTranspose3d(cin, cout, kernel_size=2, stride=2)
+        self.ops = n_conv(cin + cout // 2, depth, double=True)
+
+
+class Out3d(nn.Module):
+    def __init__(self, cin, n):
+        super().__init__()
+        self.final_conv = nn.Conv3d(cin, n, kernel_size=1)
+        self.sigmoid = nn.Sigmoid()
+
+
+class UNet3DGenesis(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.down_tr64, self.down_tr128 = Down3d(1, 0), Down3d(64, 1)
+        self.down_tr256, self.down_tr512 = Down3d(128, 2), Down3d(256, 3)
+        self.up_tr256, self.up_tr128, self.up_tr64 = Up3d(512, 512, 2), Up3d(256, 256, 1), Up3d(128, 128, 0)
+        self.out_tr = Out3d(64, 1)
+
+
+@pytest.fixture(scope="module")
+def genesis_file(tmp_path_factory):
+    torch.manual_seed(0)
+    net = UNet3DGenesis()
+    for m in net.modules():  # non-trivial statistics, so that skipping them is visible
+        if isinstance(m, nn.BatchNorm3d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+    state = {"module." + k: v for k, v in net.state_dict().items()}
+    path = tmp_path_factory.mktemp("genesis") / "Genesis_Chest_CT.pt"
+    torch.save({"state_dict": state, "epoch": 42}, path)
+    return path, state
+
+
+def test_every_tensor_is_consumed_or_skipped_with_a_reason(genesis_file):
+    path, state = genesis_file
+    loaded = read_checkpoint_state(path)
+    assert set(loaded) == set(state)
+    model = build_model(ModelSpec("genesis-unet"))
+    report = flatten_genesis_3d(loaded, model)
+    assert set(report["consumed"]) | set(report["skipped"]) == set(state)
+    assert not set(report["consumed"]) & set(report["skipped"])
+    assert report["missing"] == []
+    # only the batch-norm running statistics are skipped, each with its reason
+    assert all(k.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
+               for k in report["skipped"])
+    assert all("batch statistics" in why for why in report["skipped"].values())
+    n_convs = sum(1 for k in state if k.endswith("conv1.weight"))
+    assert n_convs == 14 and len(report["consumed"]) == 14 * 4 + 3 * 2 + 2
+    sd = model.state_dict()
+    assert sd["encoder.down_tr64.ops.0.conv1.weight"].shape == (32, 1, 3, 3)
+    assert sd["encoder.down_tr512.ops.1.conv1.weight"].shape == (512, 256, 3, 3)
+    assert sd["decoder.up_tr256.up_conv.weight"].shape == (512, 512, 2, 2)
+    assert sd["decoder.up_tr256.ops.0.conv1.weight"].shape == (256, 768, 3, 3)
+    assert sd["segmentation_head.weight"].shape == (1, 64, 1, 1)
+    # norm affine copied, running statistics left at their fresh values
+    assert torch.equal(sd["encoder.down_tr64.ops.0.bn1.weight"], state["module.down_tr64.ops.0.bn1.weight"])
+    assert torch.equal(sd["encoder.down_tr64.ops.0.bn1.running_mean"], torch.zeros(32))
+
+
+def test_flattened_kernels_answer_a_slice_like_3d_answers_a_constant_volume(genesis_file):
+    _, state = genesis_file
+    model = build_model(ModelSpec("genesis-unet"))
+    flatten_genesis_3d(state, model)
+    x2 = torch.randn(1, 1, 16, 16)
+    x3 = x2[..., None].expand(1, 1, 16, 16, 6).contiguous()  # constant along the last (slice) axis
+    w3, b3 = state["module.down_tr64.ops.0.conv1.weight"], state["module.down_tr64.ops.0.conv1.bias"]
+    conv = model.encoder.down_tr64.ops[0].conv1
+    y3 = F.conv3d(x3, w3, b3, padding=1)[..., 3]  # an interior slice
+    assert torch.allclose(conv(x2), y3, atol=1e-4)
+    # transposed convolution: each output slice of the 3D layer uses one kernel slice
+    up3 = state["module.up_tr64.up_conv.weight"]
+    up = model.decoder.up_tr64.up_conv
+    f2 = torch.randn(1, 128, 4, 4)
+    f3 = f2[..., None].expand(1, 128, 4, 4, 3).contiguous()
+    y = F.conv_transpose3d(f3, up3, state["module.up_tr64.up_conv.bias"], stride=2)
+    assert torch.allclose(up(f2), y.mean(dim=-1), atol=1e-4)
+
+
+def test_genesis_model_trains_with_transfer_strategies(genesis_file):
+    _, state = genesis_file
+    model = build_model(ModelSpec("genesis-unet"))
+    flatten_genesis_3d(state, model)
+    head_before = model.segmentation_head.weight.detach().clone()
+    report = apply_strategy(model, "freeze-encoder-half")
+    assert report["frozen"] == ["encoder stage 0", "encoder stage 1"]
+    assert not torch.equal(head_before, model.segmentation_head.weight)  # re-initialised
+    frozen = model.encoder.down_tr64.ops[0].conv1.weight.detach().clone()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    x = torch.randn(2, 1, 32, 32)
+    loss = F.binary_cross_entropy_with_logits(model(x), (x > 0).float())
+    loss.backward()
+    opt.step()
+    assert torch.equal(frozen, model.encoder.down_tr64.ops[0].conv1.weight)
+    assert model(x).shape == (2, 1, 32, 32)
+
+
+def test_non_genesis_state_is_refused(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, path)
+    with pytest.raises(ConfigError, match="not a Models Genesis"):
+        flatten_genesis_3d(read_checkpoint_state(path), build_model(ModelSpec("genesis-unet")))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot load checkpoint"):
+        read_checkpoint_state(tmp_path / "junk.pt")

@@ -1,0 +1,86 @@
+"""``predict``: masks back in the input's own geometry (orientation, spacing, crop undone), the
+report's volumes and severity class, bad inputs recorded while the rest is predicted."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from covidseg.config import PredictConfig, PreprocessConfig
+from covidseg.data.lungs import classical_lung_mask
+from covidseg.data.phantom import make_phantom
+from covidseg.models.checkpoint import save_model
+from covidseg.models.factory import ModelSpec, build_model
+from covidseg.predict import Predictor, predict_entry, severity_class
+from covidseg.train.metrics import overlap_metrics
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    spec = ModelSpec("unet", "resnet18")
+    pre = PreprocessConfig(image_size=56).to_params()  # a crop around the lungs, to be undone
+    return save_model(tmp_path_factory.mktemp("model"), build_model(spec), spec,
+                      {"preprocess": pre, "task": "segmentation"})
+
+
+def _write(arr, spacing, direction, origin, path):
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(spacing)
+    img.SetDirection(direction)
+    img.SetOrigin(origin)
+    sitk.WriteImage(img, str(path))
+    return img
+
+
+@pytest.mark.parametrize("direction", [(1, 0, 0, 0, 1, 0, 0, 0, 1),      # LPS
+                                       (-1, 0, 0, 0, -1, 0, 0, 0, 1)])   # RAS, as many NIfTI
+def test_masks_come_back_in_the_input_geometry(model_dir, tmp_path, direction):
+    ph = make_phantom(7, size=96, depth_mm=24, kind="covid", centre="B")  # 65 mm: cropped to 56
+    ref = _write(np.round(ph.image).astype(np.int16), ph.spacing, direction, (12.0, -7.5, 30.0),
+                 tmp_path / "ct.nii.gz")
+    report = Predictor.from_dir(model_dir).predict_file(tmp_path / "ct.nii.gz", tmp_path / "out")
+    for name in ("infection", "lung"):
+        out = sitk.ReadImage(str(tmp_path / "out" / f"ct_{name}.nii.gz"))
+        assert out.GetSize() == ref.GetSize()
+        assert np.allclose(out.GetSpacing(), ref.GetSpacing())
+        assert np.allclose(out.GetOrigin(), ref.GetOrigin())
+        assert np.allclose(out.GetDirection(), ref.GetDirection())
+    lung = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "ct_lung.nii.gz")))
+    # the lung mask found on the 1 mm crop, mapped back, lies where the same extraction finds
+    # the lungs on the original grid
+    classical = classical_lung_mask(ph.image.astype(np.float32), ph.spacing, hu=True)
+    assert overlap_metrics(lung > 0, classical)["dice"] > 0.95
+    infection = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "ct_infection.nii.gz")))
+    assert not (infection.astype(bool) & ~lung.astype(bool)).any()  # restricted to the lungs
+    voxel_ml = float(np.prod(ph.spacing)) / 1000
+    saved = json.loads((tmp_path / "out" / "ct_report.json").read_text())
+    assert saved == report
+    assert report["lesion_volume_ml"] == pytest.approx(infection.sum() * voxel_ml)
+    assert report["lung_volume_ml"] == pytest.approx(lung.sum() * voxel_ml)
+    pct = 100 * (infection & lung).sum() / lung.sum()
+    assert report["involvement_percent"] == pytest.approx(pct)
+    assert report["severity"] == severity_class(pct)
+
+
+def test_severity_classes():
+    assert [severity_class(p) for p in (0, 0.01, 24.9, 25, 50, 50.1, 75, 75.1, 100)] == \
+        ["CT-0", "CT-1", "CT-1", "CT-2", "CT-2", "CT-3", "CT-3", "CT-4", "CT-4"]
+    assert severity_class(None) is None
+
+
+def test_predict_folder_records_bad_inputs_and_goes_on(model_dir, tmp_path):
+    ph = make_phantom(8, size=64, depth_mm=16, kind="covid", centre="A")
+    inp = tmp_path / "in"
+    inp.mkdir()
+    _write(np.round(ph.image).astype(np.int16), ph.spacing, (1, 0, 0, 0, 1, 0, 0, 0, 1),
+           (0, 0, 0), inp / "good.nii.gz")
+    good = (inp / "good.nii.gz").read_bytes()
+    (inp / "cut.nii.gz").write_bytes(good[: len(good) // 2])
+    summary = predict_entry(PredictConfig(model=str(model_dir), input=str(inp),
+                                          output=str(tmp_path / "out")))
+    assert summary["n_predicted"] == 1 and summary["n_failed"] == 1
+    assert (tmp_path / "out" / "good_infection.nii.gz").exists()
+    assert "good" in (tmp_path / "out" / "predictions.csv").read_text()

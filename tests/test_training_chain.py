@@ -1,0 +1,155 @@
+"""pretrain → finetune → predict (→ evaluate) through ``mlflow run`` against a real server, with
+lineage tags, logged artifacts and the registered pyfunc model; a killed finetune resumed in the
+same run without duplicated metric steps."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, TINY_DEMO, subprocess_env
+
+TINY_ARGS = [f"--{k}={v}" for k, v in TINY_DEMO.items()]
+FAST = {"encoder": "resnet18", "batch_size": 8, "workers": 0}
+
+
+def run(cmd, cwd, **env):
+    return subprocess.run(cmd, cwd=cwd, env=subprocess_env(**env), capture_output=True,
+                          encoding="utf-8", errors="replace", timeout=900)
+
+
+def mlflow_run(entry, params: dict, cwd, uri, experiment):
+    args = [x for k, v in params.items() for x in ("-P", f"{k}={v}")]
+    r = run([sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local",
+             "--experiment-name", experiment, *args], cwd, MLFLOW_TRACKING_URI=uri)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    m = re.search(r"Run \(ID '([0-9a-f]{32})'\) succeeded", r.stdout + r.stderr)
+    assert m, r.stderr[-3000:]
+    return m.group(1)
+
+
+@pytest.fixture(scope="module")
+def preprocess_run(mlflow_server, tmp_path_factory):
+    r = run(["covidseg", "preprocess", *TINY_ARGS, "--experiment=chain"],
+            tmp_path_factory.mktemp("pre"), MLFLOW_TRACKING_URI=mlflow_server.uri)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return re.search(r"run_id=([0-9a-f]{32})", r.stdout).group(1)
+
+
+def test_pretrain_finetune_predict_chain(tracking_uri, preprocess_run, tmp_path, phantom_files):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    pre = mlflow_run("pretrain", {"data": preprocess_run, "epochs": 2, **FAST}, tmp_path,
+                     tracking_uri, "chain")
+    p = client.get_run(pre)
+    assert p.info.status == "FINISHED" and p.data.tags["covidseg.source.data"] == preprocess_run
+    assert [m.step for m in client.get_metric_history(pre, "val_restoration_mse")] == [0, 1]
+    assert {a.path for a in client.list_artifacts(pre, "model")} == {"model/model.json", "model/model.pt"}
+
+    ft = mlflow_run("finetune", {"data": preprocess_run, "init": pre, "epochs": 3,
+                                 "checkpoint_every": 2, "register_as": "covid-tiny", **FAST},
+                    tmp_path, tracking_uri, "chain")
+    f = client.get_run(ft)
+    t, m = f.data.tags, f.data.metrics
+    assert f.info.status == "FINISHED"
+    assert t["covidseg.source.init"] == pre and t["covidseg.source.data"] == preprocess_run
+    assert set(t["covidseg.sources"].split(",")) == {pre, preprocess_run}
+    assert [x.step for x in client.get_metric_history(ft, "train_loss")] == [0, 1, 2]
+    assert [x.step for x in client.get_metric_history(ft, "val_volume_dice")] == [0, 1, 2]
+    for k in ("final_val_volume_dice", "test_volume_dice", "test_volume_hd95", "test_volume_nsd",
+              "test_volume_sensitivity", "test_volume_precision", "test_slice_dice", "best_epoch"):
+        assert k in m, k
+    assert m["test_volumes"] == 2
+
+    def names(path):
+        return {Path(a.path).name for a in client.list_artifacts(ft, path)}
+
+    assert {"test_per_volume.csv", "val_per_volume.csv"} <= names("tables")
+    figs = names("figures")
+    assert {"training_curves.png", "test_volume_dice.png"} <= figs
+    assert any(n.startswith("overlay_slices_test_") for n in figs)
+    assert names("checkpoints") and all(n.startswith("step_") for n in names("checkpoints"))
+    assert names("init") == {"report.json"}
+    table = Path(client.download_artifacts(ft, "tables/test_per_volume.csv", str(tmp_path)))
+    header = table.read_text().splitlines()[0]
+    assert "volume_dice" in header and "volume_hd95" in header and len(table.read_text().splitlines()) == 3
+
+    # the registered pyfunc model rebuilds the network from its state dict
+    uri = t["covidseg.model_uri"]
+    assert t["covidseg.registered"] == "models:/covid-tiny/1"
+    model = mlflow.pyfunc.load_model("models:/covid-tiny/1")
+    masks = model.predict(np.zeros((3, 64, 64), np.float32))
+    assert masks.shape == (3, 64, 64) and masks.dtype == np.uint8
+    assert uri.startswith("models:/")
+
+    # predict from the registry through mlflow run: masks in the input geometry + report
+    _, cases = phantom_files
+    out = tmp_path / "pred"
+    pr = mlflow_run("predict", {"model": "models:/covid-tiny/1", "input": cases[0]["image"],
+                                "output": out}, tmp_path, tracking_uri, "chain")
+    assert client.get_run(pr).data.tags["covidseg.source.model"] == ft
+    assert (out / "case_0_infection.nii.gz").exists() and (out / "case_0_report.json").exists()
+    assert {Path(a.path).name for a in client.list_artifacts(pr, "predictions")} >= {
+        "case_0_infection.nii.gz", "case_0_lung.nii.gz", "case_0_report.json", "predictions.csv"}
+
+    # evaluate the fine-tuned run on the held-out test set (console script)
+    r = run(["covidseg", "evaluate", "--model", ft, "--data", preprocess_run], tmp_path,
+            MLFLOW_TRACKING_URI=tracking_uri)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ev = re.search(r"run_id=([0-9a-f]{32})", r.stderr + r.stdout)
+    runs = client.search_runs([client.get_experiment_by_name("evaluate").experiment_id])
+    e = runs[0]
+    assert e.data.tags["covidseg.source.model"] == ft and "test_volume_dice" in e.data.metrics
+    assert e.data.metrics["test_volume_dice"] == pytest.approx(m["test_volume_dice"])
+    del ev
+
+
+def test_killed_finetune_resumes_in_the_same_run(tracking_uri, preprocess_run, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    epochs = 12
+    args = ["covidseg", "finetune", "--data", preprocess_run, "--epochs", str(epochs),
+            "--patience", "0", "--experiment", "resume-test",
+            *[f"--{k}={v}" for k, v in FAST.items()]]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=subprocess_env(MLFLOW_TRACKING_URI=tracking_uri),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    run_id, seen = None, []
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        exp = client.get_experiment_by_name("resume-test")
+        if exp and run_id is None:
+            runs = client.search_runs([exp.experiment_id])
+            run_id = runs[0].info.run_id if runs else None
+        if run_id:
+            seen = client.get_metric_history(run_id, "train_loss")
+            if len(seen) >= 2:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+        time.sleep(0.1)
+    proc.wait(30)
+    killed_at = time.time() * 1000
+    assert run_id and len(seen) >= 2 and proc.returncode == -signal.SIGKILL, "killed too late"
+    before = client.get_metric_history(run_id, "train_loss")
+    assert len(before) < epochs and client.get_run(run_id).info.status == "RUNNING"
+
+    r = run(["covidseg", "finetune", "--resume", run_id], tmp_path, MLFLOW_TRACKING_URI=tracking_uri)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = client.get_run(run_id)
+    assert info.info.status == "FINISHED"
+    history = client.get_metric_history(run_id, "train_loss")
+    steps = sorted(m.step for m in history)
+    assert steps == list(range(epochs)), steps  # none lost, none twice
+    resumed = sorted(m.step for m in history if m.timestamp > killed_at)
+    assert resumed and resumed[0] >= len(before) - 1 and resumed[0] > 0  # continued, not restarted
+    assert info.data.params["epochs"] == str(epochs)  # the original configuration
+    assert "test_volume_dice" in info.data.metrics and info.data.tags.get("covidseg.model_uri")

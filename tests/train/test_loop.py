@@ -1,0 +1,108 @@
+"""The one training loop: it learns, it stops early, it checkpoints, and resuming from its state
+gives the same weights as never stopping."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from covidseg.config import PreprocessConfig
+from covidseg.data.preprocess import preprocess_dataset
+from covidseg.data.restoration import GenesisDistort, in_painting, out_painting
+from covidseg.data.splits import fold_split
+from covidseg.data.store import PreprocessedDataset
+from covidseg.models.factory import ModelSpec, build_model
+from covidseg.train.loop import LoopSettings, fit, load_resume_state
+from covidseg.train.losses import SegmentationLoss
+from covidseg.train.tasks import RestorationTask, SegmentationTask, volume_dice
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def small_ds():
+    s = preprocess_dataset(PreprocessConfig(demo_labelled=8, demo_unlabelled=0, demo_noncovid=0,
+                                            demo_size=64, demo_depth=24, test_cases=0, folds=4,
+                                            demo_difficulty=0.3), progress=False)
+    return PreprocessedDataset(Path(s["dataset_path"]))
+
+
+def _task(ds, seed=0, **kw):
+    torch.manual_seed(seed)
+    train, val = fold_split(ds.splits, 0)
+    model = build_model(ModelSpec("unet", "resnet18"))
+    return SegmentationTask(model, ds, train, val, SegmentationLoss("ce+dice"), CPU, batch_size=8,
+                            seed=seed, lesion_boost=3.0, **kw)
+
+
+def test_the_loop_learns(small_ds):
+    task = _task(small_ds)
+    untrained = volume_dice(task.model, small_ds, task.val_ids, CPU)
+    result = fit(task, LoopSettings(epochs=12, patience=0, lr=1e-3, progress=False), CPU)
+    assert len(result.history) == 12 and result.epochs_run == 12
+    assert result.history[-1]["train_loss"] < 0.75 * result.history[0]["train_loss"]
+    assert result.best_score > max(0.25, untrained + 0.2), (untrained, result.best_score)
+    # the kept weights are those of the best epoch
+    task.model.load_state_dict(result.best_state)
+    assert volume_dice(task.model, small_ds, task.val_ids, CPU) == pytest.approx(result.best_score)
+
+
+def test_early_stop_and_intermediate_checkpoints(small_ds):
+    task = _task(small_ds)
+    saved = []
+    result = fit(task, LoopSettings(epochs=10, patience=2, lr=0.0, checkpoint_every=4,
+                                    progress=False), CPU,
+                 save_checkpoint=lambda model, step: saved.append(step))
+    # lr 0: only batch-norm statistics move; training stops `patience` epochs after the best
+    assert result.stopped_early and "no improvement for 2 epochs" in result.stop_reason
+    assert result.epochs_run == result.best_epoch + 1 + 2 < 10
+    steps_per_epoch = len(task.batches(0))
+    assert saved == [s for s in range(1, result.epochs_run * steps_per_epoch + 1) if s % 4 == 0]
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(small_ds, tmp_path):
+    settings = LoopSettings(epochs=4, patience=0, lr=1e-3, progress=False)
+    straight = fit(_task(small_ds, augment=None), settings, CPU, workdir=tmp_path / "a")
+    first = fit(_task(small_ds), LoopSettings(epochs=2, patience=0, lr=1e-3, progress=False), CPU,
+                workdir=tmp_path / "b")
+    assert [h["epoch"] for h in first.history] == [0, 1]
+    state = load_resume_state(tmp_path / "b" / "last.pt")
+    assert state["epoch"] == 1
+    resumed_task = _task(small_ds, seed=0)
+    with torch.no_grad():  # start from different weights: the state must overwrite them
+        for p in resumed_task.model.parameters():
+            p.add_(1.0)
+    second = fit(resumed_task, settings, CPU, workdir=tmp_path / "b", resume_state=state)
+    assert [h["epoch"] for h in second.history] == [2, 3]
+    a = straight.history[-1]
+    b = second.history[-1]
+    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+    for k, v in straight.best_state.items():
+        assert torch.allclose(v.float(), second.best_state[k].float(), atol=1e-5), k
+
+
+def test_restoration_task_runs_and_validates(small_ds):
+    ids = small_ds.ids()
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("unet", "resnet18"))
+    task = RestorationTask(model, small_ds, ids[:-2], ids[-2:], CPU, batch_size=8, val_slices=16)
+    result = fit(task, LoopSettings(epochs=2, patience=0, lr=1e-3, progress=False), CPU)
+    assert task.monitor == "val_restoration_mse" and task.monitor_mode == "min"
+    assert all(np.isfinite(h["val_restoration_mse"]) for h in result.history)
+    assert result.best_score == min(h["val_restoration_mse"] for h in result.history)
+
+
+def test_genesis_distortions_keep_shape_and_scale():
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 1, (64, 64)).astype(np.float32)
+    image[:8] = 0  # background
+    x, target = GenesisDistort()(image, np.random.default_rng(1))
+    assert x.shape == target.shape == image.shape and x.dtype == np.float32
+    assert np.isfinite(x).all() and np.abs(x).max() <= 3.0 + 1e-5
+    np.testing.assert_allclose(target, np.clip(image, -3, 3))
+    assert not np.allclose(x, target)
+    base = np.full((32, 32), 0.5)
+    inp = in_painting(base, np.random.default_rng(2))
+    outp = out_painting(base, np.random.default_rng(3))
+    assert 0 < (inp != 0.5).mean() < 1 and 0 < (outp == 0.5).mean() < 1

@@ -206,15 +206,14 @@ def predict_entry(cfg: PredictConfig, tracker=None) -> dict:
 
 def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
     """The ``evaluate`` entry point: per-volume metrics of a model on a labelled set."""
-    from covidseg.data.store import resolve_dataset
+    from covidseg.data.store import open_dataset
     from covidseg.tracking import download_model
     from covidseg.train.evaluation import evaluate_cases, log_evaluation
 
     tracker = tracker or NullTracker()
     model_dir, source_run = download_model(cfg.model)
     tracker.link_source("model", source_run)
-    ds, data_run = resolve_dataset(cfg.data)
-    tracker.link_source("data", data_run)
+    ds = open_dataset(cfg.data, tracker)
     model, config = load_model(model_dir)
     trained_with = config.get("preprocess", {})
     differs = sorted(k for k in ("intensity", "lung_method", "image_size", "window_min",

@@ -4,76 +4,17 @@ the 2D twin; every tensor is consumed or deliberately skipped; the flattening ru
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from covidseg.errors import ConfigError
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.models.genesis import flatten_genesis_3d, read_checkpoint_state
 from covidseg.models.surgery import apply_strategy
-
-
-# --- the released UNet3D's layout (Zhou et al.), written out for the test -------------------
-class ContBatchNorm3d(nn.BatchNorm3d):
-    def forward(self, x):  # the released model always normalises with batch statistics
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            True, self.momentum, self.eps)
-
-
-class LUConv3d(nn.Module):
-    def __init__(self, cin, cout):
-        super().__init__()
-        self.conv1 = nn.Conv3d(cin, cout, kernel_size=3, padding=1)
-        self.bn1 = ContBatchNorm3d(cout)
-
-
-def n_conv(cin, depth, double=False):
-    w = 32 * 2 ** (depth + 1) if double else 32 * 2 ** depth
-    return nn.Sequential(LUConv3d(cin, w), LUConv3d(w, w if double else 2 * w))
-
-
-class Down3d(nn.Module):
-    def __init__(self, cin, depth):
-        super().__init__()
-        self.ops = n_conv(cin, depth)
-        self.maxpool = nn.MaxPool3d(2)
-
-
-class Up3d(nn.Module):
-    def __init__(self, cin, cout, depth):
-        super().__init__()
-        self.up_conv = nn.ConvTranspose3d(cin, cout, kernel_size=2, stride=2)
-        self.ops = n_conv(cin + cout // 2, depth, double=True)
-
-
-class Out3d(nn.Module):
-    def __init__(self, cin, n):
-        super().__init__()
-        self.final_conv = nn.Conv3d(cin, n, kernel_size=1)
-        self.sigmoid = nn.Sigmoid()
-
-
-class UNet3DGenesis(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.down_tr64, self.down_tr128 = Down3d(1, 0), Down3d(64, 1)
-        self.down_tr256, self.down_tr512 = Down3d(128, 2), Down3d(256, 3)
-        self.up_tr256, self.up_tr128, self.up_tr64 = Up3d(512, 512, 2), Up3d(256, 256, 1), Up3d(128, 128, 0)
-        self.out_tr = Out3d(64, 1)
+from tests.helpers import write_genesis_checkpoint
 
 
 @pytest.fixture(scope="module")
 def genesis_file(tmp_path_factory):
-    torch.manual_seed(0)
-    net = UNet3DGenesis()
-    for m in net.modules():  # non-trivial statistics, so that skipping them is visible
-        if isinstance(m, nn.BatchNorm3d):
-            m.running_mean.uniform_(-1, 1)
-            m.running_var.uniform_(0.5, 2)
-            m.weight.data.uniform_(0.5, 1.5)
-    state = {"module." + k: v for k, v in net.state_dict().items()}
-    path = tmp_path_factory.mktemp("genesis") / "Genesis_Chest_CT.pt"
-    torch.save({"state_dict": state, "epoch": 42}, path)
-    return path, state
+    return write_genesis_checkpoint(tmp_path_factory.mktemp("genesis") / "Genesis_Chest_CT.pt")
 
 
 def test_every_tensor_is_consumed_or_skipped_with_a_reason(genesis_file):

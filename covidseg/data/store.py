@@ -121,6 +121,18 @@ def dataset_size_mb(root: Path) -> float:
     return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file()) / 1e6
 
 
+def open_dataset(data: str, tracker) -> PreprocessedDataset:
+    """:func:`resolve_dataset` for a stage's run: the dataset, with the run's lineage tag pointing
+    at the preprocess run (for ``demo`` or a folder: a finished run that built the same dataset
+    key, when the server knows one)."""
+    ds, source = resolve_dataset(data)
+    if source is None:
+        source = tracker.find_run({"covidseg.dataset_key": ds.key,
+                                   "covidseg.entry_point": "preprocess"})
+    tracker.link_source("data", source)
+    return ds
+
+
 def resolve_dataset(data: str) -> tuple[PreprocessedDataset, str | None]:
     """Open the preprocessed dataset a training stage was given; returns (dataset, source run id).
 

@@ -15,7 +15,7 @@ import numpy as np
 from covidseg.config import FinetuneConfig, TrainingConfig
 from covidseg.data.augment import SliceAugment
 from covidseg.data.splits import fold_split
-from covidseg.data.store import PreprocessedDataset, resolve_dataset
+from covidseg.data.store import PreprocessedDataset, open_dataset
 from covidseg.device import resolve_device
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model, save_model
@@ -117,8 +117,7 @@ def finetune(cfg: FinetuneConfig, tracker=None, on_epoch_end=None, progress: boo
     tracker = tracker or NullTracker()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    ds, data_run = resolve_dataset(cfg.data)
-    tracker.link_source("data", data_run)
+    ds = open_dataset(cfg.data, tracker)
     train_ids, val_ids = training_cases(ds, cfg)
     model, spec, init_report, init_run = initial_model(cfg, cfg.init)
     tracker.link_source("init", init_run)

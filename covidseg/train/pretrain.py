@@ -15,7 +15,7 @@ import numpy as np
 
 from covidseg.config import PretrainConfig
 from covidseg.data.augment import SliceAugment
-from covidseg.data.store import resolve_dataset
+from covidseg.data.store import open_dataset
 from covidseg.device import resolve_device
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import save_model
@@ -37,8 +37,7 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
     tracker = tracker or NullTracker()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    ds, data_run = resolve_dataset(cfg.data)
-    tracker.link_source("data", data_run)
+    ds = open_dataset(cfg.data, tracker)
     spec = ModelSpec(arch=cfg.arch, encoder=cfg.encoder)
     model = build_model(spec, cfg.encoder_weights or None)
     workers = default_workers(cfg.workers)
@@ -70,4 +69,5 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
     tracker.log_artifacts(model_dir, "model")
     finish_workdir(workdir, tracker)
     return {"mode": cfg.mode, "best_epoch": result.best_epoch,
-            f"best_{task.monitor}": round(result.best_score, 4), "run_id": tracker.run_id}
+            f"best_{task.monitor}": round(result.best_score, 4), "run_id": tracker.run_id,
+            "model_dir": str(model_dir) if not tracker.enabled else "model/"}

@@ -1,0 +1,49 @@
+"""pretrain (both modes) and finetune's three kinds of init, in-process without a server."""
+
+from pathlib import Path
+
+import pytest
+
+from covidseg.config import FinetuneConfig, PreprocessConfig, PretrainConfig
+from covidseg.data.preprocess import preprocess_dataset
+from covidseg.errors import ConfigError
+from covidseg.models.checkpoint import load_model
+from covidseg.train.finetune import finetune
+from covidseg.train.pretrain import pretrain
+from tests.conftest import TINY_DEMO
+from tests.helpers import write_genesis_checkpoint
+
+FAST = dict(encoder="resnet18", batch_size=8, workers=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_path():
+    return preprocess_dataset(PreprocessConfig(**TINY_DEMO), progress=False)["dataset_path"]
+
+
+def test_supervised_pretrain_on_non_covid_then_finetune_from_its_folder(tiny_path):
+    out = pretrain(PretrainConfig(data=tiny_path, mode="supervised", epochs=1, **FAST), progress=False)
+    assert out["mode"] == "supervised" and "best_val_volume_dice" in out
+    model_dir = Path(out["model_dir"])
+    _, config = load_model(model_dir)
+    assert config["task"] == "supervised" and config["preprocess"]["window_min"] == "-1250.0"
+    ft = finetune(FinetuneConfig(data=tiny_path, init=str(model_dir), strategy="decoder", epochs=1,
+                                 **FAST), progress=False)
+    assert 0.0 <= ft["test_volume_dice"] <= 1.0
+
+
+def test_finetune_from_a_models_genesis_checkpoint(tiny_path, tmp_path):
+    path, _ = write_genesis_checkpoint(tmp_path / "Genesis_Chest_CT.pt")
+    ft = finetune(FinetuneConfig(data=tiny_path, init=str(path), strategy="freeze-encoder-half",
+                                 epochs=1, batch_size=4, workers=0), progress=False)
+    _, config = load_model(Path(ft["model_uri"]))
+    assert config["model"]["arch"] == "genesis-unet"
+    with pytest.raises(ConfigError, match="fits arch=genesis-unet"):
+        finetune(FinetuneConfig(data=tiny_path, init=str(path), arch="fpn", epochs=1), progress=False)
+
+
+def test_finetune_refuses_impossible_folds(tiny_path):
+    with pytest.raises(ConfigError, match="train_cases=9"):
+        finetune(FinetuneConfig(data=tiny_path, train_cases=9, epochs=1, **FAST), progress=False)
+    with pytest.raises(ConfigError, match="fold=5 is out of range"):
+        finetune(FinetuneConfig(data=tiny_path, fold=5, epochs=1, **FAST), progress=False)

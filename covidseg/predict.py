@@ -23,8 +23,14 @@ import torch
 from covidseg.config import EvaluateConfig, PredictConfig, PreprocessConfig, parse_value
 from covidseg.data.geometry import in_plane_grid, uncrop_in_plane, unresize_slices
 from covidseg.data.layouts import CaseRecord
-from covidseg.data.readers import VOLUME_SUFFIXES, is_slice_image, read_image, stem_of, suffix_of, \
-    to_canonical
+from covidseg.data.readers import (
+    VOLUME_SUFFIXES,
+    is_slice_image,
+    read_image,
+    stem_of,
+    suffix_of,
+    to_canonical,
+)
 from covidseg.device import resolve_device
 from covidseg.errors import CaseError, ConfigError
 from covidseg.inference import predict_volume

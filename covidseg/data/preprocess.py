@@ -33,18 +33,45 @@ import SimpleITK as sitk
 from covidseg.config import PreprocessConfig
 from covidseg.data import figures
 from covidseg.data.fingerprint import dataset_fingerprint, fingerprint_metrics
-from covidseg.data.geometry import (crop_box_in_plane, crop_or_pad_in_plane, resample_in_plane,
-                                    resize_slices)
-from covidseg.data.intensity import choose_intensity_mode, foreground_mask, image_zscore, \
-    lung_window_zscore
+from covidseg.data.geometry import (
+    crop_box_in_plane,
+    crop_or_pad_in_plane,
+    resample_in_plane,
+    resize_slices,
+)
+from covidseg.data.intensity import (
+    choose_intensity_mode,
+    foreground_mask,
+    image_zscore,
+    lung_window_zscore,
+)
 from covidseg.data.layouts import CaseRecord, build_manifest, write_manifest
-from covidseg.data.lungs import classical_lung_mask, find_lungmask_weights, lungmask_lung_mask
+from covidseg.data.lungs import (
+    classical_lung_mask,
+    find_lungmask_weights,
+    lungmask_lung_mask,
+)
 from covidseg.data.readers import geometry_of, is_slice_image, read_image, to_canonical
 from covidseg.data.splits import make_splits
-from covidseg.data.store import (PreprocessedDataset, cache_root, content_key, dataset_size_mb,
-                                 file_digest, read_case_meta, write_case)
-from covidseg.errors import (CaseError, ConfigError, EmptyMask, GeometryMismatch, MissingInput,
-                             NaNValues, NonBinaryMask, ShapeMismatch)
+from covidseg.data.store import (
+    PreprocessedDataset,
+    cache_root,
+    content_key,
+    dataset_size_mb,
+    file_digest,
+    read_case_meta,
+    write_case,
+)
+from covidseg.errors import (
+    CaseError,
+    ConfigError,
+    EmptyMask,
+    GeometryMismatch,
+    MissingInput,
+    NaNValues,
+    NonBinaryMask,
+    ShapeMismatch,
+)
 from covidseg.tracking import NullTracker
 
 log = logging.getLogger("covidseg.preprocess")
@@ -343,9 +370,8 @@ def preprocess_records(records: list[CaseRecord], cfg: PreprocessConfig, tracker
 
 def _build(cfg, records, weights, out: Path, dataset: str, root: Path, key: str,
            progress: bool) -> None:
-    from tqdm import tqdm
-
     import torch
+    from tqdm import tqdm
 
     force_cpu = not (cfg.device in ("auto", "cuda") and torch.cuda.is_available())
     out.mkdir(parents=True, exist_ok=True)

@@ -20,12 +20,21 @@ from covidseg.device import resolve_device
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model, save_model
 from covidseg.models.factory import ModelSpec, build_model
-from covidseg.models.genesis import flatten_genesis_3d, is_genesis_state, read_checkpoint_state
+from covidseg.models.genesis import (
+    flatten_genesis_3d,
+    is_genesis_state,
+    read_checkpoint_state,
+)
 from covidseg.models.surgery import apply_strategy
 from covidseg.tracking import NullTracker
 from covidseg.train.evaluation import evaluate_cases, log_evaluation
 from covidseg.train.losses import SegmentationLoss
-from covidseg.train.stage import finish_workdir, model_extra, run_training, seed_everything
+from covidseg.train.stage import (
+    finish_workdir,
+    model_extra,
+    run_training,
+    seed_everything,
+)
 from covidseg.train.tasks import SegmentationTask, default_workers
 
 log = logging.getLogger("covidseg.finetune")

@@ -22,7 +22,12 @@ from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.tracking import NullTracker
 from covidseg.train.losses import SegmentationLoss
-from covidseg.train.stage import finish_workdir, model_extra, run_training, seed_everything
+from covidseg.train.stage import (
+    finish_workdir,
+    model_extra,
+    run_training,
+    seed_everything,
+)
 from covidseg.train.tasks import RestorationTask, SegmentationTask, default_workers
 
 

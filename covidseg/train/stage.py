@@ -42,8 +42,8 @@ def find_resume_state(run_id: str, workdir: Path) -> dict:
     """The resume state of a killed run: this machine's copy, else the one the run uploaded."""
     local = workdir / "last.pt"
     if not local.exists():
-        from covidseg.tracking import download_run_artifacts
         from covidseg.errors import ConfigError
+        from covidseg.tracking import download_run_artifacts
 
         try:
             local = download_run_artifacts(run_id, "resume/last.pt", dst=workdir / "downloaded")

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from covidseg.data.phantom import CENTRES, DemoSpec, build_cohort, hu_to_display, make_phantom
+from covidseg.data.phantom import (
+    CENTRES,
+    DemoSpec,
+    build_cohort,
+    hu_to_display,
+    make_phantom,
+)
 
 
 def test_deterministic_by_seed():

@@ -10,7 +10,11 @@ import SimpleITK as sitk
 from covidseg.config import PreprocessConfig
 from covidseg.data.layouts import CaseRecord, build_manifest
 from covidseg.data.phantom import hu_to_display, make_phantom, write_phantom
-from covidseg.data.preprocess import preprocess_case, preprocess_dataset, preprocess_records
+from covidseg.data.preprocess import (
+    preprocess_case,
+    preprocess_dataset,
+    preprocess_records,
+)
 from covidseg.data.splits import fold_split, make_splits
 from covidseg.data.store import PreprocessedDataset
 from covidseg.errors import CaseError, EmptyMask, MissingInput, NotHounsfield

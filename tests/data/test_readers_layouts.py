@@ -8,8 +8,14 @@ import SimpleITK as sitk
 from covidseg.data.layouts import build_manifest, read_manifest, write_manifest
 from covidseg.data.readers import read_image, to_canonical
 from covidseg.errors import ConfigError, MissingInput, MissingSpacing, UnreadableFile
-from tests.helpers import (fake_covid19_ct_seg, fake_mosmed, fake_msd_lung, fake_nsclc,
-                           write_dicom_series, write_png_slice)
+from tests.helpers import (
+    fake_covid19_ct_seg,
+    fake_mosmed,
+    fake_msd_lung,
+    fake_nsclc,
+    write_dicom_series,
+    write_png_slice,
+)
 
 
 def test_nifti_and_metaimage_roundtrip(phantom_files, tmp_path):

@@ -22,8 +22,8 @@ RUNNERS: dict[str, str | None] = {
     "preprocess": "covidseg.data.preprocess:preprocess_dataset",
     "pretrain": "covidseg.train.pretrain:pretrain",
     "finetune": "covidseg.train.finetune:finetune",
-    "pseudolabel": None,
-    "meanteacher": None,
+    "pseudolabel": "covidseg.semi.pseudolabel:pseudolabel",
+    "meanteacher": "covidseg.train.meanteacher:meanteacher",
     "compare": None,
     "tune": None,
     "predict": "covidseg.predict:predict_entry",
@@ -31,8 +31,7 @@ RUNNERS: dict[str, str | None] = {
     "pipeline": None,
     "grid": None,
 }
-PLANNED_IN = {"pseudolabel": 4,
-              "meanteacher": 4, "compare": 5, "tune": 5, "pipeline": 6, "grid": 6}
+PLANNED_IN = {"compare": 5, "tune": 5, "pipeline": 6, "grid": 6}
 
 
 class _Parser(argparse.ArgumentParser):

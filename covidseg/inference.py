@@ -2,7 +2,8 @@
 
 Used by validation during training, by ``evaluate`` and by ``predict`` alike.  Slices are padded
 once per volume to the network's stride (background 0, as preprocessing leaves it) and cropped
-back; no per-slice Python loop of model calls.
+back; no per-slice Python loop of model calls.  A 3D network (the coarse U-Net) sees the whole
+volume at its coarse in-plane size and its output is interpolated back.
 """
 
 from __future__ import annotations
@@ -18,10 +19,23 @@ def stride_of(model: nn.Module) -> int:
     return 8 if type(model).__name__ == "GenesisUnet" else 32
 
 
+def is_3d(model: nn.Module) -> bool:
+    return hasattr(model, "coarse_size")
+
+
+def to_coarse(volume: torch.Tensor, size: int) -> torch.Tensor:
+    """(z, y, x) → (1, 1, z, size, size), in-plane linear resampling."""
+    return torch.nn.functional.interpolate(volume[None, None].float(),
+                                           size=(volume.shape[0], size, size), mode="trilinear",
+                                           align_corners=False)
+
+
 @torch.no_grad()
 def predict_volume(model: nn.Module, image: np.ndarray, device: torch.device,
                    batch_size: int = 16) -> np.ndarray:
     """Foreground probability (float32, same shape) of a (z, y, x) preprocessed volume."""
+    if is_3d(model):
+        return _predict_volume_3d(model, image, device)
     was_training = model.training
     model.eval()
     nz, ny, nx = image.shape
@@ -41,3 +55,16 @@ def predict_volume(model: nn.Module, image: np.ndarray, device: torch.device,
         out[start:start + batch_size] = prob.cpu()
     model.train(was_training)
     return out.numpy()
+
+
+@torch.no_grad()
+def _predict_volume_3d(model: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    x = to_coarse(torch.from_numpy(np.array(image, dtype=np.float32)), model.coarse_size)
+    with autocast(device):
+        logits = model(x.to(device))
+    prob = torch.nn.functional.interpolate(torch.sigmoid(logits.float()), size=image.shape,
+                                           mode="trilinear", align_corners=False)
+    model.train(was_training)
+    return prob[0, 0].cpu().numpy()

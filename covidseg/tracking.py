@@ -309,7 +309,8 @@ def download_run_artifacts(run_id: str, artifact_path: str = "", dst: Path | Non
     _configure_http()
     check_server()
     dst = Path(dst) if dst else cache_root() / "runs" / run_id
-    target = dst / artifact_path if artifact_path else dst
+    # MLflow puts a file or folder artifact under dst by its last path component
+    target = dst / Path(artifact_path).name if artifact_path else dst
     marker = target.with_name(target.name + ".complete") if artifact_path else dst / ".complete"
     if marker.exists() and target.exists():
         return target

@@ -125,3 +125,37 @@ def phantom_files(tmp_path_factory):
         write_phantom(ph, img, inf, lung)
         cases.append({"image": img, "infection": inf, "lung": lung, "phantom": ph})
     return root, cases
+
+
+# --- training-chain helpers: a tiny preprocess run on the session's server, `mlflow run` -----
+FAST = {"encoder": "resnet18", "batch_size": 8, "workers": 0}  # small, quick training runs
+
+
+def run(cmd, cwd, **env):
+    return subprocess.run(cmd, cwd=cwd, env=subprocess_env(**env), capture_output=True,
+                          encoding="utf-8", errors="replace", timeout=900)
+
+
+def mlflow_run(entry, params: dict, cwd, uri, experiment):
+    """``mlflow run . -e entry`` against ``uri``; returns the run id (asserts success)."""
+    import re
+
+    args = [x for k, v in params.items() for x in ("-P", f"{k}={v}")]
+    r = run([sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local",
+             "--experiment-name", experiment, *args], cwd, MLFLOW_TRACKING_URI=uri)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    m = re.search(r"Run \(ID '([0-9a-f]{32})'\) succeeded", r.stdout + r.stderr)
+    assert m, r.stderr[-3000:]
+    return m.group(1)
+
+
+@pytest.fixture(scope="session")
+def preprocess_run(mlflow_server, tmp_path_factory):
+    """A preprocess run of the tiny demo cohort on the session's server (its run id)."""
+    import re
+
+    r = run(["covidseg", "preprocess", *[f"--{k}={v}" for k, v in TINY_DEMO.items()],
+             "--experiment=chain"], tmp_path_factory.mktemp("pre"),
+            MLFLOW_TRACKING_URI=mlflow_server.uri)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return re.search(r"run_id=([0-9a-f]{32})", r.stdout).group(1)

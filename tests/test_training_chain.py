@@ -6,40 +6,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, TINY_DEMO, subprocess_env
-
-TINY_ARGS = [f"--{k}={v}" for k, v in TINY_DEMO.items()]
-FAST = {"encoder": "resnet18", "batch_size": 8, "workers": 0}
-
-
-def run(cmd, cwd, **env):
-    return subprocess.run(cmd, cwd=cwd, env=subprocess_env(**env), capture_output=True,
-                          encoding="utf-8", errors="replace", timeout=900)
-
-
-def mlflow_run(entry, params: dict, cwd, uri, experiment):
-    args = [x for k, v in params.items() for x in ("-P", f"{k}={v}")]
-    r = run([sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local",
-             "--experiment-name", experiment, *args], cwd, MLFLOW_TRACKING_URI=uri)
-    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
-    m = re.search(r"Run \(ID '([0-9a-f]{32})'\) succeeded", r.stdout + r.stderr)
-    assert m, r.stderr[-3000:]
-    return m.group(1)
-
-
-@pytest.fixture(scope="module")
-def preprocess_run(mlflow_server, tmp_path_factory):
-    r = run(["covidseg", "preprocess", *TINY_ARGS, "--experiment=chain"],
-            tmp_path_factory.mktemp("pre"), MLFLOW_TRACKING_URI=mlflow_server.uri)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return re.search(r"run_id=([0-9a-f]{32})", r.stdout).group(1)
+from tests.conftest import FAST, mlflow_run, run, subprocess_env
 
 
 def test_pretrain_finetune_predict_chain(tracking_uri, preprocess_run, tmp_path, phantom_files):

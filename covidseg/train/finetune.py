@@ -18,6 +18,7 @@ from covidseg.data.splits import fold_split
 from covidseg.data.store import PreprocessedDataset, open_dataset
 from covidseg.device import resolve_device
 from covidseg.errors import ConfigError
+from covidseg.inference import is_3d
 from covidseg.models.checkpoint import load_model, save_model
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.models.genesis import (
@@ -35,7 +36,7 @@ from covidseg.train.stage import (
     run_training,
     seed_everything,
 )
-from covidseg.train.tasks import SegmentationTask, default_workers
+from covidseg.train.tasks import SegmentationTask, VolumeTask, default_workers
 
 log = logging.getLogger("covidseg.finetune")
 
@@ -91,6 +92,8 @@ def training_cases(ds: PreprocessedDataset, cfg: FinetuneConfig) -> tuple[list[s
 def segmentation_task(model, ds, train_ids, val_ids, cfg: FinetuneConfig, device, cls=SegmentationTask,
                       **extra):
     loss = SegmentationLoss(cfg.loss, pos_weight=cfg.pos_weight or None)
+    if is_3d(model):  # the coarse 3D U-Net (arch=unet3d): whole volumes at low resolution
+        cls = VolumeTask
     return cls(model, ds, train_ids, val_ids, loss, device, batch_size=cfg.batch_size,
                seed=cfg.seed, workers=default_workers(cfg.workers), augment=SliceAugment(),
                crop=cfg.image_size, lesion_boost=cfg.lesion_boost, use_mixup=cfg.mixup,

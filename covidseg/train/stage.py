@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import shutil
 import time
@@ -32,7 +33,7 @@ def seed_everything(seed: int) -> None:
 
 def workdir_for(run_id: str | None) -> Path:
     """Local folder of a run's training state (kept until the run has uploaded its model)."""
-    name = run_id or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{random.randrange(1 << 30):08x}"
+    name = run_id or f"local-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(4).hex()}"
     d = cache_root() / "training" / name
     d.mkdir(parents=True, exist_ok=True)
     return d

@@ -19,7 +19,7 @@ from covidseg.data.augment import mixup
 from covidseg.data.restoration import GenesisDistort
 from covidseg.data.slices import SliceDataset, slice_sampling_weights
 from covidseg.data.store import PreprocessedDataset
-from covidseg.inference import predict_volume
+from covidseg.inference import predict_volume, to_coarse
 from covidseg.train.losses import SegmentationLoss
 from covidseg.train.metrics import overlap_metrics
 
@@ -95,6 +95,25 @@ class SegmentationTask(_Base):
     def validate(self, epoch: int) -> dict:
         return {"val_volume_dice": volume_dice(self.model, self.ds, self.val_ids, self.device,
                                                self.eval_batch)}
+
+
+class VolumeTask(SegmentationTask):
+    """The coarse 3D U-Net: one whole volume per step at its coarse in-plane size (thesis 5.3.2)."""
+
+    def __init__(self, model, ds, train_ids, val_ids, loss, device, seed: int = 0, eval_batch=16,
+                 **_):
+        self.model, self.ds, self.loss, self.device = model, ds, loss, device
+        self.val_ids, self.seed, self.eval_batch = list(val_ids), seed, eval_batch
+        self.use_mixup = False
+        self.train_ids = [c for c in train_ids if ds.load(c)[1] is not None]
+
+    def batches(self, epoch: int):
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.train_ids))
+        size = self.model.coarse_size
+        for i in order:
+            image, infection, _ = self.ds.load(self.train_ids[i])
+            yield (to_coarse(torch.from_numpy(np.array(image, np.float32)), size),
+                   to_coarse(torch.from_numpy(np.array(infection, np.float32)), size))
 
 
 def volume_dice(model, ds: PreprocessedDataset, case_ids, device, batch_size: int = 16) -> float:

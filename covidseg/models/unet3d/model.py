@@ -49,6 +49,10 @@ class Decoder3d(nn.Module):
 
 
 class UNet3D(nn.Module):
+    """Works on whole volumes resampled in-plane to ``coarse_size`` pixels (slices unchanged)."""
+
+    coarse_size = 64
+
     def __init__(self, in_channels: int = 1, classes: int = 1, widths=(8, 16, 32, 64)):
         super().__init__()
         self.encoder = Encoder3d(in_channels, widths)

@@ -1,0 +1,1 @@
+"""Learning from unlabelled CT: coarse boxes, patch sampling, encoding, pseudo-label assignment."""

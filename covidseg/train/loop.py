@@ -159,7 +159,7 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
         log.info("resuming at epoch %d (iteration %d, best %s=%.4f at epoch %d)", start_epoch, step,
                  task.monitor, best_score, best_epoch)
 
-    history: list[dict] = []
+    history: list[dict] = list(resume_state.get("history", [])) if resume_state else []
     stopped_early, reason = False, "max epochs"
     bar = tqdm(range(start_epoch, settings.epochs), desc="train", unit="epoch",
                initial=start_epoch, total=settings.epochs, disable=not settings.progress)
@@ -210,7 +210,7 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
                 "epoch": epoch, "step": step, "best_score": best_score, "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs, "best_state": best_state, "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "task": task.state()})
+                "task": task.state(), "history": history})
         try:
             for cb in on_epoch_end or ():
                 cb(epoch, metrics)

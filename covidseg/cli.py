@@ -24,14 +24,14 @@ RUNNERS: dict[str, str | None] = {
     "finetune": "covidseg.train.finetune:finetune",
     "pseudolabel": "covidseg.semi.pseudolabel:pseudolabel",
     "meanteacher": "covidseg.train.meanteacher:meanteacher",
-    "compare": None,
+    "compare": "covidseg.analysis.compare:compare",
     "tune": None,
     "predict": "covidseg.predict:predict_entry",
     "evaluate": "covidseg.predict:evaluate_entry",
     "pipeline": None,
     "grid": None,
 }
-PLANNED_IN = {"compare": 5, "tune": 5, "pipeline": 6, "grid": 6}
+PLANNED_IN = {"tune": 5, "pipeline": 6, "grid": 6}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -156,7 +156,9 @@ class MeanteacherConfig(FinetuneConfig):
 class CompareConfig(CommonConfig):
     runs: str = param("", "comma-separated run ids")
     mode: str = param("checkpoints", "analysis", ("checkpoints", "init-vs-final", "run-vs-run"))
-    probe_slices: int = param(32, "slices in the fixed probe set")
+    probe_slices: int = param(32, "slices in the fixed probe set (from the held-out test volumes)")
+    max_points: int = param(4096, "spatial positions sampled per layer (bounds memory)")
+    keep: float = param(0.99, "variance the SVD step keeps before CCA")
 
 
 @dataclass

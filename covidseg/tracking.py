@@ -383,6 +383,15 @@ def _require_model(root: Path, ref: str) -> Path:
     return found
 
 
+def list_run_artifacts(run_id: str, path: str = "") -> list[str]:
+    """Artifact paths directly under ``path`` of a run."""
+    from mlflow.tracking import MlflowClient
+
+    _configure_http()
+    check_server()
+    return [a.path for a in MlflowClient().list_artifacts(run_id, path or None)]
+
+
 def run_info(run_id: str):
     """The MLflow run (params, tags, status) of ``run_id``; one-line error when unknown."""
     from mlflow.tracking import MlflowClient

@@ -84,6 +84,22 @@ def test_pretrain_finetune_predict_chain(tracking_uri, preprocess_run, tmp_path,
     assert e.data.metrics["test_volume_dice"] == pytest.approx(m["test_volume_dice"])
     del ev
 
+    # SVCCA: the fine-tune's checkpoints against its final model, and its init against it
+    for mode, expected_fig in (("checkpoints", "svcca_checkpoints_vs_final.png"),
+                               ("init-vs-final", "svcca_init-vs-final.png")):
+        r = run(["covidseg", "compare", "--runs", ft, "--mode", mode, "--data", preprocess_run,
+                 "--probe_slices", "8", "--max_points", "400"], tmp_path,
+                MLFLOW_TRACKING_URI=tracking_uri)
+        assert r.returncode == 0, r.stderr[-3000:]
+        cmp_run = client.search_runs([client.get_experiment_by_name("compare").experiment_id],
+                                     order_by=["start_time DESC"])[0]
+        assert cmp_run.data.tags["covidseg.source.run" if mode == "checkpoints" else "covidseg.source.final"] == ft
+        names = {Path(a.path).name for a in client.list_artifacts(cmp_run.info.run_id, "figures")}
+        assert names == {expected_fig}
+        assert f"svcca_{mode}.csv" in {a.path for a in client.list_artifacts(cmp_run.info.run_id)}
+    assert cmp_run.data.tags["covidseg.source.init"] == pre
+    assert all(0 <= v <= 1 for k, v in cmp_run.data.metrics.items() if k.startswith("svcca_"))
+
 
 def test_killed_finetune_resumes_in_the_same_run(tracking_uri, preprocess_run, tmp_path):
     from mlflow.tracking import MlflowClient

@@ -25,13 +25,13 @@ RUNNERS: dict[str, str | None] = {
     "pseudolabel": "covidseg.semi.pseudolabel:pseudolabel",
     "meanteacher": "covidseg.train.meanteacher:meanteacher",
     "compare": "covidseg.analysis.compare:compare",
-    "tune": None,
+    "tune": "covidseg.tuning:tune",
     "predict": "covidseg.predict:predict_entry",
     "evaluate": "covidseg.predict:evaluate_entry",
     "pipeline": None,
     "grid": None,
 }
-PLANNED_IN = {"tune": 5, "pipeline": 6, "grid": 6}
+PLANNED_IN = { "pipeline": 6, "grid": 6}
 
 
 class _Parser(argparse.ArgumentParser):

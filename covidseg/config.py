@@ -13,8 +13,10 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from covidseg.errors import ConfigError
 
 
-def param(default, help: str, choices: tuple | None = None):
-    return field(default=default, metadata={"help": help, "choices": choices})
+def param(default, help: str, choices: tuple | None = None, search: tuple | None = None):
+    """A parameter: default, help text, allowed values, and its ``tune`` search range
+    ``(low, high[, "log"])`` when Optuna may search it."""
+    return field(default=default, metadata={"help": help, "choices": choices, "search": search})
 
 
 @dataclass
@@ -94,9 +96,9 @@ class TrainingConfig(CommonConfig):
     epochs: int = param(500, "maximum epochs")
     patience: int = param(30, "early stop after this many epochs without validation improvement")
     batch_size: int = param(8, "slices per batch")
-    lr: float = param(2e-4, "Adam learning rate")
-    lr_step: int = param(25, "StepLR step (epochs)")
-    lr_gamma: float = param(0.8, "StepLR factor")
+    lr: float = param(2e-4, "Adam learning rate", search=(1e-5, 3e-3, "log"))
+    lr_step: int = param(25, "StepLR step (epochs)", search=(5, 50))
+    lr_gamma: float = param(0.8, "StepLR factor", search=(0.5, 0.95))
     lesion_boost: float = param(1.0, "draw slices that contain lesion this many times more often")
     checkpoint_every: int = param(0, "log an intermediate checkpoint every N iterations (0: off)")
     workers: int = param(-1, "DataLoader worker processes (-1: from the CPU count)")
@@ -138,17 +140,18 @@ class PseudolabelConfig(CommonConfig):
     labelled_patches: int = param(120, "patches sampled from labelled volumes")
     patches_per_volume: int = param(32, "patches per unlabelled volume")
     rule: str = param("top1-band", "assignment rule", ("top1-band", "top2-weighted"))
-    sim_low: float = param(0.87, "top1-band: lowest accepted similarity")
-    sim_high: float = param(0.96, "top1-band: highest accepted similarity")
-    sim_min: float = param(0.90, "top2-weighted: both similarities above this")
+    sim_low: float = param(0.87, "top1-band: lowest accepted similarity", search=(0.5, 0.97))
+    sim_high: float = param(0.96, "top1-band: highest accepted similarity", search=(0.9, 1.0))
+    sim_min: float = param(0.90, "top2-weighted: both similarities above this", search=(0.5, 0.99))
 
 
 @dataclass
 class MeanteacherConfig(FinetuneConfig):
     model: str = param("", "fine-tuned run id or model URI (the student's start)")
     pseudo: str = param("", "pseudolabel run id")
-    ema_alpha: float = param(0.99, "teacher EMA factor")
-    consistency_weight: float = param(1.0, "weight of the consistency loss after ramp-up")
+    ema_alpha: float = param(0.99, "teacher EMA factor", search=(0.9, 0.999))
+    consistency_weight: float = param(1.0, "weight of the consistency loss after ramp-up",
+                                      search=(0.1, 10.0, "log"))
     rampup_epochs: int = param(30, "sigmoid ramp-up of the consistency weight (epochs)")
 
 
@@ -167,7 +170,14 @@ class TuneConfig(CommonConfig):
     n_trials: int = param(20, "trials for this worker")
     timeout: float = param(0.0, "seconds for this worker (0: no limit)")
     study_name: str = param("covidseg", "Optuna study name (re-using it resumes the study)")
-    storage: str = param("", "Optuna storage URL (default: an SQLite file)")
+    storage: str = param("", "Optuna storage URL (default: an SQLite file in the cache; "
+                             "postgresql://… to share a study between machines)")
+    params: str = param("", "fixed parameters of every trial: key=value,key=value "
+                            "(e.g. epochs=30,train_cases=4; meanteacher: model=RUN,pseudo=RUN)")
+    search: str = param("", "comma-separated parameters to search (default: all the target's "
+                            "searchable ones: lr, lr_step, lr_gamma; meanteacher adds ema_alpha, "
+                            "consistency_weight and, without a fixed pseudo, sim_low, sim_high)")
+    warmup_epochs: int = param(3, "epochs before the median pruner may stop a trial")
 
 
 @dataclass

@@ -89,7 +89,13 @@ class FitResult:
 
 
 class StopTraining(Exception):
-    """Raised by an ``on_epoch_end`` callback to end training (e.g. an Optuna prune)."""
+    """Raised by an ``on_epoch_end`` callback to end training early but normally (the best
+    weights are then evaluated and kept as usual)."""
+
+
+class AbortTraining(Exception):
+    """Raised by an ``on_epoch_end`` callback to abandon the run on purpose (a pruned Optuna
+    trial): it propagates, and no resume state is uploaded."""
 
 
 def _improved(score: float, best: float, mode: str) -> bool:

@@ -20,7 +20,13 @@ from covidseg.data.store import cache_root
 from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec
 from covidseg.train import figures
-from covidseg.train.loop import FitResult, LoopSettings, fit, load_resume_state
+from covidseg.train.loop import (
+    AbortTraining,
+    FitResult,
+    LoopSettings,
+    fit,
+    load_resume_state,
+)
 
 log = logging.getLogger("covidseg.train")
 
@@ -89,6 +95,8 @@ def run_training(task, cfg: TrainingConfig, device: torch.device, tracker, spec:
     try:
         result = fit(task, loop_settings(cfg, progress), device, tracker, workdir, resume_state,
                      save_checkpoint, on_epoch_end, already_logged_epoch=logged)
+    except AbortTraining:
+        raise  # abandoned on purpose (a pruned trial): nothing to resume
     except BaseException:
         if (workdir / "last.pt").exists() and tracker.enabled:
             with contextlib.suppress(Exception):

@@ -1,0 +1,252 @@
+"""``tune``: an Optuna study around the training functions (finetune or meanteacher).
+
+* The search space is declared once, on the config dataclasses (``param(..., search=(low, high
+  [, "log"]))``): learning rate, StepLR step and gamma; for meanteacher also the EMA α, the
+  consistency weight and — when no fixed ``pseudo`` run is given — the pseudo-label thresholds
+  (each trial then runs pseudolabel first).
+* Objective: the best validation volume Dice of the trial.  A median pruner reads the per-epoch
+  ``val_volume_dice`` reported by the training loop's ``on_epoch_end`` hook.
+* MLflow: this invocation's run is the parent; every trial is a nested run (tag
+  ``mlflow.parentRunId`` set explicitly — optuna-integration's MLflowCallback is deprecated and
+  mis-nests), finished, pruned (KILLED, tag ``covidseg.trial_state=pruned``) or failed.  The parent
+  logs the best parameters, the optimisation history and the parameter importances.
+* Storage: an SQLite file by default, any RDB URL (``postgresql://…``) to share a study between
+  workers and machines; the same ``study_name`` resumes the study.  Workers send heartbeats: a
+  worker that dies leaves its trial RUNNING only until the grace period, then it is marked FAIL
+  and retried once, so the study stays usable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import fields
+
+from covidseg.config import (
+    CONFIGS,
+    PseudolabelConfig,
+    TuneConfig,
+    parse_value,
+)
+from covidseg.data.store import cache_root
+from covidseg.errors import ConfigError
+from covidseg.train.loop import AbortTraining
+
+log = logging.getLogger("covidseg.tune")
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds; env COVIDSEG_TUNE_HEARTBEAT_S / _GRACE_S."""
+    return (int(os.environ.get("COVIDSEG_TUNE_HEARTBEAT_S", 10)),
+            int(os.environ.get("COVIDSEG_TUNE_GRACE_S", 60)))
+
+
+class TrialPruned(AbortTraining):
+    """The pruner stopped a trial: not a failure, nothing to keep for resuming."""
+
+
+def default_storage() -> str:
+    path = cache_root() / "optuna"
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'studies.db'}"
+
+
+def open_study(cfg: TuneConfig):
+    import optuna
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+    url = cfg.storage or default_storage()
+    heartbeat, grace = heartbeat_settings()
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=cfg.warmup_epochs)
+    for attempt in range(6):
+        # workers starting together on a new database race to create its tables: retry
+        try:
+            storage = RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
+                                 failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+                                 engine_kwargs={"pool_pre_ping": True})
+            return optuna.create_study(storage=storage, study_name=cfg.study_name,
+                                       direction="maximize", pruner=pruner,
+                                       load_if_exists=True), url
+        except Exception as exc:  # sqlalchemy IntegrityError / OperationalError on the race
+            if attempt == 5 or "IntegrityError" not in type(exc).__name__ + str(exc)[:300] \
+                    and "locked" not in str(exc):
+                raise ConfigError(f"storage {url.split('@')[-1]}: {str(exc).splitlines()[0][:200]}") from None
+            time.sleep(0.5 + random.random())
+
+
+def parse_fixed(text: str, cls) -> dict:
+    """``k=v,k=v`` → typed values for the fields of ``cls``."""
+    known = {f.name: f for f in fields(cls)}
+    out = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        if "=" not in item:
+            raise ConfigError(f"params: {item!r} is not key=value")
+        k, v = (x.strip() for x in item.split("=", 1))
+        if k not in known:
+            raise ConfigError(f"params: {k!r} is not a {cls.__name__} parameter")
+        out[k] = parse_value(known[k], v)
+    return out
+
+
+def search_space(cfg: TuneConfig, fixed: dict) -> dict:
+    """{name: (kind, low, high, log)} of the parameters this study searches."""
+    classes = [CONFIGS[cfg.target]]
+    if cfg.target == "meanteacher" and "pseudo" not in fixed:
+        classes.append(PseudolabelConfig)
+    space = {}
+    for cls in classes:
+        for f in fields(cls):
+            rng = f.metadata.get("search")
+            if rng and f.name not in fixed:
+                kind = f.type if isinstance(f.type, str) else f.type.__name__
+                space[f.name] = (kind, rng[0], rng[1], len(rng) > 2 and rng[2] == "log")
+    if cfg.search:
+        wanted = [x.strip() for x in cfg.search.split(",") if x.strip()]
+        unknown = [w for w in wanted if w not in space]
+        if unknown:
+            raise ConfigError(f"search: {', '.join(unknown)} not searchable for target={cfg.target} "
+                              f"(searchable: {', '.join(space)})")
+        space = {k: space[k] for k in wanted}
+    if not space:
+        raise ConfigError("nothing to search: every searchable parameter is fixed")
+    return space
+
+
+def suggest(trial, space: dict) -> dict:
+    out = {}
+    for name, (kind, low, high, log_scale) in space.items():
+        if kind == "int":
+            out[name] = trial.suggest_int(name, int(low), int(high), log=log_scale)
+        else:
+            out[name] = trial.suggest_float(name, float(low), float(high), log=log_scale)
+    return out
+
+
+def tune(cfg: TuneConfig, tracker) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    from covidseg.tracking import TAG_PREFIX, MlflowTracker
+
+    if not tracker.enabled:
+        raise ConfigError("tune logs every trial as a nested MLflow run: tracking must be on")
+    target_cls = CONFIGS[cfg.target]
+    fixed = parse_fixed(cfg.params, target_cls)
+    if cfg.target == "meanteacher" and not fixed.get("model"):
+        raise ConfigError("target=meanteacher needs params=model=<finetune run>[,pseudo=<run>]")
+    space = search_space(cfg, fixed)
+    study, url = open_study(cfg)
+    client = MlflowClient()
+    parent = client.get_run(tracker.run_id)
+    experiment_id = parent.info.experiment_id
+    tracker.set_tags({f"{TAG_PREFIX}study": cfg.study_name,
+                      f"{TAG_PREFIX}storage": url.split("@")[-1]})  # no credentials
+    tracker.log_dict({"fixed": {k: str(v) for k, v in fixed.items()}, "space": space}, "study/space.json")
+    common = {"data": cfg.data, "seed": cfg.seed, "device": cfg.device}
+
+    def child_run(name: str, trial_number: int, entry: str) -> MlflowTracker:
+        run = client.create_run(experiment_id, run_name=name, tags={
+            "mlflow.parentRunId": tracker.run_id, f"{TAG_PREFIX}entry_point": entry,
+            f"{TAG_PREFIX}trial": str(trial_number), f"{TAG_PREFIX}study": cfg.study_name})
+        return MlflowTracker(run.info.run_id)
+
+    def objective(trial):
+        values = suggest(trial, space)
+        trial_fields = {f.name for f in fields(target_cls)}
+        train_values = {k: v for k, v in values.items() if k in trial_fields}
+        run_cfg = target_cls(**{**common, **fixed, **train_values, "experiment": ""})
+        run_cfg.validate()
+        if cfg.target == "meanteacher" and "pseudo" not in fixed:
+            from covidseg.semi.pseudolabel import pseudolabel
+
+            pl_values = {k: v for k, v in values.items() if k not in trial_fields}
+            pl_cfg = PseudolabelConfig(**common, model=fixed["model"], **pl_values)
+            pl_tracker = child_run(f"trial-{trial.number}-pseudolabel", trial.number, "pseudolabel")
+            pl_tracker.log_params(pl_cfg.to_params())
+            _finish(client, pl_tracker, lambda: pseudolabel(pl_cfg, pl_tracker))
+            run_cfg.pseudo = pl_tracker.run_id
+        child = child_run(f"trial-{trial.number}", trial.number, cfg.target)
+        child.log_params(run_cfg.to_params())
+        trial.set_user_attr("mlflow_run_id", child.run_id)
+
+        def report(epoch: int, metrics: dict) -> None:
+            trial.report(float(metrics["val_volume_dice"]), epoch)
+            if trial.should_prune():
+                raise TrialPruned(f"pruned by the median rule at epoch {epoch}")
+
+        train = _trainer(cfg.target)
+        summary = _finish(client, child, lambda: train(run_cfg, child, on_epoch_end=[report],
+                                                        progress=False))
+        return float(summary["best_val_volume_dice"])
+
+    before = len(study.trials)
+    study.optimize(objective, n_trials=cfg.n_trials, timeout=cfg.timeout or None,
+                   catch=(ConfigError,), gc_after_trial=True)
+    return _log_study(study, tracker, before)
+
+
+def _trainer(target: str):
+    if target == "finetune":
+        from covidseg.train.finetune import finetune
+
+        return finetune
+    from covidseg.train.meanteacher import meanteacher
+
+    return meanteacher
+
+
+def _finish(client, child, work):
+    """Run ``work`` and end the child run FINISHED, KILLED (pruned) or FAILED."""
+    import optuna
+
+    try:
+        out = work()
+    except TrialPruned as exc:
+        child.set_tags({"covidseg.trial_state": "pruned", "covidseg.stop_reason": str(exc)})
+        client.set_terminated(child.run_id, "KILLED")
+        raise optuna.TrialPruned(str(exc)) from None
+    except BaseException as exc:
+        child.set_tags({"covidseg.trial_state": "failed",
+                        "covidseg.error": " ".join(str(exc).split())[:1000]})
+        client.set_terminated(child.run_id, "FAILED")
+        raise
+    child.set_tags({"covidseg.trial_state": "complete"})
+    client.set_terminated(child.run_id, "FINISHED")
+    return out
+
+
+def _log_study(study, tracker, before: int) -> dict:
+    import optuna
+    from optuna.trial import TrialState
+
+    states = [t.state for t in study.trials]
+    counts = {s.name.lower(): states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED,
+                                                         TrialState.FAIL, TrialState.RUNNING)}
+    tracker.log_metrics({f"trials_{k}": v for k, v in counts.items()} |
+                        {"trials_this_worker": len(study.trials) - before})
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        return {"study": study.study_name, **counts}
+    best = study.best_trial
+    tracker.log_metrics({"best_val_volume_dice": best.value, "best_trial": best.number})
+    tracker.log_params({f"best_{k}": v for k, v in best.params.items()})
+    tracker.set_tags({"covidseg.best_trial_run": best.user_attrs.get("mlflow_run_id", "")})
+    tracker.log_table([{"number": t.number, "state": t.state.name, "value": t.value, **t.params,
+                        "mlflow_run_id": t.user_attrs.get("mlflow_run_id", "")}
+                       for t in study.trials], "study/trials.csv")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna.visualization import matplotlib as ovm
+
+    ax = ovm.plot_optimization_history(study)
+    tracker.log_figure(ax.figure, "figures/optimization_history.png")
+    if len(complete) >= 2 and len(best.params) >= 2:
+        try:
+            ax = ovm.plot_param_importances(study)
+            tracker.log_figure(ax.figure, "figures/param_importances.png")
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+            log.warning("parameter importances not computed: %s", exc)
+    del optuna
+    return {"study": study.study_name, "best_val_volume_dice": round(best.value, 4),
+            "best_trial": best.number, **counts}

@@ -1,0 +1,89 @@
+"""``tune``: trials as nested MLflow runs under one parent, two workers sharing one study, and a
+worker killed mid-trial leaving the study usable."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+
+from tests.conftest import run, subprocess_env
+
+TRIAL = "epochs=2,encoder=resnet18,batch_size=8,workers=0"
+
+
+def tune_cmd(preprocess_run, study, storage, n_trials, extra=()):
+    return ["covidseg", "tune", "--data", preprocess_run, "--params", TRIAL, "--n_trials",
+            str(n_trials), "--study_name", study, "--storage", storage, "--experiment", "tune-test",
+            "--search", "lr,lr_gamma", *extra]
+
+
+def test_tune_nests_trials_under_one_parent(tracking_uri, preprocess_run, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    r = run(tune_cmd(preprocess_run, "nest", storage, 2), tmp_path, MLFLOW_TRACKING_URI=tracking_uri)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "covidseg tune: done" in r.stdout
+    client = MlflowClient()
+    parent_id = client.search_runs([client.get_experiment_by_name("tune-test").experiment_id],
+                                   filter_string="tags.`covidseg.entry_point` = 'tune'")[0].info.run_id
+    parent = client.get_run(parent_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    assert len(children) == 2 and {c.info.status for c in children} <= {"FINISHED", "KILLED"}
+    for c in children:
+        assert c.data.params["epochs"] == "2" and "val_volume_dice" in c.data.metrics
+        assert c.data.tags["covidseg.study"] == "nest"
+    assert parent.data.metrics["trials_complete"] + parent.data.metrics.get("trials_pruned", 0) == 2
+    assert "best_lr" in parent.data.params and "best_lr_gamma" in parent.data.params
+    assert parent.data.tags["covidseg.best_trial_run"] in {c.info.run_id for c in children}
+    figs = {Path(a.path).name for a in client.list_artifacts(parent_id, "figures")}
+    assert "optimization_history.png" in figs
+    # the same study name resumes the study: one more trial makes three
+    r = run(tune_cmd(preprocess_run, "nest", storage, 1), tmp_path, MLFLOW_TRACKING_URI=tracking_uri)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(optuna.load_study(study_name="nest", storage=storage).trials) == 3
+
+
+def test_two_workers_share_a_study_and_a_killed_worker_leaves_it_usable(tracking_uri, preprocess_run,
+                                                                       tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    env = subprocess_env(MLFLOW_TRACKING_URI=tracking_uri, COVIDSEG_TUNE_HEARTBEAT_S="1",
+                         COVIDSEG_TUNE_GRACE_S="3")
+    workers = [subprocess.Popen(tune_cmd(preprocess_run, "shared", storage, 2), cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    for w in workers:
+        _, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert len(study.trials) == 4
+    assert all(t.state.is_finished() for t in study.trials)
+
+    # a worker killed in the middle of a trial
+    victim = subprocess.Popen(tune_cmd(preprocess_run, "shared", storage, 5), cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        running = [t for t in optuna.load_study(study_name="shared", storage=storage).trials
+                   if t.state == optuna.trial.TrialState.RUNNING]
+        if running:
+            break
+        time.sleep(0.3)
+    assert running, "no trial started"
+    time.sleep(1.5)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(30)
+    time.sleep(4)  # past the grace period: the heartbeat has stopped
+    r = subprocess.run(tune_cmd(preprocess_run, "shared", storage, 1), cwd=tmp_path, env=env,
+                       capture_output=True, encoding="utf-8", errors="replace", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    killed = next(t for t in trials if t.number == running[0].number)
+    assert killed.state == optuna.trial.TrialState.FAIL
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert sum(t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL for t in trials) >= 5

@@ -240,10 +240,12 @@ def _log_study(study, tracker, before: int) -> dict:
     from optuna.visualization import matplotlib as ovm
 
     ax = ovm.plot_optimization_history(study)
+    ax.figure.tight_layout()
     tracker.log_figure(ax.figure, "figures/optimization_history.png")
     if len(complete) >= 2 and len(best.params) >= 2:
         try:
             ax = ovm.plot_param_importances(study)
+            ax.figure.tight_layout()
             tracker.log_figure(ax.figure, "figures/param_importances.png")
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:
             log.warning("parameter importances not computed: %s", exc)

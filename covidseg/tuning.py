@@ -53,26 +53,33 @@ def default_storage() -> str:
 
 
 def open_study(cfg: TuneConfig):
+    import warnings
+
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     url = cfg.storage or default_storage()
     heartbeat, grace = heartbeat_settings()
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=cfg.warmup_epochs)
-    for attempt in range(6):
-        # workers starting together on a new database race to create its tables: retry
+    for attempt in range(8):
         try:
-            storage = RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
-                                 failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
-                                 engine_kwargs={"pool_pre_ping": True})
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = RDBStorage(
+                    url, heartbeat_interval=heartbeat, grace_period=grace,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                    engine_kwargs={"pool_pre_ping": True})
             return optuna.create_study(storage=storage, study_name=cfg.study_name,
                                        direction="maximize", pruner=pruner,
                                        load_if_exists=True), url
-        except Exception as exc:  # sqlalchemy IntegrityError / OperationalError on the race
-            if attempt == 5 or "IntegrityError" not in type(exc).__name__ + str(exc)[:300] \
-                    and "locked" not in str(exc):
-                raise ConfigError(f"storage {url.split('@')[-1]}: {str(exc).splitlines()[0][:200]}") from None
-            time.sleep(0.5 + random.random())
+        except Exception as exc:
+            # workers starting together on a new database race to create its tables
+            racing = type(exc).__module__.startswith("sqlalchemy") or \
+                isinstance(exc, optuna.exceptions.DuplicatedStudyError)
+            if attempt == 7 or not racing:
+                raise ConfigError(f"storage {url.split('@')[-1]}: "
+                                  f"{str(exc).splitlines()[0][:200]}") from None
+            time.sleep(0.3 + random.random())
 
 
 def parse_fixed(text: str, cls) -> dict:

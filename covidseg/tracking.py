@@ -266,12 +266,28 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
         status = "KILLED"
         raise
     except Exception as exc:
+        if _server_lost(exc):
+            raise TrackingUnavailable(
+                f"the MLflow tracking server {tracking_uri()} stopped answering during run "
+                f"{tracker.run_id}; the training state stays in this machine's cache — restart "
+                f"the server and continue with resume={tracker.run_id}") from None
         with contextlib.suppress(Exception):
             tracker.set_tags({f"{TAG_PREFIX}error": " ".join(str(exc).split())[:1000]})
         raise
     finally:
         with contextlib.suppress(Exception):
             mlflow.end_run(status=status)
+
+
+def _server_lost(exc: Exception) -> bool:
+    """Did ``exc`` come from a remote tracking server that is no longer there?"""
+    if isinstance(exc, TrackingUnavailable):
+        return False
+    try:
+        check_server(timeout=3.0)
+    except TrackingUnavailable:
+        return True
+    return False
 
 
 # --- run references -------------------------------------------------------------------------

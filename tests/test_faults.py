@@ -1,0 +1,65 @@
+"""The tracking server killed in the middle of a finetune run: the run fails at once with a clear
+message and its local training state remains; after a restart, ``resume`` completes the run with
+no lost and no duplicated metric steps."""
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+from tests.conftest import FAST, TINY_DEMO, MlflowServer, run, subprocess_env
+
+
+def test_server_killed_mid_run_then_resumed(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from covidseg.data.store import cache_root
+
+    root = tmp_path / "server"
+    root.mkdir()
+    server = MlflowServer(root).start()
+    env = {"MLFLOW_TRACKING_URI": server.uri}
+    r = run(["covidseg", "preprocess", *[f"--{k}={v}" for k, v in TINY_DEMO.items()]], tmp_path, **env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = re.search(r"run_id=([0-9a-f]{32})", r.stdout).group(1)
+    epochs = 10
+    proc = subprocess.Popen(["covidseg", "finetune", "--data", data, "--epochs", str(epochs),
+                             "--patience", "0", "--experiment", "faults",
+                             *[f"--{k}={v}" for k, v in FAST.items()]],
+                            cwd=tmp_path, env=subprocess_env(**env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, encoding="utf-8", errors="replace")
+    client = MlflowClient(server.uri)
+    run_id, deadline = None, time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        exp = client.get_experiment_by_name("faults")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and len(client.get_metric_history(runs[0].info.run_id, "train_loss")) >= 2:
+            run_id = runs[0].info.run_id
+            break
+        time.sleep(0.2)
+    assert run_id, "training did not start"
+    os.killpg(server.proc.pid, signal.SIGKILL)  # the server dies mid-run
+    server.proc.wait(10)
+    t0 = time.time()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert "stopped answering" in last and f"resume={run_id}" in last and "Traceback" not in err
+    assert time.time() - t0 < 120  # fails promptly, not after minutes of retries
+    state = cache_root() / "training" / run_id / "last.pt"
+    assert state.exists()  # the local training state remains
+
+    server = MlflowServer(root).start()  # same database and artifacts, new port
+    try:
+        client = MlflowClient(server.uri)
+        logged_before = sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
+        r = run(["covidseg", "finetune", "--resume", run_id], tmp_path, MLFLOW_TRACKING_URI=server.uri)
+        assert r.returncode == 0, r.stderr[-3000:]
+        info = client.get_run(run_id)
+        assert info.info.status == "FINISHED"
+        steps = sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
+        assert steps == list(range(epochs)), (logged_before, steps)
+        assert len(logged_before) >= 2 and "test_volume_dice" in info.data.metrics
+    finally:
+        server.stop()

@@ -28,10 +28,10 @@ RUNNERS: dict[str, str | None] = {
     "tune": "covidseg.tuning:tune",
     "predict": "covidseg.predict:predict_entry",
     "evaluate": "covidseg.predict:evaluate_entry",
-    "pipeline": None,
+    "pipeline": "covidseg.pipeline:pipeline",
     "grid": None,
 }
-PLANNED_IN = { "pipeline": 6, "grid": 6}
+PLANNED_IN = {"grid": 6}
 
 
 class _Parser(argparse.ArgumentParser):

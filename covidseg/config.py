@@ -198,9 +198,6 @@ class EvaluateConfig(CommonConfig):
     batch_size: int = param(16, "slices per forward pass")
 
 
-@dataclass
-class PipelineConfig(CommonConfig):
-    pass
 
 
 @dataclass
@@ -209,6 +206,52 @@ class GridConfig(CommonConfig):
     strategies: str = param("scratch,decoder,all", "comma-separated init/strategy cells")
     regimes: str = param("10-40,40-10", "comma-separated regimes")
     folds: str = param("0,1,2,3,4", "comma-separated folds")
+
+
+PIPELINE_STAGES = ("preprocess", "pretrain", "finetune", "pseudolabel", "meanteacher", "compare")
+# parameters the pipeline wires from one stage's run to the next (not user-facing there)
+PIPELINE_WIRED = {"init", "model", "pseudo", "runs", "resume", "coarse_model", "unlabelled",
+                  "experiment"}
+# parameters a stage ignores inside the pipeline (the meanteacher student *is* the finetune model)
+PIPELINE_IGNORED = {"meanteacher": {"arch", "encoder", "encoder_weights", "strategy"}}
+# demo-sized defaults for the whole chain on a laptop CPU (each stage's own entry point keeps
+# the thesis defaults)
+PIPELINE_DEFAULTS = {"pretrain_epochs": 5, "pretrain_image_size": 96, "finetune_epochs": 30,
+                     "finetune_patience": 10, "finetune_lr": 1e-3, "meanteacher_epochs": 20,
+                     "meanteacher_patience": 10, "meanteacher_lr": 2e-4,
+                     "compare_mode": "init-vs-final"}
+
+
+def _pipeline_config():
+    """PipelineConfig: the union of its stages' parameters, a name shared by several stages
+    prefixed with the stage (``finetune_lr``), the wired ones left out — built from the stage
+    dataclasses so that nothing is declared twice."""
+    from dataclasses import make_dataclass
+
+    stage_fields = {name: [f for f in fields(STAGE_CONFIGS[name])
+                           if f.name not in PIPELINE_WIRED | _COMMON
+                           | PIPELINE_IGNORED.get(name, set())]
+                    for name in PIPELINE_STAGES}
+    counts: dict[str, int] = {}
+    for fs in stage_fields.values():
+        for f in fs:
+            counts[f.name] = counts.get(f.name, 0) + 1
+    spec, seen = [], set()
+    for stage, fs in stage_fields.items():
+        for f in fs:
+            name = f"{stage}_{f.name}" if counts[f.name] > 1 else f.name
+            if name in seen:
+                continue
+            seen.add(name)
+            default = PIPELINE_DEFAULTS.get(name, field_default(f))
+            help_text = f.metadata.get("help", "")
+            spec.append((name, f.type, param(default, f"{stage}: {help_text}",
+                                             f.metadata.get("choices"))))
+    cls = make_dataclass("PipelineConfig", spec, bases=(CommonConfig,))
+    cls.__doc__ = "preprocess → pretrain → finetune → pseudolabel → meanteacher → compare"
+    cls.stage_fields = {k: [f.name for f in v] for k, v in stage_fields.items()}
+    cls.prefixed = {n for n, c in counts.items() if c > 1}
+    return cls
 
 
 CONFIGS: dict[str, type[CommonConfig]] = {
@@ -221,9 +264,10 @@ CONFIGS: dict[str, type[CommonConfig]] = {
     "tune": TuneConfig,
     "predict": PredictConfig,
     "evaluate": EvaluateConfig,
-    "pipeline": PipelineConfig,
     "grid": GridConfig,
 }
+STAGE_CONFIGS = dict(CONFIGS)
+_COMMON = {f.name for f in fields(CommonConfig)}
 
 
 def parse_value(f, raw: str):
@@ -251,3 +295,8 @@ def parse_value(f, raw: str):
 
 def field_default(f):
     return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+
+
+PipelineConfig = _pipeline_config()
+CONFIGS = {**{k: v for k, v in CONFIGS.items() if k != "grid"}, "pipeline": PipelineConfig,
+           "grid": GridConfig}

@@ -290,6 +290,35 @@ def _server_lost(exc: Exception) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def child_run(parent, name: str, entry_point: str, cfg=None, tags: dict | None = None):
+    """A run nested under ``parent`` (tag ``mlflow.parentRunId`` set explicitly), in the parent's
+    experiment; yields its tracker and ends it FINISHED, or KILLED for an exception whose
+    ``run_status`` says so (a pruned trial), else FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    experiment_id = client.get_run(parent.run_id).info.experiment_id
+    all_tags = {"mlflow.parentRunId": parent.run_id, f"{TAG_PREFIX}entry_point": entry_point,
+                f"{TAG_PREFIX}version": __version__, **(tags or {})}
+    commit = git_commit()
+    if commit:
+        all_tags[f"{TAG_PREFIX}git_commit"] = commit
+    run = client.create_run(experiment_id, run_name=name, tags=all_tags)
+    tracker = MlflowTracker(run.info.run_id)
+    if cfg is not None:
+        tracker.log_params(cfg.to_params())
+    try:
+        yield tracker
+    except BaseException as exc:
+        status = getattr(exc, "run_status", "FAILED")
+        with contextlib.suppress(Exception):
+            tracker.set_tags({f"{TAG_PREFIX}error": " ".join(str(exc).split())[:1000]})
+            client.set_terminated(tracker.run_id, status)
+        raise
+    client.set_terminated(tracker.run_id, "FINISHED")
+
+
 # --- run references -------------------------------------------------------------------------
 
 def is_run_ref(ref: str) -> bool:

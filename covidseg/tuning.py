@@ -45,6 +45,8 @@ def heartbeat_settings() -> tuple[int, int]:
 class TrialPruned(AbortTraining):
     """The pruner stopped a trial: not a failure, nothing to keep for resuming."""
 
+    run_status = "KILLED"
+
 
 def default_storage() -> str:
     path = cache_root() / "optuna"
@@ -131,9 +133,8 @@ def suggest(trial, space: dict) -> dict:
 
 
 def tune(cfg: TuneConfig, tracker) -> dict:
-    from mlflow.tracking import MlflowClient
 
-    from covidseg.tracking import TAG_PREFIX, MlflowTracker
+    from covidseg.tracking import TAG_PREFIX
 
     if not tracker.enabled:
         raise ConfigError("tune logs every trial as a nested MLflow run: tracking must be on")
@@ -143,19 +144,13 @@ def tune(cfg: TuneConfig, tracker) -> dict:
         raise ConfigError("target=meanteacher needs params=model=<finetune run>[,pseudo=<run>]")
     space = search_space(cfg, fixed)
     study, url = open_study(cfg)
-    client = MlflowClient()
-    parent = client.get_run(tracker.run_id)
-    experiment_id = parent.info.experiment_id
     tracker.set_tags({f"{TAG_PREFIX}study": cfg.study_name,
                       f"{TAG_PREFIX}storage": url.split("@")[-1]})  # no credentials
     tracker.log_dict({"fixed": {k: str(v) for k, v in fixed.items()}, "space": space}, "study/space.json")
     common = {"data": cfg.data, "seed": cfg.seed, "device": cfg.device}
 
-    def child_run(name: str, trial_number: int, entry: str) -> MlflowTracker:
-        run = client.create_run(experiment_id, run_name=name, tags={
-            "mlflow.parentRunId": tracker.run_id, f"{TAG_PREFIX}entry_point": entry,
-            f"{TAG_PREFIX}trial": str(trial_number), f"{TAG_PREFIX}study": cfg.study_name})
-        return MlflowTracker(run.info.run_id)
+    def trial_tags(number: int) -> dict:
+        return {f"{TAG_PREFIX}trial": str(number), f"{TAG_PREFIX}study": cfg.study_name}
 
     def objective(trial):
         values = suggest(trial, space)
@@ -168,13 +163,10 @@ def tune(cfg: TuneConfig, tracker) -> dict:
 
             pl_values = {k: v for k, v in values.items() if k not in trial_fields}
             pl_cfg = PseudolabelConfig(**common, model=fixed["model"], **pl_values)
-            pl_tracker = child_run(f"trial-{trial.number}-pseudolabel", trial.number, "pseudolabel")
-            pl_tracker.log_params(pl_cfg.to_params())
-            _finish(client, pl_tracker, lambda: pseudolabel(pl_cfg, pl_tracker))
+            with child_run(tracker, f"trial-{trial.number}-pseudolabel", "pseudolabel", pl_cfg,
+                           trial_tags(trial.number)) as pl_tracker:
+                pseudolabel(pl_cfg, pl_tracker)
             run_cfg.pseudo = pl_tracker.run_id
-        child = child_run(f"trial-{trial.number}", trial.number, cfg.target)
-        child.log_params(run_cfg.to_params())
-        trial.set_user_attr("mlflow_run_id", child.run_id)
 
         def report(epoch: int, metrics: dict) -> None:
             trial.report(float(metrics["val_volume_dice"]), epoch)
@@ -182,8 +174,15 @@ def tune(cfg: TuneConfig, tracker) -> dict:
                 raise TrialPruned(f"pruned by the median rule at epoch {epoch}")
 
         train = _trainer(cfg.target)
-        summary = _finish(client, child, lambda: train(run_cfg, child, on_epoch_end=[report],
-                                                        progress=False))
+        try:
+            with child_run(tracker, f"trial-{trial.number}", cfg.target, run_cfg,
+                           trial_tags(trial.number)) as child:
+                trial.set_user_attr("mlflow_run_id", child.run_id)
+                summary = train(run_cfg, child, on_epoch_end=[report], progress=False)
+                child.set_tags({"covidseg.trial_state": "complete"})
+        except TrialPruned as exc:
+            child.set_tags({"covidseg.trial_state": "pruned", "covidseg.stop_reason": str(exc)})
+            raise optuna.TrialPruned(str(exc)) from None
         return float(summary["best_val_volume_dice"])
 
     before = len(study.trials)
@@ -200,26 +199,6 @@ def _trainer(target: str):
     from covidseg.train.meanteacher import meanteacher
 
     return meanteacher
-
-
-def _finish(client, child, work):
-    """Run ``work`` and end the child run FINISHED, KILLED (pruned) or FAILED."""
-    import optuna
-
-    try:
-        out = work()
-    except TrialPruned as exc:
-        child.set_tags({"covidseg.trial_state": "pruned", "covidseg.stop_reason": str(exc)})
-        client.set_terminated(child.run_id, "KILLED")
-        raise optuna.TrialPruned(str(exc)) from None
-    except BaseException as exc:
-        child.set_tags({"covidseg.trial_state": "failed",
-                        "covidseg.error": " ".join(str(exc).split())[:1000]})
-        client.set_terminated(child.run_id, "FAILED")
-        raise
-    child.set_tags({"covidseg.trial_state": "complete"})
-    client.set_terminated(child.run_id, "FINISHED")
-    return out
 
 
 def _log_study(study, tracker, before: int) -> dict:

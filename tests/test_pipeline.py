@@ -1,0 +1,41 @@
+"""The whole chain as one ``mlflow run . -e pipeline``: a parent run with six nested stages, each
+tagged with its sources and holding its artifacts."""
+
+from pathlib import Path
+
+from covidseg.config import PipelineConfig
+from tests.conftest import TINY_DEMO, mlflow_run
+
+TINY = {**TINY_DEMO, "pretrain_epochs": 1, "pretrain_image_size": 0, "finetune_epochs": 2,
+        "meanteacher_epochs": 1, "patches_per_volume": 8, "labelled_patches": 16, "sim_low": 0.0,
+        "sim_high": 1.0, "probe_slices": 4, "max_points": 300,
+        **{f"{s}_{k}": v for s in ("pretrain", "finetune", "meanteacher")
+           for k, v in {"encoder": "resnet18", "workers": 0}.items()
+           if f"{s}_{k}" in PipelineConfig.__dataclass_fields__}}
+
+
+def test_pipeline_nests_every_stage_with_lineage(tracking_uri, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    parent = mlflow_run("pipeline", TINY, tmp_path, tracking_uri, "pipeline")
+    client = MlflowClient(tracking_uri)
+    p = client.get_run(parent)
+    kids = {r.data.tags["covidseg.pipeline_stage"]: r for r in client.search_runs(
+        [p.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")}
+    assert set(kids) == {"preprocess", "pretrain", "finetune", "pseudolabel", "meanteacher", "compare"}
+    assert all(r.info.status == "FINISHED" for r in kids.values())
+    ids = {k: r.info.run_id for k, r in kids.items()}
+    t = {k: r.data.tags for k, r in kids.items()}
+    assert t["pretrain"]["covidseg.source.data"] == ids["preprocess"]
+    assert t["finetune"]["covidseg.source.init"] == ids["pretrain"]
+    assert t["pseudolabel"]["covidseg.source.model"] == ids["finetune"]
+    assert t["meanteacher"]["covidseg.source.pseudo"] == ids["pseudolabel"]
+    assert t["compare"]["covidseg.source.final"] == ids["finetune"]
+    assert t["compare"]["covidseg.source.init"] == ids["pretrain"]
+    assert p.data.tags["covidseg.stage.meanteacher"] == ids["meanteacher"]
+    assert kids["finetune"].data.params["epochs"] == "2" and kids["finetune"].data.params["lr"] == "0.001"
+    assert "finetune_test_volume_dice" in p.data.metrics
+    names = {Path(a.path).name for a in client.list_artifacts(ids["compare"], "figures")}
+    assert names == {"svcca_init-vs-final.png"}
+    assert client.list_artifacts(ids["pseudolabel"], "pseudo")
+    assert kids["meanteacher"].data.tags["covidseg.model_uri"].startswith("models:/")

@@ -133,8 +133,9 @@ def suggest(trial, space: dict) -> dict:
 
 
 def tune(cfg: TuneConfig, tracker) -> dict:
+    import optuna
 
-    from covidseg.tracking import TAG_PREFIX
+    from covidseg.tracking import TAG_PREFIX, child_run
 
     if not tracker.enabled:
         raise ConfigError("tune logs every trial as a nested MLflow run: tracking must be on")

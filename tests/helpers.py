@@ -178,3 +178,26 @@ def write_genesis_checkpoint(path):
     state = {"module." + k: v for k, v in net.state_dict().items()}
     torch.save({"state_dict": state, "epoch": 42}, path)
     return path, state
+
+
+# --- headless Chromium (Debian's `chromium`) against the MLflow UI ---------------------------
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--virtual-time-budget=15000", "--window-size=1400,900"]
+
+
+def chromium(url: str, workdir: Path, screenshot: Path | None = None) -> str:
+    """The DOM of ``url`` after its scripts ran (and a screenshot when asked)."""
+    import os
+    import subprocess
+
+    home = workdir / "chrome-home"
+    home.mkdir(parents=True, exist_ok=True)
+    base = ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={workdir / 'chrome-profile'}"]
+    env = {**os.environ, "HOME": str(home)}
+    dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, encoding="utf-8",
+                         errors="replace", env=env, timeout=120).stdout
+    if screenshot is not None:
+        subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True, env=env,
+                       timeout=120)
+    return dom

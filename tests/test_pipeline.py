@@ -1,10 +1,14 @@
 """The whole chain as one ``mlflow run . -e pipeline``: a parent run with six nested stages, each
 tagged with its sources and holding its artifacts."""
 
+import shutil
 from pathlib import Path
+
+import pytest
 
 from covidseg.config import PipelineConfig
 from tests.conftest import TINY_DEMO, mlflow_run
+from tests.helpers import chromium
 
 TINY = {**TINY_DEMO, "pretrain_epochs": 1, "pretrain_image_size": 0, "finetune_epochs": 2,
         "meanteacher_epochs": 1, "patches_per_volume": 8, "labelled_patches": 16, "sim_low": 0.0,
@@ -39,3 +43,20 @@ def test_pipeline_nests_every_stage_with_lineage(tracking_uri, tmp_path):
     assert names == {"svcca_init-vs-final.png"}
     assert client.list_artifacts(ids["pseudolabel"], "pseudo")
     assert kids["meanteacher"].data.tags["covidseg.model_uri"].startswith("models:/")
+
+    # the UI in a real browser: the experiment's runs table and a run page
+    if shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it): UI not checked")
+    shots = tmp_path / "ui"
+    shots.mkdir()
+    exp = p.info.experiment_id
+    dom = chromium(f"{tracking_uri}/#/experiments/{exp}/runs", tmp_path, shots / "runs.png")
+    assert p.info.run_name in dom  # the stages are nested (collapsed) under it in the table
+    for stage, r in kids.items():  # each stage's own run page
+        dom = chromium(f"{tracking_uri}/#/experiments/{exp}/runs/{r.info.run_id}", tmp_path,
+                       shots / "finetune_run.png" if stage == "finetune" else None)
+        assert r.info.run_name in dom and "covidseg.entry_point" in dom, stage
+        if stage == "finetune":
+            assert "covidseg.source.init" in dom
+    assert all((shots / n).stat().st_size > 20_000 for n in ("runs.png", "finetune_run.png"))
+    client.log_artifacts(parent, str(shots), "ui")  # the screenshots, browsable with the run

@@ -29,9 +29,9 @@ RUNNERS: dict[str, str | None] = {
     "predict": "covidseg.predict:predict_entry",
     "evaluate": "covidseg.predict:evaluate_entry",
     "pipeline": "covidseg.pipeline:pipeline",
-    "grid": None,
+    "grid": "covidseg.grid:grid",
 }
-PLANNED_IN = {"grid": 6}
+PLANNED_IN: dict[str, int] = {}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -203,9 +203,20 @@ class EvaluateConfig(CommonConfig):
 @dataclass
 class GridConfig(CommonConfig):
     archs: str = param("unet,attention-unet", "comma-separated architectures")
-    strategies: str = param("scratch,decoder,all", "comma-separated init/strategy cells")
+    strategies: str = param("scratch,decoder,all", "comma-separated cells: scratch (init scratch, "
+                                                   "strategy all) or a strategy from `pretrained`")
     regimes: str = param("10-40,40-10", "comma-separated regimes")
     folds: str = param("0,1,2,3,4", "comma-separated folds")
+    pretrained: str = param("", "init of the non-scratch cells: a pretrain run per architecture as "
+                                "arch=RUN,arch=RUN, or one run/file for all (default: a restoration "
+                                "pretrain run per architecture, made first)")
+    pretrain_epochs: int = param(5, "epochs of those pretrain runs")
+    encoder: str = param("resnet34", "encoder of every cell")
+    epochs: int = param(30, "maximum epochs of every cell")
+    patience: int = param(10, "early stop of every cell")
+    lr: float = param(1e-3, "learning rate of every cell")
+    batch_size: int = param(8, "slices per batch")
+    workers: int = param(-1, "DataLoader workers (-1: from the CPU count)")
 
 
 PIPELINE_STAGES = ("preprocess", "pretrain", "finetune", "pseudolabel", "meanteacher", "compare")

@@ -58,8 +58,6 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "intensity='hounsfield' is not one of auto, hu, image" in r.stderr
     r = run(["covidseg", "preprocess", "--folds", "two"], tmp_path)
     assert r.returncode == 2 and "folds='two' is not a valid int" in r.stderr
-    r = run(["covidseg", "grid"], tmp_path)
-    assert r.returncode == 2 and "not implemented yet" in r.stderr
     r = run(["covidseg", "finetune", "--strategy", "everything"], tmp_path)
     assert r.returncode == 2 and "strategy='everything' is not one of" in r.stderr
     r = run(["covidseg", "preprocess", "--data", str(tmp_path / "nowhere")], tmp_path,

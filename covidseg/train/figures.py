@@ -59,3 +59,21 @@ def training_curves(history: list[dict], monitor: str):
     fig.legend(loc="upper center", ncol=2, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def grid_figure(table: list[dict]):
+    labels = [f"{r['arch']}\n{r['cell']}\n{r['regime']}" for r in table]
+    x = np.arange(len(table))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(table) + 2), 4.2))
+    for i, (split, color) in enumerate((("train", "tab:gray"), ("val", "tab:blue"),
+                                        ("test", "tab:orange"))):
+        means = [r[f"{split}_mean"] or 0 for r in table]
+        stds = [r[f"{split}_std"] or 0 for r in table]
+        ax.bar(x + (i - 1) * 0.27, means, 0.27, yerr=stds, capsize=3, color=color, label=split)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("volume-level 3D Dice (mean ± std over folds)")
+    ax.legend(fontsize=8)
+    ax.set_title("grid: architecture × init/strategy × regime")
+    fig.tight_layout()
+    return fig

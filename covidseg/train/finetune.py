@@ -101,17 +101,17 @@ def segmentation_task(model, ds, train_ids, val_ids, cfg: FinetuneConfig, device
 
 
 def finalise_segmentation(model, spec: ModelSpec, result, workdir, ds, cfg, tracker, device,
-                          val_ids, extra: dict) -> dict:
-    """Best weights → validation and test evaluation → model folder → pyfunc (registered)."""
+                          train_ids, val_ids, extra: dict) -> dict:
+    """Best weights → training, validation and test evaluation → model folder → pyfunc."""
     model.load_state_dict(result.best_state)
     summary = {"best_epoch": result.best_epoch, "best_val_volume_dice": round(result.best_score, 4)}
-    for split, ids in (("val", val_ids), ("test", ds.splits["test"])):
+    for split, ids in (("train", train_ids), ("val", val_ids), ("test", ds.splits["test"])):
         if not ids:
             continue
         rows, kept = evaluate_cases(model, ds, ids, device, max(cfg.batch_size, 16),
-                                    keep=cfg.overlays, split=split)
-        # the per-epoch series is val_volume_dice: the best model's final scores are final_val_*
-        prefix = "final_val" if split == "val" else split
+                                    keep=0 if split == "train" else cfg.overlays, split=split)
+        # the per-epoch series is val_volume_dice: the best model's final scores are final_*
+        prefix = "test" if split == "test" else f"final_{split}"
         metrics = log_evaluation(tracker, rows, kept, split, prefix)
         summary[f"{prefix}_volume_dice"] = round(metrics[f"{prefix}_volume_dice"], 4)
     model_dir = save_model(Path(workdir) / "model", model, spec,
@@ -143,5 +143,5 @@ def finetune(cfg: FinetuneConfig, tracker=None, on_epoch_end=None, progress: boo
     task = segmentation_task(model, ds, train_ids, val_ids, cfg, device)
     extra = model_extra(ds, cfg, "segmentation", "finetune")
     result, workdir = run_training(task, cfg, device, tracker, spec, extra, on_epoch_end, progress)
-    return finalise_segmentation(model, spec, result, workdir, ds, cfg, tracker, device, val_ids,
-                                 extra)
+    return finalise_segmentation(model, spec, result, workdir, ds, cfg, tracker, device, train_ids,
+                                 val_ids, extra)

@@ -161,6 +161,6 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None, progres
     extra = model_extra(ds, cfg, "segmentation", "meanteacher")
     result, workdir = run_training(task, cfg, device, tracker, spec, extra, on_epoch_end, progress)
     tracker.set_tags({"covidseg.best_network": task.best_is})
-    summary = finalise_segmentation(model, spec, result, workdir, ds, cfg, tracker, device, val_ids,
-                                    {**extra, "best_network": task.best_is})
+    summary = finalise_segmentation(model, spec, result, workdir, ds, cfg, tracker, device,
+                                    train_ids, val_ids, {**extra, "best_network": task.best_is})
     return {**summary, "best_network": task.best_is}

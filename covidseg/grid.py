@@ -1,0 +1,128 @@
+"""``grid``: the thesis's Table 5.1 with one command — architectures × init/strategy cells ×
+regimes × folds, each a finetune run nested under one parent, aggregated to mean ± std of the
+training, validation and test volume Dice per cell (CSV + figure).
+
+A cell ``scratch`` is init scratch (strategy ``all``); any other cell is that strategy from the
+architecture's pretrained network (``pretrained``, or a restoration pretrain run made first).  A
+finetune run that already FINISHED with identical parameters (tag ``covidseg.grid_key``, a hash
+of its full configuration) is reused, not retrained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from covidseg.config import FinetuneConfig, GridConfig, PretrainConfig
+from covidseg.data.splits import REGIME_ALIASES
+from covidseg.errors import ConfigError
+from covidseg.models.surgery import STRATEGIES
+
+
+def _list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def grid_key(cfg: FinetuneConfig) -> str:
+    params = {k: v for k, v in cfg.to_params().items() if k not in ("experiment", "resume")}
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def parse_pretrained(text: str, archs: list[str]) -> dict[str, str]:
+    if not text:
+        return {}
+    if "=" not in text:
+        return {a: text for a in archs}
+    out = dict(item.split("=", 1) for item in _list(text))
+    missing = [a for a in archs if a not in out]
+    if missing:
+        raise ConfigError(f"pretrained= has no entry for {', '.join(missing)}")
+    return out
+
+
+def cell_config(cfg: GridConfig, arch: str, cell: str, regime: str, fold: int, init: str) -> FinetuneConfig:
+    return FinetuneConfig(data=cfg.data, seed=cfg.seed, device=cfg.device, arch=arch,
+                          encoder=cfg.encoder, init="scratch" if cell == "scratch" else init,
+                          strategy="all" if cell == "scratch" else cell, regime=regime, fold=fold,
+                          epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr,
+                          batch_size=cfg.batch_size, workers=cfg.workers, overlays=1)
+
+
+def grid(cfg: GridConfig, tracker) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    from covidseg.data.store import open_dataset
+    from covidseg.tracking import child_run
+    from covidseg.train.figures import grid_figure
+    from covidseg.train.finetune import finetune
+    from covidseg.train.pretrain import pretrain
+
+    if not tracker.enabled:
+        raise ConfigError("grid nests its cells as MLflow runs: tracking must be on")
+    archs, cells = _list(cfg.archs), _list(cfg.strategies)
+    regimes, folds = _list(cfg.regimes), [int(f) for f in _list(cfg.folds)]
+    bad = [c for c in cells if c != "scratch" and c not in STRATEGIES]
+    bad += [r for r in regimes if r not in REGIME_ALIASES]
+    if bad or not (archs and cells and regimes and folds):
+        raise ConfigError(f"grid: unknown or empty entries {bad or '(an empty list)'}")
+    open_dataset(cfg.data, tracker)  # fails early on bad data; lineage tag to the preprocess run
+    data = cfg.data
+    client = MlflowClient()
+    pretrained = parse_pretrained(cfg.pretrained, archs)
+    if any(c != "scratch" for c in cells):
+        for arch in archs:
+            if arch in pretrained:
+                continue
+            pcfg = PretrainConfig(data=data, seed=cfg.seed, device=cfg.device, arch=arch,
+                                  encoder=cfg.encoder, epochs=cfg.pretrain_epochs, image_size=96,
+                                  batch_size=cfg.batch_size, workers=cfg.workers)
+            with child_run(tracker, f"pretrain-{arch}", "pretrain", pcfg) as child:
+                pretrain(pcfg, child)
+            pretrained[arch] = child.run_id
+    rows, reused = [], 0
+    for arch in archs:
+        for cell in cells:
+            for regime in regimes:
+                for fold in folds:
+                    fcfg = cell_config(cfg, arch, cell, regime, fold, pretrained.get(arch, ""))
+                    key = grid_key(fcfg)
+                    found = tracker.find_run({"covidseg.grid_key": key, "covidseg.entry_point": "finetune"})
+                    if found:
+                        run_id, reused = found, reused + 1
+                    else:
+                        name = f"{arch}-{cell}-{regime}-fold{fold}"
+                        with child_run(tracker, name, "finetune", fcfg,
+                                       {"covidseg.grid_key": key, "covidseg.grid_cell": name}) as child:
+                            finetune(fcfg, child, progress=False)
+                        run_id = child.run_id
+                    m = client.get_run(run_id).data.metrics
+                    rows.append({"arch": arch, "cell": cell, "regime": regime, "fold": fold,
+                                 "run_id": run_id, "reused": bool(found),
+                                 "train": m.get("final_train_volume_dice"),
+                                 "val": m.get("final_val_volume_dice"),
+                                 "test": m.get("test_volume_dice")})
+    table = aggregate(rows)
+    tracker.log_table(rows, "grid/runs.csv")
+    tracker.log_table(table, "grid/table.csv")
+    tracker.log_figure(grid_figure(table), "figures/grid_volume_dice.png")
+    tracker.log_metrics({"cells": len(table), "runs": len(rows), "reused": reused})
+    best = max(table, key=lambda r: r["val_mean"] if r["val_mean"] is not None else -1)
+    return {"cells": len(table), "runs": len(rows), "reused": reused,
+            "best_cell": f"{best['arch']}/{best['cell']}/{best['regime']}"}
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Mean ± std over folds of train / val / test volume Dice per (arch, cell, regime)."""
+    out = []
+    keys = list(dict.fromkeys((r["arch"], r["cell"], r["regime"]) for r in rows))
+    for arch, cell, regime in keys:
+        group = [r for r in rows if (r["arch"], r["cell"], r["regime"]) == (arch, cell, regime)]
+        row = {"arch": arch, "cell": cell, "regime": regime, "folds": len(group)}
+        for split in ("train", "val", "test"):
+            v = np.array([g[split] for g in group if g[split] is not None], dtype=float)
+            row[f"{split}_mean"] = float(v.mean()) if v.size else None
+            row[f"{split}_std"] = float(v.std()) if v.size else None
+        out.append(row)
+    return out

@@ -206,12 +206,3 @@ def geometry_of(image: sitk.Image) -> dict:
         "origin": [float(o) for o in image.GetOrigin()],
         "direction": [float(d) for d in image.GetDirection()],
     }
-
-
-def image_from_geometry(array: np.ndarray, geometry: dict) -> sitk.Image:
-    """A SimpleITK image holding ``array`` (z, y, x) with the given geometry."""
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(geometry["spacing"])
-    image.SetOrigin(geometry["origin"])
-    image.SetDirection(geometry["direction"])
-    return image

@@ -35,3 +35,21 @@ def autocast(device: torch.device):
 def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
     """A scaler that is active only for fp16 (bf16 and float32 need none)."""
     return torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
+
+
+def place_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The network on ``device``, its 2D convolution weights channels-last (NHWC): PyTorch then
+    runs its convolutions channels-last — measured here 10-20 % faster training steps and
+    10-25 % faster inference on the CPU (benchmarks/volume_inference.py), and the layout tensor
+    cores want under AMP.  Only 4D parameters change layout (a 3D network is left as it is);
+    values, ``state_dict`` keys and checkpoints are unaffected."""
+    return model.to(device=device, memory_format=torch.channels_last)
+
+
+def inference_batch(requested: int, device: torch.device, height: int, width: int) -> int:
+    """Slices per forward pass: as requested on CUDA; on the CPU at most ~64k pixels per pass,
+    because larger batches spill the caches — measured on 2 cores with a ResNet-34 U-Net, 384²
+    slices ran fastest one per pass, 128² four, 64² sixteen."""
+    if device.type == "cuda":
+        return max(1, requested)
+    return max(1, min(requested, 65536 // max(1, height * width)))

@@ -54,10 +54,8 @@ def grid(cfg: GridConfig, tracker) -> dict:
     from mlflow.tracking import MlflowClient
 
     from covidseg.data.store import open_dataset
-    from covidseg.tracking import child_run
+    from covidseg.pipeline import run_nested
     from covidseg.train.figures import grid_figure
-    from covidseg.train.finetune import finetune
-    from covidseg.train.pretrain import pretrain
 
     if not tracker.enabled:
         raise ConfigError("grid nests its cells as MLflow runs: tracking must be on")
@@ -78,9 +76,7 @@ def grid(cfg: GridConfig, tracker) -> dict:
             pcfg = PretrainConfig(data=data, seed=cfg.seed, device=cfg.device, arch=arch,
                                   encoder=cfg.encoder, epochs=cfg.pretrain_epochs, image_size=96,
                                   batch_size=cfg.batch_size, workers=cfg.workers)
-            with child_run(tracker, f"pretrain-{arch}", "pretrain", pcfg) as child:
-                pretrain(pcfg, child)
-            pretrained[arch] = child.run_id
+            pretrained[arch], _ = run_nested(tracker, "pretrain", pcfg, f"pretrain-{arch}")
     rows, reused = [], 0
     for arch in archs:
         for cell in cells:
@@ -93,10 +89,9 @@ def grid(cfg: GridConfig, tracker) -> dict:
                         run_id, reused = found, reused + 1
                     else:
                         name = f"{arch}-{cell}-{regime}-fold{fold}"
-                        with child_run(tracker, name, "finetune", fcfg,
-                                       {"covidseg.grid_key": key, "covidseg.grid_cell": name}) as child:
-                            finetune(fcfg, child, progress=False)
-                        run_id = child.run_id
+                        run_id, _ = run_nested(tracker, "finetune", fcfg, name,
+                                               {"covidseg.grid_key": key, "covidseg.grid_cell": name},
+                                               progress=False)
                     m = client.get_run(run_id).data.metrics
                     rows.append({"arch": arch, "cell": cell, "regime": regime, "fold": fold,
                                  "run_id": run_id, "reused": bool(found),

@@ -2,7 +2,8 @@
 
 Used by validation during training, by ``evaluate`` and by ``predict`` alike.  Slices are padded
 once per volume to the network's stride (background 0, as preprocessing leaves it) and cropped
-back; no per-slice Python loop of model calls.  A 3D network (the coarse U-Net) sees the whole
+back; no per-slice Python loop of model calls on a GPU (on the CPU, where large batches spill the
+caches, :func:`covidseg.device.inference_batch` caps a pass at ~64k pixels).  A 3D network (the coarse U-Net) sees the whole
 volume at its coarse in-plane size and its output is interpolated back.
 """
 
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from covidseg.device import autocast
+from covidseg.device import autocast, inference_batch
 
 
 def stride_of(model: nn.Module) -> int:
@@ -47,6 +48,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, device: torch.device,
     if device.type == "cuda":
         volume = volume.pin_memory()
     out = torch.empty((nz, ny, nx), dtype=torch.float32)
+    batch_size = inference_batch(batch_size, device, H, W)
     for start in range(0, nz, batch_size):
         batch = volume[start:start + batch_size].to(device, non_blocking=True)
         with autocast(device):

@@ -28,26 +28,33 @@ def stage_config(cfg, stage: str, **wired):
     return out
 
 
-def pipeline(cfg, tracker) -> dict:
+def run_nested(parent, entry_point: str, cfg, name: str, tags: dict | None = None,
+               **kwargs) -> tuple[str, dict]:
+    """Run entry point ``entry_point`` with ``cfg`` as a run nested under ``parent``;
+    returns (its run id, its result)."""
     from covidseg.cli import RUNNERS
     from covidseg.tracking import child_run
 
+    module, func = RUNNERS[entry_point].split(":")
+    fn = getattr(importlib.import_module(module), func)
+    with child_run(parent, name, entry_point, cfg, tags) as child:
+        result = fn(cfg, child, **kwargs) or {}
+    return child.run_id, result
+
+
+def pipeline(cfg, tracker) -> dict:
     if not tracker.enabled:
         raise ConfigError("pipeline nests its stages as MLflow runs: tracking must be on")
     runs: dict[str, str] = {}
     results: dict[str, dict] = {}
 
     def stage(name: str, **wired):
-        module, func = RUNNERS[name].split(":")
-        fn = getattr(importlib.import_module(module), func)
         scfg = stage_config(cfg, name, **wired)
         index = PIPELINE_STAGES.index(name) + 1
-        with child_run(tracker, f"{index}-{name}", name, scfg,
-                       {"covidseg.pipeline_stage": name}) as child:
-            results[name] = fn(scfg, child) or {}
-        runs[name] = child.run_id
-        tracker.set_tags({f"covidseg.stage.{name}": child.run_id})
-        return child.run_id
+        runs[name], results[name] = run_nested(tracker, name, scfg, f"{index}-{name}",
+                                               {"covidseg.pipeline_stage": name})
+        tracker.set_tags({f"covidseg.stage.{name}": runs[name]})
+        return runs[name]
 
     pre = stage("preprocess", data=cfg.data)
     pt = stage("pretrain", data=pre)

@@ -31,7 +31,7 @@ from covidseg.data.readers import (
     suffix_of,
     to_canonical,
 )
-from covidseg.device import resolve_device
+from covidseg.device import place_model, resolve_device
 from covidseg.errors import CaseError, ConfigError
 from covidseg.inference import predict_volume
 from covidseg.models.checkpoint import load_model
@@ -69,7 +69,7 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, config: dict, device: torch.device,
                  batch_size: int = 16):
-        self.model, self.config, self.device = model.to(device).eval(), config, device
+        self.model, self.config, self.device = place_model(model, device).eval(), config, device
         self.preprocess = preprocess_config_of(config)
         self.batch_size = batch_size
         self._weights = None
@@ -233,7 +233,7 @@ def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
     if not ids:
         raise ConfigError(f"data={cfg.data!r} has no {cfg.split} cases with masks")
     device = resolve_device(cfg.device)
-    rows, kept = evaluate_cases(model.to(device), ds, ids, device, cfg.batch_size, keep=3,
+    rows, kept = evaluate_cases(place_model(model, device), ds, ids, device, cfg.batch_size, keep=3,
                                 split=cfg.split)
     metrics = log_evaluation(tracker, rows, kept, cfg.split)
     return {k: round(v, 4) for k, v in metrics.items() if k.endswith(("volume_dice", "nsd"))}

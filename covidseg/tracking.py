@@ -474,3 +474,67 @@ def server_command(backend_store_uri: str, artifacts_destination: str, host: str
     if allowed_hosts:
         cmd += ["--allowed-hosts", allowed_hosts]
     return cmd
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalServer:
+    """A throw-away ``mlflow server`` (the group server's command, SQLite by default) on a free
+    loopback port: the tests and the benchmarks start one when no server is given."""
+
+    def __init__(self, root: Path, backend_store_uri: str | None = None):
+        import sys
+
+        self.root = Path(root)
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        backend = backend_store_uri or f"sqlite:///{self.root / 'mlflow.db'}"
+        self.cmd = server_command(backend, str(self.root / "artifacts"), host="127.0.0.1",
+                                  port=self.port, workers=1,
+                                  executable=[sys.executable, "-m", "mlflow"])
+        self.proc = None
+
+    def start(self, timeout: float = 120.0) -> "LocalServer":
+        import requests
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        with open(self.root / "server.log", "ab") as log:
+            self.proc = subprocess.Popen(self.cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True, cwd=self.root)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                tail = (self.root / "server.log").read_text(errors="replace")[-2000:]
+                raise TrackingUnavailable(f"mlflow server exited: {tail}")
+            try:
+                if requests.get(self.uri + "/health", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TrackingUnavailable(f"mlflow server on {self.uri} did not become healthy")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+    def __enter__(self) -> "LocalServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
+
+# one throw-away server implementation for tests and benchmarks
+from covidseg.tracking import LocalServer as MlflowServer
+from covidseg.tracking import free_port  # noqa: F401  (tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = str(Path(sys.executable).parent)
@@ -37,53 +37,6 @@ def isolated_env(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MlflowServer:
-    def __init__(self, root: Path, backend_store_uri: str | None = None):
-        from covidseg.tracking import server_command
-
-        self.root = root
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        backend = backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
-        self.cmd = server_command(backend, str(root / "artifacts"), host="127.0.0.1",
-                                  port=self.port, workers=1,
-                                  executable=[sys.executable, "-m", "mlflow"])
-        self.log = open(root / "server.log", "ab")
-        self.proc = None
-
-    def start(self, timeout: float = 120.0) -> "MlflowServer":
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        self.proc = subprocess.Popen(self.cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=self.root)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(self.root / 'server.log').read_text()[-2000:]}")
-            try:
-                if requests.get(self.uri + "/health", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("mlflow server did not become healthy")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,8 @@ class SliceAugment:
         if inside.any() and rng.random() < self.p:
             image = random_gamma(image, inside, rng.uniform(*self.gamma))
         if inside.any() and rng.random() < self.p:
-            image = image + inside * rng.normal(0.0, self.noise_std, image.shape).astype(np.float32)
+            noise = rng.standard_normal(image.shape, dtype=np.float32)  # float32: 3x cheaper at 512²
+            image = image + inside * (np.float32(self.noise_std) * noise)
         return image.astype(np.float32), mask
 
 

@@ -26,14 +26,22 @@ HU_LUNG_THRESHOLD = -320.0
 
 
 def _closing_mm(mask: np.ndarray, radius_mm: float, sampling) -> np.ndarray:
-    """Morphological closing with a ball of ``radius_mm`` via two distance transforms (fast)."""
+    """Morphological closing with a ball of ``radius_mm`` via two distance transforms, computed in
+    the mask's bounding box padded by the radius (+1 voxel): nothing outside it can change, and
+    the lungs fill about half of a CT's field of view, so this halves the work."""
     if radius_mm <= 0 or not mask.any():
         return mask
-    pad = [(int(np.ceil(radius_mm / s)) + 1,) * 2 for s in sampling]
-    m = np.pad(mask, pad)
+    pad = [int(np.ceil(radius_mm / s)) + 1 for s in sampling]
+    box = []
+    for axis, p in enumerate(pad):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append((hit[0], hit[-1] + 1, p))
+    m = np.pad(mask[tuple(slice(a, b) for a, b, _ in box)], [(p, p) for _, _, p in box])
     dilated = ndi.distance_transform_edt(~m, sampling=sampling) <= radius_mm
     closed = ndi.distance_transform_edt(dilated, sampling=sampling) > radius_mm
-    return closed[tuple(slice(p[0], p[0] + n) for p, n in zip(pad, mask.shape))] | mask
+    out = mask.copy()
+    out[tuple(slice(a, b) for a, b, _ in box)] |= closed[tuple(slice(p, p + b - a) for a, b, p in box)]
+    return out
 
 
 def classical_lung_mask(array: np.ndarray, spacing_xyz, hu: bool = True,

@@ -206,7 +206,8 @@ def _blob(rng, Z, Y, X, centre_mm, radii_mm, irregularity: float, softness_mm: f
     sub_shape = np.broadcast_shapes(z.shape, y.shape, x.shape)
     noise = smooth_noise(rng, sub_shape, scale_px=max(2.0, 0.5 * min(ry, rx) / spacing_xy))
     signed = (1.0 - d) * min(ry, rx) + irregularity * min(ry, rx) * 0.5 * noise  # ~mm inside
-    out[sl] = 1.0 / (1.0 + np.exp(-signed / max(softness_mm, 0.2)))
+    with np.errstate(over="ignore"):  # exp → inf far outside the blob: membership 0, as meant
+        out[sl] = 1.0 / (1.0 + np.exp(-signed / max(softness_mm, 0.2)))
     return out
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from covidseg.device import autocast
+from covidseg.device import autocast, place_model
 
 
 @torch.no_grad()
 def encode_patches(model: torch.nn.Module, patches: np.ndarray, device: torch.device,
                    batch_size: int = 64) -> torch.Tensor:
     """(n, C) float32 features (on the CPU) of (n, P, P) patches: deepest encoder map, averaged."""
-    model = model.to(device).eval()
+    model = place_model(model, device).eval()
     feats = []
     x = torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32))[:, None]
     for start in range(0, len(x), batch_size):

@@ -21,7 +21,7 @@ import torch
 from covidseg.config import MeanteacherConfig
 from covidseg.data.slices import pad_to
 from covidseg.data.store import open_dataset
-from covidseg.device import resolve_device
+from covidseg.device import place_model, resolve_device
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model
 from covidseg.models.factory import ModelSpec
@@ -69,7 +69,7 @@ class MeanTeacherTask(SegmentationTask):
     def __init__(self, *args, pseudo: dict, ema_alpha: float, consistency_weight: float,
                  rampup_epochs: int, noise_std: float = 0.1, **kw):
         super().__init__(*args, **kw)
-        self.teacher = copy.deepcopy(self.model).to(self.device)
+        self.teacher = place_model(copy.deepcopy(self.model), self.device)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.alpha, self.cons_weight, self.rampup = ema_alpha, consistency_weight, rampup_epochs

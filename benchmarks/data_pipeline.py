@@ -1,0 +1,98 @@
+"""Does the data pipeline outrun the model?  (SPEC §6: the GPU must never be starved.)
+
+Slices per second of the real training input — the finetune task's DataLoader (memory-mapped
+slices, padding, elastic/rotation/gamma/noise augmentation in ``workers`` processes, pinned memory
+on CUDA) — against slices per second of one training step of the default model (forward,
+ce+dice loss, backward, Adam step; AMP on CUDA) on batches already on the device, at 256² and 512².
+
+    python benchmarks/data_pipeline.py [--sizes 256,512] [--steps 4] [--workers -1]
+
+Ratio per size = pipeline slices/s ÷ model slices/s; it must be > 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from bench import demo_dataset, header, ratios, sync, table, timed
+
+
+def pipeline_rate(task, batches: int) -> tuple[float, int]:
+    """Slices/s of the task's loader over ``batches`` batches, after its first batch (worker
+    start-up excluded), cycling epochs as training does."""
+    n, t0, epoch, seen = 0, None, 0, 0
+    while seen <= batches:
+        for images, _ in task.batches(epoch):
+            if t0 is None:
+                t0 = time.perf_counter()  # first batch: workers are up
+            else:
+                n += images.shape[0]
+            seen += 1
+            if seen > batches:
+                break
+        epoch += 1
+    return n / (time.perf_counter() - t0), n
+
+
+def model_rate(task, cfg, device, steps: int) -> float:
+    """Slices/s of optimiser steps on one batch already on the device."""
+    import torch
+
+    from covidseg.device import autocast, grad_scaler, place_model
+
+    model = place_model(task.model, device).train()
+    images, masks = next(iter(task.batches(0)))
+    images, masks = images.to(device), masks.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scaler = grad_scaler(device)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with autocast(device):
+            loss = task.loss(model(images), masks)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    return images.shape[0] / timed(step, device, repeat=steps, warmup=1)
+
+
+def main() -> None:
+    from covidseg.config import FinetuneConfig
+    from covidseg.data.splits import fold_split
+    from covidseg.device import resolve_device
+    from covidseg.models.factory import ModelSpec, build_model
+    from covidseg.train.finetune import segmentation_task
+    from covidseg.train.tasks import default_workers
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="256,512")
+    ap.add_argument("--steps", type=int, default=4, help="timed model steps per size")
+    ap.add_argument("--batches", type=int, default=30, help="timed loader batches per size")
+    ap.add_argument("--workers", type=int, default=-1, help="DataLoader workers (-1: the default)")
+    ap.add_argument("--batch_size", type=int, default=FinetuneConfig.batch_size)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    cfg = FinetuneConfig(workers=args.workers, batch_size=args.batch_size, lesion_boost=3.0)
+    header("data pipeline vs model step", device, model=f"{cfg.arch}/{cfg.encoder}",
+           batch_size=cfg.batch_size, workers=default_workers(cfg.workers))
+    rows, out = [], {}
+    for size in [int(s) for s in args.sizes.split(",")]:
+        ds = demo_dataset(labelled=4, size=size, depth_mm=24, image_size=size)
+        train_ids, val_ids = fold_split(ds.splits, 0, "standard")
+        model = build_model(ModelSpec(cfg.arch, cfg.encoder))
+        task = segmentation_task(model, ds, train_ids, val_ids, cfg, device)
+        data, n = pipeline_rate(task, args.batches)
+        net = model_rate(task, cfg, device, args.steps)
+        sync(device)
+        rows.append({"size": f"{size}x{size}", "pipeline slices/s": data, "model slices/s": net,
+                     "pipeline/model": data / net, "slices timed": n})
+        out[f"pipeline_over_model_{size}"] = data / net
+    table(rows)
+    ratios(**out)
+
+
+if __name__ == "__main__":
+    main()

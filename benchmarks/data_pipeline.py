@@ -5,7 +5,7 @@ slices, padding, elastic/rotation/gamma/noise augmentation in ``workers`` proces
 on CUDA) — against slices per second of one training step of the default model (forward,
 ce+dice loss, backward, Adam step; AMP on CUDA) on batches already on the device, at 256² and 512².
 
-    python benchmarks/data_pipeline.py [--sizes 256,512] [--steps 4] [--workers -1]
+    python benchmarks/data_pipeline.py [--sizes 256,512] [--steps 4] [--epochs 2] [--workers -1]
 
 Ratio per size = pipeline slices/s ÷ model slices/s; it must be > 1.
 """
@@ -18,20 +18,13 @@ import time
 from bench import demo_dataset, header, ratios, sync, table, timed
 
 
-def pipeline_rate(task, batches: int) -> tuple[float, int]:
-    """Slices/s of the task's loader over ``batches`` batches, after its first batch (worker
-    start-up excluded), cycling epochs as training does."""
-    n, t0, epoch, seen = 0, None, 0, 0
-    while seen <= batches:
+def pipeline_rate(task, epochs: int) -> tuple[float, int]:
+    """Slices/s of the task's loader over whole epochs, as the training loop draws them (a fresh,
+    seeded loader per epoch: worker start-up included)."""
+    n, t0 = 0, time.perf_counter()
+    for epoch in range(epochs):
         for images, _ in task.batches(epoch):
-            if t0 is None:
-                t0 = time.perf_counter()  # first batch: workers are up
-            else:
-                n += images.shape[0]
-            seen += 1
-            if seen > batches:
-                break
-        epoch += 1
+            n += images.shape[0]
     return n / (time.perf_counter() - t0), n
 
 
@@ -69,7 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="256,512")
     ap.add_argument("--steps", type=int, default=4, help="timed model steps per size")
-    ap.add_argument("--batches", type=int, default=30, help="timed loader batches per size")
+    ap.add_argument("--epochs", type=int, default=2, help="timed loader epochs per size")
     ap.add_argument("--workers", type=int, default=-1, help="DataLoader workers (-1: the default)")
     ap.add_argument("--batch_size", type=int, default=FinetuneConfig.batch_size)
     ap.add_argument("--device", default="auto")
@@ -80,11 +73,11 @@ def main() -> None:
            batch_size=cfg.batch_size, workers=default_workers(cfg.workers))
     rows, out = [], {}
     for size in [int(s) for s in args.sizes.split(",")]:
-        ds = demo_dataset(labelled=4, size=size, depth_mm=24, image_size=size)
+        ds = demo_dataset(labelled=8, size=size, depth_mm=48, image_size=size)
         train_ids, val_ids = fold_split(ds.splits, 0, "standard")
         model = build_model(ModelSpec(cfg.arch, cfg.encoder))
         task = segmentation_task(model, ds, train_ids, val_ids, cfg, device)
-        data, n = pipeline_rate(task, args.batches)
+        data, n = pipeline_rate(task, args.epochs)
         net = model_rate(task, cfg, device, args.steps)
         sync(device)
         rows.append({"size": f"{size}x{size}", "pipeline slices/s": data, "model slices/s": net,

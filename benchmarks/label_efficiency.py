@@ -17,7 +17,7 @@ budget (``figures/label_efficiency_dice.png``, also saved under ``--out``) and p
 
     python benchmarks/label_efficiency.py                     # small: finishes on a laptop CPU
     python benchmarks/label_efficiency.py --size large        # the same sweep at GPU scale
-    python benchmarks/label_efficiency.py --budgets 2,5,10 --seeds 0,1,2 --epochs 60
+    python benchmarks/label_efficiency.py --budgets 2,5,10 --seeds 0,1,2 --iterations 1000
 
 Uses ``MLFLOW_TRACKING_URI`` when set, else a throw-away local ``mlflow server``.
 """
@@ -25,6 +25,7 @@ Uses ``MLFLOW_TRACKING_URI`` when set, else a throw-away local ``mlflow server``
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -49,22 +50,21 @@ class SweepConfig(CommonConfig):
     unlabelled: int = param(20, "unlabelled phantoms (pretraining and mean-teacher)")
     test_cases: int = param(8, "held-out test volumes")
     folds: int = param(6, "folds: fold 0 validates, the rest is the training pool")
-    phantom_size: int = param(64, "phantom side in pixels")
-    phantom_depth: int = param(24, "phantom length in mm")
+    phantom_size: int = param(96, "phantom side in pixels")
+    phantom_depth: int = param(32, "phantom length in mm")
     encoder: str = param("resnet18", "encoder of the U-Net")
-    epochs: int = param(20, "finetune epochs")
-    patience: int = param(8, "finetune early-stop patience")
+    iterations: int = param(400, "optimiser steps of every finetune run, whatever its budget "
+                                 "(epochs = iterations / steps per epoch): equal compute per run")
+    meanteacher_iterations: int = param(300, "optimiser steps of every mean-teacher run")
     pretrain_epochs: int = param(4, "restoration pretraining epochs")
-    meanteacher_epochs: int = param(12, "mean-teacher epochs")
-    rampup_epochs: int = param(5, "mean-teacher consistency ramp-up")
     lr: float = param(1e-3, "finetune learning rate")
     batch_size: int = param(8, "slices per batch")
     workers: int = param(-1, "DataLoader workers")
 
 
 LARGE = {"labelled": 44, "unlabelled": 60, "test_cases": 20, "folds": 12, "phantom_size": 128,
-         "phantom_depth": 48, "encoder": "resnet34", "epochs": 100, "patience": 20,
-         "pretrain_epochs": 30, "meanteacher_epochs": 50, "rampup_epochs": 20, "seeds": "0,1,2"}
+         "phantom_depth": 48, "encoder": "resnet34", "iterations": 4000,
+         "meanteacher_iterations": 3000, "pretrain_epochs": 30, "seeds": "0,1,2"}
 
 
 def parse_args() -> SweepConfig:
@@ -88,6 +88,16 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def epochs_for(ds, cfg, iterations: int) -> int:
+    """Epochs that make ``iterations`` optimiser steps on ``cfg``'s training volumes."""
+    from covidseg.train.finetune import training_cases
+
+    train_ids, _ = training_cases(ds, cfg)
+    slices = sum(ds.cases[c]["shape"][0] for c in train_ids)
+    steps = max(1, slices // cfg.batch_size if slices > cfg.batch_size else 1)
+    return max(1, math.ceil(iterations / steps))
+
+
 def sweep(cfg: SweepConfig, tracker) -> list[dict]:
     from mlflow.tracking import MlflowClient
 
@@ -98,6 +108,7 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
         PretrainConfig,
         PseudolabelConfig,
     )
+    from covidseg.data.store import resolve_dataset
     from covidseg.pipeline import run_nested
 
     client = MlflowClient()
@@ -108,6 +119,7 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
                                demo_size=cfg.phantom_size, demo_depth=cfg.phantom_depth,
                                test_cases=cfg.test_cases, folds=cfg.folds, **common)
     data, _ = run_nested(tracker, "preprocess", pre_cfg, "preprocess", progress=False)
+    ds, _ = resolve_dataset(data)
     train = {"data": data, "encoder": cfg.encoder, "batch_size": cfg.batch_size,
              "workers": cfg.workers, "device": cfg.device, "overlays": 1}
     rows = []
@@ -121,8 +133,9 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
                                        {"covidseg.sweep_seed": str(seed)}, progress=False)
         for budget in _ints(cfg.budgets):
             tags = {"covidseg.sweep_seed": str(seed), "covidseg.sweep_budget": str(budget)}
-            base = FinetuneConfig(**train, seed=seed, train_cases=budget, epochs=cfg.epochs,
-                                  patience=cfg.patience, lr=cfg.lr, lesion_boost=3.0)
+            base = FinetuneConfig(**train, seed=seed, train_cases=budget, patience=0, lr=cfg.lr,
+                                  lesion_boost=3.0)
+            base = replace(base, epochs=epochs_for(ds, base, cfg.iterations))
             runs = {}
             if "scratch" in methods:
                 runs["scratch"], _ = run_nested(tracker, "finetune", base,
@@ -140,10 +153,10 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
                                            model=runs["finetune"])
                 pl, _ = run_nested(tracker, "pseudolabel", pl_cfg, f"pseudolabel-b{budget}-s{seed}",
                                    tags)
+                mt_epochs = epochs_for(ds, base, cfg.meanteacher_iterations)
                 mt = MeanteacherConfig(**train, seed=seed, train_cases=budget, model=runs["finetune"],
-                                       pseudo=pl, epochs=cfg.meanteacher_epochs,
-                                       patience=cfg.patience, lr=2e-4, lesion_boost=3.0,
-                                       rampup_epochs=cfg.rampup_epochs)
+                                       pseudo=pl, epochs=mt_epochs, patience=0, lr=2e-4,
+                                       lesion_boost=3.0, rampup_epochs=max(1, mt_epochs // 3))
                 runs["meanteacher"], _ = run_nested(tracker, "meanteacher", mt,
                                                     f"meanteacher-b{budget}-s{seed}",
                                                     {**tags, "covidseg.sweep_method": "meanteacher"},
@@ -207,7 +220,8 @@ def main() -> None:
     header("label efficiency: scratch vs finetune (restoration) vs finetune + meanteacher",
            device, size=cfg.size, budgets=cfg.budgets, seeds=cfg.seeds,
            cohort=f"{cfg.labelled} labelled ({cfg.test_cases} test) + {cfg.unlabelled} unlabelled, "
-                  f"{cfg.phantom_size} px", encoder=cfg.encoder, epochs=cfg.epochs)
+                  f"{cfg.phantom_size} px", encoder=cfg.encoder, iterations=cfg.iterations,
+           meanteacher_iterations=cfg.meanteacher_iterations)
     quiet_mlflow_warnings()
     t0 = time.time()
     with tracking_server() as uri, start_run("label-efficiency", cfg) as tracker:

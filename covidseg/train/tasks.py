@@ -25,10 +25,10 @@ from covidseg.train.metrics import overlap_metrics
 
 
 def default_workers(requested: int = -1) -> int:
-    """DataLoader workers: as requested, or half the CPUs (at most 4) for -1."""
+    """DataLoader workers: as requested, or half the CPUs (at most 8) for -1."""
     if requested >= 0:
         return requested
-    return max(0, min(4, (os.cpu_count() or 1) // 2))
+    return max(0, min(8, (os.cpu_count() or 1) // 2))
 
 
 def make_loader(dataset: Dataset, batch_size: int, epoch: int, seed: int, workers: int,

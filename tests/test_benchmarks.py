@@ -1,0 +1,102 @@
+"""The benchmark scripts run (at tiny sizes), print their table and a parseable ratio line, and
+check what they claim about correctness (same answers from the naive references; the sweep's
+nested runs and artifacts on a real server).  No timing is asserted."""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+
+import pytest
+
+from tests.conftest import REPO, run
+
+BENCH = REPO / "benchmarks"
+
+
+def bench(script: str, args: list[str], tmp_path, **env) -> tuple[str, dict]:
+    r = run([sys.executable, str(BENCH / script), *args], tmp_path, **env)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    assert "machine: " in r.stdout, r.stdout
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("RATIOS ")]
+    assert len(line) == 1, r.stdout
+    ratios = {k: float(v) for k, v in re.findall(r"(\w+)=(-?[0-9.]+|nan|inf)", line[0])}
+    assert ratios and all(math.isfinite(v) for v in ratios.values()), line
+    return r.stdout, ratios
+
+
+def test_data_pipeline_and_trainer_overhead(tmp_path, mlflow_server):
+    out, ratios = bench("data_pipeline.py", ["--sizes", "64", "--steps", "1", "--epochs", "1",
+                                             "--workers", "0"], tmp_path)
+    assert set(ratios) == {"pipeline_over_model_64"} and ratios["pipeline_over_model_64"] > 0
+    out, ratios = bench("trainer_overhead.py", ["--epochs", "1", "--repeats", "1", "--labelled", "8",
+                                                "--size", "64", "--encoder", "resnet18",
+                                                "--workers", "0"], tmp_path,
+                        MLFLOW_TRACKING_URI=mlflow_server.uri)
+    assert ratios["covidseg_over_bare"] > 0
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.get_experiment_by_name("benchmarks")
+    runs = client.search_runs([exp.experiment_id], "tags.`covidseg.entry_point` = 'benchmark-trainer'")
+    assert runs and runs[0].info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")] == [0]
+
+
+def test_volume_inference_matches_the_naive_loop(tmp_path):
+    out, ratios = bench("volume_inference.py", ["--size", "64", "--depth_mm", "16", "--repeat", "1",
+                                                "--device", "cpu"], tmp_path)
+    diff = float(re.search(r"probability difference: ([0-9.e+-]+)", out).group(1))
+    assert diff < 1e-3
+    assert ratios["naive_over_covidseg"] > 0 and ratios["end_to_end_over_network"] > 1
+
+
+def test_similarity_and_svcca_agree_with_naive_loops(tmp_path):
+    out, ratios = bench("similarity_svcca.py", ["--unlabelled", "400", "--labelled", "40", "--dim",
+                                                "32", "--points", "300", "--neurons", "40",
+                                                "--small", "0.5"], tmp_path)
+    assert "False" not in out and out.count("True") >= 4, out
+
+
+def test_preprocessing_against_monai(tmp_path):
+    pytest.importorskip("monai", reason="the [bench] extra (MONAI) is not installed")
+    out, ratios = bench("preprocessing.py", ["--volumes", "2", "--size", "64", "--depth_mm", "16",
+                                             "--repeat", "1"], tmp_path)
+    assert ratios["covidseg_over_monai"] > 0
+    shapes = re.search(r"covidseg \[(\d+), (\d+), (\d+)\].*MONAI \[(\d+), (\d+), (\d+)\]", out)
+    z, y, x, mx, my, mz = map(int, shapes.groups())
+    assert z == mz and abs(y - my) <= 1 and abs(x - mx) <= 1  # the same 1 mm grid
+
+
+def test_label_efficiency_sweep_nests_its_runs(tmp_path, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    out, ratios = bench("label_efficiency.py", [
+        "--labelled", "8", "--test_cases", "2", "--folds", "3", "--unlabelled", "2",
+        "--phantom_size", "64", "--phantom_depth", "24", "--budgets", "1,2", "--seeds", "0",
+        "--iterations", "2", "--pretrain_epochs", "1", "--meanteacher_iterations", "2", "--workers", "0",
+        "--batch_size", "8"], tmp_path, MLFLOW_TRACKING_URI=mlflow_server.uri)
+    assert set(ratios) == {"finetune_minus_scratch_b1", "meanteacher_minus_finetune_b1",
+                           "finetune_minus_scratch_b2", "meanteacher_minus_finetune_b2"}
+    parent_id = re.search(r"parent run: ([0-9a-f]{32})", out).group(1)
+    client = MlflowClient(mlflow_server.uri)
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.params["budgets"] == "1,2"
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    entries = sorted(c.data.tags["covidseg.entry_point"] for c in children)
+    # preprocess + pretrain + per budget: scratch, finetune, pseudolabel, meanteacher
+    assert entries == sorted(["preprocess", "pretrain"] + ["finetune"] * 4
+                             + ["pseudolabel", "meanteacher"] * 2), entries
+    assert all(c.info.status == "FINISHED" for c in children)
+    budgets = {c.data.tags.get("covidseg.sweep_budget") for c in children
+               if c.data.tags["covidseg.entry_point"] in ("finetune", "meanteacher")}
+    assert budgets == {"1", "2"}
+    arts = {a.path for a in client.list_artifacts(parent_id, "label_efficiency")}
+    assert arts == {"label_efficiency/runs.csv", "label_efficiency/table.csv"}
+    png = client.download_artifacts(parent_id, "figures/label_efficiency_dice.png", str(tmp_path))
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    for method in ("scratch", "finetune", "meanteacher"):
+        for b in (1, 2):
+            assert 0.0 <= parent.data.metrics[f"{method}_b{b}_dice_mean"] <= 1.0

@@ -136,7 +136,7 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
             base = FinetuneConfig(**train, seed=seed, train_cases=budget, patience=0, lr=cfg.lr,
                                   lesion_boost=3.0)
             base = replace(base, epochs=epochs_for(ds, base, cfg.iterations))
-            runs = {}
+            runs, pl_result = {}, {}
             if "scratch" in methods:
                 runs["scratch"], _ = run_nested(tracker, "finetune", base,
                                                 f"scratch-b{budget}-s{seed}",
@@ -151,8 +151,8 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
             if "meanteacher" in methods:
                 pl_cfg = PseudolabelConfig(data=data, seed=seed, device=cfg.device,
                                            model=runs["finetune"])
-                pl, _ = run_nested(tracker, "pseudolabel", pl_cfg, f"pseudolabel-b{budget}-s{seed}",
-                                   tags)
+                pl, pl_result = run_nested(tracker, "pseudolabel", pl_cfg,
+                                           f"pseudolabel-b{budget}-s{seed}", tags)
                 mt_epochs = epochs_for(ds, base, cfg.meanteacher_iterations)
                 mt = MeanteacherConfig(**train, seed=seed, train_cases=budget, model=runs["finetune"],
                                        pseudo=pl, epochs=mt_epochs, patience=0, lr=2e-4,
@@ -166,7 +166,9 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
                 rows.append({"method": method, "budget": budget, "seed": seed,
                              "run_id": runs[method], "test_dice": m.get("test_volume_dice"),
                              "test_nsd": m.get("test_volume_nsd"),
-                             "val_dice": m.get("final_val_volume_dice")})
+                             "val_dice": m.get("final_val_volume_dice"),
+                             "pseudo_acceptance": pl_result.get("acceptance_rate")
+                             if method == "meanteacher" else None})
                 print(f"  seed {seed} budget {budget:>2} {method:<11} test Dice "
                       f"{rows[-1]['test_dice']:.3f} NSD {rows[-1]['test_nsd']:.3f}", flush=True)
     return rows

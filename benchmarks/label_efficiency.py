@@ -60,6 +60,7 @@ class SweepConfig(CommonConfig):
     lr: float = param(1e-3, "finetune learning rate")
     batch_size: int = param(8, "slices per batch")
     workers: int = param(-1, "DataLoader workers")
+    out: str = param("", "folder for the plot (default: benchmarks/results)")
 
 
 LARGE = {"labelled": 44, "unlabelled": 60, "test_cases": 20, "folds": 12, "phantom_size": 128,
@@ -217,7 +218,7 @@ def main() -> None:
     from covidseg.tracking import quiet_mlflow_warnings, start_run
 
     cfg = parse_args()
-    ap_out = Path(__file__).resolve().parent / "results"
+    ap_out = Path(cfg.out) if cfg.out else Path(__file__).resolve().parent / "results"
     device = resolve_device(cfg.device)
     header("label efficiency: scratch vs finetune (restoration) vs finetune + meanteacher",
            device, size=cfg.size, budgets=cfg.budgets, seeds=cfg.seeds,
@@ -237,7 +238,7 @@ def main() -> None:
                                  f"{r['method']}_b{r['budget']}_dice_std": r["dice_std"],
                                  f"{r['method']}_b{r['budget']}_nsd_mean": r["nsd_mean"]})
         fig = plot(summary, f"phantom cohort, {cfg.size} ({cfg.encoder}), seeds {cfg.seeds}")
-        ap_out.mkdir(exist_ok=True)
+        ap_out.mkdir(parents=True, exist_ok=True)
         fig.savefig(ap_out / "label_efficiency_dice.png", dpi=120)
         tracker.log_figure(fig, "figures/label_efficiency_dice.png")
         minutes = (time.time() - t0) / 60

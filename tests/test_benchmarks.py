@@ -76,7 +76,9 @@ def test_label_efficiency_sweep_nests_its_runs(tmp_path, mlflow_server):
         "--labelled", "8", "--test_cases", "2", "--folds", "3", "--unlabelled", "2",
         "--phantom_size", "64", "--phantom_depth", "24", "--budgets", "1,2", "--seeds", "0",
         "--iterations", "2", "--pretrain_epochs", "1", "--meanteacher_iterations", "2", "--workers", "0",
-        "--batch_size", "8"], tmp_path, MLFLOW_TRACKING_URI=mlflow_server.uri)
+        "--batch_size", "8", "--out", str(tmp_path / "plots")], tmp_path,
+        MLFLOW_TRACKING_URI=mlflow_server.uri)
+    assert (tmp_path / "plots" / "label_efficiency_dice.png").exists()
     assert set(ratios) == {"finetune_minus_scratch_b1", "meanteacher_minus_finetune_b1",
                            "finetune_minus_scratch_b2", "meanteacher_minus_finetune_b2"}
     parent_id = re.search(r"parent run: ([0-9a-f]{32})", out).group(1)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from bench import header, ratios, table, tracking_server
 
-from covidseg.config import CommonConfig, param
+from covidseg.config import CommonConfig, param, parse_value
 
 METHODS = ("scratch", "finetune", "meanteacher")
 
@@ -79,7 +79,7 @@ def parse_args() -> SweepConfig:
     for f in fields(SweepConfig):
         raw = ns[f.name] if ns[f.name] is not None else preset.get(f.name)
         if raw is not None:
-            values[f.name] = type(getattr(cfg, f.name))(raw)
+            values[f.name] = parse_value(f, str(raw))
     cfg = replace(cfg, **values)
     cfg.validate()
     return cfg
@@ -176,16 +176,13 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
-    out = []
-    for method in dict.fromkeys(r["method"] for r in rows):
-        for budget in sorted({r["budget"] for r in rows}):
-            group = [r for r in rows if r["method"] == method and r["budget"] == budget]
-            dice = np.array([r["test_dice"] for r in group], float)
-            nsd = np.array([r["test_nsd"] for r in group], float)
-            out.append({"method": method, "budget": budget, "seeds": len(group),
-                        "dice_mean": float(dice.mean()), "dice_std": float(dice.std()),
-                        "nsd_mean": float(nsd.mean()), "nsd_std": float(nsd.std())})
-    return out
+    """Mean ± std over seeds of test Dice and NSD per (method, budget), method-major."""
+    from covidseg.grid import mean_std_by
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    out = mean_std_by(rows, ("method", "budget"), {"dice": "test_dice", "nsd": "test_nsd"},
+                      count="seeds")
+    return sorted(out, key=lambda r: (methods.index(r["method"]), r["budget"]))
 
 
 def plot(summary: list[dict], title: str):

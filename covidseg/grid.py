@@ -108,16 +108,24 @@ def grid(cfg: GridConfig, tracker) -> dict:
             "best_cell": f"{best['arch']}/{best['cell']}/{best['regime']}"}
 
 
-def aggregate(rows: list[dict]) -> list[dict]:
-    """Mean ± std over folds of train / val / test volume Dice per (arch, cell, regime)."""
+def mean_std_by(rows: list[dict], by: tuple[str, ...], values: dict[str, str],
+                count: str = "n") -> list[dict]:
+    """One row per group of ``rows`` sharing the ``by`` columns (in order of first appearance):
+    the group's size as ``count`` and, for each ``name: column`` of ``values``, ``name_mean`` and
+    ``name_std`` over the group's non-missing values (None when there are none)."""
     out = []
-    keys = list(dict.fromkeys((r["arch"], r["cell"], r["regime"]) for r in rows))
-    for arch, cell, regime in keys:
-        group = [r for r in rows if (r["arch"], r["cell"], r["regime"]) == (arch, cell, regime)]
-        row = {"arch": arch, "cell": cell, "regime": regime, "folds": len(group)}
-        for split in ("train", "val", "test"):
-            v = np.array([g[split] for g in group if g[split] is not None], dtype=float)
-            row[f"{split}_mean"] = float(v.mean()) if v.size else None
-            row[f"{split}_std"] = float(v.std()) if v.size else None
+    for key in dict.fromkeys(tuple(r[k] for k in by) for r in rows):
+        group = [r for r in rows if tuple(r[k] for k in by) == key]
+        row = {**dict(zip(by, key)), count: len(group)}
+        for name, column in values.items():
+            v = np.array([g[column] for g in group if g[column] is not None], dtype=float)
+            row[f"{name}_mean"] = float(v.mean()) if v.size else None
+            row[f"{name}_std"] = float(v.std()) if v.size else None
         out.append(row)
     return out
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Mean ± std over folds of train / val / test volume Dice per (arch, cell, regime)."""
+    return mean_std_by(rows, ("arch", "cell", "regime"),
+                       {"train": "train", "val": "val", "test": "test"}, count="folds")

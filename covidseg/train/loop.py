@@ -113,7 +113,7 @@ def _improved(score: float, best: float, mode: str) -> bool:
 
 
 def _cpu_state(module: nn.Module) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+    return snapshot(module.state_dict())
 
 
 def save_resume_state(path: Path, state: dict) -> None:

@@ -11,11 +11,17 @@ from covidseg.errors import ConfigError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.  On CUDA, cuDNN
+    is let pick the fastest convolution algorithm for each input shape (training and inference
+    use a handful of fixed slice shapes, so the search is paid once per shape)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is available")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA device is available")
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return device
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:

@@ -6,9 +6,10 @@ volumes after each epoch.  The covidseg arm is the real path of every training e
 ``run_training`` → ``fit``, logging to a real MLflow server: per-epoch metrics, the resume state
 written after every epoch, best-weights bookkeeping, the training-curve figure at the end.  The
 bare arm is the textbook ``for epoch: for batch: zero_grad / forward / backward / step``.  Arms
-alternate (bare, covidseg, bare, covidseg, …) and the median of each is compared.
+alternate (bare, covidseg, bare, covidseg, …) and the median of each is compared, after one
+untimed one-epoch run of each (CUDA/cuDNN initialisation, the MLflow experiment's creation).
 
-    python benchmarks/trainer_overhead.py [--epochs 6] [--repeats 2]
+    python benchmarks/trainer_overhead.py [--epochs 6] [--repeats 2] [--warmup 1]
 
 Uses ``MLFLOW_TRACKING_URI`` when set, else starts a throw-away local ``mlflow server``.
 Ratio = covidseg seconds ÷ bare seconds (target ≤ 1.05).
@@ -17,6 +18,7 @@ Ratio = covidseg seconds ÷ bare seconds (target ≤ 1.05).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import statistics
 import time
@@ -69,6 +71,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed one-epoch runs of each arm first")
     ap.add_argument("--labelled", type=int, default=12, help="phantoms (8 train, 2 val, 2 test)")
     ap.add_argument("--size", type=int, default=128, help="phantom side in pixels")
     ap.add_argument("--encoder", default=FinetuneConfig.encoder)
@@ -92,21 +95,24 @@ def main() -> None:
     with tracking_server() as uri:
         print(f"tracking: {uri}")
         extra = model_extra(ds, cfg, "segmentation", "benchmark")
-        for _ in range(args.repeats):
+        for rep in range(args.warmup + args.repeats):
+            timed_rep = rep >= args.warmup
+            run_cfg = cfg if timed_rep else dataclasses.replace(cfg, epochs=1)
             for arm in ("bare", "covidseg"):
                 seed_everything(0)
                 model = build_model(spec)
                 model.load_state_dict(initial)
                 model.to(device)
-                task = segmentation_task(model, ds, train_ids, val_ids, cfg, device)
+                task = segmentation_task(model, ds, train_ids, val_ids, run_cfg, device)
                 sync(device)
                 t0 = time.perf_counter()
                 if arm == "bare":
-                    bare_loop(task, model, cfg, device, args.epochs)
+                    bare_loop(task, model, run_cfg, device, run_cfg.epochs)
                 else:
-                    covidseg_loop(task, cfg, device, spec, extra)
+                    covidseg_loop(task, run_cfg, device, spec, extra)
                 sync(device)
-                times[arm].append(time.perf_counter() - t0)
+                if timed_rep:
+                    times[arm].append(time.perf_counter() - t0)
     bare, ours = statistics.median(times["bare"]), statistics.median(times["covidseg"])
     table([{"loop": arm, "seconds (median)": statistics.median(t),
             "s/epoch": statistics.median(t) / args.epochs,

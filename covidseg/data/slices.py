@@ -78,7 +78,11 @@ class SliceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key):
+        """Slice ``i`` augmented for the current epoch, or for ``epoch`` when the key is the pair
+        ``(epoch, i)`` (what :class:`covidseg.train.tasks.EpochSampler` yields, so that
+        persistent loader workers need no ``set_epoch``)."""
+        epoch, i = key if isinstance(key, tuple) else (self._epoch, key)
         case_id, z = self.index[i]
         image, infection, _ = self.arrays(case_id)
         img = pad_to(np.asarray(image[z], dtype=np.float32), self.size)
@@ -88,7 +92,7 @@ class SliceDataset(Dataset):
             msk = np.zeros(self.size, np.uint8)
         else:
             msk = pad_to(np.asarray(infection[z], dtype=np.uint8), self.size)
-        rng = np.random.default_rng([self.seed, self._epoch, i])
+        rng = np.random.default_rng([self.seed, epoch, i])
         if self.crop:
             img, msk = random_crop(img, msk, self.crop, rng)
         if self.augment is not None:

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from covidseg.data.augment import mixup
 from covidseg.data.restoration import GenesisDistort
@@ -31,21 +31,43 @@ def default_workers(requested: int = -1) -> int:
     return max(0, min(8, (os.cpu_count() or 1) // 2))
 
 
-def make_loader(dataset: Dataset, batch_size: int, epoch: int, seed: int, workers: int,
-                device: torch.device, weights: torch.Tensor | None = None) -> DataLoader:
-    """One epoch's loader: shuffled (or lesion-weighted) reproducibly for (seed, epoch)."""
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
-    g = torch.Generator().manual_seed(int(seed) * 100_003 + int(epoch))
-    if weights is not None:
-        sampler = WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True,
-                                        generator=g)
-        shuffle = None
-    else:
-        sampler, shuffle = None, True
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
-                      generator=g if shuffle else None, num_workers=workers,
-                      pin_memory=device.type == "cuda", drop_last=len(dataset) > batch_size)
+class EpochSampler(Sampler):
+    """One epoch's slice order as ``(epoch, index)`` pairs: shuffled, or drawn with replacement by
+    ``weights`` (lesion-weighted), reproducibly for (seed, epoch).  The epoch travels with each
+    index, so one loader with persistent workers serves every epoch: no worker start-up per epoch
+    (tiny label budgets make tiny epochs), and augmentation still differs per epoch and is the
+    same whatever the number of workers."""
+
+    def __init__(self, n: int, seed: int, weights: torch.Tensor | None = None):
+        self.n, self.seed, self.weights, self.epoch = n, int(seed), weights, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + int(self.epoch))
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
+        else:
+            order = torch.randperm(self.n, generator=g)
+        return iter([(self.epoch, i) for i in order.tolist()])
+
+
+class EpochLoader:
+    """The training loader of a task, built once: ``loader(epoch)`` is the DataLoader set to that
+    epoch's :class:`EpochSampler` order (pinned memory on CUDA, workers kept between epochs)."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, workers: int,
+                 device: torch.device, weights: torch.Tensor | None = None):
+        self.sampler = EpochSampler(len(dataset), seed, weights)
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler,
+                                 num_workers=workers, persistent_workers=workers > 0,
+                                 pin_memory=device.type == "cuda",
+                                 drop_last=len(dataset) > batch_size)
+
+    def __call__(self, epoch: int) -> DataLoader:
+        self.sampler.epoch = epoch
+        return self.loader
 
 
 class _Base:
@@ -78,10 +100,10 @@ class SegmentationTask(_Base):
         self.weights = slice_sampling_weights(self.train_set, lesion_boost) if lesion_boost != 1 else None
         self.batch_size, self.seed, self.workers = batch_size, seed, workers
         self.use_mixup, self.eval_batch = use_mixup, eval_batch
+        self.loader = EpochLoader(self.train_set, batch_size, seed, workers, device, self.weights)
 
     def batches(self, epoch: int):
-        return make_loader(self.train_set, self.batch_size, epoch, self.seed, self.workers,
-                           self.device, self.weights)
+        return self.loader(epoch)
 
     def to_device(self, batch):
         return tuple(t.to(self.device, non_blocking=True) for t in batch)
@@ -143,9 +165,12 @@ class RestorationSlices(Dataset):
     def __len__(self) -> int:
         return len(self.slices)
 
-    def __getitem__(self, i: int):
-        image, _ = self.slices[i]
-        rng = np.random.default_rng([self.seed, self._epoch, i, 7])
+    def __getitem__(self, key):
+        """As :meth:`SliceDataset.__getitem__`: ``i`` or ``(epoch, i)``."""
+        epoch, i = key if isinstance(key, tuple) else (self._epoch, key)
+        epoch = 0 if self.fixed else epoch
+        image, _ = self.slices[(epoch, i)]
+        rng = np.random.default_rng([self.seed, epoch, i, 7])
         x, target = self.distort(image[0].numpy(), rng)
         return torch.from_numpy(x[None]), torch.from_numpy(target[None])
 
@@ -170,10 +195,10 @@ class RestorationTask(_Base):
         pick = np.random.default_rng(seed).permutation(len(val))[:val_slices]
         self.val_batches = [torch.stack(t) for t in zip(*(val[int(i)] for i in pick))]
         self.batch_size, self.seed, self.workers = batch_size, seed, workers
+        self.loader = EpochLoader(self.train_set, batch_size, seed, workers, device)
 
     def batches(self, epoch: int):
-        return make_loader(self.train_set, self.batch_size, epoch, self.seed, self.workers,
-                           self.device)
+        return self.loader(epoch)
 
     def training_step(self, batch, step: int):
         x, target = (t.to(self.device, non_blocking=True) for t in batch)

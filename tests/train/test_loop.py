@@ -106,3 +106,22 @@ def test_genesis_distortions_keep_shape_and_scale():
     inp = in_painting(base, np.random.default_rng(2))
     outp = out_painting(base, np.random.default_rng(3))
     assert 0 < (inp != 0.5).mean() < 1 and 0 < (outp == 0.5).mean() < 1
+
+
+def test_persistent_workers_give_the_same_batches_as_the_main_process(small_ds):
+    """Two epochs through one loader with 2 persistent workers = the same two epochs drawn in the
+    main process: the epoch travels with each index, so workers need no restart or set_epoch, and
+    each epoch is shuffled and augmented differently."""
+    from covidseg.data.augment import SliceAugment
+
+    def epochs(workers):
+        task = _task(small_ds, workers=workers, augment=SliceAugment())
+        assert task.batches(0) is task.batches(1)  # one loader serves every epoch
+        return [[b[0].clone() for b in task.batches(e)] for e in (0, 1, 0)]
+
+    main, pooled = epochs(0), epochs(2)
+    for a, b in zip(main, pooled):
+        assert len(a) == len(b) > 1
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(main[0][0], main[1][0])  # epoch 1 differs from epoch 0 …
+    assert all(torch.equal(x, y) for x, y in zip(main[0], main[2]))  # … and epoch 0 is replayable

@@ -112,8 +112,10 @@ def _improved(score: float, best: float, mode: str) -> bool:
     return score > best if mode == "max" else score < best
 
 
-def _cpu_state(module: nn.Module) -> dict:
-    return snapshot(module.state_dict())
+def _kept_state(module: nn.Module) -> dict:
+    """A private copy of the weights where they are: on a GPU a device-side copy, no transfer or
+    host synchronisation in the epoch that improves (the run's result is moved to the CPU once)."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 def save_resume_state(path: Path, state: dict) -> None:
@@ -127,13 +129,12 @@ def load_resume_state(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def snapshot(obj, owned=()):
-    """A CPU copy of a (nested) state that training will keep mutating in place; entries of a
-    dict named in ``owned`` are already private copies and are kept as they are."""
+def snapshot(obj):
+    """A CPU copy of a (nested) state that training will keep mutating in place."""
     if torch.is_tensor(obj):
         return obj.detach().to("cpu", copy=True)
     if isinstance(obj, dict):
-        return {k: v if k in owned else snapshot(v) for k, v in obj.items()}
+        return {k: snapshot(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(snapshot(v) for v in obj)
     return obj
@@ -197,7 +198,7 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
     start_epoch, step = 0, 0
     best_score = -math.inf if task.monitor_mode == "max" else math.inf
     best_epoch, bad_epochs = -1, 0
-    best_state = _cpu_state(task.best_network({}))
+    best_state = _kept_state(task.best_network({}))
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         optimiser.load_state_dict(resume_state["optimizer"])
@@ -252,7 +253,7 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
             score = float(metrics.get(task.monitor, float("nan")))
             if _improved(score, best_score, task.monitor_mode):
                 best_score, best_epoch, bad_epochs = score, epoch, 0
-                best_state = _cpu_state(task.best_network(metrics))
+                best_state = _kept_state(task.best_network(metrics))
             else:
                 bad_epochs += 1
             metrics[f"best_{task.monitor}"] = best_score
@@ -280,7 +281,7 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
                     "epoch": epoch, "step": step, "best_score": best_score, "best_epoch": best_epoch,
                     "bad_epochs": bad_epochs, "best_state": best_state, "rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "task": task.state(), "history": list(history)}, owned=("best_state",)))
+                    "task": task.state(), "history": list(history)}))
             if stop:
                 stopped_early, reason = True, stop
                 break
@@ -293,6 +294,7 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
     bar.close()
     if writer is not None:
         writer.wait()  # last.pt is complete before anyone reads it
+    best_state = {k: v.cpu() for k, v in best_state.items()}  # the run's result, on the CPU
     return FitResult(best_score=best_score, best_epoch=best_epoch, epochs_run=epoch + 1,
                      stopped_early=stopped_early, best_state=best_state, history=history,
                      stop_reason=reason)

@@ -50,11 +50,15 @@ def dice_per_volume(rows: list[dict], split: str):
 def training_curves(history: list[dict], monitor: str):
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(epochs, [h["train_loss"] for h in history], label="train loss", color="tab:orange")
+    # markers and a dashed second line: with few epochs both curves can run corner to corner on
+    # their own axes and hide each other
+    ax.plot(epochs, [h["train_loss"] for h in history], label="train loss", color="tab:orange",
+            marker="o", markersize=3)
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss")
     ax2 = ax.twinx()
-    ax2.plot(epochs, [h.get(monitor, np.nan) for h in history], label=monitor, color="tab:blue")
+    ax2.plot(epochs, [h.get(monitor, np.nan) for h in history], label=monitor, color="tab:blue",
+             linestyle="--", marker="s", markersize=3)
     ax2.set_ylabel(monitor)
     fig.legend(loc="upper center", ncol=2, fontsize=8)
     fig.tight_layout()

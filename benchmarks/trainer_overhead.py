@@ -4,7 +4,8 @@ Both arms train the same network from the same initial weights on the same batch
 task's loader, seeded per epoch) with the same optimiser (Adam + StepLR) and validate the same
 volumes after each epoch.  The covidseg arm is the real path of every training entry point,
 ``run_training`` → ``fit``, logging to a real MLflow server: per-epoch metrics, the resume state
-written after every epoch, best-weights bookkeeping, the training-curve figure at the end.  The
+(after the first epoch, then at most once a minute), best-weights bookkeeping, the
+training-curve figure at the end.  The
 bare arm is the textbook ``for epoch: for batch: zero_grad / forward / backward / step``.  Arms
 alternate (bare, covidseg, bare, covidseg, …) and the median of each is compared, after one
 untimed one-epoch run of each (CUDA/cuDNN initialisation, the MLflow experiment's creation).

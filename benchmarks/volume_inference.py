@@ -25,6 +25,7 @@ Ratio = naive seconds ÷ covidseg seconds for the network part.
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 from pathlib import Path
 
@@ -56,11 +57,13 @@ def naive_per_slice(model, image: np.ndarray, device) -> np.ndarray:
 
 
 def main() -> None:
+    import torch
+
     from covidseg.config import FinetuneConfig, PreprocessConfig
     from covidseg.data.layouts import CaseRecord
     from covidseg.data.phantom import make_phantom, write_phantom
     from covidseg.data.preprocess import preprocess_case
-    from covidseg.device import resolve_device
+    from covidseg.device import place_model, resolve_device
     from covidseg.inference import predict_volume
     from covidseg.models.factory import ModelSpec, build_model
     from covidseg.predict import Predictor
@@ -74,12 +77,6 @@ def main() -> None:
     args = ap.parse_args()
     device = resolve_device(args.device)
     cfg = FinetuneConfig()
-    import torch
-
-    import copy
-
-    from covidseg.device import place_model
-
     torch.manual_seed(0)
     model = build_model(ModelSpec(cfg.arch, cfg.encoder)).to(device).eval()  # as naive code does
     placed = place_model(copy.deepcopy(model), device).eval()

@@ -2,9 +2,10 @@
 
 Used by validation during training, by ``evaluate`` and by ``predict`` alike.  Slices are padded
 once per volume to the network's stride (background 0, as preprocessing leaves it) and cropped
-back; no per-slice Python loop of model calls on a GPU (on the CPU, where large batches spill the
-caches, :func:`covidseg.device.inference_batch` caps a pass at ~64k pixels).  A 3D network (the coarse U-Net) sees the whole
-volume at its coarse in-plane size and its output is interpolated back.
+back; no per-slice Python loop of model calls on a GPU (on the CPU, where large batches spill
+the caches, :func:`covidseg.device.inference_batch` caps a pass at ~64k pixels).  A 3D network
+(the coarse U-Net) sees the whole volume at its coarse in-plane size and its output is
+interpolated back.
 """
 
 from __future__ import annotations

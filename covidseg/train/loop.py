@@ -177,8 +177,8 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
         already_logged_epoch: int = -1) -> FitResult:
     """Train ``task.model`` and return the best weights and the history.
 
-    ``workdir`` receives ``last.pt`` (the resume state; see ``LoopSettings.resume_every_s``).  ``save_checkpoint``
-    (model, iteration) is called every ``checkpoint_every`` iterations.  Epochs up to
+    ``workdir`` receives ``last.pt`` (the resume state; see ``LoopSettings.resume_every_s``).
+    ``save_checkpoint`` (model, iteration) is called every ``checkpoint_every`` iterations.  Epochs up to
     ``already_logged_epoch`` (those a killed run had logged) are not logged again on resume.
     """
     from tqdm import tqdm
@@ -286,12 +286,12 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
                 stopped_early, reason = True, stop
                 break
     except BaseException:
-        bar.close()
         if writer is not None:  # the last state is on disk before the run uploads it
             with contextlib.suppress(Exception):
                 writer.wait()
         raise
-    bar.close()
+    finally:
+        bar.close()
     if writer is not None:
         writer.wait()  # last.pt is complete before anyone reads it
     best_state = {k: v.cpu() for k, v in best_state.items()}  # the run's result, on the CPU

@@ -98,7 +98,7 @@ class SegmentationTask(_Base):
         self.val_ids = list(val_ids)
         self.train_set = SliceDataset(ds, train_ids, augment=augment, seed=seed, crop=crop)
         self.weights = slice_sampling_weights(self.train_set, lesion_boost) if lesion_boost != 1 else None
-        self.batch_size, self.seed, self.workers = batch_size, seed, workers
+        self.batch_size, self.seed = batch_size, seed
         self.use_mixup, self.eval_batch = use_mixup, eval_batch
         self.loader = EpochLoader(self.train_set, batch_size, seed, workers, device, self.weights)
 
@@ -194,7 +194,6 @@ class RestorationTask(_Base):
         val.set_epoch(0)
         pick = np.random.default_rng(seed).permutation(len(val))[:val_slices]
         self.val_batches = [torch.stack(t) for t in zip(*(val[int(i)] for i in pick))]
-        self.batch_size, self.seed, self.workers = batch_size, seed, workers
         self.loader = EpochLoader(self.train_set, batch_size, seed, workers, device)
 
     def batches(self, epoch: int):

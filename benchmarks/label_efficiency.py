@@ -7,8 +7,13 @@ methods, all through covidseg's own entry-point functions:
 * ``scratch``     — finetune from random initialisation;
 * ``finetune``    — finetune from a restoration-pretrained network (one ``pretrain`` per seed on
   every non-test volume, labels unused);
-* ``meanteacher`` — that fine-tuned network + ``pseudolabel`` + ``meanteacher`` on the same
-  labelled budget plus the unlabelled volumes.
+* ``meanteacher`` — that fine-tuned network + ``pseudolabel`` (its defaults: self-training,
+  ``source=model``) + ``meanteacher`` on the same labelled budget plus the unlabelled volumes;
+* ``meanteacher-similarity`` — the same with the thesis's patch-similarity pseudo-labels
+  (``source=similarity``, its defaults: centred GAP features, quantile band, tissue sampling);
+* ``continued`` — the control for the mean-teacher's extra steps: the fine-tuned network trained
+  as many more steps by the mean-teacher task with no pseudo-labels and no consistency (only the
+  labelled slices and the EMA teacher), so a gain can be told from "trained longer".
 
 Scores are the test set's volume-level Dice and NSD (3 mm).  Everything is one MLflow parent run
 (experiment ``benchmarks``) with every stage nested under it; the parent holds the table
@@ -35,7 +40,8 @@ from bench import header, ratios, table, tracking_server
 
 from covidseg.config import CommonConfig, param, parse_value
 
-METHODS = ("scratch", "finetune", "meanteacher")
+METHODS = ("scratch", "finetune", "meanteacher", "meanteacher-similarity", "continued")
+SEMI = {"meanteacher": "model", "meanteacher-similarity": "similarity", "continued": None}
 
 
 @dataclass
@@ -45,7 +51,8 @@ class SweepConfig(CommonConfig):
     size: str = param("small", "preset", ("small", "large"))
     budgets: str = param("2,5,10", "labelled training volumes per run")
     seeds: str = param("0,1", "seeds (subset of volumes, initialisation, sampling)")
-    methods: str = param(",".join(METHODS), "methods to compare")
+    methods: str = param("scratch,finetune,meanteacher", "methods to compare, from "
+                                                         + ",".join(METHODS))
     labelled: int = param(20, "labelled phantoms (test + validation + training pool)")
     unlabelled: int = param(20, "unlabelled phantoms (pretraining and mean-teacher)")
     test_cases: int = param(8, "held-out test volumes")
@@ -126,7 +133,7 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
     rows = []
     for seed in _ints(cfg.seeds):
         pretrained = None
-        if {"finetune", "meanteacher"} & set(methods):
+        if set(methods) - {"scratch"}:
             pcfg = PretrainConfig(data=data, seed=seed, device=cfg.device, encoder=cfg.encoder,
                                   epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size,
                                   workers=cfg.workers, image_size=96)
@@ -149,27 +156,32 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
                                                  f"finetune-b{budget}-s{seed}",
                                                  {**tags, "covidseg.sweep_method": "finetune"},
                                                  progress=False)
-            if "meanteacher" in methods:
-                pl_cfg = PseudolabelConfig(data=data, seed=seed, device=cfg.device,
-                                           model=runs["finetune"])
-                pl, pl_result = run_nested(tracker, "pseudolabel", pl_cfg,
-                                           f"pseudolabel-b{budget}-s{seed}", tags)
-                mt_epochs = epochs_for(ds, base, cfg.meanteacher_iterations)
+            mt_epochs = epochs_for(ds, base, cfg.meanteacher_iterations)
+            for method in [m for m in methods if m in SEMI]:
+                source, pseudo = SEMI[method], ""
+                if source:
+                    pl_cfg = PseudolabelConfig(data=data, seed=seed, device=cfg.device,
+                                               model=runs["finetune"], source=source)
+                    pseudo, pl_result[method] = run_nested(
+                        tracker, "pseudolabel", pl_cfg, f"pseudolabel-{source}-b{budget}-s{seed}",
+                        tags)
                 mt = MeanteacherConfig(**train, seed=seed, train_cases=budget, model=runs["finetune"],
-                                       pseudo=pl, epochs=mt_epochs, patience=0, lr=2e-4,
-                                       lesion_boost=3.0, rampup_epochs=max(1, mt_epochs // 3))
-                runs["meanteacher"], _ = run_nested(tracker, "meanteacher", mt,
-                                                    f"meanteacher-b{budget}-s{seed}",
-                                                    {**tags, "covidseg.sweep_method": "meanteacher"},
-                                                    progress=False)
+                                       pseudo=pseudo, epochs=mt_epochs, patience=0, lr=2e-4,
+                                       lesion_boost=3.0, rampup_epochs=max(1, mt_epochs // 3),
+                                       consistency_weight=1.0 if source else 0.0)
+                runs[method], _ = run_nested(tracker, "meanteacher", mt,
+                                             f"{method}-b{budget}-s{seed}",
+                                             {**tags, "covidseg.sweep_method": method},
+                                             progress=False)
             for method in methods:
                 m = client.get_run(runs[method]).data.metrics
                 rows.append({"method": method, "budget": budget, "seed": seed,
                              "run_id": runs[method], "test_dice": m.get("test_volume_dice"),
                              "test_nsd": m.get("test_volume_nsd"),
                              "val_dice": m.get("final_val_volume_dice"),
-                             "pseudo_acceptance": pl_result.get("acceptance_rate")
-                             if method == "meanteacher" else None})
+                             "pseudo_acceptance": pl_result.get(method, {}).get("acceptance_rate"),
+                             "pseudo_oracle_dice": pl_result.get(method, {}).get(
+                                 "oracle_pseudo_dice_pooled")})
                 print(f"  seed {seed} budget {budget:>2} {method:<11} test Dice "
                       f"{rows[-1]['test_dice']:.3f} NSD {rows[-1]['test_nsd']:.3f}", flush=True)
     return rows
@@ -250,8 +262,9 @@ def main() -> None:
     for b in budgets:
         if ("finetune", b) in by and ("scratch", b) in by:
             out[f"finetune_minus_scratch_b{b}"] = by[("finetune", b)] - by[("scratch", b)]
-        if ("meanteacher", b) in by and ("finetune", b) in by:
-            out[f"meanteacher_minus_finetune_b{b}"] = by[("meanteacher", b)] - by[("finetune", b)]
+        for method in SEMI:
+            if (method, b) in by and ("finetune", b) in by:
+                out[f"{method}_minus_finetune_b{b}"] = by[(method, b)] - by[("finetune", b)]
     ratios(**out)
 
 

@@ -23,7 +23,7 @@ RUNNERS: dict[str, str | None] = {
     "pretrain": "covidseg.train.pretrain:pretrain",
     "finetune": "covidseg.train.finetune:finetune",
     "pseudolabel": "covidseg.semi.pseudolabel:pseudolabel",
-    "meanteacher": "covidseg.train.meanteacher:meanteacher",
+    "meanteacher": "covidseg.semi.meanteacher:meanteacher",
     "compare": "covidseg.analysis.compare:compare",
     "tune": "covidseg.tuning:tune",
     "predict": "covidseg.predict:predict_entry",

@@ -139,6 +139,22 @@ class PseudolabelConfig(CommonConfig):
     patch_size: int = param(68, "patch side (pixels)")
     labelled_patches: int = param(120, "patches sampled from labelled volumes")
     patches_per_volume: int = param(32, "patches per unlabelled volume")
+    source: str = param("model", "how pseudo-labels are made: model = the network's own confident "
+                                 "predictions on whole unlabelled slices (self-training); "
+                                 "similarity = the thesis's patch matching", ("model", "similarity"))
+    confidence: float = param(0.97, "model: keep a background pixel when 1-p is at least this "
+                                    "(every predicted-lesion pixel is kept)", search=(0.6, 0.995))
+    feature: str = param("gap-centred", "similarity: patch features — gap-raw (thesis: GAP of the "
+                                        "deepest encoder map) or gap-centred (the same centred on "
+                                        "the labelled dictionary's mean)",
+                         ("gap-centred", "gap-raw"))
+    band: str = param("quantile", "similarity: thresholds as absolute similarities (sim_low, "
+                                  "sim_high, sim_min: the thesis) or the quantile of the observed "
+                                  "ones (accept_fraction)", ("quantile", "absolute"))
+    accept_fraction: float = param(0.2, "similarity, band=quantile: share of the unlabelled patches "
+                                        "accepted (the most similar)", search=(0.02, 0.5))
+    min_tissue: float = param(0.5, "similarity: least share of a patch's pixels on tissue (lungs, "
+                                   "else body foreground)")
     rule: str = param("top1-band", "assignment rule", ("top1-band", "top2-weighted"))
     sim_low: float = param(0.87, "top1-band: lowest accepted similarity", search=(0.5, 0.97))
     sim_high: float = param(0.96, "top1-band: highest accepted similarity", search=(0.9, 1.0))
@@ -148,7 +164,10 @@ class PseudolabelConfig(CommonConfig):
 @dataclass
 class MeanteacherConfig(FinetuneConfig):
     model: str = param("", "fine-tuned run id or model URI (the student's start)")
-    pseudo: str = param("", "pseudolabel run id")
+    pseudo: str = param("", "pseudolabel run id (empty: consistency on unlabelled slices only)")
+    unlabelled: str = param("", "unlabelled data for the consistency term (default: the pseudo "
+                                "set's, else the dataset's unlabelled cases)")
+    pseudo_weight: float = param(1.0, "weight of the pseudo-label loss", search=(0.1, 3.0, "log"))
     ema_alpha: float = param(0.99, "teacher EMA factor", search=(0.9, 0.999))
     consistency_weight: float = param(1.0, "weight of the consistency loss after ramp-up",
                                       search=(0.1, 10.0, "log"))

@@ -66,6 +66,7 @@ def pipeline(cfg, tracker) -> dict:
         "finetune_test_volume_dice": results["finetune"].get("test_volume_dice"),
         "meanteacher_test_volume_dice": results["meanteacher"].get("test_volume_dice"),
         "pseudo_acceptance_rate": results["pseudolabel"].get("acceptance_rate"),
+        "pseudo_oracle_dice": results["pseudolabel"].get("oracle_pseudo_dice_pooled"),
         "compare_svcca_mean": results["compare"].get("svcca_mean"),
     }
     tracker.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})

@@ -197,7 +197,7 @@ def _trainer(target: str):
         from covidseg.train.finetune import finetune
 
         return finetune
-    from covidseg.train.meanteacher import meanteacher
+    from covidseg.semi.meanteacher import meanteacher
 
     return meanteacher
 

@@ -11,8 +11,7 @@ from tests.conftest import TINY_DEMO, mlflow_run
 from tests.helpers import chromium
 
 TINY = {**TINY_DEMO, "pretrain_epochs": 1, "pretrain_image_size": 0, "finetune_epochs": 2,
-        "meanteacher_epochs": 1, "patches_per_volume": 8, "labelled_patches": 16, "sim_low": 0.0,
-        "sim_high": 1.0, "probe_slices": 4, "max_points": 300,
+        "meanteacher_epochs": 1, "probe_slices": 4, "max_points": 300,
         **{f"{s}_{k}": v for s in ("pretrain", "finetune", "meanteacher")
            for k, v in {"encoder": "resnet18", "workers": 0}.items()
            if f"{s}_{k}" in PipelineConfig.__dataclass_fields__}}
@@ -42,6 +41,10 @@ def test_pipeline_nests_every_stage_with_lineage(tracking_uri, tmp_path):
     names = {Path(a.path).name for a in client.list_artifacts(ids["compare"], "figures")}
     assert names == {"svcca_init-vs-final.png"}
     assert client.list_artifacts(ids["pseudolabel"], "pseudo")
+    # the demo defaults accept pseudo-labels, and the demo's truth scores them
+    pm = kids["pseudolabel"].data.metrics
+    assert pm["n_accepted"] > 0 and "pseudo_oracle_dice" in p.data.metrics
+    assert kids["pseudolabel"].data.tags["covidseg.oracle"] == "true"
     assert kids["meanteacher"].data.tags["covidseg.model_uri"].startswith("models:/")
 
     # the UI in a real browser: the experiment's runs table and a run page

@@ -49,6 +49,8 @@ class CaseRecord:
     split: str | None = None  # official split: "test" / "train" when the dataset defines one
     grade: str | None = None  # e.g. MosMed CT-0..CT-4
     task: str = "infection"  # what the mask marks: infection (COVID) or tumour/effusion/nodule
+    truth: str | None = None  # oracle lesions of an unlabelled case (demo phantoms only): stored
+    #                           apart, never trained on, only to score pseudo-labels
 
     def __post_init__(self):
         self.labelled = bool(self.infection) if self.labelled is None else bool(self.labelled)
@@ -238,15 +240,18 @@ def demo_layout(root: Path, **_) -> list[CaseRecord]:
     from covidseg.data.phantom import DEMO_LAYOUT
 
     records = []
-    for cohort, (img_dir, inf_dir, lung_dir) in DEMO_LAYOUT.items():
+    for cohort, (img_dir, inf_dir, lung_dir, truth_dir) in DEMO_LAYOUT.items():
         for img in _images_in(root / img_dir):
             inf = root / inf_dir / img.name if inf_dir else None
             lung = root / lung_dir / img.name
+            truth = root / truth_dir / img.name if truth_dir else None
             records.append(CaseRecord(stem_of(img), str(img),
                                       str(inf) if inf is not None and inf.exists() else None,
                                       str(lung) if lung.exists() else None, f"phantom-{cohort}",
                                       inf is not None,
-                                      task="nodule" if cohort == "noncovid" else "infection"))
+                                      task="nodule" if cohort == "noncovid" else "infection",
+                                      truth=str(truth) if truth is not None and truth.exists()
+                                      else None))
     return records
 
 

@@ -330,8 +330,9 @@ def hu_to_display(hu: np.ndarray) -> np.ndarray:
 
 
 def write_phantom(ph: Phantom, image_path: Path, infection_path: Path | None = None,
-                  lung_path: Path | None = None) -> None:
-    """Write a phantom as NIfTI (or any SimpleITK format, by extension)."""
+                  lung_path: Path | None = None, image: bool = True) -> None:
+    """Write a phantom as NIfTI (or any SimpleITK format, by extension); ``image=False`` writes
+    only its masks."""
     import SimpleITK as sitk
 
     def _img(arr, dtype):
@@ -341,9 +342,10 @@ def write_phantom(ph: Phantom, image_path: Path, infection_path: Path | None = N
         im.SetOrigin((-nx * ph.spacing[0] / 2, -ny * ph.spacing[1] / 2, -nz * ph.spacing[2] / 2))
         return im
 
-    image_path.parent.mkdir(parents=True, exist_ok=True)
-    img_dtype = np.int16 if ph.hu else np.uint8
-    sitk.WriteImage(_img(np.round(ph.image), img_dtype), str(image_path), useCompression=True)
+    if image:
+        image_path.parent.mkdir(parents=True, exist_ok=True)
+        img_dtype = np.int16 if ph.hu else np.uint8
+        sitk.WriteImage(_img(np.round(ph.image), img_dtype), str(image_path), useCompression=True)
     if infection_path is not None:
         infection_path.parent.mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(_img(ph.infection, np.uint8), str(infection_path), useCompression=True)
@@ -370,13 +372,15 @@ class DemoSpec:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-PHANTOM_VERSION = 1
+PHANTOM_VERSION = 2  # 2: the unlabelled cohort's true lesions are written (oracle truth)
 
-# Folder layout of a demo cohort (read by the "demo" layout adapter)
+# Folder layout of a demo cohort (read by the "demo" layout adapter): images, infection masks,
+# lungs, and the oracle truth of unlabelled cases — their lesions, never used for training, only
+# to measure pseudo-labels (``pseudolabel``'s ``oracle_*`` metrics)
 DEMO_LAYOUT = {
-    "labelled": ("covid/images", "covid/infection", "covid/lungs"),
-    "unlabelled": ("unlabelled/images", None, "unlabelled/lungs"),
-    "noncovid": ("noncovid/images", "noncovid/masks", "noncovid/lungs"),
+    "labelled": ("covid/images", "covid/infection", "covid/lungs", None),
+    "unlabelled": ("unlabelled/images", None, "unlabelled/lungs", "unlabelled/truth"),
+    "noncovid": ("noncovid/images", "noncovid/masks", "noncovid/lungs", None),
 }
 
 
@@ -408,10 +412,12 @@ def build_cohort(root: Path, spec: DemoSpec, progress: bool = False) -> Path:
         centre = centres[_rng(seed, "centre").integers(len(centres))]
         ph = make_phantom(seed, size=spec.size, depth_mm=spec.depth_mm, kind=kind, centre=centre,
                           difficulty=spec.difficulty, hu=hu)
-        img_dir, inf_dir, lung_dir = DEMO_LAYOUT[cohort]
+        img_dir, inf_dir, lung_dir, truth_dir = DEMO_LAYOUT[cohort]
         name = f"{case_id}.nii.gz"
         write_phantom(ph, tmp / img_dir / name, tmp / inf_dir / name if inf_dir else None,
                       tmp / lung_dir / name)
+        if truth_dir:
+            write_phantom(ph, tmp / img_dir / name, tmp / truth_dir / name, None, image=False)
     (tmp / "cohort.json").write_text(json.dumps({"spec": asdict(spec), "key": spec.key()}, indent=1))
     if root.exists():  # another process finished first
         import shutil

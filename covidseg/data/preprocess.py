@@ -79,7 +79,7 @@ log = logging.getLogger("covidseg.preprocess")
 HIST_BINS_HU = np.linspace(-1250.0, 250.0, 76)
 HIST_BINS_DISPLAY = np.linspace(0.0, 255.0, 52)
 HIST_BINS_Z = np.linspace(-5.0, 5.0, 81)
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: truth.npy (oracle lesions of unlabelled demo cases)
 
 
 @dataclass
@@ -89,6 +89,7 @@ class CaseOutput:
     lung: np.ndarray | None
     meta: dict
     before: np.ndarray | None = None  # resampled intensities before normalisation (figures)
+    truth: np.ndarray | None = None  # oracle lesions of an unlabelled demo case
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -170,6 +171,7 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | N
         raise NaNValues(record.image, f"{n_bad} voxels are NaN or infinite")
     slice_mode = is_slice_image(Path(record.image))
     infection = read_mask(record.infection, image, record.image, "infection") if record.infection else None
+    truth = read_mask(record.truth, image, record.image, "infection") if record.truth else None
     mode, hu_like = choose_intensity_mode(arr, cfg.intensity, record.image)
     method, note = _decide_lung_method(cfg.lung_method, mode == "hu", slice_mode, weights, record)
 
@@ -197,6 +199,8 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | N
             if (infection is not None and size) else infection
         lung_r = resize_slices(lung.astype(np.uint8), size, label=True).astype(bool) \
             if (lung is not None and size) else lung
+        truth_r = resize_slices(truth.astype(np.uint8), size, label=True).astype(bool) \
+            if (truth is not None and size) else truth
         spacing_out = None  # pixel units: no physical spacing
     else:
         fill = float(arr.min())
@@ -210,7 +214,7 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | N
             m.CopyInformation(image)
             return sitk.GetArrayFromImage(resample_in_plane(m, 1.0, label=True)).astype(bool)
 
-        inf_r, lung_r = _res(infection), _res(lung)
+        inf_r, lung_r, truth_r = _res(infection), _res(lung), _res(truth)
         spacing_out = [1.0, 1.0, spacing_in[2]]
 
     # 5. intensity
@@ -237,6 +241,7 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | N
         out = crop_or_pad_in_plane(out, cfg.image_size, crop, 0.0)
         inf_r = crop_or_pad_in_plane(inf_r, cfg.image_size, crop, False) if inf_r is not None else None
         lung_r = crop_or_pad_in_plane(lung_r, cfg.image_size, crop, False) if lung_r is not None else None
+        truth_r = crop_or_pad_in_plane(truth_r, cfg.image_size, crop, False) if truth_r is not None else None
         if before_lung:
             lung_lost = 1.0 - float(lung_r.sum()) / before_lung
         region = crop_or_pad_in_plane(region, cfg.image_size, crop, False)
@@ -251,6 +256,7 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | N
         "split": record.split,
         "grade": record.grade,
         "task": record.task,
+        "has_truth": truth_r is not None,
         "slice_image": slice_mode,
         "intensity": mode,
         "looked_like_hu": hu_like,
@@ -277,7 +283,7 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | N
         "hist_after": _histogram(out[region], HIST_BINS_Z),
         **stats,
     }
-    return CaseOutput(out, inf_r, lung_r, meta, arr_r if keep_before else None)
+    return CaseOutput(out, inf_r, lung_r, meta, arr_r if keep_before else None, truth_r)
 
 
 # --- dataset --------------------------------------------------------------------------------
@@ -395,7 +401,8 @@ def _build(cfg, records, weights, out: Path, dataset: str, root: Path, key: str,
                            "kind": exc.kind, "error": str(exc)})
             log.warning("case %s failed: %s", rec.case_id, exc)
             continue
-        write_case(case_dir, res.image, res.infection, res.lung, res.meta, cfg.store_dtype)
+        write_case(case_dir, res.image, res.infection, res.lung, res.meta, cfg.store_dtype,
+                   truth=res.truth)
         metas[rec.case_id] = res.meta
         if example is None or (res.meta["lesion_volume_ml"] or 0) > (example.meta["lesion_volume_ml"] or 0):
             example = res

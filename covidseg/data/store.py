@@ -7,6 +7,7 @@ Layout of one dataset (``$COVIDSEG_CACHE/preprocessed/<key>/``)::
     manifest.csv      the input manifest the dataset was built from
     failed.csv        cases that could not be processed, with the reason
     cases/<id>/image.npy, infection.npy, lung.npy, meta.json
+    cases/<id>/truth.npy   oracle lesions of an unlabelled demo case (never loaded for training)
 
 ``dataset.json`` is written last: its presence marks a complete dataset (a cache hit).  A run
 interrupted midway keeps the cases it finished (each has a ``meta.json``) and a re-run with the
@@ -58,6 +59,8 @@ def content_key(records, settings: dict) -> str:
         h.update(json.dumps([r.case_id, r.source, r.labelled, r.split, r.grade]).encode())
         for p in (r.image, r.infection, r.lung):
             h.update(file_digest(Path(p)).encode() if p and Path(p).exists() else b"-")
+        if r.truth:
+            h.update(file_digest(Path(r.truth)).encode())
     return h.hexdigest()[:20]
 
 
@@ -92,16 +95,22 @@ class PreprocessedDataset:
 
         return np.load(d / "image.npy", mmap_mode=mode), opt("infection"), opt("lung")
 
+    def load_truth(self, case_id: str) -> np.ndarray | None:
+        """The oracle lesions of an unlabelled case (demo phantoms), or None.  Only for scoring
+        pseudo-labels: :meth:`load`, and so every training stage, never returns them."""
+        p = self.case_dir(case_id) / "truth.npy"
+        return np.load(p, mmap_mode="r") if p.exists() else None
+
     def ids(self, labelled: bool | None = None) -> list[str]:
         return [c for c, m in self.cases.items() if labelled is None or m["labelled"] == labelled]
 
 
 def write_case(case_dir: Path, image: np.ndarray, infection, lung, meta: dict,
-               dtype: str = "float32") -> None:
+               dtype: str = "float32", truth=None) -> None:
     """Write one case's arrays, then its meta.json (the per-case completion marker)."""
     case_dir.mkdir(parents=True, exist_ok=True)
     np.save(case_dir / "image.npy", image.astype(dtype))
-    for name, arr in (("infection", infection), ("lung", lung)):
+    for name, arr in (("infection", infection), ("lung", lung), ("truth", truth)):
         p = case_dir / f"{name}.npy"
         if arr is not None:
             np.save(p, arr.astype(np.uint8))

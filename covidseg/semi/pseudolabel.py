@@ -1,24 +1,39 @@
-"""``pseudolabel``: soft pseudo-labels for unlabelled CT patches (thesis 5.3.4).
+"""``pseudolabel``: pseudo-labels for unlabelled CT, by one of two methods (``source``).
+
+``source=model`` (default; self-training, :mod:`covidseg.semi.selftrain`): the fine-tuned network
+predicts whole unlabelled slices; confident pixels are kept, weighted by confidence.
+
+``source=similarity`` (the thesis, 5.3.4):
 
 1. a box per unlabelled volume — from a coarse 3D U-Net run (``coarse_model``) or, without one,
    the lung mask (recorded as tag ``covidseg.coarse``) — enlarged by up to 15 px;
-2. patches: ``labelled_patches`` from the labelled non-test volumes inside their lesion boxes
-   (enlarged by up to 10 px), ``patches_per_volume`` per unlabelled volume inside its box;
-3. features: the fine-tuned model's encoder + global average pooling;
-4. assignment by cosine similarity (:mod:`covidseg.semi.assign`).
+2. patches on tissue (:mod:`covidseg.semi.patches`): ``labelled_patches`` from the labelled
+   non-test volumes inside their lesion boxes (enlarged by up to 10 px), ``patches_per_volume``
+   per unlabelled volume inside its box;
+3. features: the fine-tuned model's encoder + global average pooling (``feature=gap-raw``, the
+   thesis) or the same centred on the labelled dictionary (``gap-centred``,
+   :mod:`covidseg.semi.encode`);
+4. assignment by cosine similarity (:mod:`covidseg.semi.assign`), with the thesis's absolute band
+   or a quantile band.
 
-Logs the similarity histogram, example patches with their pseudo masks, counts and acceptance
-rate, and the pseudo-labelled set (``pseudo/pseudo_labels.npz``) that ``meanteacher`` reads.
+When the unlabelled cases carry an oracle truth (the demo phantoms), the run scores what it
+produced against it (:mod:`covidseg.semi.oracle`: ``oracle_pseudo_*`` for the accepted labels,
+``oracle_rejected_*`` for the rest) and is tagged ``covidseg.oracle=true``.  The truth never
+enters the pseudo-labelled set.
+
+Logs counts and acceptance, the figures (similarity histogram, examples, patch-centre heat map)
+and the pseudo-labelled set (``pseudo/pseudo_labels.npz``, :class:`PseudoSet`) that
+``meanteacher`` reads.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from covidseg.config import PseudolabelConfig
+from covidseg.data.slices import pad_to
 from covidseg.data.store import open_dataset
 from covidseg.device import resolve_device
 from covidseg.errors import ConfigError
@@ -26,14 +41,21 @@ from covidseg.inference import predict_volume
 from covidseg.models.checkpoint import load_model
 from covidseg.semi import figures
 from covidseg.semi.assign import assign_pseudo_labels
-from covidseg.semi.encode import encode_patches
-from covidseg.semi.patches import box_of, sample_labelled, sample_unlabelled
+from covidseg.semi.encode import patch_features
+from covidseg.semi.oracle import oracle_metrics, oracle_scores
+from covidseg.semi.patches import (
+    box_of,
+    count_in_padding,
+    cut_truth,
+    sample_labelled,
+    sample_unlabelled,
+)
+from covidseg.semi.pseudoset import PSEUDO_FILE, PseudoSet, load_pseudo_set  # noqa: F401
+from covidseg.semi.selftrain import model_pseudo_labels
 from covidseg.tracking import NullTracker, download_model
 from covidseg.train.stage import workdir_for
 
 log = logging.getLogger("covidseg.pseudolabel")
-
-PSEUDO_FILE = "pseudo_labels.npz"
 
 
 def coarse_boxes(ds, case_ids, coarse_model, device) -> tuple[dict, dict]:
@@ -56,10 +78,20 @@ def coarse_boxes(ds, case_ids, coarse_model, device) -> tuple[dict, dict]:
     return boxes, source
 
 
+def _unlabelled(cfg, ds, tracker):
+    uds = ds
+    if cfg.unlabelled:
+        uds = open_dataset(cfg.unlabelled, NullTracker())
+        tracker.set_tags({"covidseg.unlabelled_dataset": uds.key})
+    ids = uds.splits["unlabelled"] if uds is ds else uds.ids()
+    if not ids:
+        raise ConfigError("no unlabelled volumes: give unlabelled=<preprocess run id or folder>")
+    return uds, ids
+
+
 def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
     tracker = tracker or NullTracker()
     device = resolve_device(cfg.device)
-    rng = np.random.default_rng(cfg.seed)
     model_dir, model_run = download_model(cfg.model)
     tracker.link_source("model", model_run)
     model, config = load_model(model_dir)
@@ -67,17 +99,37 @@ def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
     if config.get("dataset_key") and config["dataset_key"] != ds.key:
         log.warning("the model was trained on dataset %s, the labelled patches come from %s",
                     config["dataset_key"], ds.key)
-    uds = ds
-    if cfg.unlabelled:
-        uds = open_dataset(cfg.unlabelled, NullTracker())
-        tracker.set_tags({"covidseg.unlabelled_dataset": uds.key})
-    unlabelled_ids = uds.splits["unlabelled"] if uds is ds else uds.ids()
-    if not unlabelled_ids:
-        raise ConfigError("no unlabelled volumes: give unlabelled=<preprocess run id or folder>")
+    uds, unlabelled_ids = _unlabelled(cfg, ds, tracker)
+    has_truth = [c for c in unlabelled_ids if uds.cases[c].get("has_truth")]
+    truth_of = uds.load_truth if len(has_truth) == len(unlabelled_ids) else None
+    meta = {"dataset_key": ds.key, "unlabelled_data": cfg.unlabelled}
+    tracker.set_tags({"covidseg.pseudo_source": cfg.source})
+    if cfg.source == "model":
+        pset, metrics, oracle = _from_model(cfg, model, uds, unlabelled_ids, device, truth_of, meta,
+                                            tracker)
+    else:
+        pset, metrics, oracle = _from_similarity(cfg, model, ds, uds, unlabelled_ids, device,
+                                                 truth_of, meta, tracker)
+    metrics["n_unlabelled_volumes"] = len(unlabelled_ids)
+    if oracle:
+        metrics.update(oracle)
+        tracker.set_tags({"covidseg.oracle": "true"})
+    tracker.log_metrics(metrics)
+    out = pset.save(workdir_for(tracker.run_id) / PSEUDO_FILE)
+    tracker.log_artifact(out, "pseudo")
+    summary = {"source": cfg.source, "accepted": int(metrics["n_accepted"]),
+               "of": int(metrics["n_candidates"]),
+               "acceptance_rate": round(metrics["acceptance_rate"], 3), "pseudo_file": str(out)}
+    if "oracle_pseudo_dice_pooled" in metrics:
+        summary["oracle_pseudo_dice_pooled"] = round(metrics["oracle_pseudo_dice_pooled"], 4)
+    return summary
+
+
+def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta, tracker):
+    rng = np.random.default_rng(cfg.seed)
     test = set(ds.splits["test"])
     labelled_ids = [c for c in ds.ids(labelled=True) if c not in test
                     and ds.cases[c].get("task", "infection") == "infection"]
-
     coarse = None
     if cfg.coarse_model:
         coarse_dir, coarse_run = download_model(cfg.coarse_model)
@@ -90,60 +142,78 @@ def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
     boxes, box_source = coarse_boxes(uds, unlabelled_ids, coarse, device)
     tracker.set_tags({"covidseg.coarse": "unet3d" if coarse is not None else "lung-mask"})
 
-    lab = sample_labelled(ds, labelled_ids, cfg.labelled_patches, cfg.patch_size, 10, rng)
+    lab = sample_labelled(ds, labelled_ids, cfg.labelled_patches, cfg.patch_size, 10, rng,
+                          cfg.min_tissue)
     if not len(lab):
         raise ConfigError("no labelled non-test volume with lesion to sample patches from")
-    unl = sample_unlabelled(uds, boxes, cfg.patches_per_volume, cfg.patch_size, 15, rng)
-    lab_feats = encode_patches(model, lab.images, device)
-    unl_feats = encode_patches(model, unl.images, device)
+    unl = sample_unlabelled(uds, boxes, cfg.patches_per_volume, cfg.patch_size, 15, rng,
+                            cfg.min_tissue)
+    lab_feats, unl_feats = patch_features(model, lab.images, unl.images, device, cfg.feature)
     a = assign_pseudo_labels(unl_feats, lab_feats, lab.masks, cfg.rule, cfg.sim_low, cfg.sim_high,
-                             cfg.sim_min)
-
+                             cfg.sim_min, band=cfg.band, accept_fraction=cfg.accept_fraction)
     metrics = {"n_labelled_patches": len(lab), "n_unlabelled_patches": len(unl),
-               "n_unlabelled_volumes": len(unlabelled_ids), "n_accepted": len(a.accepted),
+               "n_candidates": len(unl), "n_accepted": len(a.accepted),
                "acceptance_rate": a.acceptance_rate,
                "similarity_top1_mean": float(a.top_sim[:, 0].mean()),
                "similarity_top1_min": float(a.top_sim[:, 0].min()),
                "similarity_top1_max": float(a.top_sim[:, 0].max()),
                "pseudo_lesion_fraction": float(a.masks.mean()) if len(a.accepted) else 0.0,
-               "n_boxes_from_coarse": sum(v == "coarse-3d" for v in box_source.values())}
-    tracker.log_metrics(metrics)
-    tracker.log_figure(figures.similarity_histogram(a.top_sim[:, 0], cfg), "figures/similarity_histogram.png")
+               "patches_in_padding": count_in_padding(unl),
+               "patch_tissue_fraction_mean": float(np.mean(unl.tissue)),
+               "n_boxes_from_coarse": sum(v == "coarse-3d" for v in box_source.values()),
+               **{f"band_{k}": v for k, v in a.thresholds.items()}}
+    oracle = {}
+    if truth_of is not None:
+        truth = cut_truth(truth_of, unl)
+        rejected = np.setdiff1d(np.arange(len(unl)), a.accepted)
+        would_be = np.asarray(lab.masks, np.float32)[a.top_idx[rejected, 0]]
+        oracle = oracle_metrics(oracle_scores(a.masks, truth[a.accepted]),
+                                oracle_scores(would_be, truth[rejected]))
+    tracker.log_figure(figures.similarity_histogram(a.top_sim[:, 0], cfg, a.thresholds),
+                       "figures/similarity_histogram.png")
     tracker.log_figure(figures.example_patches(unl.images, a, lab), "figures/pseudo_label_examples.png")
-    out = workdir_for(tracker.run_id) / PSEUDO_FILE
-    np.savez_compressed(
-        out, images=unl.images[a.accepted], masks=a.masks, weights=a.weights,
-        case_ids=np.array([unl.case_ids[i] for i in a.accepted], dtype=str),
-        coords=unl.coords[a.accepted] if len(a.accepted) else np.zeros((0, 3), int),
-        unlabelled_images=unl.images, top_similarity=a.top_sim, patch_size=cfg.patch_size,
-        dataset_key=ds.key)
-    tracker.log_artifact(out, "pseudo")
+    tracker.log_figure(figures.patch_centres(uds, unl), "figures/patch_centres.png")
     accepted = set(a.accepted.tolist())
     rows = [{"case_id": unl.case_ids[i], "z": int(unl.coords[i][0]), "y": int(unl.coords[i][1]),
-             "x": int(unl.coords[i][2]), "similarity_1": float(a.top_sim[i, 0]),
-             "similarity_2": float(a.top_sim[i, 1]),
+             "x": int(unl.coords[i][2]), "tissue_fraction": round(float(unl.tissue[i]), 3),
+             "similarity_1": float(a.top_sim[i, 0]), "similarity_2": float(a.top_sim[i, 1]),
              "label_from": f"{lab.case_ids[a.top_idx[i, 0]]}@z{lab.coords[a.top_idx[i, 0]][0]}",
              "accepted": i in accepted, "box": box_source[unl.case_ids[i]]}
             for i in range(len(unl))]
     tracker.log_table(rows, "pseudo/patches.csv")
-    return {"accepted": len(a.accepted), "of": len(unl),
-            "acceptance_rate": round(a.acceptance_rate, 3), "pseudo_file": str(out)}
+    k = a.accepted
+    size = cfg.patch_size
+    pset = PseudoSet(unl.images[k] if len(k) else np.zeros((0, size, size), np.float32),
+                     a.masks.reshape(-1, size, size),
+                     np.broadcast_to(a.weights[:, None, None], (len(k), size, size)).astype(np.float32),
+                     np.array([unl.case_ids[i] for i in k], dtype=str),
+                     unl.coords[k] if len(k) else np.zeros((0, 3), int), "similarity", **meta)
+    return pset, metrics, oracle
 
 
-def load_pseudo_set(ref: str) -> tuple[dict, str | None]:
-    """The pseudo-labelled set of a pseudolabel run id (or a local ``.npz``); (arrays, run id)."""
-    path = Path(ref).expanduser()
-    run_id = None
-    if not path.is_file():
-        from covidseg.tracking import (
-            download_run_artifacts,
-            is_run_ref,
-            resolve_run_ref,
-        )
-
-        if not is_run_ref(ref):
-            raise ConfigError(f"pseudo={ref!r} is not a pseudolabel run id or an .npz file")
-        run_id, _ = resolve_run_ref(ref)
-        path = download_run_artifacts(run_id, f"pseudo/{PSEUDO_FILE}")
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}, run_id
+def _from_model(cfg, model, uds, unlabelled_ids, device, truth_of, meta, tracker):
+    items = model_pseudo_labels(model, uds, unlabelled_ids, device, cfg.confidence)
+    n_slices = sum(int(uds.cases[c]["shape"][0]) for c in unlabelled_ids)
+    n = len(items["images"])
+    if n == 0:
+        pset = PseudoSet.empty(32, source="model", **meta)
+        return pset, {"n_candidates": n_slices, "n_accepted": 0, "acceptance_rate": 0.0,
+                      "confident_pixel_fraction": 0.0}, {}
+    H, W = items["images"].shape[1:]
+    inside = np.stack([pad_to(np.ones(uds.cases[c]["shape"][1:], bool), (H, W))
+                       for c in items["case_ids"]])
+    accepted_px = items["weights"] > 0
+    metrics = {"n_candidates": n_slices, "n_accepted": n, "acceptance_rate": n / max(1, n_slices),
+               "confident_pixel_fraction": float(accepted_px.sum() / inside.sum()),
+               "pseudo_lesion_fraction": float(items["masks"][accepted_px].mean()),
+               "confidence_threshold": cfg.confidence}
+    oracle = {}
+    if truth_of is not None:
+        truth = np.stack([pad_to(np.asarray(truth_of(c)[z], np.uint8), (H, W))
+                          for c, (z, _, _) in zip(items["case_ids"], items["coords"])])
+        oracle = oracle_metrics(oracle_scores(items["masks"], truth, accepted_px),
+                                oracle_scores(items["masks"], truth, inside & ~accepted_px))
+    tracker.log_figure(figures.model_examples(items), "figures/pseudo_label_examples.png")
+    pset = PseudoSet(items["images"], items["masks"], items["weights"],
+                     np.array(items["case_ids"], dtype=str), items["coords"], "model", **meta)
+    return pset, metrics, oracle

@@ -7,7 +7,10 @@
   mean((p - g)² · (d_g^α + d_p^α)), distances of the thresholded masks computed on the CPU,
   added to BCE so that training starts from a useful gradient.
 
-Each loss takes an optional per-sample ``weight`` (the pseudo-label similarity weights).
+Each loss takes an optional ``weight``: one per sample (shape (n,)), or one per pixel (the shape of
+the target: self-training's confidence masks, 0 = ignored).  Per-pixel weights average the
+per-pixel loss over the weighted pixels (Σ w·ℓ / Σ w); the Dice term weights each pixel's
+contribution to the overlap and the sums, and each sample by its mean weight.
 """
 
 from __future__ import annotations
@@ -29,18 +32,33 @@ def _per_sample(x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
     return (x * w).sum() / w.sum().clamp_min(1e-8)
 
 
+def _is_pixelwise(weight) -> bool:
+    return weight is not None and weight.dim() > 1
+
+
+def _reduce_pixels(per_pixel: torch.Tensor, weight) -> torch.Tensor:
+    if _is_pixelwise(weight):
+        w = weight.to(per_pixel.dtype).expand_as(per_pixel)
+        return (per_pixel * w).sum() / w.sum().clamp_min(1e-8)
+    return _per_sample(per_pixel.flatten(1).mean(1), weight)
+
+
 def bce_loss(logits, target, weight=None, pos_weight: float | None = None):
     pw = None if pos_weight is None else torch.tensor(pos_weight, device=logits.device,
                                                       dtype=logits.dtype)
     per_pixel = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw, reduction="none")
-    return _per_sample(per_pixel.flatten(1).mean(1), weight)
+    return _reduce_pixels(per_pixel, weight)
 
 
 def soft_dice_loss(logits, target, weight=None, smooth: float = 1.0):
     p = torch.sigmoid(logits).flatten(1)
     t = target.flatten(1)
-    inter = (p * t).sum(1)
-    dice = (2 * inter + smooth) / (p.sum(1) + t.sum(1) + smooth)
+    w = torch.ones_like(p)
+    if _is_pixelwise(weight):
+        w = weight.to(p.dtype).expand_as(target).flatten(1)
+        weight = w.mean(1)
+    inter = (w * p * t).sum(1)
+    dice = (2 * inter + smooth) / ((w * p).sum(1) + (w * t).sum(1) + smooth)
     return _per_sample(1 - dice, weight)
 
 
@@ -60,7 +78,7 @@ def hausdorff_dt_loss(logits, target, weight=None, alpha: float = 2.0):
         dg = _distance_maps((target.detach().float().cpu().numpy()[:, 0] > 0.5))
         dist = torch.from_numpy(dp ** alpha + dg ** alpha).to(p.device, p.dtype)[:, None]
     per_pixel = (p - target) ** 2 * dist
-    return _per_sample(per_pixel.flatten(1).mean(1), weight)
+    return _reduce_pixels(per_pixel, weight)
 
 
 class SegmentationLoss:

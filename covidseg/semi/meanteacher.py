@@ -1,13 +1,19 @@
 """``meanteacher``: the fine-tuned model A' as student, an EMA copy as teacher (thesis 5.3.5).
 
 Loss per step = supervised loss on labelled slices
-              + similarity-weighted soft-mask loss on pseudo-labelled patches
-              + w(epoch) · MSE(σ(student(x + n₁)), σ(teacher(x + n₂))) on unlabelled patches,
+              + ``pseudo_weight`` · pixel-weighted loss on pseudo-labelled items (a pseudolabel
+                run's :class:`PseudoSet`: similarity patches or self-training slices; optional)
+              + w(epoch) · MSE(σ(student(strong(u))), σ(teacher(weak(u)))) on whole unlabelled
+                slices u,
 with w ramping up as ``consistency_weight · exp(-5 (1 - t)²)``, t = epoch / ``rampup_epochs``.
+Both views share the slice's geometric augmentation (so predictions stay pixel-aligned); the
+teacher's *weak* view adds light noise, the student's *strong* view a random contrast/brightness
+change, stronger noise and a cut-out square (FixMatch-style weak/strong views).  Every
+unlabelled slice on tissue can be drawn, not only the sampled patches.
 After each optimiser step θ_teacher ← α θ_teacher + (1 - α) θ_student (``ema_alpha``; floating
 buffers such as batch-norm statistics follow the same average).  Both networks are validated
-every epoch; the better one is kept.  It is the one training loop with a different task: a loss
-term and an EMA hook, not a second loop.
+every epoch; the better one is kept.  It is the one training loop with a different task: loss
+terms and an EMA hook, not a second loop.
 """
 
 from __future__ import annotations
@@ -19,13 +25,14 @@ import numpy as np
 import torch
 
 from covidseg.config import MeanteacherConfig
-from covidseg.data.slices import pad_to
+from covidseg.data.augment import SliceAugment
+from covidseg.data.slices import SliceDataset, pad_to
 from covidseg.data.store import open_dataset
 from covidseg.device import place_model, resolve_device
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model
 from covidseg.models.factory import ModelSpec
-from covidseg.semi.pseudolabel import load_pseudo_set
+from covidseg.semi.pseudoset import PseudoSet, load_pseudo_set
 from covidseg.tracking import NullTracker, download_model
 from covidseg.train.finetune import (
     finalise_segmentation,
@@ -57,39 +64,70 @@ def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, alpha: float)
             tb.copy_(sb)
 
 
-def _pad_patches(images: np.ndarray, multiple: int = 32) -> torch.Tensor:
-    if len(images) == 0:
+def _padded(arrays: np.ndarray, multiple: int = 32) -> torch.Tensor:
+    """(n, 1, H', W') float32 with H', W' the next multiples of ``multiple``."""
+    if len(arrays) == 0:
         return torch.zeros((0, 1, multiple, multiple))
-    side = -(-images.shape[-1] // multiple) * multiple
-    return torch.from_numpy(np.stack([pad_to(np.asarray(p, np.float32), (side, side))
-                                      for p in images]))[:, None]
+    H, W = (-(-s // multiple) * multiple for s in arrays.shape[1:])
+    return torch.from_numpy(np.stack([pad_to(np.asarray(a, np.float32), (H, W))
+                                      for a in arrays]))[:, None]
+
+
+def weak_view(x: torch.Tensor, noise: float = 0.05) -> torch.Tensor:
+    """Light noise on tissue (background 0 stays 0)."""
+    return x + noise * torch.randn_like(x) * (x != 0)
+
+
+def strong_view(x: torch.Tensor, contrast: float = 0.25, noise: float = 0.2,
+                cutout: float = 0.25) -> torch.Tensor:
+    """Random contrast and brightness, stronger noise (on tissue) and one zeroed square of side
+    ``cutout`` × the image side per image."""
+    n, _, H, W = x.shape
+    tissue = (x != 0).to(x.dtype)
+    scale = 1 + contrast * (2 * torch.rand((n, 1, 1, 1), device=x.device) - 1)
+    shift = contrast * (2 * torch.rand((n, 1, 1, 1), device=x.device) - 1)
+    y = (x * scale + shift + noise * torch.randn_like(x)) * tissue
+    if cutout > 0:
+        h, w = max(1, int(H * cutout)), max(1, int(W * cutout))
+        ys = torch.randint(0, H - h + 1, (n,), device=x.device)
+        xs = torch.randint(0, W - w + 1, (n,), device=x.device)
+        rows = torch.arange(H, device=x.device)[None, :, None]
+        cols = torch.arange(W, device=x.device)[None, None, :]
+        box = ((rows >= ys[:, None, None]) & (rows < (ys + h)[:, None, None])
+               & (cols >= xs[:, None, None]) & (cols < (xs + w)[:, None, None]))
+        y = y * (~box[:, None]).to(y.dtype)
+    return y
 
 
 class MeanTeacherTask(SegmentationTask):
-    def __init__(self, *args, pseudo: dict, ema_alpha: float, consistency_weight: float,
-                 rampup_epochs: int, noise_std: float = 0.1, **kw):
+    def __init__(self, *args, pseudo: PseudoSet | None, unlabelled: SliceDataset | None,
+                 ema_alpha: float, consistency_weight: float, rampup_epochs: int,
+                 pseudo_weight: float = 1.0, **kw):
         super().__init__(*args, **kw)
         self.teacher = place_model(copy.deepcopy(self.model), self.device)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.alpha, self.cons_weight, self.rampup = ema_alpha, consistency_weight, rampup_epochs
-        self.noise_std = noise_std
-        self.p_images = _pad_patches(pseudo["images"])
-        self.p_masks = _pad_patches(pseudo["masks"])
-        self.p_weights = torch.from_numpy(np.asarray(pseudo["weights"], np.float32))
-        self.u_images = _pad_patches(pseudo["unlabelled_images"])
+        self.pseudo_weight = pseudo_weight
+        empty = np.zeros((0, 32, 32), np.float32)
+        self.p_images = _padded(pseudo.images if pseudo is not None else empty)
+        self.p_masks = _padded(pseudo.masks if pseudo is not None else empty)
+        self.p_weights = _padded(pseudo.weights if pseudo is not None else empty)
+        self.unlabelled = unlabelled
         self._epoch, self.best_is = 0, "student"
 
     def batches(self, epoch: int):
         self._epoch = epoch
         g = np.random.default_rng([self.seed, epoch, 11])
-        loader = super().batches(epoch)
         n = self.batch_size
-        for batch in loader:
+        n_u = len(self.unlabelled) if self.unlabelled is not None else 0
+        for batch in super().batches(epoch):
             p_idx = g.integers(0, len(self.p_images), n) if len(self.p_images) else np.zeros(0, int)
-            u_idx = g.integers(0, len(self.u_images), n) if len(self.u_images) else np.zeros(0, int)
-            yield (*batch, self.p_images[p_idx], self.p_masks[p_idx], self.p_weights[p_idx],
-                   self.u_images[u_idx])
+            u = torch.zeros((0, 1, 32, 32))
+            if n_u and self.cons_weight > 0:
+                u = torch.stack([self.unlabelled[(epoch, int(i))][0]
+                                 for i in g.integers(0, n_u, n)])
+            yield (*batch, self.p_images[p_idx], self.p_masks[p_idx], self.p_weights[p_idx], u)
 
     def consistency_factor(self) -> float:
         return self.cons_weight * sigmoid_rampup(self._epoch, self.rampup)
@@ -97,17 +135,17 @@ class MeanTeacherTask(SegmentationTask):
     def training_step(self, batch, step: int):
         images, masks, p_img, p_msk, p_w, u_img = self.to_device(batch)
         supervised = self.loss(self.model(images), masks)
-        pseudo = self.loss(self.model(p_img), p_msk, weight=p_w) if len(p_img) else supervised * 0
+        pseudo = (self.loss(self.model(weak_view(p_img)), p_msk, weight=p_w)
+                  if len(p_img) else supervised * 0)
         consistency = supervised * 0
         w = self.consistency_factor()
         if len(u_img) and w > 0:
-            noisy = lambda x: x + self.noise_std * torch.randn_like(x) * (x != 0)  # noqa: E731
-            student = torch.sigmoid(self.model(noisy(u_img)))
+            student = torch.sigmoid(self.model(strong_view(u_img)))
             with torch.no_grad():
                 self.teacher.eval()
-                teacher = torch.sigmoid(self.teacher(noisy(u_img)))
+                teacher = torch.sigmoid(self.teacher(weak_view(u_img)))
             consistency = torch.mean((student.float() - teacher.float()) ** 2)
-        total = supervised + pseudo + w * consistency
+        total = supervised + self.pseudo_weight * pseudo + w * consistency
         return total, {"loss_supervised": supervised.detach(), "loss_pseudo": pseudo.detach(),
                        "loss_consistency": consistency.detach(), "consistency_weight": w}
 
@@ -134,30 +172,49 @@ class MeanTeacherTask(SegmentationTask):
             self.best_is = state.get("best_is", "student")
 
 
+def unlabelled_slices(cfg: MeanteacherConfig, ds, pseudo: PseudoSet | None) -> SliceDataset | None:
+    """Every slice of the unlabelled volumes (augmented like the training slices, no mask)."""
+    ref = cfg.unlabelled or (pseudo.unlabelled_data if pseudo is not None else "")
+    uds = open_dataset(ref, NullTracker()) if ref else ds
+    ids = uds.splits.get("unlabelled", []) if uds is ds else uds.ids()
+    if not ids:
+        return None
+    return SliceDataset(uds, ids, augment=SliceAugment(), seed=cfg.seed + 7919,
+                        require_mask=False, crop=cfg.image_size)
+
+
 def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None, progress: bool = True) -> dict:
     tracker = tracker or NullTracker()
-    if not cfg.model or not cfg.pseudo:
-        raise ConfigError("meanteacher needs model=<finetune run> and pseudo=<pseudolabel run>")
+    if not cfg.model:
+        raise ConfigError("meanteacher needs model=<finetune run> (and pseudo=<pseudolabel run> "
+                          "for pseudo-labels)")
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     ds = open_dataset(cfg.data, tracker)
     model_dir, model_run = download_model(cfg.model)
     tracker.link_source("model", model_run)
-    pseudo, pseudo_run = load_pseudo_set(cfg.pseudo)
-    tracker.link_source("pseudo", pseudo_run)
+    pseudo = None
+    if cfg.pseudo:
+        pseudo, pseudo_run = load_pseudo_set(cfg.pseudo)
+        tracker.link_source("pseudo", pseudo_run)
     model, config = load_model(model_dir)
     spec = ModelSpec(**config["model"])
     train_ids, val_ids = training_cases(ds, cfg)
+    unlabelled = unlabelled_slices(cfg, ds, pseudo)
+    if pseudo is None and unlabelled is None:
+        raise ConfigError("meanteacher has nothing unlabelled to learn from: give pseudo=<run> or "
+                          "unlabelled=<preprocess run id or folder>")
     tracker.set_tags({"covidseg.arch": spec.arch, "covidseg.encoder": spec.encoder,
-                      "covidseg.device": str(device)})
+                      "covidseg.device": str(device),
+                      "covidseg.pseudo_source": pseudo.source if pseudo is not None else "none"})
     tracker.log_metrics({"train_volumes": len(train_ids), "val_volumes": len(val_ids),
-                         "pseudo_patches": len(pseudo["images"]),
-                         "unlabelled_patches": len(pseudo["unlabelled_images"])})
+                         "pseudo_items": len(pseudo) if pseudo is not None else 0,
+                         "unlabelled_slices": len(unlabelled) if unlabelled is not None else 0})
     tracker.log_dict({"train": train_ids, "val": val_ids, "test": ds.splits["test"]}, "split.json")
     task = segmentation_task(model, ds, train_ids, val_ids, cfg, device, cls=MeanTeacherTask,
-                             pseudo=pseudo, ema_alpha=cfg.ema_alpha,
+                             pseudo=pseudo, unlabelled=unlabelled, ema_alpha=cfg.ema_alpha,
                              consistency_weight=cfg.consistency_weight,
-                             rampup_epochs=cfg.rampup_epochs)
+                             rampup_epochs=cfg.rampup_epochs, pseudo_weight=cfg.pseudo_weight)
     extra = model_extra(ds, cfg, "segmentation", "meanteacher")
     result, workdir = run_training(task, cfg, device, tracker, spec, extra, on_epoch_end, progress)
     tracker.set_tags({"covidseg.best_network": task.best_is})

@@ -2,8 +2,10 @@
 
 * The search space is declared once, on the config dataclasses (``param(..., search=(low, high
   [, "log"]))``): learning rate, StepLR step and gamma; for meanteacher also the EMA α, the
-  consistency weight and — when no fixed ``pseudo`` run is given — the pseudo-label thresholds
-  (each trial then runs pseudolabel first).
+  consistency weight and — when no fixed ``pseudo`` run is given — the pseudo-label threshold that
+  acts under pseudolabel's defaults (``confidence`` for self-training; it would be
+  ``accept_fraction`` or the absolute band for the similarity method) — each trial then runs
+  pseudolabel first.
 * Objective: the best validation volume Dice of the trial.  A median pruner reads the per-epoch
   ``val_volume_dice`` reported by the training loop's ``on_epoch_end`` hook.
 * MLflow: this invocation's run is the parent; every trial is a nested run (tag
@@ -98,16 +100,25 @@ def parse_fixed(text: str, cls) -> dict:
     return out
 
 
+def acting_thresholds(pl: PseudolabelConfig) -> set[str]:
+    """The pseudolabel thresholds that change anything under ``pl``'s method and band."""
+    if pl.source == "model":
+        return {"confidence"}
+    if pl.band == "quantile":
+        return {"accept_fraction"}
+    return {"sim_low", "sim_high"} if pl.rule == "top1-band" else {"sim_min"}
+
+
 def search_space(cfg: TuneConfig, fixed: dict) -> dict:
     """{name: (kind, low, high, log)} of the parameters this study searches."""
-    classes = [CONFIGS[cfg.target]]
+    classes = [(CONFIGS[cfg.target], None)]
     if cfg.target == "meanteacher" and "pseudo" not in fixed:
-        classes.append(PseudolabelConfig)
+        classes.append((PseudolabelConfig, acting_thresholds(PseudolabelConfig())))
     space = {}
-    for cls in classes:
+    for cls, only in classes:
         for f in fields(cls):
             rng = f.metadata.get("search")
-            if rng and f.name not in fixed:
+            if rng and f.name not in fixed and (only is None or f.name in only):
                 kind = f.type if isinstance(f.type, str) else f.type.__name__
                 space[f.name] = (kind, rng[0], rng[1], len(rng) > 2 and rng[2] == "log")
     if cfg.search:

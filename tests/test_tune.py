@@ -88,3 +88,20 @@ def test_two_workers_share_a_study_and_a_killed_worker_leaves_it_usable(tracking
     assert killed.state == optuna.trial.TrialState.FAIL
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     assert sum(t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL for t in trials) >= 5
+
+
+def test_meanteacher_search_space_holds_only_acting_thresholds():
+    """tune searches only parameters that act: the pseudo-label threshold of the default method."""
+    from covidseg.config import PseudolabelConfig, TuneConfig
+    from covidseg.tuning import acting_thresholds, search_space
+
+    space = search_space(TuneConfig(target="meanteacher"), {"model": "x"})
+    assert "confidence" in space and "pseudo_weight" in space
+    assert not {"sim_low", "sim_high", "sim_min", "accept_fraction"} & set(space)
+    assert "confidence" not in search_space(TuneConfig(target="meanteacher"),
+                                            {"model": "x", "pseudo": "y"})
+    assert acting_thresholds(PseudolabelConfig(source="similarity")) == {"accept_fraction"}
+    assert acting_thresholds(PseudolabelConfig(source="similarity", band="absolute")) == \
+        {"sim_low", "sim_high"}
+    assert acting_thresholds(PseudolabelConfig(source="similarity", band="absolute",
+                                               rule="top2-weighted")) == {"sim_min"}

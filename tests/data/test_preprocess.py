@@ -285,3 +285,38 @@ def test_dicom_input_leaks_no_header_values(tmp_path, phantom_files):
         if f.is_file():
             data = f.read_bytes()
             assert PATIENT_NAME.encode() not in data and PATIENT_ID.encode() not in data, f
+
+
+def test_demo_unlabelled_truth_is_stored_apart_and_never_loaded_for_training():
+    """The oracle truth of the unlabelled phantoms goes through the same geometry as a mask, is
+    stored as truth.npy, and ``load`` (what every training stage reads) never returns it."""
+    import SimpleITK as sitk
+
+    from covidseg.config import PreprocessConfig
+    from covidseg.data.layouts import read_manifest
+    from covidseg.data.preprocess import preprocess_dataset
+    from covidseg.data.store import PreprocessedDataset
+    from tests.conftest import TINY_DEMO
+
+    summary = preprocess_dataset(PreprocessConfig(**{**TINY_DEMO, "demo_noncovid": 0}),
+                                 progress=False)
+    ds = PreprocessedDataset(Path(summary["dataset_path"]))
+    unl = ds.splits["unlabelled"]
+    assert len(unl) == TINY_DEMO["demo_unlabelled"]
+    for c in ds.ids():
+        image, infection, _ = ds.load(c)
+        truth = ds.load_truth(c)
+        if c in unl:
+            assert infection is None and truth is not None and ds.cases[c]["has_truth"]
+            assert truth.shape == image.shape and truth.any()
+        else:
+            assert truth is None and not ds.cases[c]["has_truth"]
+    # the stored truth is the phantom's lesion mask resampled to the 1 mm grid: same volume in
+    # ml as the file's, within the resampling error
+    records = {r.case_id: r for r in read_manifest(ds.root / "manifest.csv")}
+    for c in unl:
+        ref = sitk.ReadImage(records[c].truth)
+        ml_file = sitk.GetArrayFromImage(ref).sum() * np.prod(ref.GetSpacing()) / 1000
+        sp = ds.cases[c]["spacing"]
+        ml_stored = np.asarray(ds.load_truth(c)).sum() * sp[0] * sp[1] * sp[2] / 1000
+        assert ml_stored == pytest.approx(ml_file, rel=0.15)

@@ -249,7 +249,8 @@ PIPELINE_IGNORED = {"meanteacher": {"arch", "encoder", "encoder_weights", "strat
 PIPELINE_DEFAULTS = {"pretrain_epochs": 5, "pretrain_image_size": 96, "finetune_epochs": 30,
                      "finetune_patience": 10, "finetune_lr": 1e-3, "finetune_lesion_boost": 3.0,
                      "meanteacher_epochs": 20, "meanteacher_patience": 10, "meanteacher_lr": 2e-4,
-                     "meanteacher_lesion_boost": 3.0, "compare_mode": "init-vs-final"}
+                     "meanteacher_lesion_boost": 3.0, "rampup_epochs": 6,
+                     "compare_mode": "init-vs-final"}
 
 
 def _pipeline_config():

@@ -50,7 +50,7 @@ from covidseg.semi.patches import (
     sample_labelled,
     sample_unlabelled,
 )
-from covidseg.semi.pseudoset import PSEUDO_FILE, PseudoSet, load_pseudo_set  # noqa: F401
+from covidseg.semi.pseudoset import PSEUDO_FILE, PseudoSet
 from covidseg.semi.selftrain import model_pseudo_labels
 from covidseg.tracking import NullTracker, download_model
 from covidseg.train.stage import workdir_for

@@ -129,14 +129,14 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
     data, _ = run_nested(tracker, "preprocess", pre_cfg, "preprocess", progress=False)
     ds, _ = resolve_dataset(data)
     train = {"data": data, "encoder": cfg.encoder, "batch_size": cfg.batch_size,
-             "workers": cfg.workers, "device": cfg.device, "overlays": 1}
+             "workers": cfg.workers, "device": cfg.device, "overlays": 1, "checkpoint_every": 0}
     rows = []
     for seed in _ints(cfg.seeds):
         pretrained = None
         if set(methods) - {"scratch"}:
             pcfg = PretrainConfig(data=data, seed=seed, device=cfg.device, encoder=cfg.encoder,
                                   epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size,
-                                  workers=cfg.workers, image_size=96)
+                                  workers=cfg.workers, image_size=96, checkpoint_every=0)
             pretrained, _ = run_nested(tracker, "pretrain", pcfg, f"pretrain-seed{seed}",
                                        {"covidseg.sweep_seed": str(seed)}, progress=False)
         for budget in _ints(cfg.budgets):

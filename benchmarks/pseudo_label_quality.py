@@ -59,7 +59,8 @@ def main() -> None:
     if not model:
         ft = finetune(FinetuneConfig(data=data, encoder=args.encoder, train_cases=args.train_cases,
                                      epochs=args.epochs, patience=0, lr=1e-3, lesion_boost=3.0,
-                                     seed=args.seed, overlays=0, workers=0), progress=False)
+                                     seed=args.seed, overlays=0, workers=0, checkpoint_every=0),
+                     progress=False)
         model = ft["model_uri"]
         print(f"fine-tuned on {args.train_cases} volumes: test volume Dice "
               f"{ft['test_volume_dice']:.3f} (val {ft['best_val_volume_dice']:.3f})", flush=True)

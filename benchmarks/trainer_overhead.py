@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     device = resolve_device(args.device)
-    cfg = FinetuneConfig(epochs=args.epochs, patience=0, encoder=args.encoder,
+    cfg = FinetuneConfig(epochs=args.epochs, patience=0, encoder=args.encoder, checkpoint_every=0,
                          workers=args.workers, device=args.device, experiment="benchmarks")
     ds = demo_dataset(labelled=args.labelled, size=args.size, depth_mm=48, test_cases=2, folds=5)
     train_ids, val_ids = fold_split(ds.splits, 0, "standard")

@@ -100,7 +100,9 @@ class TrainingConfig(CommonConfig):
     lr_step: int = param(25, "StepLR step (epochs)", search=(5, 50))
     lr_gamma: float = param(0.8, "StepLR factor", search=(0.5, 0.95))
     lesion_boost: float = param(1.0, "draw slices that contain lesion this many times more often")
-    checkpoint_every: int = param(0, "log an intermediate checkpoint every N iterations (0: off)")
+    checkpoint_every: int = param(100, "log an intermediate checkpoint (float16) every N iterations "
+                                       "for SVCCA (thesis: 100), the first 10, then the spacing "
+                                       "doubles as the run's length does (0: off)")
     workers: int = param(-1, "DataLoader worker processes (-1: from the CPU count)")
     amp: bool = param(True, "mixed precision on CUDA (bf16 where supported, else fp16)")
     resume: str = param("", "run id of a killed run to continue in that same run")
@@ -250,7 +252,8 @@ PIPELINE_DEFAULTS = {"pretrain_epochs": 5, "pretrain_image_size": 96, "finetune_
                      "finetune_patience": 10, "finetune_lr": 1e-3, "finetune_lesion_boost": 3.0,
                      "meanteacher_epochs": 20, "meanteacher_patience": 10, "meanteacher_lr": 2e-4,
                      "meanteacher_lesion_boost": 3.0, "rampup_epochs": 6,
-                     "compare_mode": "init-vs-final"}
+                     "compare_mode": "init-vs-final", "pretrain_checkpoint_every": 0,
+                     "finetune_checkpoint_every": 0, "meanteacher_checkpoint_every": 0}
 
 
 def _pipeline_config():

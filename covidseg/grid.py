@@ -44,7 +44,7 @@ def parse_pretrained(text: str, archs: list[str]) -> dict[str, str]:
 
 def cell_config(cfg: GridConfig, arch: str, cell: str, regime: str, fold: int, init: str) -> FinetuneConfig:
     return FinetuneConfig(data=cfg.data, seed=cfg.seed, device=cfg.device, arch=arch,
-                          encoder=cfg.encoder, init="scratch" if cell == "scratch" else init,
+                          checkpoint_every=0, encoder=cfg.encoder, init="scratch" if cell == "scratch" else init,
                           strategy="all" if cell == "scratch" else cell, regime=regime, fold=fold,
                           epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr,
                           batch_size=cfg.batch_size, workers=cfg.workers, overlays=1)
@@ -74,6 +74,7 @@ def grid(cfg: GridConfig, tracker) -> dict:
             if arch in pretrained:
                 continue
             pcfg = PretrainConfig(data=data, seed=cfg.seed, device=cfg.device, arch=arch,
+                                  checkpoint_every=0,
                                   encoder=cfg.encoder, epochs=cfg.pretrain_epochs, image_size=96,
                                   batch_size=cfg.batch_size, workers=cfg.workers)
             pretrained[arch], _ = run_nested(tracker, "pretrain", pcfg, f"pretrain-{arch}")

@@ -151,7 +151,8 @@ def tune(cfg: TuneConfig, tracker) -> dict:
     if not tracker.enabled:
         raise ConfigError("tune logs every trial as a nested MLflow run: tracking must be on")
     target_cls = CONFIGS[cfg.target]
-    fixed = parse_fixed(cfg.params, target_cls)
+    # trials are compared by their validation score: no SVCCA checkpoints unless asked for
+    fixed = {"checkpoint_every": 0, **parse_fixed(cfg.params, target_cls)}
     if cfg.target == "meanteacher" and not fixed.get("model"):
         raise ConfigError("target=meanteacher needs params=model=<finetune run>[,pseudo=<run>]")
     space = search_space(cfg, fixed)

@@ -118,7 +118,9 @@ def test_preprocess_three_ways_against_a_real_server(tracking_uri, tmp_path):
     holder = t["covidseg.dataset_run"]
     assert "dataset.json" in listing("dataset")
     assert client.list_artifacts(holder, "dataset/cases")
-    assert (holder == run_id) == (t["covidseg.cache_hit"] == "false")
+    # a fresh preprocessing uploads its arrays itself; a local cache hit (an earlier test of this
+    # session may have built the same dataset) uploads them unless this server already has them
+    assert holder == run_id or t["covidseg.cache_hit"] == "true"
 
     # the same job as a console script and as the entry-point file: same dataset, cache hits
     for cmd in (["covidseg", "preprocess", *TINY_ARGS],

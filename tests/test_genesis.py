@@ -38,7 +38,8 @@ def test_every_tensor_is_consumed_or_skipped_with_a_reason(genesis_file):
     assert sd["decoder.up_tr256.up_conv.weight"].shape == (512, 512, 2, 2)
     assert sd["decoder.up_tr256.ops.0.conv1.weight"].shape == (256, 768, 3, 3)
     assert sd["segmentation_head.weight"].shape == (1, 64, 1, 1)
-    # norm affine copied, running statistics left at their fresh values
+    # norm affine copied; running statistics left fresh (0/1) by flattening: a freezing strategy
+    # re-estimates them on the target's slices (tested below)
     assert torch.equal(sd["encoder.down_tr64.ops.0.bn1.weight"], state["module.down_tr64.ops.0.bn1.weight"])
     assert torch.equal(sd["encoder.down_tr64.ops.0.bn1.running_mean"], torch.zeros(32))
 
@@ -62,22 +63,42 @@ def test_flattened_kernels_answer_a_slice_like_3d_answers_a_constant_volume(gene
     assert torch.allclose(up(f2), y.mean(dim=-1), atol=1e-4)
 
 
-def test_genesis_model_trains_with_transfer_strategies(genesis_file):
+def test_genesis_half_freeze_reestimates_and_keeps_norm_statistics(genesis_file):
+    """The released model has no usable running statistics (flattening leaves them fresh, 0/1):
+    frozen norm layers get statistics re-estimated on the target's slices, then keep them."""
     _, state = genesis_file
     model = build_model(ModelSpec("genesis-unet"))
     flatten_genesis_3d(state, model)
     head_before = model.segmentation_head.weight.detach().clone()
-    report = apply_strategy(model, "freeze-encoder-half")
-    assert report["frozen"] == ["encoder stage 0", "encoder stage 1"]
+    g = torch.Generator().manual_seed(1)
+    slices = [torch.randn(4, 1, 32, 32, generator=g) * 2 + 0.5 for _ in range(3)]
+    report = apply_strategy(model, "freeze-encoder-half", calibration=lambda: iter(slices))
+    assert report["frozen"] == ["encoder.down_tr64", "encoder.down_tr128"]  # ⌈4/2⌉ of 4 levels
+    assert "re-estimated on 12 training slices" in report["norm_statistics"]
     assert not torch.equal(head_before, model.segmentation_head.weight)  # re-initialised
-    frozen = model.encoder.down_tr64.ops[0].conv1.weight.detach().clone()
+    first = model.encoder.down_tr64.ops[0]
+    with torch.no_grad():  # the first norm layer sees conv1's output: its exact mean and variance
+        feats = torch.cat([first.conv1(x) for x in slices])
+    assert torch.allclose(first.bn1.running_mean, feats.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(first.bn1.running_var, feats.var(dim=(0, 2, 3)), rtol=1e-3)
+    frozen_keys = [k for k in model.state_dict() if k.startswith(("encoder.down_tr64.",
+                                                                 "encoder.down_tr128."))]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for k in frozen_keys:
+        if k.endswith("running_mean"):
+            assert before[k].abs().max() > 0.01  # not the fresh 0
+        if k.endswith("running_var"):
+            assert (before[k] - 1).abs().max() > 0.01  # not the fresh 1
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
     x = torch.randn(2, 1, 32, 32)
     loss = F.binary_cross_entropy_with_logits(model(x), (x > 0).float())
     loss.backward()
     opt.step()
-    assert torch.equal(frozen, model.encoder.down_tr64.ops[0].conv1.weight)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in frozen_keys)
+    assert not torch.equal(before["encoder.down_tr512.ops.0.bn1.running_mean"],
+                           after["encoder.down_tr512.ops.0.bn1.running_mean"])  # not frozen
     assert model(x).shape == (2, 1, 32, 32)
 
 

@@ -1,6 +1,6 @@
 """Activations of every block of a network on a fixed probe set, as (positions, channels).
 
-Blocks: the encoder's stages, the decoder's blocks and the segmentation head — the same split
+Blocks: the encoder's resolution levels (the module returning each level's feature map), the decoder's blocks and the segmentation head — the same split
 for every covidseg architecture.  Conv maps (N, C, H, W) become N·H·W data points of C neurons;
 positions are sub-sampled with a seed that depends only on the layer and its shape, so two
 networks of the same architecture are compared on exactly the same points.
@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from covidseg.models.surgery import encoder_stages
+from covidseg.models.surgery import encoder_levels
 
 
 def blocks_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of the encoder stages, decoder blocks and head, in forward order."""
-    named = {id(m): n for n, m in model.encoder.named_modules()}
-    blocks = [(f"encoder.{named.get(id(m), i)}", m) for i, m in enumerate(encoder_stages(model))]
+    blocks = [(f"encoder.level{lv['level']}", lv["output"][1]) for lv in encoder_levels(model)
+              if lv["output"] is not None]
     decoder = model.decoder
     inner = getattr(decoder, "blocks", None)
     if isinstance(inner, nn.ModuleList):

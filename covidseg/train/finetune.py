@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from covidseg.config import FinetuneConfig, TrainingConfig
 from covidseg.data.augment import SliceAugment
@@ -89,6 +90,15 @@ def training_cases(ds: PreprocessedDataset, cfg: FinetuneConfig) -> tuple[list[s
     return train, val
 
 
+def calibration_batches(slices, batch_size: int, limit: int = 256):
+    """Up to ``limit`` training slices spread over the set, as training sees them (epoch 0's
+    augmentation), in batches: the data a frozen norm layer's statistics are re-estimated on."""
+    n = len(slices)
+    idx = np.unique(np.linspace(0, n - 1, min(n, limit)).round().astype(int)) if n else []
+    for start in range(0, len(idx), batch_size):
+        yield torch.stack([slices[(0, int(i))][0] for i in idx[start:start + batch_size]])
+
+
 def segmentation_task(model, ds, train_ids, val_ids, cfg: FinetuneConfig, device, cls=SegmentationTask,
                       **extra):
     loss = SegmentationLoss(cfg.loss, pos_weight=cfg.pos_weight or None)
@@ -133,14 +143,19 @@ def finetune(cfg: FinetuneConfig, tracker=None, on_epoch_end=None, progress: boo
     train_ids, val_ids = training_cases(ds, cfg)
     model, spec, init_report, init_run = initial_model(cfg, cfg.init)
     tracker.link_source("init", init_run)
-    strategy = apply_strategy(model, cfg.strategy)
+    task = segmentation_task(model, ds, train_ids, val_ids, cfg, device)
+    strategy = apply_strategy(model, cfg.strategy,
+                              calibration=lambda: calibration_batches(task.train_set, cfg.batch_size))
     tracker.set_tags({"covidseg.arch": spec.arch, "covidseg.encoder": spec.encoder,
                       "covidseg.device": str(device)})
+    if "frozen_levels" in strategy:
+        tracker.set_tags({"covidseg.frozen": ", ".join(strategy["frozen"]) or "nothing"})
     tracker.log_dict({"init": init_report, "strategy": strategy}, "init/report.json")
     tracker.log_dict({"train": train_ids, "val": val_ids, "test": ds.splits["test"]}, "split.json")
     tracker.log_metrics({"train_volumes": len(train_ids), "val_volumes": len(val_ids),
-                         "trainable_parameters": strategy["trainable_parameters"]})
-    task = segmentation_task(model, ds, train_ids, val_ids, cfg, device)
+                         "trainable_parameters": strategy["trainable_parameters"],
+                         **{k: strategy[k] for k in ("frozen_levels", "encoder_levels",
+                                                      "frozen_encoder_fraction") if k in strategy}})
     extra = model_extra(ds, cfg, "segmentation", "finetune")
     result, workdir = run_training(task, cfg, device, tracker, spec, extra, on_epoch_end, progress)
     return finalise_segmentation(model, spec, result, workdir, ds, cfg, tracker, device, train_ids,

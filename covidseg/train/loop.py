@@ -170,6 +170,17 @@ class ResumeWriter:
             raise exc
 
 
+def checkpoint_due(step: int, every: int, first: int = 10) -> bool:
+    """Whether iteration ``step`` gets an intermediate checkpoint (iteration 0, the starting point,
+    always gets one when checkpoints are on): every ``every`` iterations for
+    the first ``first`` ones; after that the spacing doubles each time the run's length doubles
+    (``first``/2 checkpoints per doubling), so a long run keeps O(log length) of them."""
+    if every <= 0 or step <= 0 or step % every:
+        return False
+    q = step // every
+    return q % 2 ** max(0, math.ceil(math.log2(q / first))) == 0
+
+
 def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=None,
         workdir: Path | None = None, resume_state: dict | None = None,
         save_checkpoint: Callable[[nn.Module, int], None] | None = None,
@@ -220,6 +231,8 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
     writer = ResumeWriter(Path(workdir) / "last.pt") if workdir is not None else None
     stopped_early, reason = False, "max epochs"
     last_write = time.time()
+    if save_checkpoint and settings.checkpoint_every > 0 and resume_state is None:
+        save_checkpoint(model, 0)  # the starting point: SVCCA of any run, however short
     try:
         epoch = start_epoch - 1
         for epoch in bar:
@@ -239,7 +252,7 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
                 n += 1
                 for k, v in extra.items():  # summed on the device: one sync per epoch, not per step
                     extra_sums[k] = extra_sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
-                if settings.checkpoint_every and step % settings.checkpoint_every == 0 and save_checkpoint:
+                if save_checkpoint and checkpoint_due(step, settings.checkpoint_every):
                     save_checkpoint(model, step)
             scheduler_lr = optimiser.param_groups[0]["lr"]
             scheduler.step()

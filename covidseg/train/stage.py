@@ -88,7 +88,7 @@ def run_training(task, cfg: TrainingConfig, device: torch.device, tracker, spec:
 
     def save_checkpoint(model, step: int) -> None:
         d = save_model(workdir / "checkpoints" / f"step_{step:06d}", model, spec,
-                       {**model_extra, "iteration": step})
+                       {**model_extra, "iteration": step}, dtype=torch.float16)
         tracker.log_artifacts(d, f"checkpoints/step_{step:06d}")
         shutil.rmtree(d, ignore_errors=True)
 

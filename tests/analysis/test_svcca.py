@@ -71,7 +71,8 @@ def test_activations_of_every_block_on_the_same_points():
     probe = torch.randn(3, 1, 64, 64)
     a = collect_activations(model, probe, max_points=500, seed=1)
     b = collect_activations(model, probe, max_points=500, seed=1)
-    assert list(a)[:3] == ["encoder.conv1", "encoder.bn1", "encoder.layer1"] and list(a)[-1] == "head"
+    assert list(a)[:6] == [f"encoder.level{i}" for i in range(1, 6)] + ["decoder.0"]
+    assert list(a)[-1] == "head"
     assert all(a[k].shape == b[k].shape and np.array_equal(a[k], b[k]) for k in a)
-    assert a["encoder.layer4"].shape == (3 * 2 * 2, 512)  # fewer positions than max_points
+    assert a["encoder.level5"].shape == (3 * 2 * 2, 512)  # fewer positions than max_points
     assert a["decoder.4"].shape == (500, 16)

@@ -13,7 +13,7 @@ from covidseg.data.restoration import GenesisDistort, in_painting, out_painting
 from covidseg.data.splits import fold_split
 from covidseg.data.store import PreprocessedDataset
 from covidseg.models.factory import ModelSpec, build_model
-from covidseg.train.loop import LoopSettings, fit, load_resume_state
+from covidseg.train.loop import LoopSettings, checkpoint_due, fit, load_resume_state
 from covidseg.train.losses import SegmentationLoss
 from covidseg.train.tasks import RestorationTask, SegmentationTask, volume_dice
 
@@ -58,7 +58,17 @@ def test_early_stop_and_intermediate_checkpoints(small_ds):
     assert result.stopped_early and "no improvement for 2 epochs" in result.stop_reason
     assert result.epochs_run == result.best_epoch + 1 + 2 < 10
     steps_per_epoch = len(task.batches(0))
-    assert saved == [s for s in range(1, result.epochs_run * steps_per_epoch + 1) if s % 4 == 0]
+    # the starting point (iteration 0), then every 4 (fewer than 10 of them: no thinning yet)
+    assert saved == [s for s in range(0, result.epochs_run * steps_per_epoch + 1) if s % 4 == 0]
+
+
+def test_checkpoints_thin_out_as_a_run_grows():
+    due = [s for s in range(1, 16001) if checkpoint_due(s, 100)]
+    assert due[:10] == list(range(100, 1001, 100))                  # the first ten: every 100
+    assert due[10:15] == [1200, 1400, 1600, 1800, 2000]             # then 5 per doubling
+    assert due[15:20] == [2400, 2800, 3200, 3600, 4000]
+    assert len(due) == 10 + 5 * 4 and due[-1] == 16000
+    assert not any(checkpoint_due(s, 0) for s in range(1, 500))     # 0: off
 
 
 def test_resume_gives_the_weights_of_an_uninterrupted_run(small_ds, tmp_path):

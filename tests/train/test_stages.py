@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from covidseg.config import FinetuneConfig, PreprocessConfig, PretrainConfig
 from covidseg.data.preprocess import preprocess_dataset
@@ -33,11 +34,18 @@ def test_supervised_pretrain_on_non_covid_then_finetune_from_its_folder(tiny_pat
 
 
 def test_finetune_from_a_models_genesis_checkpoint(tiny_path, tmp_path):
-    path, _ = write_genesis_checkpoint(tmp_path / "Genesis_Chest_CT.pt")
+    path, state = write_genesis_checkpoint(tmp_path / "Genesis_Chest_CT.pt")
     ft = finetune(FinetuneConfig(data=tiny_path, init=str(path), strategy="freeze-encoder-half",
-                                 epochs=1, batch_size=4, workers=0), progress=False)
-    _, config = load_model(Path(ft["model_uri"]))
+                                 epochs=2, batch_size=4, workers=0), progress=False)
+    model, config = load_model(Path(ft["model_uri"]))
     assert config["model"]["arch"] == "genesis-unet"
+    # the frozen half kept the released weights and got statistics of the target's slices
+    sd = model.state_dict()
+    assert torch.equal(sd["encoder.down_tr128.ops.1.conv1.weight"],
+                       state["module.down_tr128.ops.1.conv1.weight"].sum(dim=-1))
+    for name in ("encoder.down_tr64.ops.0.bn1", "encoder.down_tr128.ops.1.bn1"):
+        assert sd[f"{name}.running_mean"].abs().max() > 1e-3
+        assert (sd[f"{name}.running_var"] - 1).abs().max() > 1e-3
     with pytest.raises(ConfigError, match="fits arch=genesis-unet"):
         finetune(FinetuneConfig(data=tiny_path, init=str(path), arch="fpn", epochs=1), progress=False)
 

@@ -128,7 +128,7 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
                                test_cases=cfg.test_cases, folds=cfg.folds, **common)
     data, _ = run_nested(tracker, "preprocess", pre_cfg, "preprocess", progress=False)
     ds, _ = resolve_dataset(data)
-    train = {"data": data, "encoder": cfg.encoder, "batch_size": cfg.batch_size,
+    train = {"data": data, "batch_size": cfg.batch_size,
              "workers": cfg.workers, "device": cfg.device, "overlays": 1, "checkpoint_every": 0}
     rows = []
     for seed in _ints(cfg.seeds):
@@ -141,7 +141,8 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
                                        {"covidseg.sweep_seed": str(seed)}, progress=False)
         for budget in _ints(cfg.budgets):
             tags = {"covidseg.sweep_seed": str(seed), "covidseg.sweep_budget": str(budget)}
-            base = FinetuneConfig(**train, seed=seed, train_cases=budget, patience=0, lr=cfg.lr,
+            base = FinetuneConfig(**train, encoder=cfg.encoder, seed=seed, train_cases=budget,
+                                  patience=0, lr=cfg.lr,
                                   lesion_boost=3.0)
             base = replace(base, epochs=epochs_for(ds, base, cfg.iterations))
             runs, pl_result = {}, {}

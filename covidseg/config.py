@@ -84,14 +84,23 @@ class PreprocessConfig(CommonConfig):
                                               "display values instead of HU")
 
 
+def _arch():
+    return param("unet", "architecture: an smp name (unet, unetplusplus, fpn, …), attention-unet "
+                         "or genesis-unet")
+
+
+def _encoder():
+    return param("resnet34", "encoder (smp encoder name; weights never downloaded)")
+
+
+def _encoder_weights():
+    return param("", "local encoder weight file (state dict), e.g. ImageNet")
+
+
 @dataclass
 class TrainingConfig(CommonConfig):
     """What every stage that trains a network shares (they all run the one training loop)."""
 
-    arch: str = param("unet", "architecture: an smp name (unet, unetplusplus, fpn, …), "
-                              "attention-unet or genesis-unet")
-    encoder: str = param("resnet34", "encoder (smp encoder name; weights never downloaded)")
-    encoder_weights: str = param("", "local encoder weight file (state dict), e.g. ImageNet")
     image_size: int = param(0, "random training crop side in pixels (0: whole padded slices)")
     epochs: int = param(500, "maximum epochs")
     patience: int = param(30, "early stop after this many epochs without validation improvement")
@@ -110,6 +119,9 @@ class TrainingConfig(CommonConfig):
 
 @dataclass
 class PretrainConfig(TrainingConfig):
+    arch: str = _arch()
+    encoder: str = _encoder()
+    encoder_weights: str = _encoder_weights()
     mode: str = param("restoration", "self-supervised restoration or supervised non-COVID",
                       ("restoration", "supervised"))
     epochs: int = param(100, "maximum epochs")
@@ -118,10 +130,9 @@ class PretrainConfig(TrainingConfig):
 
 
 @dataclass
-class FinetuneConfig(TrainingConfig):
-    init: str = param("scratch", "scratch, a pretrain/finetune run id or model URI, or a Models "
-                                 "Genesis checkpoint file (then arch=genesis-unet)")
-    strategy: str = param("all", "which weights train", ("all", "decoder", "freeze-encoder-half"))
+class SupervisedConfig(TrainingConfig):
+    """What the stages that train on labelled volumes share (finetune, meanteacher)."""
+
     loss: str = param("ce+dice", "loss", ("ce", "dice", "ce+dice", "hausdorff"))
     pos_weight: float = param(0.0, "ce: weight of the lesion class (0: unweighted)")
     fold: int = param(0, "cross-validation fold")
@@ -131,6 +142,20 @@ class FinetuneConfig(TrainingConfig):
     mixup: bool = param(False, "mixup of images and masks (soft labels)")
     overlays: int = param(3, "cases per split shown in overlay figures")
     register_as: str = param("", "register the best model under this name")
+
+
+@dataclass
+class FinetuneConfig(SupervisedConfig):
+    arch: str = _arch()
+    encoder: str = _encoder()
+    encoder_weights: str = _encoder_weights()
+    init: str = param("scratch", "scratch, a pretrain/finetune run id or model URI, or a Models "
+                                 "Genesis checkpoint file (then arch=genesis-unet)")
+    strategy: str = param("all", "which weights train: all (re-initialises the last decoder "
+                                 "block and the head), decoder (whole encoder frozen), "
+                                 "freeze-encoder-half (the first ceil(L/2) of the encoder's L "
+                                 "resolution levels frozen, head re-initialised)",
+                          ("all", "decoder", "freeze-encoder-half"))
 
 
 @dataclass
@@ -164,7 +189,9 @@ class PseudolabelConfig(CommonConfig):
 
 
 @dataclass
-class MeanteacherConfig(FinetuneConfig):
+class MeanteacherConfig(SupervisedConfig):
+    """The student *is* the fine-tuned model: no arch, encoder, init or strategy here."""
+
     model: str = param("", "fine-tuned run id or model URI (the student's start)")
     pseudo: str = param("", "pseudolabel run id (empty: consistency on unlabelled slices only)")
     unlabelled: str = param("", "unlabelled data for the consistency term (default: the pseudo "
@@ -197,7 +224,8 @@ class TuneConfig(CommonConfig):
                             "(e.g. epochs=30,train_cases=4; meanteacher: model=RUN,pseudo=RUN)")
     search: str = param("", "comma-separated parameters to search (default: all the target's "
                             "searchable ones: lr, lr_step, lr_gamma; meanteacher adds ema_alpha, "
-                            "consistency_weight and, without a fixed pseudo, sim_low, sim_high)")
+                            "consistency_weight, pseudo_weight and, without a fixed pseudo, the "
+                            "pseudo-label threshold that acts: confidence)")
     warmup_epochs: int = param(3, "epochs before the median pruner may stop a trial")
 
 
@@ -244,8 +272,6 @@ PIPELINE_STAGES = ("preprocess", "pretrain", "finetune", "pseudolabel", "meantea
 # parameters the pipeline wires from one stage's run to the next (not user-facing there)
 PIPELINE_WIRED = {"init", "model", "pseudo", "runs", "resume", "coarse_model", "unlabelled",
                   "experiment"}
-# parameters a stage ignores inside the pipeline (the meanteacher student *is* the finetune model)
-PIPELINE_IGNORED = {"meanteacher": {"arch", "encoder", "encoder_weights", "strategy"}}
 # demo-sized defaults for the whole chain on a laptop CPU (each stage's own entry point keeps
 # the thesis defaults)
 PIPELINE_DEFAULTS = {"pretrain_epochs": 5, "pretrain_image_size": 96, "finetune_epochs": 30,
@@ -263,8 +289,7 @@ def _pipeline_config():
     from dataclasses import make_dataclass
 
     stage_fields = {name: [f for f in fields(STAGE_CONFIGS[name])
-                           if f.name not in PIPELINE_WIRED | _COMMON
-                           | PIPELINE_IGNORED.get(name, set())]
+                           if f.name not in PIPELINE_WIRED | _COMMON]
                     for name in PIPELINE_STAGES}
     counts: dict[str, int] = {}
     for fs in stage_fields.values():

@@ -10,7 +10,10 @@ from covidseg.config import PipelineConfig
 from tests.conftest import TINY_DEMO, mlflow_run
 from tests.helpers import chromium
 
-TINY = {**TINY_DEMO, "pretrain_epochs": 1, "pretrain_image_size": 0, "finetune_epochs": 2,
+# finetune_lr 3e-3: in 4 short epochs the re-initialised last block and head (strategy all) must
+# move far enough from p = 0.5 everywhere for self-training to find confident pixels
+TINY = {**TINY_DEMO, "pretrain_epochs": 1, "pretrain_image_size": 0, "finetune_epochs": 4,
+        "finetune_lr": 3e-3,
         "meanteacher_epochs": 1, "probe_slices": 4, "max_points": 300,
         **{f"{s}_{k}": v for s in ("pretrain", "finetune", "meanteacher")
            for k, v in {"encoder": "resnet18", "workers": 0}.items()
@@ -36,7 +39,7 @@ def test_pipeline_nests_every_stage_with_lineage(tracking_uri, tmp_path):
     assert t["compare"]["covidseg.source.final"] == ids["finetune"]
     assert t["compare"]["covidseg.source.init"] == ids["pretrain"]
     assert p.data.tags["covidseg.stage.meanteacher"] == ids["meanteacher"]
-    assert kids["finetune"].data.params["epochs"] == "2" and kids["finetune"].data.params["lr"] == "0.001"
+    assert kids["finetune"].data.params["epochs"] == "4" and kids["finetune"].data.params["lr"] == "0.003"
     assert "finetune_test_volume_dice" in p.data.metrics
     names = {Path(a.path).name for a in client.list_artifacts(ids["compare"], "figures")}
     assert names == {"svcca_init-vs-final.png"}

@@ -1,7 +1,12 @@
 """Losses for binary segmentation from one logit channel; targets may be soft (mixup, pseudo-labels).
 
 * ``ce`` — binary cross-entropy on logits, optionally class-weighted (``pos_weight``);
-* ``dice`` — soft Dice over each image (empty-target images count through the smoothing term);
+* ``dice`` — soft Dice over each image (empty-target images count through the smoothing term):
+  1 − (2Σpg + 1) / (Σp + Σg + 1). The denominator is Σp + Σg — the soft form of
+  2TP / (2TP + FP + FN), the Dice the runs report (nnU-Net's and MONAI's default) — not the
+  thesis's Σp² + Σg² (V-Net): the two agree on hard predictions, but the squared one counts a
+  hedged p = 0.5 as 0.25 false positive, so it penalises uncertain lesion borders less than the
+  metric does;
 * ``ce+dice`` — their sum (default);
 * ``hausdorff`` — the distance-transform Hausdorff loss (Karimi & Salcudean 2019):
   mean((p - g)² · (d_g^α + d_p^α)), distances of the thresholded masks computed on the CPU,

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from covidseg.errors import ConfigError
-from covidseg.train.losses import LOSSES, SegmentationLoss
+from covidseg.train.losses import LOSSES, SegmentationLoss, soft_dice_loss
 
 
 def _target():
@@ -43,3 +43,14 @@ def test_class_weight_raises_the_cost_of_missed_lesions():
 def test_unknown_loss():
     with pytest.raises(ConfigError, match="loss='focal' is not one of"):
         SegmentationLoss("focal")
+
+
+def test_dice_denominator_is_p_plus_g_not_squared():
+    """Chosen and documented in covidseg.train.losses: Σp + Σg (the soft 2TP/(2TP+FP+FN))."""
+    p = torch.tensor([[0.9, 0.5, 0.2, 0.5]])
+    g = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    logits = torch.log(p / (1 - p))
+    linear = 1 - (2 * (0.9 + 0.5) + 1) / ((0.9 + 0.5 + 0.2 + 0.5) + 2 + 1)       # 0.2
+    squared = 1 - (2 * (0.9 + 0.5) + 1) / ((0.81 + 0.25 + 0.04 + 0.25) + 2 + 1)  # 0.126…
+    got = soft_dice_loss(logits, g).item()
+    assert got == pytest.approx(linear, abs=1e-6) and abs(got - squared) > 0.05

@@ -55,6 +55,13 @@ class PreprocessConfig(CommonConfig):
     test_masks: str = param("", "glob pattern of the official test split's masks (dataset=glob)")
     unlabelled: str = param("", "glob pattern of unlabelled images (dataset=glob)")
     lungs: str = param("", "glob pattern of provided lung masks (dataset=glob), paired by name")
+    task: str = param("", "what the masks mark: infection (COVID: trained and evaluated on) or "
+                          "tumour, effusion, nodule, other (auxiliary: supervised pretraining); "
+                          "empty = the adapter's (glob: infection)",
+                      ("", "infection", "tumour", "effusion", "nodule", "other"))
+    sources: str = param("", "a YAML/JSON file listing several sources to combine into one "
+                             "dataset (each: data, dataset, task, role, name, glob patterns); "
+                             "replaces data/dataset/images/…")
     intensity: str = param("auto", "intensity scheme, decided per case with auto",
                            ("auto", "hu", "image"))
     lung_method: str = param("auto", "lung extraction: auto = lungmask if its weights are local, "
@@ -256,9 +263,13 @@ class GridConfig(CommonConfig):
                                                    "strategy all) or a strategy from `pretrained`")
     regimes: str = param("10-40,40-10", "comma-separated regimes")
     folds: str = param("0,1,2,3,4", "comma-separated folds")
-    pretrained: str = param("", "init of the non-scratch cells: a pretrain run per architecture as "
-                                "arch=RUN,arch=RUN, or one run/file for all (default: a restoration "
-                                "pretrain run per architecture, made first)")
+    inits: str = param("", "comma-separated inits of the non-scratch cells: restoration or "
+                           "supervised (a pretrain run per architecture in that mode, made first; "
+                           "supervised trains on the auxiliary non-COVID volumes), pretrained "
+                           "(the `pretrained` runs), or a run id / model URI / Models Genesis "
+                           "file (default: pretrained if given, else restoration)")
+    pretrained: str = param("", "the init `pretrained`: a pretrain run per architecture as "
+                                "arch=RUN,arch=RUN, or one run/file for all")
     pretrain_epochs: int = param(5, "epochs of those pretrain runs")
     encoder: str = param("resnet34", "encoder of every cell")
     epochs: int = param(30, "maximum epochs of every cell")
@@ -270,8 +281,14 @@ class GridConfig(CommonConfig):
 
 PIPELINE_STAGES = ("preprocess", "pretrain", "finetune", "pseudolabel", "meanteacher", "compare")
 # parameters the pipeline wires from one stage's run to the next (not user-facing there)
-PIPELINE_WIRED = {"init", "model", "pseudo", "runs", "resume", "coarse_model", "unlabelled",
-                  "experiment"}
+PIPELINE_WIRED = {"init", "model", "pseudo", "runs", "resume", "experiment"}
+# the pipeline's own parameters (not any one stage's)
+PIPELINE_OWN = [
+    ("init", "str", param("", "finetune's starting point: empty = the pretrain stage's network "
+                            "(restoration); scratch (no pretrain stage); or a pretrain/finetune "
+                            "run id or model URI, or a Models Genesis checkpoint file (the "
+                            "pretrain stage is skipped)")),
+]
 # demo-sized defaults for the whole chain on a laptop CPU (each stage's own entry point keeps
 # the thesis defaults)
 PIPELINE_DEFAULTS = {"pretrain_epochs": 5, "pretrain_image_size": 96, "finetune_epochs": 30,
@@ -306,6 +323,7 @@ def _pipeline_config():
             help_text = f.metadata.get("help", "")
             spec.append((name, f.type, param(default, f"{stage}: {help_text}",
                                              f.metadata.get("choices"))))
+    spec = PIPELINE_OWN + spec
     cls = make_dataclass("PipelineConfig", spec, bases=(CommonConfig,))
     cls.__doc__ = "preprocess → pretrain → finetune → pseudolabel → meanteacher → compare"
     cls.stage_fields = {k: [f.name for f in v] for k, v in stage_fields.items()}

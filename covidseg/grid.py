@@ -2,8 +2,9 @@
 regimes × folds, each a finetune run nested under one parent, aggregated to mean ± std of the
 training, validation and test volume Dice per cell (CSV + figure).
 
-A cell ``scratch`` is init scratch (strategy ``all``); any other cell is that strategy from the
-architecture's pretrained network (``pretrained``, or a restoration pretrain run made first).  A
+A cell ``scratch`` is init scratch (strategy ``all``); any other cell is that strategy from each
+of the ``inits``: a restoration or supervised (auxiliary non-COVID volumes) pretrain run per
+architecture made first, the ``pretrained`` runs, or a run / Models Genesis file.  A
 finetune run that already FINISHED with identical parameters (tag ``covidseg.grid_key``, a hash
 of its full configuration) is reused, not retrained.
 """
@@ -68,37 +69,51 @@ def grid(cfg: GridConfig, tracker) -> dict:
     open_dataset(cfg.data, tracker)  # fails early on bad data; lineage tag to the preprocess run
     data = cfg.data
     client = MlflowClient()
-    pretrained = parse_pretrained(cfg.pretrained, archs)
-    if any(c != "scratch" for c in cells):
-        for arch in archs:
-            if arch in pretrained:
-                continue
-            pcfg = PretrainConfig(data=data, seed=cfg.seed, device=cfg.device, arch=arch,
-                                  checkpoint_every=0,
-                                  encoder=cfg.encoder, epochs=cfg.pretrain_epochs, image_size=96,
-                                  batch_size=cfg.batch_size, workers=cfg.workers)
-            pretrained[arch], _ = run_nested(tracker, "pretrain", pcfg, f"pretrain-{arch}")
+    init_names = _list(cfg.inits) or (["pretrained"] if cfg.pretrained else ["restoration"])
+    inits: dict[str, dict[str, str]] = {}  # init name → arch → run id / URI / file
+    for name in init_names if any(c != "scratch" for c in cells) else []:
+        if name == "pretrained":
+            inits[name] = parse_pretrained(cfg.pretrained, archs)
+            if not inits[name]:
+                raise ConfigError("grid: init 'pretrained' needs pretrained=RUN or arch=RUN,…")
+        elif name in ("restoration", "supervised"):
+            inits[name] = {}
+            for arch in archs:
+                pcfg = PretrainConfig(data=data, seed=cfg.seed, device=cfg.device, arch=arch,
+                                      mode=name, checkpoint_every=0, encoder=cfg.encoder,
+                                      epochs=cfg.pretrain_epochs, image_size=96,
+                                      batch_size=cfg.batch_size, workers=cfg.workers)
+                inits[name][arch], _ = run_nested(tracker, "pretrain", pcfg, f"pretrain-{name}-{arch}")
+        else:
+            inits[name] = {arch: name for arch in archs}
     rows, reused = [], 0
     for arch in archs:
         for cell in cells:
-            for regime in regimes:
-                for fold in folds:
-                    fcfg = cell_config(cfg, arch, cell, regime, fold, pretrained.get(arch, ""))
-                    key = grid_key(fcfg)
-                    found = tracker.find_run({"covidseg.grid_key": key, "covidseg.entry_point": "finetune"})
-                    if found:
-                        run_id, reused = found, reused + 1
-                    else:
-                        name = f"{arch}-{cell}-{regime}-fold{fold}"
-                        run_id, _ = run_nested(tracker, "finetune", fcfg, name,
-                                               {"covidseg.grid_key": key, "covidseg.grid_cell": name},
-                                               progress=False)
-                    m = client.get_run(run_id).data.metrics
-                    rows.append({"arch": arch, "cell": cell, "regime": regime, "fold": fold,
-                                 "run_id": run_id, "reused": bool(found),
-                                 "train": m.get("final_train_volume_dice"),
-                                 "val": m.get("final_val_volume_dice"),
-                                 "test": m.get("test_volume_dice")})
+            for init in ["scratch"] if cell == "scratch" else list(inits):
+                for regime in regimes:
+                    for fold in folds:
+                        ref = inits.get(init, {}).get(arch, "")
+                        fcfg = cell_config(cfg, arch, cell, regime, fold, ref)
+                        key = grid_key(fcfg)
+                        found = tracker.find_run({"covidseg.grid_key": key,
+                                                  "covidseg.entry_point": "finetune"})
+                        if found:
+                            run_id, reused = found, reused + 1
+                        else:
+                            label = cell if cell == "scratch" else f"{_short(init)}-{cell}"
+                            name = f"{arch}-{label}-{regime}-fold{fold}"
+                            run_id, _ = run_nested(tracker, "finetune", fcfg, name,
+                                                   {"covidseg.grid_key": key,
+                                                    "covidseg.grid_cell": name,
+                                                    "covidseg.grid_init": init},
+                                                   progress=False)
+                        m = client.get_run(run_id).data.metrics
+                        rows.append({"arch": arch, "init": _short(init), "cell": cell,
+                                     "regime": regime, "fold": fold,
+                                     "run_id": run_id, "reused": bool(found),
+                                     "train": m.get("final_train_volume_dice"),
+                                     "val": m.get("final_val_volume_dice"),
+                                     "test": m.get("test_volume_dice")})
     table = aggregate(rows)
     tracker.log_table(rows, "grid/runs.csv")
     tracker.log_table(table, "grid/table.csv")
@@ -106,7 +121,16 @@ def grid(cfg: GridConfig, tracker) -> dict:
     tracker.log_metrics({"cells": len(table), "runs": len(rows), "reused": reused})
     best = max(table, key=lambda r: r["val_mean"] if r["val_mean"] is not None else -1)
     return {"cells": len(table), "runs": len(rows), "reused": reused,
-            "best_cell": f"{best['arch']}/{best['cell']}/{best['regime']}"}
+            "best_cell": f"{best['arch']}/{best['init']}/{best['cell']}/{best['regime']}"}
+
+
+def _short(init: str) -> str:
+    """An init as a table label: its name, or a file's name / a run id's first 8 characters."""
+    from pathlib import Path
+
+    if init in ("scratch", "restoration", "supervised", "pretrained"):
+        return init
+    return Path(init).name if Path(init).exists() else init.rsplit("/", 1)[-1][:8]
 
 
 def mean_std_by(rows: list[dict], by: tuple[str, ...], values: dict[str, str],
@@ -127,6 +151,6 @@ def mean_std_by(rows: list[dict], by: tuple[str, ...], values: dict[str, str],
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
-    """Mean ± std over folds of train / val / test volume Dice per (arch, cell, regime)."""
-    return mean_std_by(rows, ("arch", "cell", "regime"),
+    """Mean ± std over folds of train / val / test volume Dice per (arch, init, cell, regime)."""
+    return mean_std_by(rows, ("arch", "init", "cell", "regime"),
                        {"train": "train", "val": "val", "test": "test"}, count="folds")

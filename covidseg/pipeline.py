@@ -1,6 +1,11 @@
 """``pipeline``: preprocess → pretrain → finetune → pseudolabel → meanteacher → compare as one
 parent run with the stages nested under it, each stage's output wired into the next by run id
-(the same lineage tags as when the stages are run one by one)."""
+(the same lineage tags as when the stages are run one by one).
+
+Every input a stage accepts is a pipeline parameter (the user's own data: ``dataset``, ``images``,
+``masks``, ``preprocess_unlabelled`` …; ``coarse_model``, ``pseudolabel_unlabelled``,
+``meanteacher_unlabelled``, ``strategy``); ``init`` replaces the pretrain stage by the user's
+starting point (``scratch``, a run, a Models Genesis file)."""
 
 from __future__ import annotations
 
@@ -42,6 +47,13 @@ def run_nested(parent, entry_point: str, cfg, name: str, tags: dict | None = Non
     return child.run_id, result
 
 
+def _is_run_reference(init: str) -> bool:
+    """A run id or runs:/ / models:/ URI (not ``scratch``, not a checkpoint file)."""
+    from pathlib import Path
+
+    return bool(init) and init != "scratch" and not Path(init).exists()
+
+
 def pipeline(cfg, tracker) -> dict:
     if not tracker.enabled:
         raise ConfigError("pipeline nests its stages as MLflow runs: tracking must be on")
@@ -57,11 +69,21 @@ def pipeline(cfg, tracker) -> dict:
         return runs[name]
 
     pre = stage("preprocess", data=cfg.data)
-    pt = stage("pretrain", data=pre)
-    ft = stage("finetune", data=pre, init=pt)
+    init = cfg.init.strip()
+    if init:  # the user's own starting point: no pretrain stage
+        tracker.set_tags({"covidseg.stage.pretrain": f"skipped: init={init}"})
+    else:
+        init = stage("pretrain", data=pre)
+    ft = stage("finetune", data=pre, init=init)
     pl = stage("pseudolabel", data=pre, model=ft)
     stage("meanteacher", data=pre, model=ft, pseudo=pl)
-    stage("compare", data=pre, runs=ft)
+    compare_mode = stage_config(cfg, "compare", data=pre, runs=ft).mode
+    if compare_mode == "init-vs-final" and not _is_run_reference(init):
+        results["compare"] = {}
+        tracker.set_tags({"covidseg.stage.compare": "skipped: init-vs-final needs a pretrained "
+                                                    f"run as init, not {init!r}"})
+    else:
+        stage("compare", data=pre, runs=ft)
     summary = {
         "finetune_test_volume_dice": results["finetune"].get("test_volume_dice"),
         "meanteacher_test_volume_dice": results["meanteacher"].get("test_volume_dice"),

@@ -85,7 +85,7 @@ def test_grid_cells_nested_aggregated_and_reused(tracking_uri, preprocess_run, t
     pre = next(k for k in kids if k.data.tags["covidseg.entry_point"] == "pretrain")
     assert all(k.data.tags["covidseg.source.init"] == pre.info.run_id for k in decoder)
     table = Path(client.download_artifacts(first, "grid/table.csv", str(tmp_path))).read_text()
-    assert table.splitlines()[0].startswith("arch,cell,regime,folds,train_mean,train_std,val_mean")
+    assert table.splitlines()[0].startswith("arch,init,cell,regime,folds,train_mean,train_std,val_mean")
     assert len(table.splitlines()) == 3
     assert {Path(a.path).name for a in client.list_artifacts(first, "figures")} == {"grid_volume_dice.png"}
     # the same grid again (with the pretrained network given): every finetune is reused
@@ -95,3 +95,33 @@ def test_grid_cells_nested_aggregated_and_reused(tracking_uri, preprocess_run, t
     assert m["runs"] == 4 and m["reused"] == 4
     assert not client.search_runs([p.info.experiment_id],
                                   filter_string=f"tags.`mlflow.parentRunId` = '{second}'")
+
+
+def test_pipeline_on_a_glob_folder_with_unlabelled_images(tracking_uri, tmp_path, phantom_files):
+    """A user's own folder (dataset=glob, labelled + unlabelled images), the user's init
+    (scratch: no pretrain stage), a strategy: every input the stages take, through pipeline."""
+    from mlflow.tracking import MlflowClient
+
+    root, _ = phantom_files
+    params = {"data": root, "dataset": "glob", "images": "images/case_[0-2].nii.gz",
+              "masks": "masks/*.nii.gz", "preprocess_unlabelled": "images/case_3.nii.gz",
+              "lungs": "lungs/*.nii.gz", "lung_method": "provided", "test_cases": 1, "folds": 2,
+              "init": "scratch", "strategy": "all", "finetune_epochs": 2, "finetune_lr": 3e-3,
+              "meanteacher_epochs": 1,
+              **{k: v for k, v in TINY.items() if k.endswith(("_encoder", "_workers"))}}
+    parent = mlflow_run("pipeline", params, tmp_path, tracking_uri, "pipeline-glob")
+    client = MlflowClient(tracking_uri)
+    p = client.get_run(parent)
+    kids = {r.data.tags["covidseg.pipeline_stage"]: r for r in client.search_runs(
+        [p.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")}
+    assert set(kids) == {"preprocess", "finetune", "pseudolabel", "meanteacher"}
+    assert p.data.tags["covidseg.stage.pretrain"] == "skipped: init=scratch"
+    assert p.data.tags["covidseg.stage.compare"].startswith("skipped: init-vs-final needs")
+    pre = kids["preprocess"].data
+    assert pre.params["dataset"] == "glob" and pre.params["unlabelled"] == "images/case_3.nii.gz"
+    assert pre.metrics["fp_n_unlabelled"] == 1 and pre.metrics["fp_n_labelled"] == 3
+    assert kids["finetune"].data.params["init"] == "scratch"
+    assert kids["pseudolabel"].data.metrics["n_candidates"] > 0  # case_3's slices
+    assert "covidseg.oracle" not in kids["pseudolabel"].data.tags  # a user's data has no truth
+    assert kids["meanteacher"].data.metrics["unlabelled_slices"] > 0
+    assert all(r.info.status == "FINISHED" for r in kids.values())

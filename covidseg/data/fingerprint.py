@@ -37,6 +37,7 @@ def dataset_fingerprint(metas: list[dict], n_failed: int = 0) -> dict:
         "n_labelled": len(labelled),
         "n_unlabelled": len(metas) - len(labelled),
         "n_infection_labelled": len(infection),
+        "tasks": dict(Counter(m.get("task", "infection") for m in labelled)),
         "n_failed": n_failed,
         "n_slices": int(sum(m["shape"][0] for m in metas)),
         "spacing_xy": _stats(m["spacing_in"][0] for m in volumes),
@@ -69,6 +70,8 @@ def fingerprint_metrics(fp: dict) -> dict[str, float]:
         if s:
             for stat in stats:
                 out[f"fp_{key}_{stat}"] = s[stat]
+    for task, n in fp.get("tasks", {}).items():
+        out[f"fp_task_{task}_cases"] = float(n)
     for mode, n in fp["intensity_modes"].items():
         out[f"fp_intensity_{mode}_cases"] = float(n)
     for method, n in fp["lung_methods"].items():

@@ -283,6 +283,77 @@ def detect_layout(root: Path, patterns: dict) -> str:
                       f"({', '.join(ADAPTERS)}) or images=/masks= glob patterns")
 
 
+TASKS = ("infection", "tumour", "effusion", "nodule", "other")
+ROLES = ("", "labelled", "unlabelled", "test", "auxiliary")
+SOURCE_KEYS = {"data", "dataset", "task", "role", "name", "images", "masks", "test_images",
+               "test_masks", "unlabelled", "lungs"}
+
+
+def read_sources(path) -> list[dict]:
+    """The entries of a sources file (YAML or JSON: a list, or ``{"sources": [...]}``)."""
+    import yaml
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"{p}: sources file does not exist")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not YAML/JSON ({str(exc).splitlines()[0]})") from None
+    entries = doc.get("sources") if isinstance(doc, dict) else doc
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{p}: expected a list of sources (each with data:)")
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or not e.get("data"):
+            raise ConfigError(f"{p}: source {i + 1} has no data: folder")
+        unknown = set(e) - SOURCE_KEYS
+        if unknown:
+            raise ConfigError(f"{p}: source {i + 1} has unknown keys {sorted(unknown)} "
+                              f"(known: {', '.join(sorted(SOURCE_KEYS))})")
+        if e.get("task", "infection") not in TASKS or e.get("role", "") not in ROLES:
+            raise ConfigError(f"{p}: source {i + 1}: task must be one of {', '.join(TASKS)} and "
+                              f"role one of {', '.join(r for r in ROLES if r)}")
+    return entries
+
+
+def combine_sources(path) -> list[CaseRecord]:
+    """One manifest from several sources (``preprocess -P sources=FILE``): each source read by its
+    adapter (``dataset``, default auto; relative ``data`` folders are relative to the file), its
+    masks' ``task`` set when given, its ``role`` applied — ``unlabelled`` drops its masks,
+    ``test`` puts its labelled cases in the held-out test split, ``labelled`` keeps them out of
+    it, ``auxiliary`` marks them as non-COVID pretraining data (task ``other`` unless given) —
+    and its case ids prefixed with its ``name`` (default: the folder's name)."""
+    base = Path(path).expanduser().resolve().parent
+    records, names = [], set()
+    for e in read_sources(path):
+        root = Path(e["data"]).expanduser()
+        root = root if root.is_absolute() else base / root
+        patterns = {k: e[k] for k in ("images", "masks", "test_images", "test_masks",
+                                      "unlabelled", "lungs") if e.get(k)}
+        if e.get("task") and e.get("dataset", "auto") in ("glob", "auto") and patterns:
+            patterns["task"] = e["task"]
+        _, recs = build_manifest(root, e.get("dataset", "auto"), **patterns)
+        name = str(e.get("name") or root.name)
+        if name in names:
+            raise ConfigError(f"{path}: two sources are named {name!r}: give each a name:")
+        names.add(name)
+        role = e.get("role", "")
+        for r in recs:
+            r.case_id, r.source = f"{name}__{r.case_id}", name
+            if e.get("task"):
+                r.task = e["task"]
+            if role == "unlabelled":
+                r.infection, r.labelled, r.split = None, False, None
+            elif role == "test":
+                r.split = "test" if r.labelled else r.split
+            elif role == "labelled":
+                r.split = "train" if r.labelled else r.split
+            elif role == "auxiliary":
+                r.task = e.get("task") if e.get("task") not in (None, "infection") else "other"
+        records += recs
+    return _unique_ids(records)
+
+
 def build_manifest(root, dataset: str = "auto", **patterns) -> tuple[str, list[CaseRecord]]:
     """Manifest of the cases under ``root`` read by the ``dataset`` adapter (or detected)."""
     root = Path(root)

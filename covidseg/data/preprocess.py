@@ -45,7 +45,7 @@ from covidseg.data.intensity import (
     image_zscore,
     lung_window_zscore,
 )
-from covidseg.data.layouts import CaseRecord, build_manifest, write_manifest
+from covidseg.data.layouts import CaseRecord, build_manifest, combine_sources, write_manifest
 from covidseg.data.lungs import (
     classical_lung_mask,
     find_lungmask_weights,
@@ -292,6 +292,9 @@ def resolve_inputs(cfg: PreprocessConfig, progress: bool = True) -> tuple[Path, 
     """The data folder (building the demo cohort for ``data=demo``), its layout and manifest."""
     patterns = {k: getattr(cfg, k) for k in ("images", "masks", "test_images", "test_masks",
                                               "unlabelled", "lungs")}
+    if cfg.sources:
+        records = combine_sources(cfg.sources)
+        return Path(cfg.sources).expanduser().resolve().parent, "sources", _with_task(records, cfg)
     if cfg.data == "demo":
         from covidseg.data.phantom import DemoSpec, build_cohort
 
@@ -307,7 +310,14 @@ def resolve_inputs(cfg: PreprocessConfig, progress: bool = True) -> tuple[Path, 
     root = Path(cfg.data).expanduser()
     if not root.exists():
         raise ConfigError(f"{root}: data folder does not exist")
-    return (root, *build_manifest(root, cfg.dataset, **patterns))
+    dataset, records = build_manifest(root, cfg.dataset, **patterns)
+    return root, dataset, _with_task(records, cfg)
+
+
+def _with_task(records: list[CaseRecord], cfg: PreprocessConfig) -> list[CaseRecord]:
+    for r in records if cfg.task else []:
+        r.task = cfg.task
+    return records
 
 
 def code_digest() -> str:

@@ -56,7 +56,7 @@ def content_key(records, settings: dict) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"store": STORE_VERSION, **settings}, sort_keys=True).encode())
     for r in sorted(records, key=lambda r: r.case_id):
-        h.update(json.dumps([r.case_id, r.source, r.labelled, r.split, r.grade]).encode())
+        h.update(json.dumps([r.case_id, r.source, r.labelled, r.split, r.grade, r.task]).encode())
         for p in (r.image, r.infection, r.lung):
             h.update(file_digest(Path(p)).encode() if p and Path(p).exists() else b"-")
         if r.truth:

@@ -66,7 +66,7 @@ def training_curves(history: list[dict], monitor: str):
 
 
 def grid_figure(table: list[dict]):
-    labels = [f"{r['arch']}\n{r['cell']}\n{r['regime']}" for r in table]
+    labels = [f"{r['arch']}\n{r.get('init', '')}\n{r['cell']}\n{r['regime']}" for r in table]
     x = np.arange(len(table))
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(table) + 2), 4.2))
     for i, (split, color) in enumerate((("train", "tab:gray"), ("val", "tab:blue"),
@@ -78,6 +78,6 @@ def grid_figure(table: list[dict]):
     ax.set_ylim(0, 1)
     ax.set_ylabel("volume-level 3D Dice (mean ± std over folds)")
     ax.legend(fontsize=8)
-    ax.set_title("grid: architecture × init/strategy × regime")
+    ax.set_title("grid: architecture × init × strategy × regime")
     fig.tight_layout()
     return fig

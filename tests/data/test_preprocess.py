@@ -17,7 +17,7 @@ from covidseg.data.preprocess import (
 )
 from covidseg.data.splits import fold_split, make_splits
 from covidseg.data.store import PreprocessedDataset
-from covidseg.errors import CaseError, EmptyMask, MissingInput, NotHounsfield
+from covidseg.errors import CaseError, ConfigError, EmptyMask, MissingInput, NotHounsfield
 from tests.helpers import PATIENT_ID, PATIENT_NAME, write_dicom_series, write_png_slice
 
 
@@ -320,3 +320,70 @@ def test_demo_unlabelled_truth_is_stored_apart_and_never_loaded_for_training():
         sp = ds.cases[c]["spacing"]
         ml_stored = np.asarray(ds.load_truth(c)).sum() * sp[0] * sp[1] * sp[2] / 1000
         assert ml_stored == pytest.approx(ml_file, rel=0.15)
+
+
+def test_sources_combine_two_datasets_with_their_tasks_and_roles(tmp_path, phantom_files):
+    """COVID volumes (the phantom folder as glob) + non-COVID nodule volumes (an MSD-like second
+    source, auxiliary) + an unlabelled third: one dataset, one fingerprint, one split."""
+    covid_root, _ = phantom_files
+    other = tmp_path / "noncovid"
+    for i in range(2):
+        ph = make_phantom(300 + i, size=64, depth_mm=24, kind="noncovid", centre="C")
+        write_phantom(ph, other / "img" / f"n_{i}.nii.gz", other / "lbl" / f"n_{i}.nii.gz",
+                      other / "lung" / f"n_{i}.nii.gz")
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(f"""
+sources:
+  - name: covid
+    data: {covid_root}
+    dataset: glob
+    images: "images/case_[0-2].nii.gz"
+    masks: "masks/*.nii.gz"
+    lungs: "lungs/*.nii.gz"
+  - name: msd
+    data: noncovid            # relative to the sources file
+    dataset: glob
+    images: "img/*.nii.gz"
+    masks: "lbl/*.nii.gz"
+    lungs: "lung/*.nii.gz"
+    task: tumour
+    role: auxiliary
+  - name: extra
+    data: {covid_root}
+    dataset: glob
+    images: "images/case_3.nii.gz"
+    masks: "masks/case_3.nii.gz"
+    lungs: "lungs/*.nii.gz"
+    role: unlabelled
+""")
+    cfg = _cfg(sources=str(sources), test_cases=1, folds=2, lung_method="provided")
+    out = preprocess_dataset(cfg, progress=False)
+    ds = PreprocessedDataset(Path(out["dataset_path"]))
+    assert sorted(ds.ids()) == ["covid__case_0", "covid__case_1", "covid__case_2",
+                                "extra__case_3", "msd__n_0", "msd__n_1"]
+    assert ds.splits["auxiliary"] == ["msd__n_0", "msd__n_1"]
+    assert ds.splits["unlabelled"] == ["extra__case_3"]
+    assert sorted(ds.splits["test"] + sum(ds.splits["folds"], [])) == [
+        "covid__case_0", "covid__case_1", "covid__case_2"]
+    fp = json.loads((ds.root / "fingerprint.json").read_text())
+    assert fp["tasks"] == {"infection": 3, "tumour": 2}
+    assert set(fp["per_source"]) == {"covid", "msd", "extra"}
+    assert not ds.cases["extra__case_3"]["labelled"] and ds.cases["msd__n_0"]["task"] == "tumour"
+    # a second file with one source changed is another dataset
+    sources.write_text(sources.read_text().replace("task: tumour", "task: effusion"))
+    again = preprocess_dataset(cfg, progress=False)
+    assert again["key"] != out["key"]
+
+
+def test_bad_sources_files_say_what_is_wrong(tmp_path):
+    bad = tmp_path / "s.yaml"
+    for text, msg in (("- dataset: glob\n", "source 1 has no data: folder"),
+                      ("- data: x\n  colour: red\n", r"unknown keys \['colour'\]"),
+                      ("- data: x\n  task: lungs\n", "task must be one of"),
+                      ("{a: [", "not YAML/JSON")):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=msg) as e:
+            preprocess_dataset(_cfg(sources=str(bad)), progress=False)
+        assert str(bad) in str(e.value)
+    with pytest.raises(ConfigError, match="sources file does not exist"):
+        preprocess_dataset(_cfg(sources=str(tmp_path / "none.yaml")), progress=False)

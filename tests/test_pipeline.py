@@ -74,23 +74,31 @@ def test_grid_cells_nested_aggregated_and_reused(tracking_uri, preprocess_run, t
     params = {"data": preprocess_run, "archs": "unet", "strategies": "scratch,decoder",
               "regimes": "10-40", "folds": "0,1", "pretrain_epochs": 1, "epochs": 1,
               "encoder": "resnet18", "workers": 0}
-    first = mlflow_run("grid", params, tmp_path, tracking_uri, "grid")
+    # two inits: restoration and supervised (the auxiliary non-COVID volumes) pretraining
+    first = mlflow_run("grid", {**params, "inits": "restoration,supervised"}, tmp_path,
+                       tracking_uri, "grid")
     client = MlflowClient(tracking_uri)
     p = client.get_run(first)
-    assert p.data.metrics["runs"] == 4 and p.data.metrics["reused"] == 0 and p.data.metrics["cells"] == 2
+    assert p.data.metrics["runs"] == 6 and p.data.metrics["reused"] == 0 and p.data.metrics["cells"] == 3
     kids = client.search_runs([p.info.experiment_id],
                               filter_string=f"tags.`mlflow.parentRunId` = '{first}'")
-    assert sorted(k.data.tags["covidseg.entry_point"] for k in kids) == ["finetune"] * 4 + ["pretrain"]
+    assert sorted(k.data.tags["covidseg.entry_point"] for k in kids) == ["finetune"] * 6 + ["pretrain"] * 2
+    pres = {k.data.params["mode"]: k.info.run_id for k in kids
+            if k.data.tags["covidseg.entry_point"] == "pretrain"}
+    assert set(pres) == {"restoration", "supervised"}
     decoder = [k for k in kids if k.data.params.get("strategy") == "decoder"]
-    pre = next(k for k in kids if k.data.tags["covidseg.entry_point"] == "pretrain")
-    assert all(k.data.tags["covidseg.source.init"] == pre.info.run_id for k in decoder)
+    assert sorted(k.data.tags["covidseg.source.init"] for k in decoder) == sorted(
+        [pres["restoration"]] * 2 + [pres["supervised"]] * 2)
+    assert {k.data.tags["covidseg.grid_init"] for k in decoder} == {"restoration", "supervised"}
     table = Path(client.download_artifacts(first, "grid/table.csv", str(tmp_path))).read_text()
     assert table.splitlines()[0].startswith("arch,init,cell,regime,folds,train_mean,train_std,val_mean")
-    assert len(table.splitlines()) == 3
+    assert len(table.splitlines()) == 4
+    assert {line.split(",")[1] for line in table.splitlines()[1:]} == {"scratch", "restoration",
+                                                                      "supervised"}
     assert {Path(a.path).name for a in client.list_artifacts(first, "figures")} == {"grid_volume_dice.png"}
     # the same grid again (with the pretrained network given): every finetune is reused
-    second = mlflow_run("grid", {**params, "pretrained": pre.info.run_id}, tmp_path, tracking_uri,
-                        "grid")
+    second = mlflow_run("grid", {**params, "pretrained": pres["restoration"]}, tmp_path,
+                        tracking_uri, "grid")
     m = client.get_run(second).data.metrics
     assert m["runs"] == 4 and m["reused"] == 4
     assert not client.search_runs([p.info.experiment_id],

@@ -11,6 +11,8 @@ methods, all through covidseg's own entry-point functions:
   ``source=model``) + ``meanteacher`` on the same labelled budget plus the unlabelled volumes;
 * ``meanteacher-similarity`` — the same with the thesis's patch-similarity pseudo-labels
   (``source=similarity``, its defaults: centred GAP features, quantile band, tissue sampling);
+* ``meanteacher-consistency`` — the mean teacher alone (Tarvainen & Valpola): no pseudo-labels,
+  only the consistency between student and teacher on the unlabelled slices;
 * ``continued`` — the control for the mean-teacher's extra steps: the fine-tuned network trained
   as many more steps by the mean-teacher task with no pseudo-labels and no consistency (only the
   labelled slices and the EMA teacher), so a gain can be told from "trained longer".
@@ -40,8 +42,11 @@ from bench import header, ratios, table, tracking_server
 
 from covidseg.config import CommonConfig, param, parse_value
 
-METHODS = ("scratch", "finetune", "meanteacher", "meanteacher-similarity", "continued")
-SEMI = {"meanteacher": "model", "meanteacher-similarity": "similarity", "continued": None}
+METHODS = ("scratch", "finetune", "meanteacher", "meanteacher-similarity",
+           "meanteacher-consistency", "continued")
+# method → (pseudo-label source or None, consistency weight)
+SEMI = {"meanteacher": ("model", 1.0), "meanteacher-similarity": ("similarity", 1.0),
+        "meanteacher-consistency": (None, 1.0), "continued": (None, 0.0)}
 
 
 @dataclass
@@ -159,7 +164,7 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
                                                  progress=False)
             mt_epochs = epochs_for(ds, base, cfg.meanteacher_iterations)
             for method in [m for m in methods if m in SEMI]:
-                source, pseudo = SEMI[method], ""
+                (source, consistency), pseudo = SEMI[method], ""
                 if source:
                     pl_cfg = PseudolabelConfig(data=data, seed=seed, device=cfg.device,
                                                model=runs["finetune"], source=source)
@@ -169,7 +174,7 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
                 mt = MeanteacherConfig(**train, seed=seed, train_cases=budget, model=runs["finetune"],
                                        pseudo=pseudo, epochs=mt_epochs, patience=0, lr=2e-4,
                                        lesion_boost=3.0, rampup_epochs=max(1, mt_epochs // 3),
-                                       consistency_weight=1.0 if source else 0.0)
+                                       consistency_weight=consistency)
                 runs[method], _ = run_nested(tracker, "meanteacher", mt,
                                              f"{method}-b{budget}-s{seed}",
                                              {**tags, "covidseg.sweep_method": method},

@@ -76,12 +76,14 @@ def test_label_efficiency_sweep_nests_its_runs(tmp_path, mlflow_server):
         "--labelled", "8", "--test_cases", "2", "--folds", "3", "--unlabelled", "2",
         "--phantom_size", "64", "--phantom_depth", "24", "--budgets", "1,2", "--seeds", "0",
         "--iterations", "2", "--pretrain_epochs", "1", "--meanteacher_iterations", "2", "--workers", "0",
-        "--batch_size", "8", "--methods", "scratch,finetune,meanteacher,continued",
+        "--batch_size", "8", "--methods",
+        "scratch,finetune,meanteacher,meanteacher-consistency,continued",
         "--out", str(tmp_path / "plots")], tmp_path,
         MLFLOW_TRACKING_URI=mlflow_server.uri)
     assert (tmp_path / "plots" / "label_efficiency_dice.png").exists()
     assert set(ratios) == {f"{m}_minus_{base}_b{b}" for b in (1, 2)
                            for m, base in (("finetune", "scratch"), ("meanteacher", "finetune"),
+                                           ("meanteacher-consistency", "finetune"),
                                            ("continued", "finetune"))}
     parent_id = re.search(r"parent run: ([0-9a-f]{32})", out).group(1)
     client = MlflowClient(mlflow_server.uri)
@@ -90,9 +92,15 @@ def test_label_efficiency_sweep_nests_its_runs(tmp_path, mlflow_server):
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{parent_id}'")
     entries = sorted(c.data.tags["covidseg.entry_point"] for c in children)
-    # preprocess + pretrain + per budget: scratch, finetune, pseudolabel, meanteacher, continued
+    # preprocess + pretrain + per budget: scratch, finetune, pseudolabel, meanteacher,
+    # meanteacher-consistency (no pseudolabel run), continued
     assert entries == sorted(["preprocess", "pretrain"] + ["finetune"] * 4
-                             + ["pseudolabel"] * 2 + ["meanteacher"] * 4), entries
+                             + ["pseudolabel"] * 2 + ["meanteacher"] * 6), entries
+    consistency = [c for c in children
+                   if c.data.tags.get("covidseg.sweep_method") == "meanteacher-consistency"]
+    assert len(consistency) == 2 and all(
+        c.data.params["pseudo"] == "" and c.data.params["consistency_weight"] == "1.0"
+        and c.data.metrics["unlabelled_slices"] > 0 for c in consistency)
     assert all(c.info.status == "FINISHED" for c in children)
     budgets = {c.data.tags.get("covidseg.sweep_budget") for c in children
                if c.data.tags["covidseg.entry_point"] in ("finetune", "meanteacher")}

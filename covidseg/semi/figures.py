@@ -95,18 +95,22 @@ def patch_centres(uds, patches, n_cases: int = 3):
 
 
 def model_examples(items: dict, n: int = 6):
-    """Self-training pseudo-labels: unlabelled slices (top) with the confident lesion label (red)
-    and the pixels left out as unconfident (blue), most lesion first."""
+    """Self-training pseudo-labels: unlabelled slices with the confident lesion label (red) and
+    the image pixels left out as unconfident (blue; the zero padding around a slice is not
+    marked), most lesion first."""
+    from matplotlib.colors import ListedColormap
+
+    red, blue = ListedColormap(["red"]), ListedColormap(["royalblue"])
     order = np.argsort(-(items["masks"] * (items["weights"] > 0)).sum(axis=(1, 2)))[:n]
     cols = max(1, len(order))
     fig, axes = plt.subplots(1, cols, figsize=(2.6 * cols, 3.0), squeeze=False)
     for ax, i in zip(axes[0], order):
         ax.imshow(items["images"][i], cmap="gray")
         confident = items["weights"][i] > 0
-        ax.imshow(np.ma.masked_where(~(confident & (items["masks"][i] > 0.5)), items["masks"][i]),
-                  cmap="autumn", alpha=0.55, vmin=0, vmax=1)
-        ax.imshow(np.ma.masked_where(confident, np.ones_like(items["masks"][i])), cmap="winter",
-                  alpha=0.35, vmin=0, vmax=1)
+        lesion = confident & (items["masks"][i] > 0.5)
+        unsure = ~confident & (items["images"][i] != 0)
+        ax.imshow(np.ma.masked_where(~lesion, lesion), cmap=red, alpha=0.5, vmin=0, vmax=1)
+        ax.imshow(np.ma.masked_where(~unsure, unsure), cmap=blue, alpha=0.45, vmin=0, vmax=1)
         ax.set_title(f"{items['case_ids'][i]} z{items['coords'][i][0]}", fontsize=7)
         ax.axis("off")
     fig.suptitle("model pseudo-labels on unlabelled slices: lesion (red), unconfident (blue)",

@@ -125,12 +125,9 @@ def grid(cfg: GridConfig, tracker) -> dict:
 
 
 def _short(init: str) -> str:
-    """An init as a table label: its name, or a file's name / a run id's first 8 characters."""
-    from pathlib import Path
-
-    if init in ("scratch", "restoration", "supervised", "pretrained"):
-        return init
-    return Path(init).name if Path(init).exists() else init.rsplit("/", 1)[-1][:8]
+    """An init as a table label: its name (scratch, restoration, …) or the reference as given
+    (each entry of ``inits`` is distinct, so labels never merge two inits)."""
+    return init
 
 
 def mean_std_by(rows: list[dict], by: tuple[str, ...], values: dict[str, str],

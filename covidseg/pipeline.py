@@ -51,7 +51,7 @@ def _is_run_reference(init: str) -> bool:
     """A run id or runs:/ / models:/ URI (not ``scratch``, not a checkpoint file)."""
     from pathlib import Path
 
-    return bool(init) and init != "scratch" and not Path(init).exists()
+    return bool(init) and init != "scratch" and not Path(init).expanduser().exists()
 
 
 def pipeline(cfg, tracker) -> dict:

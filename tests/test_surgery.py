@@ -20,6 +20,9 @@ HALF = {
     "mobilenet_v2": [f"encoder.features.{i}" for i in range(7)],
     # EfficientNet-B0: stem stride 2, blocks 0-2 stride 4 (block 1 reduces), blocks 3-4 stride 8
     "efficientnet-b0": ["encoder._conv_stem", "encoder._bn0"] + [f"encoder._blocks.{i}" for i in range(5)],
+    # timm's features_only model returns all maps at once: each level is still the block that made it
+    "tu-efficientnet_b0": ["encoder.model.conv_stem", "encoder.model.bn1"]
+    + [f"encoder.model.blocks.{i}" for i in range(3)],
 }
 
 
@@ -84,8 +87,11 @@ def test_decoder_strategy_freezes_encoder_weights_and_bn_statistics(arch):
 
 @pytest.mark.parametrize("arch,block", [("unet", "decoder.blocks.4"),
                                         ("attention-unet", "decoder.blocks.4"),
-                                        ("genesis-unet", "decoder.up_tr64")])
+                                        ("genesis-unet", "decoder.up_tr64"),
+                                        # a flat decoder (aspp, conv, bn, relu): its last conv on
+                                        ("deeplabv3", ("decoder.conv", "decoder.bn"))])
 def test_all_reinitialises_the_last_decoder_block_and_the_head(arch, block):
+    block = (block,) if isinstance(block, str) else block
     source = build_model(ModelSpec(arch, "resnet18"))
     with torch.no_grad():  # make every weight recognisable, so a re-initialisation shows
         for p in source.parameters():
@@ -96,9 +102,19 @@ def test_all_reinitialises_the_last_decoder_block_and_the_head(arch, block):
     old, new = source.state_dict(), model.state_dict()
     weights = [k for k in new if k.endswith("weight")]
     changed = {k for k in weights if not torch.equal(old[k], new[k])}
-    expected = {k for k in weights if k.startswith(block + ".") or k.startswith("segmentation_head.")}
+    expected = {k for k in weights if k.startswith(tuple(b + "." for b in block))
+                or k.startswith("segmentation_head.")}
     assert changed == expected and expected
-    assert all(r.startswith((block, "segmentation_head")) for r in report["reinitialised"])
+    assert all(r.startswith((*block, "segmentation_head")) for r in report["reinitialised"])
+
+
+def test_decoder_strategy_needs_no_levels_and_half_says_when_there_are_none():
+    """SegFormer's MiT reshapes its maps outside any module: the whole encoder still freezes,
+    half of it cannot be told and says so in one line."""
+    model = build_model(ModelSpec("segformer", "mit_b0"))
+    assert apply_strategy(copy.deepcopy(model), "decoder")["frozen"] == ["encoder"]
+    with pytest.raises(ConfigError, match="cannot tell the encoder's resolution levels"):
+        apply_strategy(model, "freeze-encoder-half")
 
 
 def test_unknown_strategy():

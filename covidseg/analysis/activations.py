@@ -14,22 +14,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from covidseg.models.surgery import encoder_levels
+ENCODER = "encoder"  # stands for encoder.level1 … encoder.levelL: the feature maps it returns
 
 
 def blocks_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) of the encoder stages, decoder blocks and head, in forward order."""
-    blocks = [(f"encoder.level{lv['level']}", lv["output"][1]) for lv in encoder_levels(model)
-              if lv["output"] is not None]
+    """(name, module) of the encoder, the decoder blocks and the head, in forward order; the
+    encoder expands to one block per resolution level (the feature maps it returns)."""
+    blocks = [(ENCODER, model.encoder)]
     decoder = model.decoder
     inner = getattr(decoder, "blocks", None)
     if isinstance(inner, nn.ModuleList):
         blocks += [(f"decoder.{i}", m) for i, m in enumerate(inner)]
-    else:
-        blocks += [(f"decoder.{name}", m) for name, m in decoder.named_children()
-                   if any(True for _ in m.parameters())]
+    else:  # a ModuleList's own hook never fires: its elements are the blocks
+        for name, m in decoder.named_children():
+            items = m.named_children() if isinstance(m, (nn.ModuleList, nn.ModuleDict)) \
+                else [("", m)]
+            blocks += [(f"decoder.{name}.{k}".rstrip("."), mm) for k, mm in items
+                       if any(True for _ in mm.parameters())]
     blocks.append(("head", model.segmentation_head))
     return blocks
+
+
+def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
+    # a copy now: the network may later change the tensor in place (an in-place activation)
+    return t.detach().to("cpu", torch.float32, copy=True)
 
 
 @torch.no_grad()
@@ -37,13 +45,17 @@ def collect_activations(model: nn.Module, probe: torch.Tensor, max_points: int =
                         seed: int = 0, batch_size: int = 8) -> dict[str, np.ndarray]:
     """{block name: (points, channels) float32} for the probe slices (N, 1, H, W)."""
     model = model.eval()
-    names = blocks_of(model)
-    store: dict[str, list[torch.Tensor]] = {n: [] for n, _ in names}
+    store: dict[str, list[torch.Tensor]] = {}
     hooks = []
-    for name, module in names:
-        def hook(_m, _inp, out, name=name):
+    for name, module in blocks_of(model):
+        def hook(_m, inp, out, name=name):
+            if name == ENCODER:  # one block per returned feature map (not the input, not empty)
+                maps = [o for o in out if o is not inp[0] and o.shape[1] > 0]
+                for k, o in enumerate(maps):
+                    store.setdefault(f"encoder.level{k + 1}", []).append(_cpu_copy(o))
+                return
             out = out[-1] if isinstance(out, (list, tuple)) else out
-            store[name].append(out.detach().float().cpu())
+            store.setdefault(name, []).append(_cpu_copy(out))
         hooks.append(module.register_forward_hook(hook))
     try:
         for start in range(0, len(probe), batch_size):

@@ -296,23 +296,37 @@ def read_sources(path) -> list[dict]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise ConfigError(f"{p}: sources file does not exist")
+    text = p.read_text()
     try:
-        doc = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not YAML/JSON ({str(exc).splitlines()[0]})") from None
+        doc = json.loads(text)
+    except ValueError:
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{p}: not YAML/JSON{where} "
+                              f"({getattr(exc, 'problem', None) or str(exc).splitlines()[0]})") from None
     entries = doc.get("sources") if isinstance(doc, dict) else doc
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{p}: expected a list of sources (each with data:)")
     for i, e in enumerate(entries):
-        if not isinstance(e, dict) or not e.get("data"):
+        if not isinstance(e, dict) or not e.get("data") or not isinstance(e["data"], str):
             raise ConfigError(f"{p}: source {i + 1} has no data: folder")
         unknown = set(e) - SOURCE_KEYS
         if unknown:
             raise ConfigError(f"{p}: source {i + 1} has unknown keys {sorted(unknown)} "
                               f"(known: {', '.join(sorted(SOURCE_KEYS))})")
-        if e.get("task", "infection") not in TASKS or e.get("role", "") not in ROLES:
-            raise ConfigError(f"{p}: source {i + 1}: task must be one of {', '.join(TASKS)} and "
-                              f"role one of {', '.join(r for r in ROLES if r)}")
+        if e.get("task", "infection") not in TASKS:
+            raise ConfigError(f"{p}: source {i + 1}: task={e['task']!r} is not one of "
+                              f"{', '.join(TASKS)}")
+        if e.get("role", "") not in ROLES:
+            raise ConfigError(f"{p}: source {i + 1}: role={e['role']!r} is not one of "
+                              f"{', '.join(r for r in ROLES if r)}")
+        if "name" in e and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*(_[A-Za-z0-9.-]+)*",
+                                            str(e["name"])):
+            raise ConfigError(f"{p}: source {i + 1}: name={e['name']!r} must be letters, digits, "
+                              ". - and single _ (it prefixes case ids as NAME__id)")
     return entries
 
 
@@ -325,15 +339,16 @@ def combine_sources(path) -> list[CaseRecord]:
     and its case ids prefixed with its ``name`` (default: the folder's name)."""
     base = Path(path).expanduser().resolve().parent
     records, names = [], set()
-    for e in read_sources(path):
+    for i, e in enumerate(read_sources(path)):
         root = Path(e["data"]).expanduser()
         root = root if root.is_absolute() else base / root
         patterns = {k: e[k] for k in ("images", "masks", "test_images", "test_masks",
                                       "unlabelled", "lungs") if e.get(k)}
-        if e.get("task") and e.get("dataset", "auto") in ("glob", "auto") and patterns:
-            patterns["task"] = e["task"]
-        _, recs = build_manifest(root, e.get("dataset", "auto"), **patterns)
-        name = str(e.get("name") or root.name)
+        try:
+            _, recs = build_manifest(root, e.get("dataset", "auto"), **patterns)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: source {i + 1}: {exc}") from None
+        name = str(e.get("name") or re.sub(r"[^A-Za-z0-9.-]+", "-", root.name))
         if name in names:
             raise ConfigError(f"{path}: two sources are named {name!r}: give each a name:")
         names.add(name)
@@ -347,9 +362,9 @@ def combine_sources(path) -> list[CaseRecord]:
             elif role == "test":
                 r.split = "test" if r.labelled else r.split
             elif role == "labelled":
-                r.split = "train" if r.labelled else r.split
-            elif role == "auxiliary":
-                r.task = e.get("task") if e.get("task") not in (None, "infection") else "other"
+                r.split = "train" if r.labelled and r.split != "test" else r.split
+            elif role == "auxiliary" and r.task == "infection":
+                r.task = "other"  # auxiliary data is not COVID infection (unless it says what)
         records += recs
     return _unique_ids(records)
 

@@ -293,6 +293,9 @@ def resolve_inputs(cfg: PreprocessConfig, progress: bool = True) -> tuple[Path, 
     patterns = {k: getattr(cfg, k) for k in ("images", "masks", "test_images", "test_masks",
                                               "unlabelled", "lungs")}
     if cfg.sources:
+        if cfg.task:
+            raise ConfigError(f"task={cfg.task} applies to one data folder: with sources= give "
+                              "each source its own task")
         records = combine_sources(cfg.sources)
         return Path(cfg.sources).expanduser().resolve().parent, "sources", _with_task(records, cfg)
     if cfg.data == "demo":
@@ -424,11 +427,14 @@ def _build(cfg, records, weights, out: Path, dataset: str, root: Path, key: str,
     target = [m for m in ok if m["labelled"] and m["task"] == "infection"]
     labelled = [m["case_id"] for m in target]
     official = [m["case_id"] for m in target if m.get("split") == "test"]
-    unlabelled = [m["case_id"] for m in ok if not m["labelled"]]
+    not_test = [m["case_id"] for m in target if m.get("split") == "train"]
+    # the unlabelled pool is COVID CT: a non-COVID source's unlabelled volumes stay out of it
+    unlabelled = [m["case_id"] for m in ok if not m["labelled"] and m["task"] == "infection"]
     auxiliary = [m["case_id"] for m in ok if m["labelled"] and m["task"] != "infection"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        splits = make_splits(labelled, cfg.test_cases, cfg.folds, cfg.seed, official, unlabelled) \
+        splits = make_splits(labelled, cfg.test_cases, cfg.folds, cfg.seed, official, unlabelled,
+                             not_test) \
             if labelled else {"seed": cfg.seed, "test": [], "test_is_official": False, "folds": [],
                               "unlabelled": unlabelled}
     for w in caught:

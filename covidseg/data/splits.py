@@ -20,23 +20,27 @@ REGIME_ALIASES = {"40-10": "standard", "10-40": "inverse", "standard": "standard
 
 def make_splits(labelled: list[str], test_cases: int = 20, folds: int = 5, seed: int = 0,
                 official_test: list[str] | None = None,
-                unlabelled: list[str] | None = None) -> dict:
-    """Split labelled case ids into test + k folds (deterministic for a seed and a set of ids)."""
+                unlabelled: list[str] | None = None, not_test: list[str] | None = None) -> dict:
+    """Split labelled case ids into test + k folds (deterministic for a seed and a set of ids);
+    ``not_test`` cases are never drawn into the test set (they always train/validate)."""
     ids = sorted(set(labelled))
     official = sorted(set(official_test or []) & set(ids))
+    keep = set(not_test or []) & set(ids)
     rng = np.random.default_rng(seed)
     if official:
         test = official
         pool = [i for i in ids if i not in set(official)]
         pool = [pool[j] for j in rng.permutation(len(pool))]
     else:
-        perm = [ids[j] for j in rng.permutation(len(ids))]
-        n_test = int(test_cases)
+        drawable = [i for i in ids if i not in keep]
+        perm = [drawable[j] for j in rng.permutation(len(drawable))]
+        n_test = min(int(test_cases), len(drawable))
         if folds > 0 and len(ids) - n_test < folds:
             n_test = max(0, len(ids) - folds)
             warnings.warn(f"only {len(ids)} labelled cases: test set reduced to {n_test} so that "
                           f"each of the {folds} folds has a case", stacklevel=2)
-        test, pool = sorted(perm[:n_test]), perm[n_test:]
+        test = sorted(perm[:n_test])
+        pool = perm[n_test:] + [i for i in ids if i in keep]
     if folds > 0 and len(pool) < folds:
         raise ConfigError(f"folds={folds} needs at least {folds} labelled cases outside the test "
                           f"set; there are {len(pool)}")

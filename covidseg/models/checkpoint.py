@@ -15,13 +15,16 @@ from covidseg.models.factory import ModelSpec, build_model
 
 def save_model(directory: Path, model: nn.Module, spec: ModelSpec, extra: dict | None = None,
                dtype: torch.dtype | None = None) -> Path:
-    """Write ``model.pt`` (state dict; floating tensors as ``dtype`` when given — loading casts
-    them back) and ``model.json`` (spec + extra) into ``directory``."""
+    """Write ``model.pt`` (state dict; the parameters as ``dtype`` when given — loading casts them
+    back; buffers such as norm statistics stay as they are: a running variance may not fit
+    float16) and ``model.json`` (spec + extra) into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        params = {k for k, _ in model.named_parameters()}
+        state = {k: v.to(dtype) if k in params and v.is_floating_point() else v
+                 for k, v in state.items()}
     tmp = directory / "model.pt.tmp"
     torch.save(state, tmp)
     tmp.replace(directory / "model.pt")

@@ -60,7 +60,7 @@ def _owners(root: nn.Module, prefix: str) -> dict[str, nn.Module]:
             if any(True for _ in m.parameters(recurse=False)) or isinstance(m, _NORM)}
 
 
-def _probe_input(model: nn.Module, size: int = 64) -> torch.Tensor:
+def _probe_input(model: nn.Module, size: int = 128) -> torch.Tensor:
     first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Conv3d))), None)
     channels = first.in_channels if first is not None else 1
     p = next(model.parameters())
@@ -96,6 +96,9 @@ def _run_with_hooks(root: nn.Module, modules: dict[str, nn.Module], call: Callab
         nn.Module.train(root, False)
         with torch.no_grad():
             result = call()
+    except RuntimeError as exc:
+        raise ConfigError(f"{type(root).__name__}: a probe forward pass failed "
+                          f"({str(exc).splitlines()[0][:160]})") from None
     finally:
         for h in hooks:
             h.remove()
@@ -123,7 +126,10 @@ def encoder_levels(model: nn.Module) -> list[dict]:
     for f in features:
         if f is x:
             continue  # smp's level 0 is the input itself
-        hits = [i for i, (_, outs) in enumerate(order) if any(o is f for o in outs)]
+        # the module that made it: not a container that returns several feature maps at once
+        # (timm's features_only model, the encoder's own wrapper)
+        hits = [i for i, (_, outs) in enumerate(order) if any(o is f for o in outs)
+                and sum(any(o is g for o in outs) for g in features) == 1]
         if not hits and f.shape[1] > 0:
             unmatched.append(len(boundaries) + 1)
         boundaries.append(hits[-1] if hits else (boundaries[-1] if boundaries else -1))
@@ -157,11 +163,13 @@ def compact_names(selected: set[str], root: nn.Module, prefix: str) -> list[str]
     return out
 
 
-def last_decoder_block(model: nn.Module) -> tuple[str, nn.Module] | None:
-    """The decoder's last block to run (``blocks[-1]`` of smp's U-Net, ``up_tr64`` of Genesis)."""
+def last_decoder_block(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The decoder's last block to run (``blocks[-1]`` of smp's U-Net, ``up_tr64`` of Genesis);
+    for a flat decoder of bare layers (DeepLabV3: aspp, conv, bn, relu) the layers from its last
+    convolution on. Returns ``[(name, module), …]``."""
     dec = getattr(model, "decoder", None)
     if dec is None:
-        return None
+        return []
     candidates = {}
     for n, child in dec.named_children():
         items = child.named_children() if isinstance(child, (nn.ModuleList, nn.ModuleDict)) \
@@ -170,12 +178,14 @@ def last_decoder_block(model: nn.Module) -> tuple[str, nn.Module] | None:
             if any(True for _ in m.parameters()):
                 candidates[f"decoder.{n}.{k}".rstrip(".")] = m
     if not candidates:
-        return None
+        return []
     order, _ = _run_with_hooks(model, candidates, lambda: model(_probe_input(model)))
-    if not order:
-        return None
-    name = order[-1][0]
-    return name, candidates[name]
+    ran = list(dict.fromkeys(n for n, _ in order))
+    convs = [n for n in ran if any(isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d))
+                                   for m in candidates[n].modules())]
+    if not convs:
+        return []
+    return [(n, candidates[n]) for n in ran[ran.index(convs[-1]):]]
 
 
 def reinitialise(module: nn.Module, prefix: str) -> list[str]:
@@ -237,7 +247,12 @@ def apply_strategy(model: nn.Module, strategy: str,
         raise ConfigError(f"strategy={strategy!r} is not one of {', '.join(STRATEGIES)}")
     report = {"strategy": strategy, "frozen": [], "reinitialised": [], "levels": []}
     if hasattr(model, "encoder") and strategy != "all":
-        levels = encoder_levels(model)
+        # the whole encoder needs no levels (and works for encoders whose levels cannot be told)
+        # levels that hold weights (not a 0-channel placeholder, not a lone pooling step)
+        levels = [lv for lv in encoder_levels(model) if lv["modules"]] \
+            if strategy != "decoder" else []
+        for i, lv in enumerate(levels):
+            lv["level"] = i + 1
         n_frozen = len(levels) if strategy == "decoder" else math.ceil(len(levels) / 2)
         frozen = {n: m for lv in levels[:n_frozen] for n, m in lv["modules"].items()}
         if strategy == "decoder":
@@ -265,13 +280,12 @@ def apply_strategy(model: nn.Module, strategy: str,
         frozen_params = sum(p.numel() for m in frozen.values() for p in m.parameters(recurse=False))
         freeze(frozen.values())
         report["frozen"] = compact_names(set(frozen), model.encoder, "encoder")
-        report["frozen_levels"] = n_frozen
-        report["encoder_levels"] = len(levels)
+        if levels:
+            report["frozen_levels"], report["encoder_levels"] = n_frozen, len(levels)
         report["frozen_encoder_fraction"] = round(frozen_params / max(1, enc_params), 6)
     if strategy == "all":
-        block = last_decoder_block(model)
-        if block is not None:
-            report["reinitialised"] += reinitialise(block[1], block[0])
+        for name, module in last_decoder_block(model):
+            report["reinitialised"] += reinitialise(module, name)
     if strategy != "decoder" and hasattr(model, "segmentation_head"):
         report["reinitialised"] += reinit_head(model)
     report["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -148,7 +148,7 @@ def finetune(cfg: FinetuneConfig, tracker=None, on_epoch_end=None, progress: boo
                               calibration=lambda: calibration_batches(task.train_set, cfg.batch_size))
     tracker.set_tags({"covidseg.arch": spec.arch, "covidseg.encoder": spec.encoder,
                       "covidseg.device": str(device)})
-    if "frozen_levels" in strategy:
+    if strategy["frozen"]:
         tracker.set_tags({"covidseg.frozen": ", ".join(strategy["frozen"]) or "nothing"})
     tracker.log_dict({"init": init_report, "strategy": strategy}, "init/report.json")
     tracker.log_dict({"train": train_ids, "val": val_ids, "test": ds.splits["test"]}, "split.json")

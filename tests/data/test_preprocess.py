@@ -337,7 +337,14 @@ sources:
   - name: covid
     data: {covid_root}
     dataset: glob
-    images: "images/case_[0-2].nii.gz"
+    images: "images/case_[0-1].nii.gz"
+    masks: "masks/*.nii.gz"
+    lungs: "lungs/*.nii.gz"
+    role: labelled            # never drawn into the test set
+  - name: covid2
+    data: {covid_root}
+    dataset: glob
+    images: "images/case_2.nii.gz"
     masks: "masks/*.nii.gz"
     lungs: "lungs/*.nii.gz"
   - name: msd
@@ -359,15 +366,15 @@ sources:
     cfg = _cfg(sources=str(sources), test_cases=1, folds=2, lung_method="provided")
     out = preprocess_dataset(cfg, progress=False)
     ds = PreprocessedDataset(Path(out["dataset_path"]))
-    assert sorted(ds.ids()) == ["covid__case_0", "covid__case_1", "covid__case_2",
+    assert sorted(ds.ids()) == ["covid2__case_2", "covid__case_0", "covid__case_1",
                                 "extra__case_3", "msd__n_0", "msd__n_1"]
     assert ds.splits["auxiliary"] == ["msd__n_0", "msd__n_1"]
     assert ds.splits["unlabelled"] == ["extra__case_3"]
-    assert sorted(ds.splits["test"] + sum(ds.splits["folds"], [])) == [
-        "covid__case_0", "covid__case_1", "covid__case_2"]
+    assert ds.splits["test"] == ["covid2__case_2"]  # the only one not kept out of it
+    assert sorted(sum(ds.splits["folds"], [])) == ["covid__case_0", "covid__case_1"]
     fp = json.loads((ds.root / "fingerprint.json").read_text())
     assert fp["tasks"] == {"infection": 3, "tumour": 2}
-    assert set(fp["per_source"]) == {"covid", "msd", "extra"}
+    assert set(fp["per_source"]) == {"covid", "covid2", "msd", "extra"}
     assert not ds.cases["extra__case_3"]["labelled"] and ds.cases["msd__n_0"]["task"] == "tumour"
     # a second file with one source changed is another dataset
     sources.write_text(sources.read_text().replace("task: tumour", "task: effusion"))
@@ -379,7 +386,7 @@ def test_bad_sources_files_say_what_is_wrong(tmp_path):
     bad = tmp_path / "s.yaml"
     for text, msg in (("- dataset: glob\n", "source 1 has no data: folder"),
                       ("- data: x\n  colour: red\n", r"unknown keys \['colour'\]"),
-                      ("- data: x\n  task: lungs\n", "task must be one of"),
+                      ("- data: x\n  task: lungs\n", "task=.lungs. is not one of"),
                       ("{a: [", "not YAML/JSON")):
         bad.write_text(text)
         with pytest.raises(ConfigError, match=msg) as e:
@@ -387,3 +394,16 @@ def test_bad_sources_files_say_what_is_wrong(tmp_path):
         assert str(bad) in str(e.value)
     with pytest.raises(ConfigError, match="sources file does not exist"):
         preprocess_dataset(_cfg(sources=str(tmp_path / "none.yaml")), progress=False)
+    bad.write_text('{"sources": [{"data": "nowhere"}]}')  # JSON; the folder is missing
+    with pytest.raises(ConfigError, match=r"s.yaml: source 1: .*nowhere: data folder does not exist"):
+        preprocess_dataset(_cfg(sources=str(bad)), progress=False)
+    bad.write_text("- data: .\n")
+    with pytest.raises(ConfigError, match="applies to one data folder"):
+        preprocess_dataset(_cfg(sources=str(bad), task="tumour"), progress=False)
+
+
+def test_cases_kept_out_of_the_test_set():
+    ids = [f"c{i}" for i in range(10)]
+    s = make_splits(ids, 3, 2, seed=1, not_test=ids[:6])
+    assert len(s["test"]) == 3 and not set(s["test"]) & set(ids[:6])
+    assert sorted(s["test"] + sum(s["folds"], [])) == ids

@@ -59,7 +59,8 @@ def test_finetune_pseudolabel_meanteacher_chain(tracking_uri, preprocess_run, tm
     assert names == {"pseudo_label_examples.png"}
 
     mt = mlflow_run("meanteacher", {"data": preprocess_run, "model": ft, "pseudo": pm, "epochs": 2,
-                                    "rampup_epochs": 1, **FAST}, tmp_path, tracking_uri, "semi")
+                                    "rampup_epochs": 1, "batch_size": 8, "workers": 0},
+                    tmp_path, tracking_uri, "semi")  # no encoder: the student is ft's network
     r = client.get_run(mt)
     t, m = r.data.tags, r.data.metrics
     assert t["covidseg.source.model"] == ft and t["covidseg.source.pseudo"] == pm

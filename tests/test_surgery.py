@@ -120,3 +120,11 @@ def test_decoder_strategy_needs_no_levels_and_half_says_when_there_are_none():
 def test_unknown_strategy():
     with pytest.raises(ConfigError, match="strategy='some' is not one of"):
         apply_strategy(build_model(ModelSpec("unet", "resnet18")), "some")
+
+
+def test_a_scratch_network_is_not_reinitialised():
+    model = build_model(ModelSpec("unet", "resnet18"))
+    before = copy.deepcopy(model.state_dict())
+    report = apply_strategy(model, "all", pretrained=False)
+    assert report["reinitialised"] == []
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -188,18 +188,33 @@ def last_decoder_block(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, candidates[n]) for n in ran[ran.index(convs[-1]):]]
 
 
-def reinitialise(module: nn.Module, prefix: str) -> list[str]:
+_WEIGHTED = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
+
+
+def reinitialise(module: nn.Module, prefix: str, head: bool = False) -> list[str]:
+    """Fresh weights, drawn as a newly built network draws them: convolutions He-uniform (fan in,
+    ReLU) in a decoder block, Xavier-uniform in the head, biases 0; norm layers weight 1, bias 0,
+    statistics reset."""
     names = []
     for name, m in module.named_modules():
-        if hasattr(m, "reset_parameters") and (any(True for _ in m.parameters(recurse=False))
-                                               or isinstance(m, _NORM)):
+        if isinstance(m, _WEIGHTED):
+            if head:
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.kaiming_uniform_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, _NORM) or (hasattr(m, "reset_parameters")
+                                      and any(True for _ in m.parameters(recurse=False))):
             m.reset_parameters()
-            names.append(f"{prefix}.{name}".rstrip("."))
+        else:
+            continue
+        names.append(f"{prefix}.{name}".rstrip("."))
     return names
 
 
 def reinit_head(model: nn.Module) -> list[str]:
-    return reinitialise(model.segmentation_head, "segmentation_head")
+    return reinitialise(model.segmentation_head, "segmentation_head", head=True)
 
 
 def has_fresh_statistics(norm: nn.Module) -> bool:
@@ -238,11 +253,13 @@ def reestimate_statistics(model: nn.Module, norms: list[nn.Module],
 
 
 def apply_strategy(model: nn.Module, strategy: str,
-                   calibration: Callable[[], Iterable[torch.Tensor]] | None = None) -> dict:
+                   calibration: Callable[[], Iterable[torch.Tensor]] | None = None,
+                   pretrained: bool = True) -> dict:
     """Apply a strategy in place; returns what was frozen and re-initialised (for the run log).
 
     ``calibration()`` yields batches of the target's training images; it is called only when a
-    layer about to be frozen has fresh normalisation statistics."""
+    layer about to be frozen has fresh normalisation statistics. A network that is not
+    ``pretrained`` (init scratch) is fresh already: nothing is re-initialised."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy={strategy!r} is not one of {', '.join(STRATEGIES)}")
     report = {"strategy": strategy, "frozen": [], "reinitialised": [], "levels": []}
@@ -283,10 +300,10 @@ def apply_strategy(model: nn.Module, strategy: str,
         if levels:
             report["frozen_levels"], report["encoder_levels"] = n_frozen, len(levels)
         report["frozen_encoder_fraction"] = round(frozen_params / max(1, enc_params), 6)
-    if strategy == "all":
+    if strategy == "all" and pretrained:
         for name, module in last_decoder_block(model):
             report["reinitialised"] += reinitialise(module, name)
-    if strategy != "decoder" and hasattr(model, "segmentation_head"):
+    if strategy != "decoder" and pretrained and hasattr(model, "segmentation_head"):
         report["reinitialised"] += reinit_head(model)
     report["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     report["total_parameters"] = sum(p.numel() for p in model.parameters())

@@ -145,7 +145,8 @@ def finetune(cfg: FinetuneConfig, tracker=None, on_epoch_end=None, progress: boo
     tracker.link_source("init", init_run)
     task = segmentation_task(model, ds, train_ids, val_ids, cfg, device)
     strategy = apply_strategy(model, cfg.strategy,
-                              calibration=lambda: calibration_batches(task.train_set, cfg.batch_size))
+                              calibration=lambda: calibration_batches(task.train_set, cfg.batch_size),
+                              pretrained=cfg.init != "scratch")
     tracker.set_tags({"covidseg.arch": spec.arch, "covidseg.encoder": spec.encoder,
                       "covidseg.device": str(device)})
     if strategy["frozen"]:

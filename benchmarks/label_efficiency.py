@@ -270,7 +270,8 @@ def main() -> None:
             out[f"finetune_minus_scratch_b{b}"] = by[("finetune", b)] - by[("scratch", b)]
         for method in SEMI:
             if (method, b) in by and ("finetune", b) in by:
-                out[f"{method}_minus_finetune_b{b}"] = by[(method, b)] - by[("finetune", b)]
+                key = method.replace("-", "_")  # RATIOS names are identifiers
+                out[f"{key}_minus_finetune_b{b}"] = by[(method, b)] - by[("finetune", b)]
     ratios(**out)
 
 

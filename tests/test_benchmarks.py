@@ -83,7 +83,7 @@ def test_label_efficiency_sweep_nests_its_runs(tmp_path, mlflow_server):
     assert (tmp_path / "plots" / "label_efficiency_dice.png").exists()
     assert set(ratios) == {f"{m}_minus_{base}_b{b}" for b in (1, 2)
                            for m, base in (("finetune", "scratch"), ("meanteacher", "finetune"),
-                                           ("meanteacher-consistency", "finetune"),
+                                           ("meanteacher_consistency", "finetune"),
                                            ("continued", "finetune"))}
     parent_id = re.search(r"parent run: ([0-9a-f]{32})", out).group(1)
     client = MlflowClient(mlflow_server.uri)

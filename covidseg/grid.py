@@ -100,7 +100,7 @@ def grid(cfg: GridConfig, tracker) -> dict:
                         if found:
                             run_id, reused = found, reused + 1
                         else:
-                            label = cell if cell == "scratch" else f"{_short(init)}-{cell}"
+                            label = cell if cell == "scratch" else f"{init}-{cell}"
                             name = f"{arch}-{label}-{regime}-fold{fold}"
                             run_id, _ = run_nested(tracker, "finetune", fcfg, name,
                                                    {"covidseg.grid_key": key,
@@ -108,7 +108,7 @@ def grid(cfg: GridConfig, tracker) -> dict:
                                                     "covidseg.grid_init": init},
                                                    progress=False)
                         m = client.get_run(run_id).data.metrics
-                        rows.append({"arch": arch, "init": _short(init), "cell": cell,
+                        rows.append({"arch": arch, "init": init, "cell": cell,
                                      "regime": regime, "fold": fold,
                                      "run_id": run_id, "reused": bool(found),
                                      "train": m.get("final_train_volume_dice"),
@@ -122,12 +122,6 @@ def grid(cfg: GridConfig, tracker) -> dict:
     best = max(table, key=lambda r: r["val_mean"] if r["val_mean"] is not None else -1)
     return {"cells": len(table), "runs": len(rows), "reused": reused,
             "best_cell": f"{best['arch']}/{best['init']}/{best['cell']}/{best['regime']}"}
-
-
-def _short(init: str) -> str:
-    """An init as a table label: its name (scratch, restoration, …) or the reference as given
-    (each entry of ``inits`` is distinct, so labels never merge two inits)."""
-    return init
 
 
 def mean_std_by(rows: list[dict], by: tuple[str, ...], values: dict[str, str],

@@ -110,9 +110,8 @@ def _run_with_hooks(root: nn.Module, modules: dict[str, nn.Module], call: Callab
 
 
 def encoder_levels(model: nn.Module) -> list[dict]:
-    """The encoder's resolution levels in forward order: ``{"level", "modules", "output"}`` where
-    ``modules`` maps the parameter-owning modules' qualified ``encoder.…`` names to them and
-    ``output`` is ``(name, module)`` of the module that returned the level's feature map."""
+    """The encoder's resolution levels in forward order: ``{"level", "modules"}`` where
+    ``modules`` maps the parameter-owning modules' qualified ``encoder.…`` names to them."""
     enc = model.encoder
     owners = _owners(enc, "encoder")
     watched = {f"encoder.{n}": m for n, m in enc.named_modules()
@@ -122,7 +121,7 @@ def encoder_levels(model: nn.Module) -> list[dict]:
     ended: dict[str, int] = {}
     for i, (name, _) in enumerate(order):
         ended.setdefault(name, i)
-    boundaries, outputs, unmatched = [], [], []
+    boundaries, unmatched = [], []
     for f in features:
         if f is x:
             continue  # smp's level 0 is the input itself
@@ -133,13 +132,10 @@ def encoder_levels(model: nn.Module) -> list[dict]:
         if not hits and f.shape[1] > 0:
             unmatched.append(len(boundaries) + 1)
         boundaries.append(hits[-1] if hits else (boundaries[-1] if boundaries else -1))
-        outputs.append(order[hits[-1]][0] if hits else None)
     if not boundaries or unmatched:
         raise ConfigError(f"{type(enc).__name__}: cannot tell the encoder's resolution levels "
                           f"(feature maps {unmatched or 'none'} are not returned by a module)")
-    levels = [{"level": i + 1, "modules": {},
-               "output": (outputs[i], watched[outputs[i]]) if outputs[i] else None}
-              for i in range(len(boundaries))]
+    levels = [{"level": i + 1, "modules": {}} for i in range(len(boundaries))]
     for name, module in owners.items():
         at = ended.get(name)
         if at is None:  # never ran (e.g. a pruned classifier): attach to the last level

@@ -13,10 +13,30 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from covidseg.errors import ConfigError
 
 
-def param(default, help: str, choices: tuple | None = None, search: tuple | None = None):
+def param(default, help: str, choices: tuple | None = None, search: tuple | None = None,
+          searched_by_default: bool = True):
     """A parameter: default, help text, allowed values, and its ``tune`` search range
-    ``(low, high[, "log"])`` when Optuna may search it."""
-    return field(default=default, metadata={"help": help, "choices": choices, "search": search})
+    ``(low, high[, "log"])`` when Optuna may search it (``searched_by_default=False``: only when
+    ``tune -P search=`` names it)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "search": search,
+                                            "searched_by_default": searched_by_default})
+
+
+def threshold_value(text, name: str = "threshold") -> float | None:
+    """A decision threshold given as text: a probability in (0, 1), or None for ``auto`` /
+    ``model`` (chosen on the validation cases / the one stored with the model)."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    elif str(text).strip().lower() in ("auto", "model", ""):
+        return None
+    else:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"{name}={text!r} is not a probability, auto or model") from None
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"{name}={text!r} must lie between 0 and 1")
+    return value
 
 
 @dataclass
@@ -33,6 +53,8 @@ class CommonConfig:
             value = getattr(self, f.name)
             if choices and value not in choices:
                 raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(map(str, choices))}")
+            if f.name == "threshold":
+                threshold_value(value)
 
     def to_params(self) -> dict[str, str]:
         """Parameters as MLflow records them (strings; '' for not given)."""
@@ -49,7 +71,8 @@ def _fmt(v) -> str:
 class PreprocessConfig(CommonConfig):
     dataset: str = param("auto", "layout adapter of the data folder",
                          ("auto", "covid19-ct-seg", "mosmed", "msd-lung", "nsclc", "glob", "demo"))
-    images: str = param("", "glob pattern of labelled images (dataset=glob), relative to data")
+    images: str = param("", "glob pattern of labelled images (dataset=glob), relative to data or "
+                            "absolute (then data may stay demo/empty)")
     masks: str = param("", "glob pattern of their infection masks (dataset=glob)")
     test_images: str = param("", "glob pattern of the official test split's images (dataset=glob)")
     test_masks: str = param("", "glob pattern of the official test split's masks (dataset=glob)")
@@ -72,6 +95,14 @@ class PreprocessConfig(CommonConfig):
                             ("R231", "R231CovidWeb", "LTRCLobes"))
     image_size: int = param(0, "in-plane size: volumes are cropped/padded around the lungs on the "
                                "1 mm grid, 2D slices resized; 0 keeps the 1 mm grid as is")
+    slice_fit: str = param("resize", "2D slices (image files and one-slice volumes): resize = "
+                                     "longer side scaled to image_size, then padded square; pad = "
+                                     "padded, scaled down only when larger (never cut)",
+                           ("resize", "pad"))
+    labels: str = param("binary", "infection masks: binary (0/1 or 0/255), or multiclass (0 "
+                                  "background, 1 ground-glass, 2 consolidation: trained as 3 "
+                                  "classes, scored per class and for their union)",
+                        ("binary", "multiclass"))
     window_min: float = param(-1250.0, "lung window lower bound (HU)")
     window_max: float = param(250.0, "lung window upper bound (HU)")
     hist_eq: bool = param(False, "histogram equalisation inside the lungs before the z-score")
@@ -147,6 +178,14 @@ class SupervisedConfig(TrainingConfig):
                         ("standard", "inverse", "40-10", "10-40"))
     train_cases: int = param(0, "labelled training volumes to use (0: all of the fold)")
     mixup: bool = param(False, "mixup of images and masks (soft labels)")
+    augment: str = param("auto", "training augmentation: ct (thesis: rotation ±3°, elastic, gamma, "
+                                 "noise), slice (2D slice sets: affine rotation/scale/shift), none; "
+                                 "auto = slice for 2D slice datasets, else ct",
+                         ("auto", "ct", "slice", "none"))
+    threshold: str = param("0.5", "decision threshold of the lesion probability, stored with the "
+                                  "model and used by predict/evaluate: a probability, or auto = "
+                                  "the one that maximises the mean volume Dice on the validation "
+                                  "cases", search=(0.2, 0.8), searched_by_default=False)
     overlays: int = param(3, "cases per split shown in overlay figures")
     register_as: str = param("", "register the best model under this name")
 
@@ -242,7 +281,10 @@ class PredictConfig(CommonConfig):
     input: str = param("", "CT volume file, DICOM series folder, or a folder of volumes")
     output: str = param("predictions", "output folder (masks and reports; also logged)")
     restrict_to_lungs: bool = param(True, "remove predicted lesion outside the lung mask")
-    threshold: float = param(0.5, "probability threshold")
+    threshold: str = param("model", "probability threshold: model = the one stored with the model "
+                                    "(0.5 unless finetune chose one), or a probability")
+    probabilities: bool = param(False, "also write the lesion probability maps (NIfTI float32 on "
+                                       "the input's grid; 8-bit PNG for slice images)")
     batch_size: int = param(16, "slices per forward pass")
 
 
@@ -251,6 +293,8 @@ class EvaluateConfig(CommonConfig):
     model: str = param("", "finetune/meanteacher run id, runs:/ or models:/ URI")
     split: str = param("test", "which labelled cases: the held-out test set, or all labelled",
                        ("test", "labelled"))
+    threshold: str = param("model", "probability threshold: model = the one stored with the model, "
+                                    "or a probability")
     batch_size: int = param(16, "slices per forward pass")
 
 

@@ -117,7 +117,7 @@ def grid(cfg: GridConfig, tracker) -> dict:
     table = aggregate(rows)
     tracker.log_table(rows, "grid/runs.csv")
     tracker.log_table(table, "grid/table.csv")
-    tracker.log_figure(grid_figure(table), "figures/grid_volume_dice.png")
+    tracker.figure("figures/grid_volume_dice.png", grid_figure, table)
     tracker.log_metrics({"cells": len(table), "runs": len(rows), "reused": reused})
     best = max(table, key=lambda r: r["val_mean"] if r["val_mean"] is not None else -1)
     return {"cells": len(table), "runs": len(rows), "reused": reused,

@@ -32,10 +32,27 @@ def to_coarse(volume: torch.Tensor, size: int) -> torch.Tensor:
                                            align_corners=False)
 
 
+def lesion_probabilities(logits: torch.Tensor, classes: bool = False) -> torch.Tensor:
+    """(n, C, …) logits → the lesion probability (n, 1, …): sigmoid of one channel, or for a
+    multi-class network (softmax over background + lesion classes) 1 − p(background), the
+    probability of any lesion; with ``classes`` the softmax itself."""
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits)
+    prob = torch.softmax(logits, dim=1)
+    return prob if classes else 1.0 - prob[:, :1]
+
+
+def output_classes(model: nn.Module) -> int:
+    """Output channels of a covidseg network (1: binary lesion; 3: background + 2 classes)."""
+    return int(getattr(model, "covidseg_classes", 1))
+
+
 @torch.no_grad()
 def predict_volume(model: nn.Module, image: np.ndarray, device: torch.device,
-                   batch_size: int = 16) -> np.ndarray:
-    """Foreground probability (float32, same shape) of a (z, y, x) preprocessed volume."""
+                   batch_size: int = 16, classes: bool = False) -> np.ndarray:
+    """Lesion probability (float32, same shape) of a (z, y, x) preprocessed volume; with
+    ``classes`` (multi-class networks) the per-class probabilities, (C, z, y, x)."""
     if is_3d(model):
         return _predict_volume_3d(model, image, device)
     was_training = model.training
@@ -48,16 +65,18 @@ def predict_volume(model: nn.Module, image: np.ndarray, device: torch.device,
     volume[:, 0, y0:y0 + ny, x0:x0 + nx] = torch.from_numpy(np.array(image, dtype=np.float32))
     if device.type == "cuda":
         volume = volume.pin_memory()
-    out = torch.empty((nz, ny, nx), dtype=torch.float32)
+    channels = output_classes(model) if classes else 1
+    out = torch.empty((nz, channels, ny, nx), dtype=torch.float32)
     batch_size = inference_batch(batch_size, device, H, W)
     for start in range(0, nz, batch_size):
         batch = volume[start:start + batch_size].to(device, non_blocking=True)
         with autocast(device):
             logits = model(batch)
-        prob = torch.sigmoid(logits.float())[:, 0, y0:y0 + ny, x0:x0 + nx]
+        prob = lesion_probabilities(logits, classes)[:, :, y0:y0 + ny, x0:x0 + nx]
         out[start:start + batch_size] = prob.cpu()
     model.train(was_training)
-    return out.numpy()
+    out = out.numpy()
+    return out.transpose(1, 0, 2, 3) if classes else out[:, 0]
 
 
 @torch.no_grad()

@@ -20,8 +20,14 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from covidseg.config import EvaluateConfig, PredictConfig, PreprocessConfig, parse_value
-from covidseg.data.geometry import in_plane_grid, uncrop_in_plane, unresize_slices
+from covidseg.config import (
+    EvaluateConfig,
+    PredictConfig,
+    PreprocessConfig,
+    parse_value,
+    threshold_value,
+)
+from covidseg.data.geometry import to_canonical_grid
 from covidseg.data.layouts import CaseRecord
 from covidseg.data.readers import (
     VOLUME_SUFFIXES,
@@ -29,11 +35,10 @@ from covidseg.data.readers import (
     read_image,
     stem_of,
     suffix_of,
-    to_canonical,
 )
 from covidseg.device import place_model, resolve_device
 from covidseg.errors import CaseError, ConfigError
-from covidseg.inference import predict_volume
+from covidseg.inference import output_classes, predict_volume
 from covidseg.models.checkpoint import load_model
 from covidseg.tracking import NullTracker
 
@@ -84,13 +89,25 @@ class Predictor:
         model, config = load_model(Path(directory))
         return cls(model, config, resolve_device(device), batch_size)
 
+    @property
+    def threshold(self) -> float:
+        """The decision threshold stored with the model (0.5 for models that stored none)."""
+        return float(self.config.get("threshold") or 0.5)
+
+    def decision_threshold(self, requested=None) -> float:
+        """``requested`` (a probability) or, for None / ``model``, the model's own."""
+        value = threshold_value(requested) if requested is not None else None
+        return self.threshold if value is None else value
+
     def predict_slices(self, slices: np.ndarray) -> np.ndarray:
-        """Probabilities of preprocessed (N, H, W) slices."""
+        """Lesion probabilities of preprocessed (N, H, W) slices."""
         return predict_volume(self.model, slices, self.device, self.batch_size)
 
-    def predict_file(self, path, output, threshold: float = 0.5,
-                     restrict_to_lungs: bool = True) -> dict:
-        """Predict one CT volume / DICOM folder / slice image; write masks + report into ``output``."""
+    def predict_file(self, path, output, threshold=None, restrict_to_lungs: bool = True,
+                     probabilities: bool = False) -> dict:
+        """Predict one CT volume / DICOM folder / slice image; write masks + report into ``output``
+        (``threshold``: None = the model's; ``probabilities``: also the probability map)."""
+        threshold = self.decision_threshold(threshold)
         from covidseg.data.preprocess import preprocess_case
 
         path = Path(path)
@@ -99,17 +116,28 @@ class Predictor:
         prep = preprocess_case(CaseRecord(case_id=case_id, image=str(path)), self.preprocess,
                                self._weights, force_cpu=self.device.type != "cuda",
                                original=original)
-        prob = self.predict_slices(prep.image)
+        multiclass = output_classes(self.model) > 1
+        probs = predict_volume(self.model, prep.image, self.device, self.batch_size,
+                               classes=multiclass)
+        prob = 1.0 - probs[0] if multiclass else probs
         lung = prep.lung.astype(np.float32) if prep.lung is not None else None
-        prob_o = self._to_original(prob, prep.meta, original, path)
-        lung_o = self._to_original(lung, prep.meta, original, path) > 0.5 if lung is not None else None
+        prob_o = self._to_original(prob, prep.meta, original)
+        lung_o = self._to_original(lung, prep.meta, original) > 0.5 if lung is not None else None
         mask = prob_o > threshold
         if restrict_to_lungs and lung_o is not None:
             mask &= lung_o
+        labels = None
+        if multiclass:  # each lesion voxel gets its most probable class (1 ground-glass, 2 cons.)
+            cls = 1 + np.argmax(np.stack([self._to_original(p, prep.meta, original)
+                                          for p in probs[1:]]), axis=0)
+            labels = np.where(mask, cls, 0).astype(np.uint8)
         out = Path(output)
         out.mkdir(parents=True, exist_ok=True)
-        files = {"infection": out / f"{case_id}_infection.nii.gz"}
-        self._write(mask, original, files["infection"])
+        as_png = is_slice_image(path)  # a slice image's outputs are images of its size too
+        files = {"infection": out / f"{case_id}_infection.{'png' if as_png else 'nii.gz'}"}
+        self._write(mask if labels is None else labels, original, files["infection"])
+        if probabilities:
+            files["probability"] = self._write_probability(prob_o, original, out, case_id, as_png)
         if lung_o is not None:
             files["lung"] = out / f"{case_id}_lung.nii.gz"
             self._write(lung_o, original, files["lung"])
@@ -128,30 +156,53 @@ class Predictor:
             "threshold": threshold, "restrict_to_lungs": bool(restrict_to_lungs and lung_o is not None),
             "size": list(original.GetSize()), "spacing_mm": [float(s) for s in sp],
             "infection_mask": files["infection"].name,
+            "probability_map": files["probability"].name if "probability" in files else None,
             "lung_mask": files["lung"].name if "lung" in files else None,
         }
         (out / f"{case_id}_report.json").write_text(json.dumps(report, indent=1))
         return report
 
     @staticmethod
-    def _to_original(volume: np.ndarray, meta: dict, original: sitk.Image, path: Path) -> np.ndarray:
-        """A float map on the preprocessed grid → the original image's grid (z, y, x)."""
-        if meta["slice_image"]:
-            size = sitk.GetArrayFromImage(original).shape[1:]
-            return unresize_slices(volume, size) if volume.shape[1:] != tuple(size) else volume
-        canonical = to_canonical(original)
-        grid = in_plane_grid(canonical, 1.0)
-        if meta.get("crop_corner_yx"):
-            volume = uncrop_in_plane(volume, (grid["size"][1], grid["size"][0]), meta["crop_corner_yx"])
-        img = sitk.GetImageFromArray(volume.astype(np.float32))
-        img.SetSpacing(grid["spacing"])
-        img.SetOrigin(grid["origin"])
-        img.SetDirection(grid["direction"])
-        back = sitk.Resample(img, original, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    def _to_original(volume: np.ndarray, meta: dict, original: sitk.Image) -> np.ndarray:
+        """A float map on the preprocessed grid → the input file's own grid and orientation."""
+        canonical = to_canonical_grid(volume, meta)
+        img = sitk.GetImageFromArray(canonical.astype(np.float32))
+        g = meta["canonical_geometry"]
+        img.SetSpacing(g["spacing"])
+        img.SetOrigin(g["origin"])
+        img.SetDirection(g["direction"])
+        if img.GetDirection() == original.GetDirection() and img.GetSize() == original.GetSize():
+            return canonical  # already LPS: the same voxels
+        # LPS back to the file's orientation: the voxel centres coincide, nothing is interpolated
+        back = sitk.Resample(img, original, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0,
+                             sitk.sitkFloat32)
         return sitk.GetArrayFromImage(back)
 
     @staticmethod
+    def _write_probability(prob: np.ndarray, original: sitk.Image, out: Path, case_id: str,
+                           as_png: bool) -> Path:
+        """The lesion probability map: NIfTI float32 on the input's grid, or for a slice image an
+        8-bit PNG of its size (probability × 255, as 2D evaluation tools read maps)."""
+        if as_png:
+            path = out / f"{case_id}_probability.png"
+            img = sitk.GetImageFromArray(np.clip(np.round(prob[0] * 255), 0, 255).astype(np.uint8))
+            sitk.WriteImage(img, str(path))
+            return path
+        path = out / f"{case_id}_probability.nii.gz"
+        img = sitk.GetImageFromArray(prob.astype(np.float32))
+        img.CopyInformation(original)
+        sitk.WriteImage(img, str(path), useCompression=True)
+        return path
+
+    @staticmethod
     def _write(mask: np.ndarray, original: sitk.Image, path: Path) -> None:
+        """A mask on the input's grid: NIfTI, or for a slice image a PNG (binary 0/255 as 2D sets
+        ship them; a multi-class label map keeps its labels 0/1/2)."""
+        if path.suffix == ".png":
+            arr = mask[0].astype(np.uint8)
+            sitk.WriteImage(sitk.GetImageFromArray(arr * 255 if mask.dtype == bool else arr),
+                            str(path))
+            return
         img = sitk.GetImageFromArray(mask.astype(np.uint8))
         img.CopyInformation(original)
         sitk.WriteImage(img, str(path), useCompression=True)
@@ -191,7 +242,8 @@ def predict_entry(cfg: PredictConfig, tracker=None) -> dict:
 
     for path in tqdm(inputs, desc="predict", unit="volume"):
         try:
-            reports.append(predictor.predict_file(path, out, cfg.threshold, cfg.restrict_to_lungs))
+            reports.append(predictor.predict_file(path, out, cfg.threshold, cfg.restrict_to_lungs,
+                                                  cfg.probabilities))
         except CaseError as exc:
             failed.append({"input": path.name, "kind": exc.kind, "error": str(exc)})
             log.warning("%s", exc)
@@ -233,7 +285,11 @@ def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
     if not ids:
         raise ConfigError(f"data={cfg.data!r} has no {cfg.split} cases with masks")
     device = resolve_device(cfg.device)
-    rows, kept = evaluate_cases(place_model(model, device), ds, ids, device, cfg.batch_size, keep=3,
-                                split=cfg.split)
-    metrics = log_evaluation(tracker, rows, kept, cfg.split)
-    return {k: round(v, 4) for k, v in metrics.items() if k.endswith(("volume_dice", "nsd"))}
+    threshold = threshold_value(cfg.threshold)
+    threshold = float(config.get("threshold") or 0.5) if threshold is None else threshold
+    tracker.log_metrics({"threshold": threshold})
+    ev = evaluate_cases(place_model(model, device), ds, ids, device, cfg.batch_size,
+                        threshold=threshold, keep=3, split=cfg.split)
+    metrics = log_evaluation(tracker, ev, cfg.split)
+    return {k: round(v, 4) for k, v in metrics.items()
+            if k.endswith(("volume_dice", "nsd", "nsd_area", "dice_thravg"))}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import logging
 import os
 import re
 import subprocess
@@ -25,6 +26,8 @@ from pathlib import Path
 
 from covidseg import __version__
 from covidseg.errors import ConfigError, TrackingUnavailable
+
+log = logging.getLogger("covidseg.tracking")
 
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 TAG_PREFIX = "covidseg."
@@ -88,6 +91,19 @@ class NullTracker:
         import matplotlib.pyplot as plt
 
         plt.close(fig)
+
+    def figure(self, artifact_file: str, fn, *args, **kwargs) -> None:
+        """Draw ``fn(*args, **kwargs)`` and log it; a figure that cannot be drawn or uploaded is
+        skipped with a warning — it never fails the run."""
+        from covidseg.data.figures import build
+
+        fig = build(artifact_file, fn, *args, **kwargs)
+        if fig is None:
+            return
+        try:
+            self.log_figure(fig, artifact_file)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("figure %s not logged: %s", artifact_file, str(exc).splitlines()[0][:200])
 
     def log_dict(self, obj, artifact_file: str) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...

@@ -118,8 +118,11 @@ def search_space(cfg: TuneConfig, fixed: dict) -> dict:
     for cls, only in classes:
         for f in fields(cls):
             rng = f.metadata.get("search")
-            if rng and f.name not in fixed and (only is None or f.name in only):
+            named = bool(cfg.search) and f.name in cfg.search.replace(" ", "").split(",")
+            if rng and f.name not in fixed and (only is None or f.name in only) and \
+                    (named or f.metadata.get("searched_by_default", True)):
                 kind = f.type if isinstance(f.type, str) else f.type.__name__
+                kind = "float" if kind == "str" else kind  # e.g. threshold: a probability
                 space[f.name] = (kind, rng[0], rng[1], len(rng) > 2 and rng[2] == "log")
     if cfg.search:
         wanted = [x.strip() for x in cfg.search.split(",") if x.strip()]
@@ -238,16 +241,14 @@ def _log_study(study, tracker, before: int) -> dict:
     matplotlib.use("Agg")
     from optuna.visualization import matplotlib as ovm
 
-    ax = ovm.plot_optimization_history(study)
-    ax.figure.tight_layout()
-    tracker.log_figure(ax.figure, "figures/optimization_history.png")
+    def _figure(plot):
+        ax = plot(study)
+        ax.figure.tight_layout()
+        return ax.figure
+
+    tracker.figure("figures/optimization_history.png", _figure, ovm.plot_optimization_history)
     if len(complete) >= 2 and len(best.params) >= 2:
-        try:
-            ax = ovm.plot_param_importances(study)
-            ax.figure.tight_layout()
-            tracker.log_figure(ax.figure, "figures/param_importances.png")
-        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
-            log.warning("parameter importances not computed: %s", exc)
+        tracker.figure("figures/param_importances.png", _figure, ovm.plot_param_importances)
     del optuna
     return {"study": study.study_name, "best_val_volume_dice": round(best.value, 4),
             "best_trial": best.number, **counts}

@@ -96,7 +96,7 @@ def compare(cfg: CompareConfig, tracker=None) -> dict:
             sims = layer_similarity(acts(load_model(path)[0]), final, cfg.keep)
             rows += [{"iteration": step, "layer": k, "svcca": v} for k, v in sims.items()]
             tracker.log_metrics({"svcca_mean": float(np.nanmean(list(sims.values())))}, step=step)
-        tracker.log_figure(figures.checkpoint_heatmap(rows), "figures/svcca_checkpoints_vs_final.png")
+        tracker.figure("figures/svcca_checkpoints_vs_final.png", figures.checkpoint_heatmap, rows)
     else:
         if cfg.mode == "init-vs-final":
             run_id = _run_id(refs[0])
@@ -118,7 +118,7 @@ def compare(cfg: CompareConfig, tracker=None) -> dict:
         tracker.log_metrics({f"svcca_{k.replace('.', '_')}": v for k, v in sims.items()})
         title = ("pretrained initialisation vs fine-tuned" if cfg.mode == "init-vs-final"
                  else f"{pairs[0][1][:8]} vs {pairs[1][1][:8]}")
-        tracker.log_figure(figures.layer_bars(rows, title), f"figures/svcca_{cfg.mode}.png")
+        tracker.figure(f"figures/svcca_{cfg.mode}.png", figures.layer_bars, rows, title)
     tracker.log_table(rows, f"svcca_{cfg.mode}.csv")
     values = [r["svcca"] for r in rows]
     lowest = min(rows, key=lambda r: r["svcca"]) if rows else None

@@ -5,6 +5,15 @@ albumentations' own ``RandomGamma`` / ``GaussNoise`` clip to [0, 1] or turn nega
 NaN on z-scored input (STACK-NOTES), so the intensity transforms are written here: they act only
 inside the lungs (non-zero pixels), map the slice to [0, 1] for the gamma and back, and keep the
 background exactly 0.  No flips by default (patients lie supine).
+
+Two presets (:func:`make_augment`, names in :data:`AUGMENT_PRESETS`):
+
+* ``ct`` — :class:`SliceAugment` above, for slices of preprocessed CT volumes (lungs z-scored,
+  everything outside them exactly 0);
+* ``slice`` — :class:`AffineSliceAugment`, for 2D slice datasets (PNG/JPG exports): these are
+  z-scored over the whole foreground and padded with the slice's minimum, so their background
+  is *not* 0 and the whole image carries signal.  A random affine (rotation, scale, shift) filled
+  with the slice's own background value, then gamma and noise over the whole image.
 """
 
 from __future__ import annotations
@@ -43,6 +52,76 @@ class SliceAugment:
             noise = rng.standard_normal(image.shape, dtype=np.float32)  # float32: 3x cheaper at 512²
             image = image + inside * (np.float32(self.noise_std) * noise)
         return image.astype(np.float32), mask
+
+
+AUGMENT_PRESETS = ("ct", "slice")
+
+
+class AffineSliceAugment:
+    """The ``slice`` preset: ``augment(image, mask, rng) -> (image, mask)`` like :class:`SliceAugment`.
+
+    Spatial (albumentations, one draw per call): horizontal flip with probability ``hflip``
+    (0 = never: left/right lungs are not mirror images — the heart sits on the left), then with
+    probability ``p`` an ``Affine`` of rotation within ±``rotate_deg``, scale in ``scale`` and
+    shift within ±``shift`` of the side; linear for the image, nearest for the mask.
+
+    Fill value: the slice's own background, its minimum.  A 2D slice is resized and padded with
+    its minimum before the z-score (:func:`covidseg.data.geometry.resize_slices`), so the minimum
+    *is* the background a rotation should reveal; 0 would paint the corners with the foreground's
+    mean intensity (soft tissue), a bright wedge the network never sees at test time.  The image
+    is shifted by its minimum before the transform (background → 0, filled with 0) and back after,
+    so the fill stays exact for every slice whatever its own minimum.
+
+    Intensity (numpy, z-scored values are never clipped): with probability ``p_intensity`` each,
+    a gamma in ``gamma`` on the image mapped to [0, 1] (its own min and max stay put) and Gaussian
+    noise of ``noise_std`` (z units) on every pixel that is not background.
+    """
+
+    def __init__(self, rotate_deg: float = 15.0, scale=(0.9, 1.1), shift: float = 0.05,
+                 hflip: float = 0.0, gamma=(0.8, 1.25), noise_std: float = 0.05,
+                 p: float = 0.8, p_intensity: float = 0.5):
+        import albumentations as A
+        import cv2
+
+        steps = [A.HorizontalFlip(p=hflip)] if hflip > 0 else []
+        steps.append(A.Affine(rotate=(-rotate_deg, rotate_deg), scale=tuple(scale),
+                              translate_percent=(-shift, shift), interpolation=cv2.INTER_LINEAR,
+                              mask_interpolation=cv2.INTER_NEAREST,
+                              border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=p))
+        self.spatial = A.Compose(steps, strict=True, seed=None)
+        self.gamma, self.noise_std, self.p_intensity = gamma, noise_std, p_intensity
+        self.settings = {"rotate_deg": rotate_deg, "scale": tuple(scale), "shift": shift,
+                         "hflip": hflip, "gamma": tuple(gamma), "noise_std": noise_std, "p": p,
+                         "p_intensity": p_intensity}
+
+    def __repr__(self) -> str:
+        return "AffineSliceAugment(" + ", ".join(f"{k}={v}" for k, v in self.settings.items()) + ")"
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator):
+        image = np.asarray(image, dtype=np.float32)
+        background = np.float32(image.min()) if image.size else np.float32(0)
+        self.spatial.set_random_seed(int(rng.integers(2 ** 31)))
+        out = self.spatial(image=image - background, mask=mask)
+        image, mask = out["image"] + background, out["mask"]
+        inside = image != background
+        if inside.any() and rng.random() < self.p_intensity:
+            image = random_gamma(image, np.ones_like(inside), rng.uniform(*self.gamma))
+        if self.noise_std > 0 and inside.any() and rng.random() < self.p_intensity:
+            noise = rng.standard_normal(image.shape, dtype=np.float32)
+            image = image + inside * (np.float32(self.noise_std) * noise)
+        return image.astype(np.float32), mask
+
+
+def make_augment(name: str):
+    """The augmentation preset ``name``: ``ct`` (:class:`SliceAugment`, CT volumes), ``slice``
+    (:class:`AffineSliceAugment`, 2D slice datasets), or ``none`` (returns None: no augmentation)."""
+    if name == "ct":
+        return SliceAugment()
+    if name == "slice":
+        return AffineSliceAugment()
+    if name == "none":
+        return None
+    raise ValueError(f"augment={name!r} is not one of {', '.join(AUGMENT_PRESETS + ('none',))}")
 
 
 def random_gamma(image: np.ndarray, region: np.ndarray, gamma: float) -> np.ndarray:

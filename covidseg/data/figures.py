@@ -3,6 +3,7 @@ after normalisation (fig. 3.8), a volume before / after lung filtering in three 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -12,10 +13,38 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+log = logging.getLogger("covidseg.figures")
+
+
 def save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def build(name: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` → a figure, or None with a warning when it cannot be drawn: a
+    figure never fails a run (every stage draws its figures through this)."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any drawing failure is only a missing figure
+        plt.close("all")
+        log.warning("figure %s skipped: %s: %s", name, type(exc).__name__,
+                    str(exc).splitlines()[0] if str(exc) else "")
+        return None
+
+
+def draw(path: Path, fn, *args, **kwargs) -> Path | None:
+    """:func:`build` the figure and save it as ``path`` (None when it was skipped)."""
+    fig = build(Path(path).name, fn, *args, **kwargs)
+    if fig is None:
+        return None
+    try:
+        return save(fig, path)
+    except Exception as exc:  # noqa: BLE001
+        plt.close("all")
+        log.warning("figure %s skipped: %s", Path(path).name, exc)
+        return None
 
 
 def spacing_scatter(metas: list[dict]):
@@ -100,5 +129,29 @@ def lung_filtering_views(before: np.ndarray, after: np.ndarray, lung, infection,
             ax.set_yticks([])
     fig.suptitle(f"Volume {meta['case_id']} ({meta['source']}) before / after lung filtering "
                  f"(lungs: {meta['lung_method']}; red = infection mask)")
+    fig.tight_layout()
+    return fig
+
+
+def slice_views(examples: list[tuple]):
+    """2D slice sets: each example slice before (its own values) and after normalisation, with
+    the lesion mask's contour (the 3-view figure of a volume has no other views to show)."""
+    fig, axes = plt.subplots(2, len(examples), figsize=(3.4 * len(examples), 6.6), squeeze=False)
+    for j, (before, after, infection, meta) in enumerate(examples):
+        b = before[0]
+        lo, hi = np.percentile(b, [0.5, 99.5]) if b.size else (0, 1)
+        axes[0, j].imshow(b, cmap="gray", vmin=lo, vmax=hi)
+        axes[0, j].set_title(f"{meta['case_id']}: before", fontsize=9)
+        axes[1, j].imshow(after[0], cmap="gray", vmin=-3, vmax=3)
+        if infection is not None and np.any(infection[0]):
+            axes[1, j].contour(np.asarray(infection[0]) > 0, levels=[0.5], colors="r",
+                               linewidths=0.8)
+        size = meta["canonical_geometry"]["size"]
+        axes[1, j].set_title(f"after ({meta['intensity']} z-score; {size[0]}×{size[1]} → "
+                             f"{meta['slice_fit']})", fontsize=8)
+        for ax in axes[:, j]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("2D slices before / after preprocessing (red = lesion mask)")
     fig.tight_layout()
     return fig

@@ -9,17 +9,25 @@ import SimpleITK as sitk
 def in_plane_grid(image: sitk.Image, spacing_mm: float = 1.0) -> dict:
     """The grid (size, spacing, origin, direction) of ``image`` resampled in-plane to
     ``spacing_mm``, slice spacing unchanged, physical extent kept centred."""
-    old_spacing = image.GetSpacing()
-    old_size = image.GetSize()
+    return grid_in_plane({"size": image.GetSize(), "spacing": image.GetSpacing(),
+                          "origin": image.GetOrigin(), "direction": image.GetDirection()},
+                         spacing_mm)
+
+
+def grid_in_plane(geometry: dict, spacing_mm: float = 1.0) -> dict:
+    """:func:`in_plane_grid` of a grid given as a geometry dict (size, spacing, origin, direction)."""
+    old_spacing = tuple(geometry["spacing"])
+    old_size = tuple(geometry["size"])
     new_spacing = (spacing_mm, spacing_mm, old_spacing[2])
     new_size = [max(1, int(round(old_size[i] * old_spacing[i] / new_spacing[i]))) for i in range(2)]
     new_size.append(old_size[2])
     # the first voxel centre moves by half the spacing change
-    direction = np.array(image.GetDirection()).reshape(3, 3)
+    direction = np.array(geometry["direction"], dtype=float).reshape(3, 3)
     shift = [(new_spacing[i] - old_spacing[i]) / 2.0 for i in range(2)] + [0.0]
-    origin = np.array(image.GetOrigin()) + direction @ np.array(shift)
-    return {"size": new_size, "spacing": list(new_spacing), "origin": [float(o) for o in origin],
-            "direction": list(image.GetDirection())}
+    origin = np.array(geometry["origin"], dtype=float) + direction @ np.array(shift)
+    return {"size": new_size, "spacing": [float(v) for v in new_spacing],
+            "origin": [float(o) for o in origin],
+            "direction": [float(d) for d in geometry["direction"]]}
 
 
 def resample_in_plane(image: sitk.Image, spacing_mm: float = 1.0, label: bool = False,
@@ -62,30 +70,64 @@ def uncrop_in_plane(array: np.ndarray, shape_yx, corner_yx, fill=0) -> np.ndarra
     return out
 
 
-def _resize_layout(shape_yx, size: int):
-    """(scale, zoomed (y, x) shape as ndimage.zoom makes it, corner of the padded window)."""
+SLICE_FITS = ("resize", "pad")
+
+
+def _resize_layout(shape_yx, size: int, fit: str = "resize"):
+    """(scale, zoomed (y, x) shape as ndimage.zoom makes it, corner of the padded window).
+
+    ``resize``: the longer side becomes ``size``; ``pad``: the slice keeps its pixels and is only
+    scaled down when it is larger than ``size`` (never cut, either way)."""
     ny, nx = shape_yx
     scale = size / max(ny, nx)
+    if fit == "pad":
+        scale = min(1.0, scale)
     zy, zx = int(round(ny * scale)), int(round(nx * scale))
     return scale, (zy, zx), (-(size - zy) // 2, -(size - zx) // 2)
 
 
-def unresize_slices(array: np.ndarray, shape_yx) -> np.ndarray:
+def unresize_slices(array: np.ndarray, shape_yx, fit: str = "resize") -> np.ndarray:
     """Inverse of :func:`resize_slices` for a float map (linear): back to ``shape_yx``."""
     from scipy import ndimage as ndi
 
-    _, (zy, zx), corner = _resize_layout(shape_yx, array.shape[1])
+    _, (zy, zx), corner = _resize_layout(shape_yx, array.shape[1], fit)
     y0, x0 = -corner[0], -corner[1]
     window = array[:, y0:y0 + zy, x0:x0 + zx]
     ny, nx = shape_yx
+    if (zy, zx) == (ny, nx):
+        return np.array(window)
     return ndi.zoom(window, (1, ny / zy, nx / zx), order=1, grid_mode=True, mode="nearest")
 
 
-def resize_slices(array: np.ndarray, size: int, label: bool = False, fill=0) -> np.ndarray:
-    """Resize each slice so the longer side is ``size`` (aspect kept), then pad to size × size."""
+def resize_slices(array: np.ndarray, size: int, label: bool = False, fill=0,
+                  fit: str = "resize") -> np.ndarray:
+    """Scale each slice as ``fit`` says (aspect kept), then pad to size × size."""
     from scipy import ndimage as ndi
 
-    scale, _, corner = _resize_layout(array.shape[1:], size)
-    zoomed = ndi.zoom(array, (1, scale, scale), order=0 if label else 1, grid_mode=True,
-                      mode="nearest")
+    scale, _, corner = _resize_layout(array.shape[1:], size, fit)
+    zoomed = array if scale == 1.0 else ndi.zoom(array, (1, scale, scale), order=0 if label else 1,
+                                                 grid_mode=True, mode="nearest")
     return crop_or_pad_in_plane(zoomed, size, corner, fill)
+
+
+def to_canonical_grid(volume: np.ndarray, meta: dict) -> np.ndarray:
+    """A float map on a case's preprocessed grid → its original grid in canonical (LPS) order,
+    ``(z, y, x)`` as :func:`covidseg.data.readers.to_canonical` leaves the input: un-crop, then
+    in-plane resampling back from 1 mm (volumes), or un-resizing (2D slices)."""
+    g = meta["canonical_geometry"]
+    nx, ny, nz = g["size"]
+    if meta.get("slice_image"):
+        if volume.shape[1:] == (ny, nx):
+            return np.asarray(volume, dtype=np.float32)
+        return unresize_slices(volume, (ny, nx), meta.get("slice_fit") or "resize").astype(np.float32)
+    grid = grid_in_plane(g, 1.0)
+    if meta.get("crop_corner_yx"):
+        volume = uncrop_in_plane(volume, (grid["size"][1], grid["size"][0]), meta["crop_corner_yx"])
+    img = sitk.GetImageFromArray(np.asarray(volume, dtype=np.float32))
+    img.SetSpacing(grid["spacing"])
+    img.SetOrigin(grid["origin"])
+    img.SetDirection(grid["direction"])
+    back = sitk.Resample(img, [int(v) for v in g["size"]], sitk.Transform(), sitk.sitkLinear,
+                         tuple(g["origin"]), tuple(g["spacing"]), tuple(g["direction"]), 0.0,
+                         sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(back)

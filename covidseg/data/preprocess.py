@@ -7,13 +7,16 @@ Per case, in this order:
 2. choose the intensity scheme (``auto``: ``hu`` when the values look like HU, else ``image``);
 3. extract the lungs on the original grid (lungmask with local weights on HU cases, the
    classical method otherwise, the dataset's own masks with ``provided``, nothing with ``none``);
-4. resample in-plane to 1 × 1 mm, slice spacing unchanged (masks nearest neighbour); 2D slice
-   images, which have no physical spacing, are resized to ``image_size`` instead;
+4. resample in-plane to 1 × 1 mm, slice spacing unchanged (masks nearest neighbour); 2D slices
+   (image files, which have no physical spacing, and one-slice volumes) are fitted to
+   ``image_size`` instead (``slice_fit``: resized or padded, never cut);
 5. ``hu``: clip to the lung window and z-score with the lung voxels' mean and std; ``image``:
    z-score over the lungs (or the foreground when there are none); outside the lungs → 0;
 6. optionally crop/pad in-plane to ``image_size`` around the lungs; store.
 
-The dataset is keyed by a content hash of the input files and the settings, so an identical
+Each labelled case also keeps its reference mask on the original grid (canonical orientation,
+``original.npz``) with that grid's geometry, so that evaluation can score predictions where
+published results are scored.  The dataset is keyed by a content hash of the input files and the settings, so an identical
 second run is a cache hit.  Bad cases are recorded and skipped (``strict=true`` stops instead).
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -79,7 +83,7 @@ log = logging.getLogger("covidseg.preprocess")
 HIST_BINS_HU = np.linspace(-1250.0, 250.0, 76)
 HIST_BINS_DISPLAY = np.linspace(0.0, 255.0, 52)
 HIST_BINS_Z = np.linspace(-5.0, 5.0, 81)
-PREPROCESS_VERSION = 2  # 2: truth.npy (oracle lesions of unlabelled demo cases)
+PREPROCESS_VERSION = 3  # 2: truth.npy (oracle lesions of unlabelled demo cases); 3: original.npz
 
 
 @dataclass
@@ -90,6 +94,7 @@ class CaseOutput:
     meta: dict
     before: np.ndarray | None = None  # resampled intensities before normalisation (figures)
     truth: np.ndarray | None = None  # oracle lesions of an unlabelled demo case
+    original: np.ndarray | None = None  # the reference mask on the original (canonical) grid
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -114,8 +119,14 @@ def _check_geometry(mask_img: sitk.Image, ref: sitk.Image, path, ref_path) -> No
         raise GeometryMismatch(path, f"mask orientation differs from the image's ({Path(ref_path).name})")
 
 
-def read_mask(path, ref_image: sitk.Image, ref_path, kind: str) -> np.ndarray:
-    """A binary (z, y, x) mask aligned with the canonical image; lung label maps become binary."""
+LESION_CLASSES = {"binary": ("lesion",), "multiclass": ("ground-glass", "consolidation")}
+
+
+def read_mask(path, ref_image: sitk.Image, ref_path, kind: str,
+              labels: str = "binary") -> np.ndarray:
+    """A (z, y, x) mask aligned with the canonical image: binary (lung label maps and 0/255
+    masks become binary), or with ``labels=multiclass`` an infection label map
+    (0 background, 1 ground-glass, 2 consolidation) as uint8."""
     m = read_image(path)
     if is_slice_image(Path(path)):
         m.CopyInformation(ref_image) if m.GetSize() == ref_image.GetSize() else None
@@ -129,9 +140,16 @@ def read_mask(path, ref_image: sitk.Image, ref_path, kind: str) -> np.ndarray:
             raise NonBinaryMask(path, "mask has fractional values; expected 0/1 labels")
     values = np.unique(arr)
     if kind == "infection":
+        shown = ", ".join(str(v) for v in values[:6]) + (" …" if len(values) > 6 else "")
+        if labels == "multiclass":
+            if set(values.tolist()) - {0, 1, 2}:
+                raise NonBinaryMask(path, f"labels=multiclass expects 0 background, 1 ground-glass, "
+                                          f"2 consolidation (values {shown})")
+            return arr.astype(np.uint8)
         if set(values.tolist()) - {0, 1} and set(values.tolist()) - {0, 255}:
-            shown = ", ".join(str(v) for v in values[:6]) + (" …" if len(values) > 6 else "")
-            raise NonBinaryMask(path, f"infection mask is not binary (values {shown})")
+            hint = " (labels=multiclass reads 0/1/2 as ground-glass/consolidation)" \
+                if set(values.tolist()) <= {0, 1, 2} else ""
+            raise NonBinaryMask(path, f"infection mask is not binary (values {shown}){hint}")
     elif values.min() < 0:
         raise NonBinaryMask(path, "lung mask has negative labels")
     return arr > 0
@@ -169,8 +187,10 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | N
     n_bad = int(arr.size - np.isfinite(arr).sum())
     if n_bad:
         raise NaNValues(record.image, f"{n_bad} voxels are NaN or infinite")
-    slice_mode = is_slice_image(Path(record.image))
-    infection = read_mask(record.infection, image, record.image, "infection") if record.infection else None
+    # image files and one-slice volumes alike are 2D slices: fitted to image_size, never cut
+    slice_mode = is_slice_image(Path(record.image)) or image.GetSize()[2] == 1
+    infection = read_mask(record.infection, image, record.image, "infection", cfg.labels) \
+        if record.infection else None
     truth = read_mask(record.truth, image, record.image, "infection") if record.truth else None
     mode, hu_like = choose_intensity_mode(arr, cfg.intensity, record.image)
     method, note = _decide_lung_method(cfg.lung_method, mode == "hu", slice_mode, weights, record)
@@ -192,16 +212,18 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | N
     # 4. geometry
     spacing_in = [float(s) for s in image.GetSpacing()]
     if slice_mode:
-        size = cfg.image_size
+        size, fit = cfg.image_size, cfg.slice_fit
         fill = float(arr.min())
-        arr_r = resize_slices(arr, size, fill=fill) if size else arr
-        inf_r = resize_slices(infection.astype(np.uint8), size, label=True).astype(bool) \
-            if (infection is not None and size) else infection
-        lung_r = resize_slices(lung.astype(np.uint8), size, label=True).astype(bool) \
-            if (lung is not None and size) else lung
-        truth_r = resize_slices(truth.astype(np.uint8), size, label=True).astype(bool) \
-            if (truth is not None and size) else truth
-        spacing_out = None  # pixel units: no physical spacing
+
+        def _fit(mask):
+            if mask is None or not size:
+                return mask
+            out = resize_slices(mask.astype(np.uint8), size, label=True, fit=fit)
+            return out.astype(bool) if mask.dtype == bool else out
+
+        arr_r = resize_slices(arr, size, fill=fill, fit=fit) if size else arr
+        inf_r, lung_r, truth_r = _fit(infection), _fit(lung), _fit(truth)
+        spacing_out = None  # pixel units: a slice's spacing (if any) is kept for original-grid metrics
     else:
         fill = float(arr.min())
         arr_r = sitk.GetArrayFromImage(resample_in_plane(sitk.Cast(image, sitk.sitkFloat32), 1.0,
@@ -212,7 +234,8 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | N
                 return None
             m = sitk.GetImageFromArray(mask.astype(np.uint8))
             m.CopyInformation(image)
-            return sitk.GetArrayFromImage(resample_in_plane(m, 1.0, label=True)).astype(bool)
+            out = sitk.GetArrayFromImage(resample_in_plane(m, 1.0, label=True))
+            return out.astype(bool) if mask.dtype == bool else out
 
         inf_r, lung_r, truth_r = _res(infection), _res(lung), _res(truth)
         spacing_out = [1.0, 1.0, spacing_in[2]]
@@ -239,7 +262,7 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | N
         crop = crop_box_in_plane(out.shape[1:], cfg.image_size, centre)
         before_lung = int(lung_r.sum()) if lung_r is not None else 0
         out = crop_or_pad_in_plane(out, cfg.image_size, crop, 0.0)
-        inf_r = crop_or_pad_in_plane(inf_r, cfg.image_size, crop, False) if inf_r is not None else None
+        inf_r = crop_or_pad_in_plane(inf_r, cfg.image_size, crop, 0) if inf_r is not None else None
         lung_r = crop_or_pad_in_plane(lung_r, cfg.image_size, crop, False) if lung_r is not None else None
         truth_r = crop_or_pad_in_plane(truth_r, cfg.image_size, crop, False) if truth_r is not None else None
         if before_lung:
@@ -249,6 +272,7 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | N
 
     voxel_ml = (spacing_out[0] * spacing_out[1] * spacing_out[2] / 1000.0) if spacing_out else None
     vals_before = arr_r[region]
+    lesion = inf_r > 0 if inf_r is not None else None
     meta = {
         "case_id": record.case_id,
         "source": record.source,
@@ -258,6 +282,9 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | N
         "task": record.task,
         "has_truth": truth_r is not None,
         "slice_image": slice_mode,
+        "slice_fit": cfg.slice_fit if slice_mode else None,
+        "labels": cfg.labels,
+        "canonical_geometry": geometry_of(image),  # the grid original-grid metrics are scored on
         "intensity": mode,
         "looked_like_hu": hu_like,
         "lung_method": method,
@@ -269,12 +296,13 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | N
         "crop_corner_yx": list(crop) if crop else None,
         "lung_lost_by_crop": lung_lost,
         "infection_in_lung": coverage,
-        "lesion_fraction": (float(inf_r[lung_r].mean()) if (inf_r is not None and lung_r is not None
-                                                            and lung_r.any()) else
-                            (float(inf_r.mean()) if inf_r is not None else None)),
+        "lesion_fraction": (float(lesion[lung_r].mean()) if (lesion is not None and lung_r is not None
+                                                             and lung_r.any()) else
+                            (float(lesion.mean()) if lesion is not None else None)),
         "lung_volume_ml": float(lung_r.sum() * voxel_ml) if (lung_r is not None and voxel_ml) else None,
-        "lesion_volume_ml": float(inf_r.sum() * voxel_ml) if (inf_r is not None and voxel_ml) else None,
-        "lesion_slices": int(inf_r.any(axis=(1, 2)).sum()) if inf_r is not None else None,
+        "lesion_volume_ml": float(lesion.sum() * voxel_ml) if (lesion is not None and voxel_ml) else None,
+        "lesion_pixels": int(lesion.sum()) if lesion is not None else None,
+        "lesion_slices": int(lesion.any(axis=(1, 2)).sum()) if lesion is not None else None,
         "before_mean": float(vals_before.mean()) if vals_before.size else None,
         "before_std": float(vals_before.std()) if vals_before.size else None,
         "before_p1": float(np.percentile(vals_before, 1)) if vals_before.size else None,
@@ -283,7 +311,10 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | N
         "hist_after": _histogram(out[region], HIST_BINS_Z),
         **stats,
     }
-    return CaseOutput(out, inf_r, lung_r, meta, arr_r if keep_before else None, truth_r)
+    if cfg.labels == "multiclass" and inf_r is not None:
+        meta["class_pixels"] = [int((inf_r == k).sum()) for k in (1, 2)]
+    return CaseOutput(out, inf_r, lung_r, meta, arr_r if keep_before else None, truth_r,
+                      infection)
 
 
 # --- dataset --------------------------------------------------------------------------------
@@ -298,6 +329,13 @@ def resolve_inputs(cfg: PreprocessConfig, progress: bool = True) -> tuple[Path, 
                               "each source its own task")
         records = combine_sources(cfg.sources)
         return Path(cfg.sources).expanduser().resolve().parent, "sources", _with_task(records, cfg)
+    given = {k: v for k, v in patterns.items() if v}
+    if given:
+        return _glob_inputs(cfg, patterns, given)
+    if cfg.dataset == "glob":
+        raise ConfigError("dataset=glob needs glob patterns: images= (with masks=), test_images= "
+                          "or unlabelled=" + (" (data=demo is the synthetic cohort)"
+                                              if cfg.data == "demo" else ""))
     if cfg.data == "demo":
         from covidseg.data.phantom import DemoSpec, build_cohort
 
@@ -314,6 +352,37 @@ def resolve_inputs(cfg: PreprocessConfig, progress: bool = True) -> tuple[Path, 
     if not root.exists():
         raise ConfigError(f"{root}: data folder does not exist")
     dataset, records = build_manifest(root, cfg.dataset, **patterns)
+    return root, dataset, _with_task(records, cfg)
+
+
+def _glob_inputs(cfg: PreprocessConfig, patterns: dict, given: dict):
+    """The glob adapter for patterns given on the command line: relative to ``data`` (a folder),
+    or absolute (then ``data`` may stay ``demo`` or empty: the patterns say where the data is)."""
+    import os
+
+    if not any(given.get(k) for k in ("images", "test_images", "unlabelled")):
+        raise ConfigError(f"{', '.join(k + '=' for k in given)} given without images=, "
+                          "test_images= or unlabelled=: masks pair with images by name")
+    for img, msk in (("images", "masks"), ("test_images", "test_masks")):
+        if given.get(msk) and not given.get(img):
+            raise ConfigError(f"{msk}= given without {img}=")
+    if cfg.dataset not in ("auto", "glob"):
+        raise ConfigError(f"images=/masks=/unlabelled= patterns are read by dataset=glob, "
+                          f"not dataset={cfg.dataset}")
+    patterns = {k: os.path.expanduser(v) if v else v for k, v in patterns.items()}
+    relative = [f"{k}={v}" for k, v in given.items() if not Path(patterns[k]).is_absolute()]
+    if cfg.data in ("demo", ""):
+        if relative:
+            raise ConfigError(f"{relative[0]} is a relative pattern: give data=FOLDER (what it is "
+                              "relative to) or an absolute pattern"
+                              + (" (data=demo is the synthetic cohort)" if cfg.data else ""))
+        fixed = [re.split(r"[*?\[]", patterns[k], maxsplit=1)[0] for k in given]
+        root = Path(os.path.commonpath([os.path.dirname(f) or "/" for f in fixed]))
+    else:
+        root = Path(cfg.data).expanduser()
+        if not root.exists():
+            raise ConfigError(f"{root}: data folder does not exist")
+    dataset, records = build_manifest(root, "glob", **patterns)
     return root, dataset, _with_task(records, cfg)
 
 
@@ -343,6 +412,7 @@ def _settings(cfg: PreprocessConfig, weights: Path | None) -> dict:
         "lung_weights": file_digest(weights) if weights else None,
         "image_size": cfg.image_size, "window": [cfg.window_min, cfg.window_max],
         "hist_eq": cfg.hist_eq, "store_dtype": cfg.store_dtype,
+        "slice_fit": cfg.slice_fit, "labels": cfg.labels,
         "test_cases": cfg.test_cases, "folds": cfg.folds, "seed": cfg.seed,
     }
 
@@ -397,7 +467,8 @@ def _build(cfg, records, weights, out: Path, dataset: str, root: Path, key: str,
     write_manifest(records, out / "manifest.csv")
     metas: dict[str, dict] = {}
     failed: list[dict] = []
-    example: CaseOutput | None = None  # the case with the most lesion, for the 3-view figure
+    example: CaseOutput | None = None  # the volume with the most lesion, for the 3-view figure
+    slice_examples: list[CaseOutput] = []  # 2D slices with lesion, for the slice figure
     bar = tqdm(records, desc="preprocess", unit="case", disable=not progress)
     for rec in bar:
         case_dir = out / "cases" / rec.case_id
@@ -415,9 +486,12 @@ def _build(cfg, records, weights, out: Path, dataset: str, root: Path, key: str,
             log.warning("case %s failed: %s", rec.case_id, exc)
             continue
         write_case(case_dir, res.image, res.infection, res.lung, res.meta, cfg.store_dtype,
-                   truth=res.truth)
+                   truth=res.truth, original=res.original)
         metas[rec.case_id] = res.meta
-        if example is None or (res.meta["lesion_volume_ml"] or 0) > (example.meta["lesion_volume_ml"] or 0):
+        if res.meta["slice_image"]:
+            if len(slice_examples) < 4 and (res.meta["lesion_pixels"] or 0) > 0:
+                slice_examples.append(res)
+        elif example is None or _lesion(res) > _lesion(example):
             example = res
     bar.close()
     ok = [m for m in metas.values()]
@@ -449,13 +523,17 @@ def _build(cfg, records, weights, out: Path, dataset: str, root: Path, key: str,
         w.writerows(failed)
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
-    figures.save(figures.spacing_scatter(ok), fig_dir / "spacing_per_source.png")
-    figures.save(figures.intensity_histograms(ok, HIST_BINS_HU, HIST_BINS_DISPLAY, HIST_BINS_Z),
-                 fig_dir / "intensity_histogram_before_after.png")
+    # a figure that cannot be drawn is skipped with a warning: it never fails the run
+    figures.draw(fig_dir / "spacing_per_source.png", figures.spacing_scatter, ok)
+    figures.draw(fig_dir / "intensity_histogram_before_after.png", figures.intensity_histograms,
+                 ok, HIST_BINS_HU, HIST_BINS_DISPLAY, HIST_BINS_Z)
     if example is not None:
-        figures.save(figures.lung_filtering_views(example.before, example.image, example.lung,
-                                                  example.infection, example.meta),
-                     fig_dir / f"lung_filtering_3views_volume_{example.meta['case_id']}.png")
+        figures.draw(fig_dir / f"lung_filtering_3views_volume_{example.meta['case_id']}.png",
+                     figures.lung_filtering_views, example.before, example.image, example.lung,
+                     example.infection, example.meta)
+    if slice_examples:
+        figures.draw(fig_dir / "slices_before_after.png", figures.slice_views,
+                     [(e.before, e.image, e.infection, e.meta) for e in slice_examples])
     descriptor = {
         "key": key,
         "store_version": 1,
@@ -471,6 +549,10 @@ def _build(cfg, records, weights, out: Path, dataset: str, root: Path, key: str,
     tmp = out / "dataset.json.tmp"
     tmp.write_text(json.dumps(descriptor, indent=1, default=float))
     tmp.replace(out / "dataset.json")
+
+
+def _lesion(res: CaseOutput) -> float:
+    return float(res.meta["lesion_volume_ml"] or res.meta["lesion_pixels"] or 0)
 
 
 def _log_dataset(ds: PreprocessedDataset, tracker, cfg, cache_hit: bool, seconds: float) -> dict:

@@ -8,6 +8,8 @@ Layout of one dataset (``$COVIDSEG_CACHE/preprocessed/<key>/``)::
     failed.csv        cases that could not be processed, with the reason
     cases/<id>/image.npy, infection.npy, lung.npy, meta.json
     cases/<id>/truth.npy   oracle lesions of an unlabelled demo case (never loaded for training)
+    cases/<id>/original.npz  the reference mask on the original grid (canonical orientation), for
+                             original-grid evaluation
 
 ``dataset.json`` is written last: its presence marks a complete dataset (a cache hit).  A run
 interrupted midway keeps the cases it finished (each has a ``meta.json``) and a re-run with the
@@ -95,6 +97,15 @@ class PreprocessedDataset:
 
         return np.load(d / "image.npy", mmap_mode=mode), opt("infection"), opt("lung")
 
+    def load_original(self, case_id: str) -> np.ndarray | None:
+        """The reference mask of a labelled case on its original grid (canonical orientation,
+        ``meta["canonical_geometry"]``), or None (datasets preprocessed before it was kept)."""
+        p = self.case_dir(case_id) / "original.npz"
+        if not p.exists():
+            return None
+        with np.load(p) as f:
+            return f["infection"]
+
     def load_truth(self, case_id: str) -> np.ndarray | None:
         """The oracle lesions of an unlabelled case (demo phantoms), or None.  Only for scoring
         pseudo-labels: :meth:`load`, and so every training stage, never returns them."""
@@ -106,10 +117,12 @@ class PreprocessedDataset:
 
 
 def write_case(case_dir: Path, image: np.ndarray, infection, lung, meta: dict,
-               dtype: str = "float32", truth=None) -> None:
+               dtype: str = "float32", truth=None, original=None) -> None:
     """Write one case's arrays, then its meta.json (the per-case completion marker)."""
     case_dir.mkdir(parents=True, exist_ok=True)
     np.save(case_dir / "image.npy", image.astype(dtype))
+    if original is not None:  # masks compress ~100x: the copy costs little beside the image
+        np.savez_compressed(case_dir / "original.npz", infection=original.astype(np.uint8))
     for name, arr in (("infection", infection), ("lung", lung), ("truth", truth)):
         p = case_dir / f"{name}.npy"
         if arr is not None:

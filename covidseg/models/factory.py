@@ -44,7 +44,15 @@ class ModelSpec:
 
 
 def build_model(spec: ModelSpec, encoder_weights: str | None = None) -> nn.Module:
-    """The network of ``spec`` with random weights (or a local encoder weight file)."""
+    """The network of ``spec`` with random weights (or a local encoder weight file); it carries
+    ``covidseg_classes`` (1: one lesion logit, sigmoid; > 1: softmax over background + lesion
+    classes)."""
+    model = _build(spec, encoder_weights)
+    model.covidseg_classes = int(spec.classes)
+    return model
+
+
+def _build(spec: ModelSpec, encoder_weights: str | None) -> nn.Module:
     arch = spec.arch.lower()
     if arch == "unet3d":
         return _3d(spec)

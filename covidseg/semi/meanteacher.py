@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from covidseg.config import MeanteacherConfig
-from covidseg.data.augment import SliceAugment
 from covidseg.data.slices import SliceDataset, pad_to
 from covidseg.data.store import open_dataset
 from covidseg.device import place_model, resolve_device
@@ -35,6 +34,8 @@ from covidseg.models.factory import ModelSpec
 from covidseg.semi.pseudoset import PseudoSet, load_pseudo_set
 from covidseg.tracking import NullTracker, download_model
 from covidseg.train.finetune import (
+    augmentation,
+    dataset_classes,
     finalise_segmentation,
     segmentation_task,
     training_cases,
@@ -153,8 +154,10 @@ class MeanTeacherTask(SegmentationTask):
         ema_update(self.teacher, self.model, self.alpha)
 
     def validate(self, epoch: int) -> dict:
-        student = volume_dice(self.model, self.ds, self.val_ids, self.device, self.eval_batch)
-        teacher = volume_dice(self.teacher, self.ds, self.val_ids, self.device, self.eval_batch)
+        student = volume_dice(self.model, self.ds, self.val_ids, self.device, self.eval_batch,
+                              self.threshold)
+        teacher = volume_dice(self.teacher, self.ds, self.val_ids, self.device, self.eval_batch,
+                              self.threshold)
         return {"val_volume_dice_student": student, "val_volume_dice_teacher": teacher,
                 "val_volume_dice": max(student, teacher)}
 
@@ -179,7 +182,7 @@ def unlabelled_slices(cfg: MeanteacherConfig, ds, pseudo: PseudoSet | None) -> S
     ids = uds.splits.get("unlabelled", []) if uds is ds else uds.ids()
     if not ids:
         return None
-    return SliceDataset(uds, ids, augment=SliceAugment(), seed=cfg.seed + 7919,
+    return SliceDataset(uds, ids, augment=augmentation(cfg, ds), seed=cfg.seed + 7919,
                         require_mask=False, crop=cfg.image_size)
 
 
@@ -191,6 +194,9 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None, progres
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     ds = open_dataset(cfg.data, tracker)
+    if dataset_classes(ds) > 1:
+        raise ConfigError("meanteacher learns binary lesion masks: labels=multiclass data trains "
+                          "with finetune")
     model_dir, model_run = download_model(cfg.model)
     tracker.link_source("model", model_run)
     pseudo = None

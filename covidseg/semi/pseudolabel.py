@@ -96,6 +96,9 @@ def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
     tracker.link_source("model", model_run)
     model, config = load_model(model_dir)
     ds = open_dataset(cfg.data, tracker)
+    if config["model"].get("classes", 1) > 1:
+        raise ConfigError("pseudolabel makes binary lesion labels: a multi-class model "
+                          "(labels=multiclass) is not supported")
     if config.get("dataset_key") and config["dataset_key"] != ds.key:
         log.warning("the model was trained on dataset %s, the labelled patches come from %s",
                     config["dataset_key"], ds.key)
@@ -169,10 +172,10 @@ def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta
         would_be = np.asarray(lab.masks, np.float32)[a.top_idx[rejected, 0]]
         oracle = oracle_metrics(oracle_scores(a.masks, truth[a.accepted]),
                                 oracle_scores(would_be, truth[rejected]))
-    tracker.log_figure(figures.similarity_histogram(a.top_sim[:, 0], cfg, a.thresholds),
-                       "figures/similarity_histogram.png")
-    tracker.log_figure(figures.example_patches(unl.images, a, lab), "figures/pseudo_label_examples.png")
-    tracker.log_figure(figures.patch_centres(uds, unl), "figures/patch_centres.png")
+    tracker.figure("figures/similarity_histogram.png", figures.similarity_histogram,
+                   a.top_sim[:, 0], cfg, a.thresholds)
+    tracker.figure("figures/pseudo_label_examples.png", figures.example_patches, unl.images, a, lab)
+    tracker.figure("figures/patch_centres.png", figures.patch_centres, uds, unl)
     accepted = set(a.accepted.tolist())
     rows = [{"case_id": unl.case_ids[i], "z": int(unl.coords[i][0]), "y": int(unl.coords[i][1]),
              "x": int(unl.coords[i][2]), "tissue_fraction": round(float(unl.tissue[i]), 3),
@@ -213,7 +216,7 @@ def _from_model(cfg, model, uds, unlabelled_ids, device, truth_of, meta, tracker
                           for c, (z, _, _) in zip(items["case_ids"], items["coords"])])
         oracle = oracle_metrics(oracle_scores(items["masks"], truth, accepted_px),
                                 oracle_scores(items["masks"], truth, inside & ~accepted_px))
-    tracker.log_figure(figures.model_examples(items), "figures/pseudo_label_examples.png")
+    tracker.figure("figures/pseudo_label_examples.png", figures.model_examples, items)
     pset = PseudoSet(items["images"], items["masks"], items["weights"],
                      np.array(items["case_ids"], dtype=str), items["coords"], "model", **meta)
     return pset, metrics, oracle

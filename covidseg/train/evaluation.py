@@ -1,21 +1,48 @@
-"""Scoring a network on labelled volumes: one row per volume, summaries, tables and figures.
+"""Scoring a network on labelled cases: one row per case, summaries, tables and figures.
 
-Volume-level metrics (3D, millimetres from the stored spacing) are named ``volume_*``;
-``slice_dice`` is the mean 2D Dice over the slices whose reference contains lesion (slices with
-neither lesion nor prediction would otherwise dominate with a Dice of 1).  Predictions are
-thresholded at 0.5 and not restricted to the lung mask (the model's own output is scored).
+**Where the metrics are computed.**  The network sees each case on its preprocessed grid (1 mm
+in-plane, cropped; 2D slices resized).  Its probabilities are mapped back to the case's
+*original* grid (un-crop and linear resampling back from 1 mm, or un-resizing a slice) and
+thresholded there, and the metrics are computed against the reference mask as the dataset ships
+it, with its own spacing — where published tables score.  Those are the unsuffixed names
+(``volume_dice``, ``volume_nsd``, …); the same metrics on the preprocessed grid keep a
+``_resampled`` suffix (the per-epoch ``val_volume_dice`` that picks the best epoch is computed
+there too: it is cheaper and only compares epochs).
+
+Volume-level metrics (3D, millimetres) are named ``volume_*``: Dice, IoU, HD95, the voxel NSD
+(surface voxels within 3 mm), the surface-area NSD ``volume_nsd_area`` (the COVID-19-CT-Seg
+benchmark's: DeepMind surface-distance / MONAI ``use_subvoxels``), sensitivity, precision.
+``slice_dice`` is the mean 2D Dice over the slices whose reference contains lesion.  For 2D slice
+sets the threshold-free Dice of the published 2D tables is added per split
+(``slice_dice_thravg``, ``slice_dice_max``: Inf-Net's EvaluationTool convention, see
+:func:`covidseg.train.metrics.threshold_free_dice`) with the sensitivity and specificity at the
+decision threshold.  Multi-class networks (ground-glass / consolidation) are scored for the union
+of the lesion classes (the unsuffixed names) and per class (``volume_dice_ground_glass``, …).
+Predictions are thresholded at the model's decision threshold (0.5 unless it chose another) and
+not restricted to the lung mask (the model's own output is scored).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
+from covidseg.data.geometry import to_canonical_grid
 from covidseg.data.store import PreprocessedDataset
-from covidseg.inference import predict_volume
+from covidseg.inference import output_classes, predict_volume
 from covidseg.train import figures
-from covidseg.train.metrics import overlap_metrics, summarise, volume_metrics
+from covidseg.train.metrics import (
+    overlap_metrics,
+    sensitivity_specificity,
+    summarise,
+    surface_dice_area,
+    threshold_free_dice,
+    volume_metrics,
+)
 
-VOLUME_KEYS = ("dice", "iou", "hd95", "nsd", "sensitivity", "precision")
+VOLUME_KEYS = ("dice", "iou", "hd95", "nsd", "nsd_area", "sensitivity", "precision")
+CLASS_NAMES = ("ground_glass", "consolidation")  # labels 1 and 2 of a multi-class mask
 
 
 def spacing_zyx(meta: dict) -> tuple[float, float, float]:
@@ -24,57 +51,147 @@ def spacing_zyx(meta: dict) -> tuple[float, float, float]:
     return (1.0, 1.0, 1.0) if not sp else (float(sp[2]), float(sp[1]), float(sp[0]))
 
 
-def score_case(pred: np.ndarray, ref: np.ndarray, meta: dict) -> dict:
-    sp = spacing_zyx(meta)
-    row = {f"volume_{k}": v for k, v in volume_metrics(pred, ref, sp).items()}
+def original_spacing_zyx(meta: dict) -> tuple[float, float, float]:
+    """(z, y, x) spacing of a case's original grid (a slice image's pixels count as 1 mm)."""
+    sp = meta["canonical_geometry"]["spacing"]
+    return float(sp[2]), float(sp[1]), float(sp[0])
+
+
+def score_case(pred: np.ndarray, ref: np.ndarray, spacing: tuple) -> dict:
+    """Volume metrics (mm from ``spacing`` (z, y, x)), the lesion-slice mean 2D Dice, lesion ml."""
+    pred, ref = pred.astype(bool), ref.astype(bool)
+    row = {f"volume_{k}": v for k, v in volume_metrics(pred, ref, spacing).items()}
+    row["volume_nsd_area"] = surface_dice_area(pred, ref, spacing)
     lesion_slices = [z for z in range(ref.shape[0]) if ref[z].any()]
     row["slice_dice"] = (float(np.mean([overlap_metrics(pred[z], ref[z])["dice"]
                                         for z in lesion_slices])) if lesion_slices else float("nan"))
-    voxel_ml = sp[0] * sp[1] * sp[2] / 1000.0
+    voxel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
     row["lesion_ml_reference"] = float(ref.sum() * voxel_ml)
     row["lesion_ml_predicted"] = float(pred.sum() * voxel_ml)
     return row
 
 
+def _per_class(pred_union, cls_map, ref_labels, spacing) -> dict:
+    """Dice / NSD of each lesion class of a multi-class prediction."""
+    out = {}
+    for k, name in enumerate(CLASS_NAMES, start=1):
+        p, r = pred_union & (cls_map == k), ref_labels == k
+        out[f"volume_dice_{name}"] = overlap_metrics(p, r)["dice"]
+        out[f"volume_nsd_area_{name}"] = surface_dice_area(p, r, spacing)
+    return out
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_cases` found: per-case rows, the arrays kept for overlays, and for
+    2D slice sets each slice's (probability, reference) on its original grid."""
+
+    rows: list[dict] = field(default_factory=list)
+    kept: dict = field(default_factory=dict)
+    slices: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    threshold: float = 0.5
+
+
 def evaluate_cases(model, ds: PreprocessedDataset, case_ids, device, batch_size: int = 16,
-                   threshold: float = 0.5, keep: int = 0, split: str = ""):
-    """(rows, kept) — one metrics row per labelled case; ``kept`` holds the (image, reference,
-    prediction) of the ``keep`` cases with the largest reference lesion, for overlays."""
-    rows, arrays = [], {}
+                   threshold: float = 0.5, keep: int = 0, split: str = "") -> Evaluation:
+    """Score ``model`` on the labelled ``case_ids`` (original grid, and the preprocessed grid as
+    ``*_resampled``); ``keep`` cases with the largest reference lesion are kept for overlays."""
+    ev = Evaluation(threshold=threshold)
+    multiclass = output_classes(model) > 1
     for c in case_ids:
         image, infection, _ = ds.load(c)
         if infection is None:
             continue
-        image, ref = np.asarray(image), np.asarray(infection).astype(bool)
-        pred = predict_volume(model, image, device, batch_size) > threshold
-        row = {"case_id": c, "split": split, "source": ds.cases[c].get("source", ""),
-               **score_case(pred, ref, ds.cases[c])}
-        rows.append(row)
+        meta = ds.cases[c]
+        image, ref_labels = np.asarray(image), np.asarray(infection)
+        ref = ref_labels > 0
+        probs = predict_volume(model, image, device, batch_size, classes=multiclass)
+        prob = 1.0 - probs[0] if multiclass else probs
+        pred = prob > threshold
+        row = {"case_id": c, "split": split, "source": meta.get("source", "")}
+        resampled = score_case(pred, ref, spacing_zyx(meta))
+        if multiclass:
+            resampled.update(_per_class(pred, 1 + np.argmax(probs[1:], axis=0), ref_labels,
+                                        spacing_zyx(meta)))
+        original = ds.load_original(c) if "canonical_geometry" in meta else None
+        if original is None:  # a dataset preprocessed before original grids were kept
+            row.update({"grid": "preprocessed", **resampled})
+        else:
+            prob_o = to_canonical_grid(prob, meta)
+            pred_o, sp_o = prob_o > threshold, original_spacing_zyx(meta)
+            row.update({"grid": "original", **score_case(pred_o, original > 0, sp_o)})
+            if multiclass:
+                cls_o = 1 + np.argmax(np.stack([to_canonical_grid(p, meta) for p in probs[1:]]), 0)
+                row.update(_per_class(pred_o, cls_o, original, sp_o))
+            if meta.get("slice_image") and prob_o.shape[0] == 1:
+                ev.slices.append((prob_o[0], original[0] > 0))
+        row.update({f"{k}_resampled": v for k, v in resampled.items()})
+        ev.rows.append(row)
         if keep:
-            arrays[c] = (image, ref, pred)
-            if len(arrays) > keep:  # keep only the largest lesions in memory
-                smallest = min(arrays, key=lambda k: arrays[k][1].sum())
-                del arrays[smallest]
-    return rows, arrays
+            ev.kept[c] = (image, ref, pred)
+            if len(ev.kept) > keep:  # keep only the largest lesions in memory
+                smallest = min(ev.kept, key=lambda k: ev.kept[k][1].sum())
+                del ev.kept[smallest]
+    return ev
 
 
-def summary_metrics(rows: list[dict], split: str) -> dict:
-    out = summarise(rows, keys=tuple(f"volume_{k}" for k in VOLUME_KEYS) + ("slice_dice",),
-                    prefix=f"{split}_")
+THRESHOLD_SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
+
+
+def choose_threshold(model, ds: PreprocessedDataset, case_ids, device,
+                     batch_size: int = 16) -> tuple[float, list[dict]]:
+    """``threshold=auto``: the lesion-probability threshold (0.05 … 0.95) with the best mean
+    volume Dice over the validation cases (preprocessed grid, as the per-epoch score; ties go to
+    the threshold nearest 0.5); returns it and the sweep's table."""
+    pairs = []
+    for c in case_ids:
+        image, infection, _ = ds.load(c)
+        if infection is not None:
+            pairs.append((predict_volume(model, np.asarray(image), device, batch_size),
+                          np.asarray(infection) > 0))
+    if not pairs:
+        return 0.5, [{"threshold": 0.5, "val_volume_dice_resampled": float("nan")}]
+    sweep = [{"threshold": t, "val_volume_dice_resampled": float(np.mean(
+        [overlap_metrics(p > t, r)["dice"] for p, r in pairs]))} for t in THRESHOLD_SWEEP]
+    best = max(sweep, key=lambda r: (r["val_volume_dice_resampled"], -abs(r["threshold"] - 0.5)))
+    return float(best["threshold"]), sweep
+
+
+def summary_metrics(ev: Evaluation, split: str) -> dict:
+    """Means over cases (``{split}_volume_dice`` …, ``…_resampled``), and for 2D slice sets the
+    threshold-free Dice and the sensitivity/specificity at the decision threshold."""
+    rows = ev.rows
+    keys = [k for k in rows[0] if k.startswith(("volume_", "slice_dice"))] if rows else \
+        [f"volume_{k}" for k in VOLUME_KEYS]
+    out = summarise(rows, keys=tuple(keys), prefix=f"{split}_")
     out[f"{split}_volumes"] = float(len(rows))
+    if ev.slices:
+        probs, refs = zip(*ev.slices)
+        tf = threshold_free_dice(list(probs), list(refs))
+        out[f"{split}_slice_dice_thravg"] = tf["dice_thravg"]
+        out[f"{split}_slice_dice_max"] = tf["dice_max"]
+        sens, spec = [], []  # per slice, then the mean over slices (as the threshold-free Dice)
+        for p, r in ev.slices:
+            s_, sp_ = sensitivity_specificity(p > ev.threshold, r)
+            sens.append(s_)
+            spec.append(sp_)
+        for name, values in (("sensitivity", sens), ("specificity", spec)):
+            v = np.asarray(values, dtype=float)
+            out[f"{split}_slice_{name}"] = float(v[np.isfinite(v)].mean()) if np.isfinite(v).any() \
+                else float("nan")
     return out
 
 
-def log_evaluation(tracker, rows: list[dict], kept: dict, split: str, prefix: str | None = None) -> dict:
-    """Metrics ``{prefix}_volume_*`` (prefix: the split's name unless given), the per-volume CSV
+def log_evaluation(tracker, ev: Evaluation, split: str, prefix: str | None = None) -> dict:
+    """Metrics ``{prefix}_volume_*`` (prefix: the split's name unless given), the per-case CSV
     and the figures of one split."""
-    metrics = summary_metrics(rows, prefix or split)
+    metrics = summary_metrics(ev, prefix or split)
     tracker.log_metrics(metrics)
-    tracker.log_table(rows, f"tables/{split}_per_volume.csv")
-    if rows:
-        tracker.log_figure(figures.dice_per_volume(rows, split), f"figures/{split}_volume_dice.png")
-    for case_id, (image, ref, pred) in kept.items():
-        row = next(r for r in rows if r["case_id"] == case_id)
-        tracker.log_figure(figures.overlay_slices(image, ref, pred, case_id, row),
-                           f"figures/overlay_slices_{split}_{case_id}.png")
+    tracker.log_table(ev.rows, f"tables/{split}_per_volume.csv")
+    if ev.rows:
+        tracker.figure(f"figures/{split}_volume_dice.png", figures.dice_per_volume, ev.rows, split)
+    for case_id, (image, ref, pred) in ev.kept.items():
+        row = next(r for r in ev.rows if r["case_id"] == case_id)
+        tracker.figure(f"figures/overlay_slices_{split}_{case_id}.png", figures.overlay_slices,
+                       image, ref, pred, case_id, row)
     return metrics

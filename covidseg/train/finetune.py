@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from covidseg.config import FinetuneConfig, TrainingConfig
-from covidseg.data.augment import SliceAugment
+from covidseg.config import FinetuneConfig, TrainingConfig, threshold_value
+from covidseg.data.augment import make_augment
 from covidseg.data.splits import fold_split
 from covidseg.data.store import PreprocessedDataset, open_dataset
 from covidseg.device import resolve_device
@@ -29,7 +29,7 @@ from covidseg.models.genesis import (
 )
 from covidseg.models.surgery import apply_strategy
 from covidseg.tracking import NullTracker
-from covidseg.train.evaluation import evaluate_cases, log_evaluation
+from covidseg.train.evaluation import choose_threshold, evaluate_cases, log_evaluation
 from covidseg.train.losses import SegmentationLoss
 from covidseg.train.stage import (
     finish_workdir,
@@ -42,11 +42,41 @@ from covidseg.train.tasks import SegmentationTask, VolumeTask, default_workers
 log = logging.getLogger("covidseg.finetune")
 
 
-def initial_model(cfg: TrainingConfig, init: str) -> tuple:
+def dataset_classes(ds: PreprocessedDataset) -> int:
+    """Output channels a network needs for ``ds``: 1 (binary lesion) or 3 (background,
+    ground-glass, consolidation: ``preprocess -P labels=multiclass``)."""
+    return 3 if ds.descriptor["config"].get("labels") == "multiclass" else 1
+
+
+def with_classes(model, spec: ModelSpec, classes: int, report: dict) -> tuple:
+    """A network with ``classes`` outputs: an initialisation with another number of outputs keeps
+    every tensor whose shape fits (the head is new)."""
+    if spec.classes == classes:
+        return model, spec
+    new_spec = ModelSpec(arch=spec.arch, encoder=spec.encoder, in_channels=spec.in_channels,
+                         classes=classes)
+    new = build_model(new_spec)
+    own = new.state_dict()
+    fits = {k: v for k, v in model.state_dict().items() if k in own and own[k].shape == v.shape}
+    own.update(fits)
+    new.load_state_dict(own)
+    report["new_output_tensors"] = sorted(set(own) - set(fits))
+    log.info("init has %d output(s), the data %d classes: %d tensors kept, %s new", spec.classes,
+             classes, len(fits), ", ".join(report["new_output_tensors"]))
+    return new, new_spec
+
+
+def initial_model(cfg: TrainingConfig, init: str, classes: int = 1) -> tuple:
     """(model, spec, report, source run id) for ``init``: ``scratch``, a Models Genesis
-    checkpoint file, a covidseg model folder, a run id or a model URI."""
+    checkpoint file, a covidseg model folder, a run id or a model URI; ``classes`` outputs."""
+    model, spec, report, run = _initial_model(cfg, init, classes)
+    model, spec = with_classes(model, spec, classes, report)
+    return model, spec, report, run
+
+
+def _initial_model(cfg: TrainingConfig, init: str, classes: int) -> tuple:
     if init == "scratch":
-        spec = ModelSpec(arch=cfg.arch, encoder=cfg.encoder)
+        spec = ModelSpec(arch=cfg.arch, encoder=cfg.encoder, classes=classes)
         model = build_model(spec, cfg.encoder_weights or None)
         return model, spec, {"init": "scratch", "encoder_weights": cfg.encoder_weights or None}, None
     path = Path(init).expanduser()
@@ -99,33 +129,63 @@ def calibration_batches(slices, batch_size: int, limit: int = 256):
         yield torch.stack([slices[(0, int(i))][0] for i in idx[start:start + batch_size]])
 
 
+def is_slice_dataset(ds: PreprocessedDataset) -> bool:
+    return bool(ds.cases) and all(m.get("slice_image") for m in ds.cases.values())
+
+
+def augmentation(cfg, ds: PreprocessedDataset):
+    """The training augmentation ``augment`` names (``auto``: the slice preset for a set of 2D
+    slices, the thesis's CT preset for volumes); None for ``none``."""
+    name = cfg.augment
+    if name == "auto":
+        name = "slice" if is_slice_dataset(ds) else "ct"
+    return None if name == "none" else make_augment(name)
+
+
 def segmentation_task(model, ds, train_ids, val_ids, cfg: FinetuneConfig, device, cls=SegmentationTask,
                       **extra):
-    loss = SegmentationLoss(cfg.loss, pos_weight=cfg.pos_weight or None)
+    classes = dataset_classes(ds)
+    if classes > 1 and cfg.mixup:
+        raise ConfigError("mixup mixes binary masks: it does not apply to labels=multiclass")
+    loss = SegmentationLoss(cfg.loss, pos_weight=cfg.pos_weight or None, classes=classes)
     if is_3d(model):  # the coarse 3D U-Net (arch=unet3d): whole volumes at low resolution
         cls = VolumeTask
     return cls(model, ds, train_ids, val_ids, loss, device, batch_size=cfg.batch_size,
-               seed=cfg.seed, workers=default_workers(cfg.workers), augment=SliceAugment(),
+               seed=cfg.seed, workers=default_workers(cfg.workers), augment=augmentation(cfg, ds),
                crop=cfg.image_size, lesion_boost=cfg.lesion_boost, use_mixup=cfg.mixup,
-               eval_batch=max(cfg.batch_size, 16), **extra)
+               eval_batch=max(cfg.batch_size, 16),
+               threshold=threshold_value(cfg.threshold) or 0.5, **extra)
 
 
 def finalise_segmentation(model, spec: ModelSpec, result, workdir, ds, cfg, tracker, device,
                           train_ids, val_ids, extra: dict) -> dict:
-    """Best weights → training, validation and test evaluation → model folder → pyfunc."""
+    """Best weights → decision threshold (``auto``: chosen on the validation cases) → training,
+    validation and test evaluation → model folder → pyfunc."""
     model.load_state_dict(result.best_state)
     summary = {"best_epoch": result.best_epoch, "best_val_volume_dice": round(result.best_score, 4)}
+    batch = max(cfg.batch_size, 16)
+    threshold = threshold_value(cfg.threshold)
+    if threshold is None:
+        threshold, sweep = choose_threshold(model, ds, val_ids, device, batch)
+        tracker.log_table(sweep, "tables/threshold_sweep.csv")
+        log.info("threshold=auto: %.2f (validation volume Dice %.4f; %.4f at 0.5)", threshold,
+                 max(r["val_volume_dice_resampled"] for r in sweep),
+                 next(r["val_volume_dice_resampled"] for r in sweep if abs(r["threshold"] - 0.5) < 1e-9))
+    tracker.log_metrics({"threshold": threshold})
+    summary["threshold"] = threshold
     for split, ids in (("train", train_ids), ("val", val_ids), ("test", ds.splits["test"])):
         if not ids:
             continue
-        rows, kept = evaluate_cases(model, ds, ids, device, max(cfg.batch_size, 16),
-                                    keep=0 if split == "train" else cfg.overlays, split=split)
+        ev = evaluate_cases(model, ds, ids, device, batch, threshold=threshold,
+                            keep=0 if split == "train" else cfg.overlays, split=split)
         # the per-epoch series is val_volume_dice: the best model's final scores are final_*
         prefix = "test" if split == "test" else f"final_{split}"
-        metrics = log_evaluation(tracker, rows, kept, split, prefix)
+        metrics = log_evaluation(tracker, ev, split, prefix)
         summary[f"{prefix}_volume_dice"] = round(metrics[f"{prefix}_volume_dice"], 4)
+        if f"{prefix}_slice_dice_thravg" in metrics:
+            summary[f"{prefix}_slice_dice_thravg"] = round(metrics[f"{prefix}_slice_dice_thravg"], 4)
     model_dir = save_model(Path(workdir) / "model", model, spec,
-                           {**extra, "best_epoch": result.best_epoch,
+                           {**extra, "threshold": threshold, "best_epoch": result.best_epoch,
                             "best_val_volume_dice": result.best_score, "run_id": tracker.run_id})
     uri = tracker.log_model(model_dir, "model", getattr(cfg, "register_as", ""))
     summary["model_uri"] = uri or str(model_dir)
@@ -141,7 +201,7 @@ def finetune(cfg: FinetuneConfig, tracker=None, on_epoch_end=None, progress: boo
     device = resolve_device(cfg.device)
     ds = open_dataset(cfg.data, tracker)
     train_ids, val_ids = training_cases(ds, cfg)
-    model, spec, init_report, init_run = initial_model(cfg, cfg.init)
+    model, spec, init_report, init_run = initial_model(cfg, cfg.init, dataset_classes(ds))
     tracker.link_source("init", init_run)
     task = segmentation_task(model, ds, train_ids, val_ids, cfg, device)
     strategy = apply_strategy(model, cfg.strategy,

@@ -56,15 +56,7 @@ def bce_loss(logits, target, weight=None, pos_weight: float | None = None):
 
 
 def soft_dice_loss(logits, target, weight=None, smooth: float = 1.0):
-    p = torch.sigmoid(logits).flatten(1)
-    t = target.flatten(1)
-    w = torch.ones_like(p)
-    if _is_pixelwise(weight):
-        w = weight.to(p.dtype).expand_as(target).flatten(1)
-        weight = w.mean(1)
-    inter = (w * p * t).sum(1)
-    dice = (2 * inter + smooth) / ((w * p).sum(1) + (w * t).sum(1) + smooth)
-    return _per_sample(1 - dice, weight)
+    return soft_dice_loss_prob(torch.sigmoid(logits), target, weight, smooth)
 
 
 def _distance_maps(masks: np.ndarray) -> np.ndarray:
@@ -86,16 +78,52 @@ def hausdorff_dt_loss(logits, target, weight=None, alpha: float = 2.0):
     return _reduce_pixels(per_pixel, weight)
 
 
-class SegmentationLoss:
-    """The configured loss: ``loss(logits, target, weight=None)``."""
+def multiclass_loss(logits, target, name: str = "ce+dice", weight=None, smooth: float = 1.0):
+    """Multi-class lesions (background + C-1 lesion classes, softmax): cross-entropy over the
+    classes and/or the soft Dice of each lesion class (background left out), averaged; ``target``
+    holds class indices (n, 1, H, W)."""
+    labels = target[:, 0].round().long()
+    total = logits.new_zeros(())
+    if name in ("ce", "ce+dice"):
+        total = total + _reduce_pixels(F.cross_entropy(logits, labels, reduction="none")[:, None],
+                                       weight)
+    if name in ("dice", "ce+dice"):
+        prob = torch.softmax(logits, dim=1)
+        onehot = F.one_hot(labels, logits.shape[1]).permute(0, 3, 1, 2).to(prob.dtype)
+        dices = [soft_dice_loss_prob(prob[:, k:k + 1], onehot[:, k:k + 1], weight, smooth)
+                 for k in range(1, logits.shape[1])]
+        total = total + torch.stack(dices).mean()
+    return total
 
-    def __init__(self, name: str = "ce+dice", pos_weight: float | None = None):
+
+def soft_dice_loss_prob(p, target, weight=None, smooth: float = 1.0):
+    """:func:`soft_dice_loss` on probabilities rather than logits."""
+    p, t = p.flatten(1), target.flatten(1)
+    w = torch.ones_like(p)
+    if _is_pixelwise(weight):
+        w = weight.to(p.dtype).expand_as(target).flatten(1)
+        weight = w.mean(1)
+    inter = (w * p * t).sum(1)
+    dice = (2 * inter + smooth) / ((w * p).sum(1) + (w * t).sum(1) + smooth)
+    return _per_sample(1 - dice, weight)
+
+
+class SegmentationLoss:
+    """The configured loss: ``loss(logits, target, weight=None)``; with ``classes`` > 1 the
+    multi-class form (:func:`multiclass_loss`: ``ce``, ``dice`` or ``ce+dice``)."""
+
+    def __init__(self, name: str = "ce+dice", pos_weight: float | None = None, classes: int = 1):
         if name not in LOSSES:
             raise ConfigError(f"loss={name!r} is not one of {', '.join(LOSSES)}")
-        self.name, self.pos_weight = name, pos_weight
+        if classes > 1 and (name == "hausdorff" or pos_weight):
+            raise ConfigError("labels=multiclass trains with loss=ce, dice or ce+dice "
+                              "(no hausdorff, no pos_weight)")
+        self.name, self.pos_weight, self.classes = name, pos_weight, classes
 
     def __call__(self, logits, target, weight=None):
         logits, target = logits.float(), target.float()
+        if self.classes > 1:
+            return multiclass_loss(logits, target, self.name, weight)
         if self.name == "ce":
             return bce_loss(logits, target, weight, self.pos_weight)
         if self.name == "dice":

@@ -62,8 +62,11 @@ def find_resume_state(run_id: str, workdir: Path) -> dict:
 
 def model_extra(ds, cfg, task: str, entry_point: str) -> dict:
     """What ``model.json`` records besides the architecture: preprocessing and training."""
+    from covidseg.config import threshold_value
+
     return {"task": task, "entry_point": entry_point, "preprocess": ds.descriptor["config"],
-            "dataset_key": ds.key, "training": cfg.to_params(), "threshold": 0.5}
+            "dataset_key": ds.key, "training": cfg.to_params(),
+            "threshold": threshold_value(getattr(cfg, "threshold", 0.5)) or 0.5}
 
 
 def loop_settings(cfg: TrainingConfig, progress: bool = True) -> LoopSettings:
@@ -106,8 +109,8 @@ def run_training(task, cfg: TrainingConfig, device: torch.device, tracker, spec:
                          "stopped_early": float(result.stopped_early)})
     tracker.set_tags({"covidseg.stop_reason": result.stop_reason})
     if result.history:
-        tracker.log_figure(figures.training_curves(result.history, task.monitor),
-                           "figures/training_curves.png")
+        tracker.figure("figures/training_curves.png", figures.training_curves, result.history,
+                       task.monitor)
     return result, workdir
 
 

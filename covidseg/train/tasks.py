@@ -93,8 +93,9 @@ class SegmentationTask(_Base):
     def __init__(self, model, ds: PreprocessedDataset, train_ids, val_ids, loss: SegmentationLoss,
                  device: torch.device, batch_size: int = 8, seed: int = 0, workers: int = 0,
                  augment=None, crop: int = 0, lesion_boost: float = 1.0, use_mixup: bool = False,
-                 eval_batch: int = 16):
+                 eval_batch: int = 16, threshold: float = 0.5):
         self.model, self.ds, self.loss, self.device = model, ds, loss, device
+        self.threshold = threshold
         self.val_ids = list(val_ids)
         self.train_set = SliceDataset(ds, train_ids, augment=augment, seed=seed, crop=crop)
         self.weights = slice_sampling_weights(self.train_set, lesion_boost) if lesion_boost != 1 else None
@@ -116,15 +117,16 @@ class SegmentationTask(_Base):
 
     def validate(self, epoch: int) -> dict:
         return {"val_volume_dice": volume_dice(self.model, self.ds, self.val_ids, self.device,
-                                               self.eval_batch)}
+                                               self.eval_batch, self.threshold)}
 
 
 class VolumeTask(SegmentationTask):
     """The coarse 3D U-Net: one whole volume per step at its coarse in-plane size (thesis 5.3.2)."""
 
     def __init__(self, model, ds, train_ids, val_ids, loss, device, seed: int = 0, eval_batch=16,
-                 **_):
+                 threshold: float = 0.5, **_):
         self.model, self.ds, self.loss, self.device = model, ds, loss, device
+        self.threshold = threshold
         self.val_ids, self.seed, self.eval_batch = list(val_ids), seed, eval_batch
         self.use_mixup = False
         self.train_ids = [c for c in train_ids if ds.load(c)[1] is not None]
@@ -138,15 +140,17 @@ class VolumeTask(SegmentationTask):
                    to_coarse(torch.from_numpy(np.array(infection, np.float32)), size))
 
 
-def volume_dice(model, ds: PreprocessedDataset, case_ids, device, batch_size: int = 16) -> float:
-    """Mean 3D Dice over volumes at threshold 0.5 (the per-epoch validation score)."""
+def volume_dice(model, ds: PreprocessedDataset, case_ids, device, batch_size: int = 16,
+                threshold: float = 0.5) -> float:
+    """Mean 3D Dice over volumes on the preprocessed grid at ``threshold`` (the per-epoch
+    validation score; a multi-class network's lesion union)."""
     scores = []
     for c in case_ids:
         image, infection, _ = ds.load(c)
         if infection is None:
             continue
         prob = predict_volume(model, np.asarray(image), device, batch_size)
-        scores.append(overlap_metrics(prob > 0.5, np.asarray(infection))["dice"])
+        scores.append(overlap_metrics(prob > threshold, np.asarray(infection) > 0)["dice"])
     return float(np.mean(scores)) if scores else float("nan")
 
 

@@ -37,7 +37,6 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -176,41 +175,35 @@ def score_bare(model, records, size: int, device) -> list[float]:
 # --- covidseg ---------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def augment_preset(factory):
-    """Make ``finetune`` build its training augmentation with ``factory()``.  Used only while
-    ``FinetuneConfig`` has no ``augment`` parameter: finetune builds ``SliceAugment()`` itself."""
+def augment_override(factory):
+    """Make ``finetune`` train with ``factory()`` as its augmentation (variants of a preset that
+    ``augment=`` cannot name: the measurements that chose the ``slice`` preset)."""
     import covidseg.train.finetune as ft
 
-    saved = ft.SliceAugment
-    ft.SliceAugment = factory
+    saved = ft.augmentation
+    ft.augmentation = lambda cfg, ds: factory()
     try:
         yield
     finally:
-        ft.SliceAugment = saved
+        ft.augmentation = saved
 
 
 def train_covidseg(dataset_path: str, epochs: int, args, augment=None) -> tuple[dict, object]:
-    """finetune's summary and its best model; ``augment``: a preset name, or a callable returning
-    the augmentation object (measurements of preset variants)."""
+    """finetune's summary and its best model; ``augment``: a preset name (``augment=``), or a
+    callable returning the augmentation object."""
     from covidseg.config import FinetuneConfig
-    from covidseg.data.augment import make_augment
     from covidseg.models.checkpoint import load_model
     from covidseg.train.finetune import finetune
 
     augment = args.augment if augment is None else augment
-    kwargs = dict(data=dataset_path, epochs=epochs, patience=0, lr=args.lr,
-                  batch_size=args.batch_size, lesion_boost=args.lesion_boost, checkpoint_every=0,
-                  overlays=0, fold=args.fold, regime="standard", seed=args.seed,
-                  workers=args.workers, device=args.device, encoder=args.encoder)
-    has_param = "augment" in {f.name for f in fields(FinetuneConfig)}
-    if has_param and isinstance(augment, str):
-        kwargs["augment"] = augment
-        patch = contextlib.nullcontext()
-    else:
-        factory = augment if callable(augment) else (lambda: make_augment(augment))
-        patch = augment_preset(factory)
-    with patch:
-        summary = finetune(FinetuneConfig(**kwargs), progress=False)
+    cfg = FinetuneConfig(data=dataset_path, epochs=epochs, patience=0, lr=args.lr,
+                         batch_size=args.batch_size, lesion_boost=args.lesion_boost,
+                         checkpoint_every=0, overlays=0, fold=args.fold, regime="standard",
+                         seed=args.seed, workers=args.workers, device=args.device,
+                         encoder=args.encoder, threshold="0.5",
+                         augment=augment if isinstance(augment, str) else "auto")
+    with contextlib.nullcontext() if isinstance(augment, str) else augment_override(augment):
+        summary = finetune(cfg, progress=False)
     model_dir = Path(summary["model_uri"])
     model, _ = load_model(model_dir)
     if model_dir.parent.parent.name == "training":  # local run folder in the cache: not kept
@@ -223,13 +216,14 @@ def score_covidseg(model, ds, records, device) -> list[float]:
     from covidseg.data.geometry import unresize_slices
     from covidseg.inference import predict_volume
 
+    fit = ds.descriptor["config"].get("slice_fit") or "resize"
     scores = []
     for r in records:
         image = np.asarray(ds.load(r.case_id)[0], dtype=np.float32)
         prob = predict_volume(model, image, device, 16)
         ref = read_mask(r.infection)
         if prob.shape[1:] != ref.shape:
-            prob = unresize_slices(prob, ref.shape)
+            prob = unresize_slices(prob, ref.shape, fit)
         scores.append(dice(prob[0] > 0.5, ref))
     return scores
 

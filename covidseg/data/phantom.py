@@ -502,7 +502,8 @@ def export_demo_slices(out_dir, n_labelled: int = 60, n_test: int = 30, n_unlabe
             picks: list[int] = []
             for _ in range(take):
                 want_empty = labelled and empty_fraction > 0 and rng.random() < empty_fraction
-                cands = empty_z if (want_empty or not labelled) else lesion_z
+                cands = (empty_z if want_empty else lesion_z) if labelled else \
+                    np.arange(area.size)  # unlabelled: any slice
                 cands = np.array([z for z in cands if all(abs(z - p) >= 2 for p in picks)], int)
                 if cands.size:  # lesion slices in proportion to their lesion area
                     w = area[cands].astype(float) + 1.0 if labelled and not want_empty else None

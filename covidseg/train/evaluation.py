@@ -60,8 +60,10 @@ def original_spacing_zyx(meta: dict) -> tuple[float, float, float]:
 def score_case(pred: np.ndarray, ref: np.ndarray, spacing: tuple) -> dict:
     """Volume metrics (mm from ``spacing`` (z, y, x)), the lesion-slice mean 2D Dice, lesion ml."""
     pred, ref = pred.astype(bool), ref.astype(bool)
-    row = {f"volume_{k}": v for k, v in volume_metrics(pred, ref, spacing).items()}
-    row["volume_nsd_area"] = surface_dice_area(pred, ref, spacing)
+    # a 2D slice (one-slice case) is scored in 2D: its surface is the lesion's outline
+    p2, r2, sp2 = (pred[0], ref[0], spacing[1:]) if pred.shape[0] == 1 else (pred, ref, spacing)
+    row = {f"volume_{k}": v for k, v in volume_metrics(p2, r2, sp2).items()}
+    row["volume_nsd_area"] = surface_dice_area(p2, r2, sp2)
     lesion_slices = [z for z in range(ref.shape[0]) if ref[z].any()]
     row["slice_dice"] = (float(np.mean([overlap_metrics(pred[z], ref[z])["dice"]
                                         for z in lesion_slices])) if lesion_slices else float("nan"))
@@ -75,9 +77,11 @@ def _per_class(pred_union, cls_map, ref_labels, spacing) -> dict:
     """Dice / NSD of each lesion class of a multi-class prediction."""
     out = {}
     for k, name in enumerate(CLASS_NAMES, start=1):
-        p, r = pred_union & (cls_map == k), ref_labels == k
+        p, r, sp = pred_union & (cls_map == k), ref_labels == k, spacing
+        if p.shape[0] == 1:  # a 2D slice: scored in 2D
+            p, r, sp = p[0], r[0], spacing[1:]
         out[f"volume_dice_{name}"] = overlap_metrics(p, r)["dice"]
-        out[f"volume_nsd_area_{name}"] = surface_dice_area(p, r, spacing)
+        out[f"volume_nsd_area_{name}"] = surface_dice_area(p, r, sp)
     return out
 
 

@@ -1,0 +1,237 @@
+"""2D slice sets as a new user meets them (issue 13): a folder of PNG/JPG slices of varying sizes
+with 0/255 masks through preprocess → finetune → evaluate → predict with ``mlflow run`` against a
+real server on the first try; metrics on each image's original grid equal the ones computed by
+hand on the written files; one-slice volumes are slices; multi-class masks; true messages."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from covidseg.config import FinetuneConfig, PreprocessConfig
+from covidseg.data.layouts import CaseRecord
+from covidseg.data.phantom import make_phantom
+from covidseg.data.preprocess import preprocess_case, preprocess_dataset
+from covidseg.errors import ConfigError
+from covidseg.train.metrics import overlap_metrics, surface_dice_area
+from tests.conftest import REPO
+from tests.test_entrypoints import _run_id, run
+
+SIZES = [(96, 80), (70, 96), (88, 88), (64, 100), (100, 72), (80, 64), (90, 90), (76, 84),
+         (84, 70), (96, 96)]
+
+
+def _window(image_hu: np.ndarray) -> np.ndarray:
+    """HU → 8-bit display values, as public 2D sets ship their slices."""
+    return np.clip((image_hu + 1250.0) / 1500.0 * 255.0, 0, 255)
+
+
+def write_slice_set(root: Path, labels: str = "binary", n_train: int = 7, n_test: int = 3) -> Path:
+    """Axial slices of phantoms with lesion, cut to varying sizes, as PNG (some JPG) images and
+    0/255 PNG masks (``labels=multiclass``: 0/1/2 label maps)."""
+    k = 0
+    for split, n in (("train", n_train), ("test", n_test)):
+        done = 0
+        seed = 300 + 10 * k
+        while done < n:
+            seed += 1
+            ph = make_phantom(seed, size=112, depth_mm=6, difficulty=0.2)
+            z = int(np.argmax(ph.infection.sum(axis=(1, 2))))
+            h, w = SIZES[k % len(SIZES)]
+            y0, x0 = (112 - h) // 2, (112 - w) // 2
+            inf = ph.infection[z, y0:y0 + h, x0:x0 + w] > 0
+            if inf.sum() < 30:
+                continue
+            img = _window(ph.image[z, y0:y0 + h, x0:x0 + w])
+            ext = "jpg" if k % 4 == 3 else "png"
+            (root / split / "images").mkdir(parents=True, exist_ok=True)
+            (root / split / "masks").mkdir(parents=True, exist_ok=True)
+            sitk.WriteImage(sitk.GetImageFromArray(img.astype(np.uint8)),
+                            str(root / split / "images" / f"slice{k:02d}.{ext}"))
+            if labels == "multiclass":  # consolidation = the denser half of the lesion
+                hu = ph.image[z, y0:y0 + h, x0:x0 + w]
+                mask = np.where(inf, np.where(hu > np.median(hu[inf]), 2, 1), 0)
+            else:
+                mask = inf * 255
+            sitk.WriteImage(sitk.GetImageFromArray(mask.astype(np.uint8)),
+                            str(root / split / "masks" / f"slice{k:02d}_mask.png"))
+            k += 1
+            done += 1
+    return root
+
+
+def _patterns(root: Path) -> dict:
+    return {"images": str(root / "train/images/*"), "masks": str(root / "train/masks/*"),
+            "test_images": str(root / "test/images/*"), "test_masks": str(root / "test/masks/*")}
+
+
+def _read(path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def test_slice_folder_through_mlflow_run_first_try(tracking_uri, tmp_path):
+    """preprocess (absolute patterns, ``data`` left at its default) → finetune (threshold=auto)
+    → evaluate → predict (probabilities) as `mlflow run`, with figures; the original-grid Dice of
+    every test slice equals the Dice of predict's written mask against the mask file."""
+    from mlflow.tracking import MlflowClient
+
+    root = write_slice_set(tmp_path / "slices")
+    client = MlflowClient(tracking_uri)
+
+    def mlflow_run(entry, **params):
+        args = [x for k, v in params.items() for x in ("-P", f"{k}={v}")]
+        r = run([sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager",
+                 "local", "--experiment-name", "slices-e2e", *args], tmp_path,
+                MLFLOW_TRACKING_URI=tracking_uri)
+        assert r.returncode == 0, (entry, r.stderr[-4000:])
+        return client.get_run(_run_id(r.stdout + r.stderr))
+
+    prep = mlflow_run("preprocess", image_size=64, test_cases=3, folds=2, **_patterns(root))
+    figs = {Path(a.path).name for a in client.list_artifacts(prep.info.run_id, "figures")}
+    assert "slices_before_after.png" in figs and not any("3views" in f for f in figs)
+    assert prep.data.metrics["n_cases"] == 10 and prep.data.metrics["n_failed"] == 0
+
+    ft = mlflow_run("finetune", data=prep.info.run_id, epochs=3, patience=5, batch_size=4,
+                    encoder="resnet18", lr=1e-3, checkpoint_every=0, threshold="auto", overlays=1,
+                    workers=0)
+    m = ft.data.metrics
+    for key in ("test_volume_dice", "test_volume_dice_resampled", "test_volume_nsd_area",
+                "test_slice_dice_thravg", "test_slice_dice_max", "test_slice_sensitivity",
+                "test_slice_specificity", "threshold"):
+        assert key in m and np.isfinite(m[key]), key
+    assert 0.05 <= m["threshold"] <= 0.95
+    assert m["test_slice_dice_max"] >= m["test_slice_dice_thravg"]
+    figs = {Path(a.path).name for a in client.list_artifacts(ft.info.run_id, "figures")}
+    assert "training_curves.png" in figs and any(f.startswith("overlay_slices_test_") for f in figs)
+    from covidseg.tracking import download_model
+
+    model_dir, _ = download_model(ft.info.run_id)  # the threshold travels with the model
+    assert json.loads((Path(model_dir) / "model.json").read_text())["threshold"] == \
+        pytest.approx(m["threshold"])
+
+    ev = mlflow_run("evaluate", model=ft.info.run_id, data=prep.info.run_id)
+    assert ev.data.metrics["test_volume_dice"] == pytest.approx(m["test_volume_dice"], abs=1e-6)
+    assert ev.data.metrics["threshold"] == pytest.approx(m["threshold"])
+    table = Path(client.download_artifacts(ev.info.run_id, "tables/test_per_volume.csv",
+                                           str(tmp_path / "ev")))
+    rows = {r["case_id"]: r for r in csv.DictReader(table.open())}
+    assert set(rows) == {f"slice{k:02d}" for k in range(7, 10)}
+    assert all(r["grid"] == "original" for r in rows.values())
+
+    out = tmp_path / "pred"
+    mlflow_run("predict", model=ft.info.run_id, input=str(root / "test" / "images"),
+               output=str(out), probabilities="true")
+    for case, row in rows.items():
+        image = next((root / "test" / "images").glob(f"{case}.*"))
+        ref = _read(root / "test" / "masks" / f"{case}_mask.png") > 0
+        pred = _read(out / f"{case}_infection.png")
+        prob = _read(out / f"{case}_probability.png")
+        assert pred.shape == ref.shape == prob.shape == _read(image).shape[-2:]
+        assert set(np.unique(pred)) <= {0, 255}
+        report = json.loads((out / f"{case}_report.json").read_text())
+        assert report["threshold"] == pytest.approx(m["threshold"])
+        # by hand, on the written files: the same Dice and surface Dice as evaluate's table
+        assert overlap_metrics(pred > 0, ref)["dice"] == pytest.approx(float(row["volume_dice"]),
+                                                                      abs=1e-9)
+        assert surface_dice_area(pred > 0, ref, (1.0, 1.0)) == pytest.approx(
+            float(row["volume_nsd_area"]), abs=1e-6)
+
+
+def test_one_slice_volumes_are_slices_never_cut(tmp_path):
+    """A one-slice NIfTI (1 × H × W, real spacing) is fitted to image_size like a PNG: resized
+    (or padded), never cropped around the lungs; the choice is recorded."""
+    ph = make_phantom(5, size=96, depth_mm=6, difficulty=0.2)
+    z = int(np.argmax(ph.infection.sum(axis=(1, 2))))
+    img = sitk.GetImageFromArray(ph.image[z:z + 1].astype(np.int16))
+    img.SetSpacing((0.7, 0.7, 5.0))
+    msk = sitk.GetImageFromArray(ph.infection[z:z + 1].astype(np.uint8))
+    msk.CopyInformation(img)
+    sitk.WriteImage(img, str(tmp_path / "one.nii.gz"))
+    sitk.WriteImage(msk, str(tmp_path / "one_mask.nii.gz"))
+    rec = CaseRecord("one", str(tmp_path / "one.nii.gz"), str(tmp_path / "one_mask.nii.gz"))
+    lesion = int(ph.infection[z].sum())
+    for fit, size in (("resize", 48), ("pad", 128), ("pad", 48)):
+        out = preprocess_case(rec, PreprocessConfig(image_size=size, slice_fit=fit), None)
+        assert out.image.shape == (1, size, size)
+        assert out.meta["slice_image"] and out.meta["slice_fit"] == fit
+        scale = min(size / 96, 1.0) if fit == "pad" else size / 96
+        # the whole lesion is there, scaled by the area factor: nothing was cut
+        assert out.infection.sum() == pytest.approx(lesion * scale ** 2, rel=0.2)
+        assert out.original.shape == (1, 96, 96) and out.original.sum() == lesion
+    padded = preprocess_case(rec, PreprocessConfig(image_size=128, slice_fit="pad"), None)
+    assert padded.infection.sum() == lesion  # padding keeps every pixel
+
+
+def test_bad_data_pattern_combinations_say_what_is_wrong(tmp_path):
+    root = write_slice_set(tmp_path / "s", n_train=2, n_test=0)
+    cases = [
+        (dict(images="train/images/*"), "relative pattern: give data=FOLDER"),
+        (dict(dataset="glob"), "dataset=glob needs glob patterns"),
+        (dict(masks=str(root / "train/masks/*")), "masks= given without images="),
+        (dict(data=str(root), images="nothing/*.png"), "no images match 'nothing/*.png'"),
+        (dict(data=str(root), dataset="mosmed", images="train/images/*"),
+         "read by dataset=glob, not dataset=mosmed"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("*", r"\*")):
+            preprocess_dataset(PreprocessConfig(**kwargs), progress=False)
+    # absolute patterns need no folder (data stays at its default)
+    ok = preprocess_dataset(PreprocessConfig(images=str(root / "train/images/*"),
+                                             masks=str(root / "train/masks/*"), image_size=32,
+                                             test_cases=1, folds=1), progress=False)
+    assert ok["n_cases"] == 2 and ok["n_failed"] == 0
+
+
+def test_a_figure_that_cannot_be_drawn_is_skipped(tmp_path, caplog):
+    from covidseg.data import figures
+    from covidseg.tracking import NullTracker
+
+    def broken():
+        raise ValueError("Input z must be at least a (2, 2) shaped array")
+
+    assert figures.draw(tmp_path / "x.png", broken) is None and not (tmp_path / "x.png").exists()
+    NullTracker().figure("figures/x.png", broken)  # logs a warning, never raises
+    assert "figure x.png skipped" in caplog.text
+
+
+def test_multiclass_masks_train_and_score_per_class(tmp_path):
+    """0/1/2 masks with labels=multiclass: a 3-class network, per-class and union Dice; the
+    same masks without it are refused with a hint."""
+    from covidseg.predict import Predictor
+    from covidseg.train.finetune import finetune
+
+    root = write_slice_set(tmp_path / "mc", labels="multiclass", n_train=6, n_test=2)
+    prep = preprocess_dataset(PreprocessConfig(**_patterns(root), image_size=64, test_cases=2,
+                                               folds=2, labels="multiclass"), progress=False)
+    assert prep["n_failed"] == 0
+    with pytest.raises(ConfigError, match="labels=multiclass reads 0/1/2"):
+        preprocess_dataset(PreprocessConfig(**_patterns(root), image_size=64, test_cases=2,
+                                            folds=2), progress=False)
+    summary = finetune(FinetuneConfig(data=prep["dataset_path"], epochs=2, patience=5,
+                                      batch_size=4, encoder="resnet18", checkpoint_every=0,
+                                      overlays=0, workers=0), progress=False)
+    from covidseg.data.store import PreprocessedDataset
+    from covidseg.models.checkpoint import load_model
+    from covidseg.train.evaluation import evaluate_cases
+
+    model, config = load_model(summary["model_uri"])
+    assert config["model"]["classes"] == 3
+    ds = PreprocessedDataset(Path(prep["dataset_path"]))
+    import torch
+
+    ev = evaluate_cases(model, ds, ds.splits["test"], torch.device("cpu"))
+    for row in ev.rows:
+        for key in ("volume_dice", "volume_dice_ground_glass", "volume_dice_consolidation",
+                    "volume_dice_ground_glass_resampled"):
+            assert 0.0 <= row[key] <= 1.0, key
+    image = next((root / "test" / "images").glob("*"))
+    Predictor.from_dir(summary["model_uri"]).predict_file(image, tmp_path / "pred",
+                                                          threshold=0.05)
+    labels = _read(tmp_path / "pred" / f"{image.stem}_infection.png")
+    assert set(np.unique(labels)) <= {0, 1, 2} and labels.max() > 0

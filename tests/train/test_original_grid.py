@@ -1,0 +1,101 @@
+"""Evaluation on each case's original grid (issue 13): the metrics ``evaluate`` reports for a
+volume equal the ones computed by hand from ``predict``'s written NIfTI and the dataset's own mask
+file, for anisotropic volumes stored in another orientation (RAS) and cropped in preprocessing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from covidseg.config import PreprocessConfig
+from covidseg.data.preprocess import preprocess_dataset
+from covidseg.data.store import PreprocessedDataset
+from covidseg.models.checkpoint import save_model
+from covidseg.models.factory import ModelSpec, build_model
+from covidseg.predict import Predictor
+from covidseg.train.evaluation import evaluate_cases
+from covidseg.train.metrics import overlap_metrics, surface_dice_area, surface_metrics
+
+
+def _ras_copy(src: Path, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(sitk.DICOMOrient(sitk.ReadImage(str(src)), "RAS"), str(dst))
+    return dst
+
+
+def test_volume_metrics_on_the_original_grid_equal_metrics_by_hand(phantom_files, tmp_path):
+    _, cases = phantom_files
+    root = tmp_path / "ras"
+    for c in cases:
+        for kind in ("image", "infection"):
+            _ras_copy(c[kind], root / ("images" if kind == "image" else "masks") / c[kind].name)
+    prep = preprocess_dataset(PreprocessConfig(data=str(root), images="images/*.nii.gz",
+                                               masks="masks/*.nii.gz", image_size=48,
+                                               test_cases=2, folds=2), progress=False)
+    ds = PreprocessedDataset(Path(prep["dataset_path"]))
+    assert all(m["crop_corner_yx"] for m in ds.cases.values())  # cropped: un-cropping is tested
+
+    torch.manual_seed(3)
+    spec = ModelSpec(arch="unet", encoder="resnet18")
+    model = build_model(spec).eval()  # an untrained network: irregular, non-empty predictions
+    model_dir = save_model(tmp_path / "model", model, spec,
+                           {"preprocess": ds.descriptor["config"], "threshold": 0.5})
+    ev = evaluate_cases(model, ds, ds.splits["test"], torch.device("cpu"), threshold=0.5)
+    assert len(ev.rows) == 2
+
+    predictor = Predictor.from_dir(model_dir, device="cpu")
+    for row in ev.rows:
+        image_file = root / "images" / f"{row['case_id']}.nii.gz"
+        predictor.predict_file(image_file, tmp_path / "pred", threshold=0.5,
+                               restrict_to_lungs=False)
+        written = sitk.ReadImage(str(tmp_path / "pred" / f"{row['case_id']}_infection.nii.gz"))
+        reference = sitk.ReadImage(str(root / "masks" / f"{row['case_id']}.nii.gz"))
+        assert written.GetDirection() == reference.GetDirection()  # the file's own orientation
+        pred = sitk.GetArrayFromImage(written) > 0
+        ref = sitk.GetArrayFromImage(reference) > 0
+        spacing = tuple(reversed(reference.GetSpacing()))  # (z, y, x) in mm, anisotropic
+        assert pred.any() and ref.any() and len(set(spacing)) > 1
+        assert row["grid"] == "original"
+        assert row["volume_dice"] == pytest.approx(overlap_metrics(pred, ref)["dice"], abs=1e-12)
+        by_hand = surface_metrics(pred, ref, spacing)
+        assert row["volume_hd95"] == pytest.approx(by_hand["hd95"], abs=1e-6)
+        assert row["volume_nsd"] == pytest.approx(by_hand["nsd"], abs=1e-9)
+        assert row["volume_nsd_area"] == pytest.approx(surface_dice_area(pred, ref, spacing),
+                                                       abs=1e-6)
+        ml = ref.sum() * np.prod(spacing) / 1000.0
+        assert row["lesion_ml_reference"] == pytest.approx(ml, rel=1e-9)
+        # the preprocessed-grid score is kept beside it, and it is another number
+        assert "volume_dice_resampled" in row and row["volume_dice_resampled"] != row["volume_dice"]
+
+
+def test_the_preprocessed_reference_maps_back_onto_the_original_mask(phantom_files, tmp_path):
+    """Independent of predict: the stored (resampled, cropped) reference mask, mapped back with
+    the same function evaluation uses, lands on the original mask file's voxels."""
+    from covidseg.data.geometry import resample_in_plane, to_canonical_grid
+
+    _, cases = phantom_files
+    root = tmp_path / "ras"
+    for c in cases:
+        for kind in ("image", "infection"):
+            _ras_copy(c[kind], root / ("images" if kind == "image" else "masks") / c[kind].name)
+    prep = preprocess_dataset(PreprocessConfig(data=str(root), images="images/*.nii.gz",
+                                               masks="masks/*.nii.gz", image_size=48,
+                                               test_cases=2, folds=2), progress=False)
+    ds = PreprocessedDataset(Path(prep["dataset_path"]))
+    for case_id, meta in ds.cases.items():
+        original = ds.load_original(case_id) > 0
+        ref_file = sitk.DICOMOrient(sitk.ReadImage(str(root / "masks" / f"{case_id}.nii.gz")), "LPS")
+        assert np.array_equal(original, sitk.GetArrayFromImage(ref_file) > 0)
+        back = to_canonical_grid(np.asarray(ds.load(case_id)[1], np.float32), meta) > 0.5
+        assert back.shape == original.shape
+        # expected: the same round trip with SimpleITK alone and no crop (the crop cut no lesion)
+        down = resample_in_plane(sitk.Cast(ref_file, sitk.sitkUInt8), 1.0, label=True)
+        up = sitk.Resample(sitk.Cast(down, sitk.sitkFloat32), ref_file, sitk.Transform(),
+                           sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        expected = sitk.GetArrayFromImage(up) > 0.5
+        assert meta["lesion_volume_ml"] > 0 and expected.any()
+        assert np.array_equal(back, expected), overlap_metrics(back, expected)["dice"]

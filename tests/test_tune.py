@@ -105,3 +105,22 @@ def test_meanteacher_search_space_holds_only_acting_thresholds():
         {"sim_low", "sim_high"}
     assert acting_thresholds(PseudolabelConfig(source="similarity", band="absolute",
                                                rule="top2-weighted")) == {"sim_min"}
+
+
+def test_the_decision_threshold_is_searched_only_when_named():
+    """``threshold`` (a text parameter: a probability or auto) is searchable as a float in
+    [0.2, 0.8], but only when ``search=`` names it; bad values say what is wrong."""
+    import pytest
+
+    from covidseg.config import FinetuneConfig, TuneConfig, threshold_value
+    from covidseg.errors import ConfigError
+    from covidseg.tuning import search_space
+
+    assert "threshold" not in search_space(TuneConfig(target="finetune"), {})
+    space = search_space(TuneConfig(target="finetune", search="lr,threshold"), {})
+    assert space["threshold"] == ("float", 0.2, 0.8, False) and set(space) == {"lr", "threshold"}
+    assert threshold_value("auto") is None and threshold_value("model") is None
+    assert threshold_value(0.35) == 0.35 and threshold_value("0.6") == 0.6
+    for bad in ("1.5", "0", "high"):
+        with pytest.raises(ConfigError, match="threshold"):
+            FinetuneConfig(threshold=bad).validate()

@@ -21,8 +21,8 @@ the pad cut away, ``cv2.resize``), thresholded at 0.5, Dice per image (1 when re
 prediction are both empty), mean over images.  covidseg's own ``test_volume_dice`` (finetune's
 evaluation, on the grid it evaluates on) is printed alongside.
 
-    python benchmarks/slice_baseline.py                               # demo export, 128 px
-    python benchmarks/slice_baseline.py --steps 600 --size 128 --augment slice
+    python benchmarks/slice_baseline.py                      # demo export, 96 px, 300 steps
+    python benchmarks/slice_baseline.py --steps 600 --size 128 --augment ct
     python benchmarks/slice_baseline.py --data FOLDER --images 'train/images/*' \\
         --masks 'train/masks/*' --test_images 'test/images/*' --test_masks 'test/masks/*'
 
@@ -200,7 +200,7 @@ def train_covidseg(dataset_path: str, epochs: int, args, augment=None) -> tuple[
                          batch_size=args.batch_size, lesion_boost=args.lesion_boost,
                          checkpoint_every=0, overlays=0, fold=args.fold, regime="standard",
                          seed=args.seed, workers=args.workers, device=args.device,
-                         encoder=args.encoder, threshold="0.5",
+                         encoder=args.encoder, threshold=str(getattr(args, "threshold", "0.5")),
                          augment=augment if isinstance(augment, str) else "auto")
     with contextlib.nullcontext() if isinstance(augment, str) else augment_override(augment):
         summary = finetune(cfg, progress=False)
@@ -211,7 +211,7 @@ def train_covidseg(dataset_path: str, epochs: int, args, augment=None) -> tuple[
     return summary, model
 
 
-def score_covidseg(model, ds, records, device) -> list[float]:
+def score_covidseg(model, ds, records, device, threshold: float = 0.5) -> list[float]:
     """Dice per test slice at its original size (the preprocessed map resized back)."""
     from covidseg.data.geometry import unresize_slices
     from covidseg.inference import predict_volume
@@ -224,7 +224,7 @@ def score_covidseg(model, ds, records, device) -> list[float]:
         ref = read_mask(r.infection)
         if prob.shape[1:] != ref.shape:
             prob = unresize_slices(prob, ref.shape, fit)
-        scores.append(dice(prob[0] > 0.5, ref))
+        scores.append(dice(prob[0] > threshold, ref))
     return scores
 
 
@@ -247,8 +247,6 @@ def steps_plan(n_train: int, batch_size: int, steps: int) -> tuple[int, int, int
 
 
 def main() -> None:
-    import torch
-
     from covidseg.data.phantom import export_demo_slices
     from covidseg.data.store import PreprocessedDataset
     from covidseg.device import resolve_device
@@ -267,15 +265,20 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=30, help="demo: test slices")
     ap.add_argument("--export_size", default="100,200",
                     help="demo: range of the exported crops' longer side (px)")
-    ap.add_argument("--steps", type=int, default=400, help="optimisation steps of each arm "
+    ap.add_argument("--export_seed", type=int, default=0, help="demo: the export's seed")
+    ap.add_argument("--steps", type=int, default=300, help="optimisation steps of each arm "
                                                            "(covidseg: rounded up to whole epochs)")
-    ap.add_argument("--size", type=int, default=128, help="training side (multiple of 32)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", type=int, default=96, help="training side (multiple of 32)")
+    ap.add_argument("--seed", type=int, default=0, help="training seed of both arms (initial "
+                                                        "weights, sampling, augmentation)")
     ap.add_argument("--augment", default="slice", choices=("ct", "slice", "none"),
                     help="covidseg's augmentation preset")
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of both arms")
     ap.add_argument("--lesion_boost", type=float, default=1.0, help="covidseg's lesion_boost")
+    ap.add_argument("--threshold", default="0.5", help="covidseg's decision threshold: a "
+                                                      "probability, or auto (chosen on its "
+                                                      "validation fold); the bare loop uses 0.5")
     ap.add_argument("--folds", type=int, default=5, help="covidseg's folds (validation = 1 fold)")
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--bare_train", default="all", choices=("all", "split"),
@@ -300,7 +303,7 @@ def main() -> None:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="covidseg-slices-")))
             lo, _, hi = args.export_size.partition(",")
             export = export_demo_slices(folder, n_labelled=args.labelled, n_test=args.test,
-                                        size=(int(lo), int(hi or lo)), seed=args.seed)
+                                        size=(int(lo), int(hi or lo)), seed=args.export_seed)
             patterns = {k: export[k] for k in ("images", "masks", "test_images", "test_masks")}
         t0 = time.perf_counter()
         dataset_path = preprocess(folder, patterns, args)
@@ -311,7 +314,8 @@ def main() -> None:
         shapes = [read_gray(r.image).shape for r in recs["test"]]
         header("2D slices: covidseg finetune vs a bare smp loop (same steps, same test slices)",
                device, data=str(args.data or "demo slice export"), size=args.size,
-               augment=args.augment, steps=steps, epochs=epochs, batches_per_epoch=per_epoch,
+               augment=args.augment, threshold=args.threshold, steps=steps, epochs=epochs,
+               batches_per_epoch=per_epoch,
                batch_size=args.batch_size, lr=args.lr, lesion_boost=args.lesion_boost,
                covidseg_train=len(recs["train"]), covidseg_val=len(recs["val"]),
                bare_train=f"{len(recs['bare'])} ({args.bare_train})", test=len(recs["test"]),
@@ -321,7 +325,8 @@ def main() -> None:
         t0 = time.perf_counter()
         summary, model = train_covidseg(dataset_path, epochs, args)
         t_ours = time.perf_counter() - t0
-        ours = float(np.mean(score_covidseg(model, ds, recs["test"], device)))
+        ours = float(np.mean(score_covidseg(model, ds, recs["test"], device,
+                                            float(summary.get("threshold", 0.5)))))
         del model
 
         t0 = time.perf_counter()
@@ -329,11 +334,10 @@ def main() -> None:
                                 args.seed, workers, device, args.encoder)
         t_bare = time.perf_counter() - t0
         bare = float(np.mean(score_bare(bare_model, recs["test"], args.size, device)))
-        torch.cuda.empty_cache() if device.type == "cuda" else None
 
     print(f"covidseg finetune: best epoch {summary['best_epoch']} of {epochs}, validation Dice "
-          f"{summary['best_val_volume_dice']:.4f}, its own test_volume_dice "
-          f"{summary['test_volume_dice']:.4f} (finetune's evaluation grid)")
+          f"{summary['best_val_volume_dice']:.4f}, threshold {summary.get('threshold', 0.5):.2f}, "
+          f"its own test_volume_dice {summary['test_volume_dice']:.4f} (finetune's evaluation)")
     table([{"arm": "covidseg finetune", "test Dice": ours, "grid": "original size",
             "steps": steps, "seconds": t_ours},
            {"arm": "bare smp loop", "test Dice": bare, "grid": "original size",

@@ -22,18 +22,20 @@ def param(default, help: str, choices: tuple | None = None, search: tuple | None
                                             "searched_by_default": searched_by_default})
 
 
-def threshold_value(text, name: str = "threshold") -> float | None:
-    """A decision threshold given as text: a probability in (0, 1), or None for ``auto`` /
-    ``model`` (chosen on the validation cases / the one stored with the model)."""
+def threshold_value(text, allowed: str | None = None, name: str = "threshold") -> float | None:
+    """A decision threshold given as text: a probability in (0, 1), or None for the keyword
+    ``allowed`` — ``auto`` (finetune/meanteacher: chosen on the validation cases) or ``model``
+    (predict/evaluate: the one stored with the model); None accepts either."""
     if isinstance(text, (int, float)):
         value = float(text)
-    elif str(text).strip().lower() in ("auto", "model", ""):
+    elif str(text).strip().lower() in ((allowed,) if allowed else ("auto", "model")):
         return None
     else:
         try:
             value = float(text)
         except ValueError:
-            raise ConfigError(f"{name}={text!r} is not a probability, auto or model") from None
+            words = allowed or "auto/model"
+            raise ConfigError(f"{name}={text!r} is not a probability or {words}") from None
     if not 0.0 < value < 1.0:
         raise ConfigError(f"{name}={text!r} must lie between 0 and 1")
     return value
@@ -53,8 +55,8 @@ class CommonConfig:
             value = getattr(self, f.name)
             if choices and value not in choices:
                 raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(map(str, choices))}")
-            if f.name == "threshold":
-                threshold_value(value)
+            if f.name == "threshold":  # finetune/meanteacher: auto; predict/evaluate: model
+                threshold_value(value, "model" if f.default == "model" else "auto")
 
     def to_params(self) -> dict[str, str]:
         """Parameters as MLflow records them (strings; '' for not given)."""

@@ -57,6 +57,9 @@ def _is_run_reference(init: str) -> bool:
 def pipeline(cfg, tracker) -> dict:
     if not tracker.enabled:
         raise ConfigError("pipeline nests its stages as MLflow runs: tracking must be on")
+    if getattr(cfg, "labels", "binary") == "multiclass":
+        raise ConfigError("labels=multiclass: pseudolabel and meanteacher learn binary lesion "
+                          "masks; run preprocess and finetune on multi-class data instead")
     runs: dict[str, str] = {}
     results: dict[str, dict] = {}
 

@@ -96,7 +96,7 @@ class Predictor:
 
     def decision_threshold(self, requested=None) -> float:
         """``requested`` (a probability) or, for None / ``model``, the model's own."""
-        value = threshold_value(requested) if requested is not None else None
+        value = threshold_value(requested, "model") if requested is not None else None
         return self.threshold if value is None else value
 
     def predict_slices(self, slices: np.ndarray) -> np.ndarray:
@@ -127,10 +127,10 @@ class Predictor:
         if restrict_to_lungs and lung_o is not None:
             mask &= lung_o
         labels = None
-        if multiclass:  # each lesion voxel gets its most probable class (1 ground-glass, 2 cons.)
-            cls = 1 + np.argmax(np.stack([self._to_original(p, prep.meta, original)
-                                          for p in probs[1:]]), axis=0)
-            labels = np.where(mask, cls, 0).astype(np.uint8)
+        if multiclass:  # each lesion voxel gets its more probable class (1 ground-glass, 2 cons.)
+            consolidation = self._to_original(probs[2], prep.meta, original) > \
+                self._to_original(probs[1], prep.meta, original)
+            labels = (mask.astype(np.uint8) * (1 + consolidation)).astype(np.uint8)
         out = Path(output)
         out.mkdir(parents=True, exist_ok=True)
         as_png = is_slice_image(path)  # a slice image's outputs are images of its size too
@@ -166,16 +166,21 @@ class Predictor:
     def _to_original(volume: np.ndarray, meta: dict, original: sitk.Image) -> np.ndarray:
         """A float map on the preprocessed grid → the input file's own grid and orientation."""
         canonical = to_canonical_grid(volume, meta)
-        img = sitk.GetImageFromArray(canonical.astype(np.float32))
         g = meta["canonical_geometry"]
+        if tuple(g["direction"]) == tuple(original.GetDirection()):
+            return canonical  # the file is LPS already: the same voxels
+        # LPS back to the file's orientation: a permutation / flip of the axes, no interpolation
+        img = sitk.GetImageFromArray(canonical)
         img.SetSpacing(g["spacing"])
         img.SetOrigin(g["origin"])
         img.SetDirection(g["direction"])
-        if img.GetDirection() == original.GetDirection() and img.GetSize() == original.GetSize():
-            return canonical  # already LPS: the same voxels
-        # LPS back to the file's orientation: the voxel centres coincide, nothing is interpolated
-        back = sitk.Resample(img, original, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0,
-                             sitk.sitkFloat32)
+        code = sitk.DICOMOrientImageFilter_GetOrientationFromDirectionCosines(
+            original.GetDirection())
+        back = sitk.DICOMOrient(img, code)
+        if back.GetSize() != original.GetSize() or not np.allclose(
+                back.GetDirection(), original.GetDirection(), atol=1e-6):  # oblique: resample
+            back = sitk.Resample(img, original, sitk.Transform(), sitk.sitkLinear, 0.0,
+                                 sitk.sitkFloat32)
         return sitk.GetArrayFromImage(back)
 
     @staticmethod
@@ -275,7 +280,7 @@ def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
     model, config = load_model(model_dir)
     trained_with = config.get("preprocess", {})
     differs = sorted(k for k in ("intensity", "lung_method", "image_size", "window_min",
-                                 "window_max", "hist_eq")
+                                 "window_max", "hist_eq", "slice_fit", "labels")
                      if k in trained_with and trained_with[k] != ds.descriptor["config"].get(k))
     if differs:
         log.warning("the dataset was preprocessed differently from the model's training data (%s)",
@@ -285,7 +290,7 @@ def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
     if not ids:
         raise ConfigError(f"data={cfg.data!r} has no {cfg.split} cases with masks")
     device = resolve_device(cfg.device)
-    threshold = threshold_value(cfg.threshold)
+    threshold = threshold_value(cfg.threshold, "model")
     threshold = float(config.get("threshold") or 0.5) if threshold is None else threshold
     tracker.log_metrics({"threshold": threshold})
     ev = evaluate_cases(place_model(model, device), ds, ids, device, cfg.batch_size,

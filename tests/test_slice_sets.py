@@ -230,6 +230,22 @@ def test_multiclass_masks_train_and_score_per_class(tmp_path):
         for key in ("volume_dice", "volume_dice_ground_glass", "volume_dice_consolidation",
                     "volume_dice_ground_glass_resampled"):
             assert 0.0 <= row[key] <= 1.0, key
+    # known answer: a network that calls every pixel consolidation (softmax of fixed logits)
+    class Consolidation(torch.nn.Module):
+        covidseg_classes = 3
+
+        def forward(self, x):
+            logits = torch.tensor([0.0, 1.0, 3.0]).view(1, 3, 1, 1)
+            return logits.expand(x.shape[0], 3, *x.shape[2:]).clone()
+
+    ev = evaluate_cases(Consolidation(), ds, ds.splits["test"], torch.device("cpu"))
+    for row in ev.rows:
+        ref = _read(next((root / "test" / "masks").glob(f"{row['case_id']}_mask.*")))
+        n, n1, n2 = ref.size, int((ref == 1).sum()), int((ref == 2).sum())
+        assert n1 and n2
+        assert row["volume_dice"] == pytest.approx(2 * (n1 + n2) / (n + n1 + n2))
+        assert row["volume_dice_consolidation"] == pytest.approx(2 * n2 / (n + n2))
+        assert row["volume_dice_ground_glass"] == 0.0
     image = next((root / "test" / "images").glob("*"))
     Predictor.from_dir(summary["model_uri"]).predict_file(image, tmp_path / "pred",
                                                           threshold=0.05)

@@ -82,7 +82,7 @@ def _resize_layout(shape_yx, size: int, fit: str = "resize"):
     scale = size / max(ny, nx)
     if fit == "pad":
         scale = min(1.0, scale)
-    zy, zx = int(round(ny * scale)), int(round(nx * scale))
+    zy, zx = max(1, int(round(ny * scale))), max(1, int(round(nx * scale)))
     return scale, (zy, zx), (-(size - zy) // 2, -(size - zx) // 2)
 
 

@@ -207,7 +207,8 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | N
                         f"lung extraction ({method}) found no lung voxels")
     coverage = None
     if infection is not None and lung is not None and infection.any():
-        coverage = float((infection & lung).sum() / infection.sum())
+        lesion_o = infection > 0  # a multi-class label map counts each lesion voxel once
+        coverage = float((lesion_o & lung).sum() / lesion_o.sum())
 
     # 4. geometry
     spacing_in = [float(s) for s in image.GetSpacing()]
@@ -574,6 +575,7 @@ def _log_dataset(ds: PreprocessedDataset, tracker, cfg, cache_hit: bool, seconds
         tracker.log_artifact(png, "figures")
     per_case = [{k: m.get(k) for k in ("case_id", "source", "labelled", "intensity", "looked_like_hu",
                                        "lung_method", "lung_note", "spacing_in", "shape",
+                                       "slice_fit",
                                        "lesion_fraction", "infection_in_lung", "lung_volume_ml",
                                        "lesion_volume_ml")} for m in desc["cases"]]
     tracker.log_table(per_case, "preprocess/cases.csv")

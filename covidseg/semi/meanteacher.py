@@ -205,6 +205,9 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None, progres
         tracker.link_source("pseudo", pseudo_run)
     model, config = load_model(model_dir)
     spec = ModelSpec(**config["model"])
+    if spec.classes > 1:
+        raise ConfigError(f"model={cfg.model} is a multi-class network: meanteacher learns binary "
+                          "lesion masks (labels=multiclass trains with finetune)")
     train_ids, val_ids = training_cases(ds, cfg)
     unlabelled = unlabelled_slices(cfg, ds, pseudo)
     if pseudo is None and unlabelled is None:

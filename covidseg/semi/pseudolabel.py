@@ -96,7 +96,7 @@ def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
     tracker.link_source("model", model_run)
     model, config = load_model(model_dir)
     ds = open_dataset(cfg.data, tracker)
-    if config["model"].get("classes", 1) > 1:
+    if config["model"].get("classes", 1) > 1 or ds.descriptor["config"].get("labels") == "multiclass":
         raise ConfigError("pseudolabel makes binary lesion labels: a multi-class model "
                           "(labels=multiclass) is not supported")
     if config.get("dataset_key") and config["dataset_key"] != ds.key:

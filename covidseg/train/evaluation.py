@@ -24,6 +24,7 @@ not restricted to the lung mask (the model's own output is scored).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,9 +38,11 @@ from covidseg.train.metrics import (
     sensitivity_specificity,
     summarise,
     surface_dice_area,
-    threshold_free_dice,
+    threshold_dice_curve,
     volume_metrics,
 )
+
+log = logging.getLogger("covidseg.evaluation")
 
 VOLUME_KEYS = ("dice", "iou", "hd95", "nsd", "nsd_area", "sensitivity", "precision")
 CLASS_NAMES = ("ground_glass", "consolidation")  # labels 1 and 2 of a multi-class mask
@@ -57,13 +60,15 @@ def original_spacing_zyx(meta: dict) -> tuple[float, float, float]:
     return float(sp[2]), float(sp[1]), float(sp[0])
 
 
-def score_case(pred: np.ndarray, ref: np.ndarray, spacing: tuple) -> dict:
-    """Volume metrics (mm from ``spacing`` (z, y, x)), the lesion-slice mean 2D Dice, lesion ml."""
+def score_case(pred: np.ndarray, ref: np.ndarray, spacing: tuple, area: bool = True) -> dict:
+    """Volume metrics (mm from ``spacing`` (z, y, x)), the lesion-slice mean 2D Dice, lesion ml;
+    ``area``: also the surface-area NSD (the costliest metric)."""
     pred, ref = pred.astype(bool), ref.astype(bool)
     # a 2D slice (one-slice case) is scored in 2D: its surface is the lesion's outline
     p2, r2, sp2 = (pred[0], ref[0], spacing[1:]) if pred.shape[0] == 1 else (pred, ref, spacing)
     row = {f"volume_{k}": v for k, v in volume_metrics(p2, r2, sp2).items()}
-    row["volume_nsd_area"] = surface_dice_area(p2, r2, sp2)
+    if area:
+        row["volume_nsd_area"] = surface_dice_area(p2, r2, sp2)
     lesion_slices = [z for z in range(ref.shape[0]) if ref[z].any()]
     row["slice_dice"] = (float(np.mean([overlap_metrics(pred[z], ref[z])["dice"]
                                         for z in lesion_slices])) if lesion_slices else float("nan"))
@@ -73,33 +78,48 @@ def score_case(pred: np.ndarray, ref: np.ndarray, spacing: tuple) -> dict:
     return row
 
 
-def _per_class(pred_union, cls_map, ref_labels, spacing) -> dict:
-    """Dice / NSD of each lesion class of a multi-class prediction."""
+def _per_class(pred_union, cls_map, ref_labels, spacing, area: bool = True) -> dict:
+    """Dice (and surface-area NSD) of each lesion class of a multi-class prediction."""
     out = {}
     for k, name in enumerate(CLASS_NAMES, start=1):
         p, r, sp = pred_union & (cls_map == k), ref_labels == k, spacing
         if p.shape[0] == 1:  # a 2D slice: scored in 2D
             p, r, sp = p[0], r[0], spacing[1:]
         out[f"volume_dice_{name}"] = overlap_metrics(p, r)["dice"]
-        out[f"volume_nsd_area_{name}"] = surface_dice_area(p, r, sp)
+        if area:
+            out[f"volume_nsd_area_{name}"] = surface_dice_area(p, r, sp)
     return out
+
+
+def _lesion_class(p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
+    """The more probable lesion class of each voxel (1 ground-glass, 2 consolidation), uint8."""
+    return np.where(p2 > p1, 2, 1).astype(np.uint8)
 
 
 @dataclass
 class Evaluation:
     """What :func:`evaluate_cases` found: per-case rows, the arrays kept for overlays, and for
-    2D slice sets each slice's (probability, reference) on its original grid."""
+    2D slice sets each slice's threshold-Dice curve and sensitivity/specificity (original grid;
+    the preprocessed one, ``grid == "preprocessed"``, for datasets that kept no original)."""
 
     rows: list[dict] = field(default_factory=list)
     kept: dict = field(default_factory=dict)
-    slices: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    curves: list[np.ndarray] = field(default_factory=list)
+    sens_spec: list[tuple[float, float]] = field(default_factory=list)
     threshold: float = 0.5
+    grid: str = "original"
+
+    def add_slice(self, prob: np.ndarray, ref: np.ndarray) -> None:
+        self.curves.append(threshold_dice_curve(prob, ref))
+        self.sens_spec.append(sensitivity_specificity(prob > self.threshold, ref))
 
 
 def evaluate_cases(model, ds: PreprocessedDataset, case_ids, device, batch_size: int = 16,
-                   threshold: float = 0.5, keep: int = 0, split: str = "") -> Evaluation:
+                   threshold: float = 0.5, keep: int = 0, split: str = "",
+                   area: bool = True) -> Evaluation:
     """Score ``model`` on the labelled ``case_ids`` (original grid, and the preprocessed grid as
-    ``*_resampled``); ``keep`` cases with the largest reference lesion are kept for overlays."""
+    ``*_resampled``); ``keep`` cases with the largest reference lesion are kept for overlays;
+    ``area``: compute the surface-area NSD (original grid only)."""
     ev = Evaluation(threshold=threshold)
     multiclass = output_classes(model) > 1
     for c in case_ids:
@@ -113,22 +133,33 @@ def evaluate_cases(model, ds: PreprocessedDataset, case_ids, device, batch_size:
         prob = 1.0 - probs[0] if multiclass else probs
         pred = prob > threshold
         row = {"case_id": c, "split": split, "source": meta.get("source", "")}
-        resampled = score_case(pred, ref, spacing_zyx(meta))
+        resampled = score_case(pred, ref, spacing_zyx(meta), area=False)
         if multiclass:
-            resampled.update(_per_class(pred, 1 + np.argmax(probs[1:], axis=0), ref_labels,
-                                        spacing_zyx(meta)))
+            resampled.update(_per_class(pred, _lesion_class(probs[1], probs[2]), ref_labels,
+                                        spacing_zyx(meta), area=False))
         original = ds.load_original(c) if "canonical_geometry" in meta else None
+        one_slice = bool(meta.get("slice_image")) and image.shape[0] == 1
         if original is None:  # a dataset preprocessed before original grids were kept
+            if ev.grid == "original":
+                log.warning("case %s (and the others of this dataset) has no original-grid mask: "
+                            "it was preprocessed before covidseg kept one; scored on the "
+                            "preprocessed grid (re-run preprocess for original-grid metrics)", c)
+            ev.grid = "preprocessed"
             row.update({"grid": "preprocessed", **resampled})
+            if one_slice:
+                ev.add_slice(prob[0], ref[0])
         else:
             prob_o = to_canonical_grid(prob, meta)
             pred_o, sp_o = prob_o > threshold, original_spacing_zyx(meta)
-            row.update({"grid": "original", **score_case(pred_o, original > 0, sp_o)})
+            row.update({"grid": "original", **score_case(pred_o, original > 0, sp_o, area)})
             if multiclass:
-                cls_o = 1 + np.argmax(np.stack([to_canonical_grid(p, meta) for p in probs[1:]]), 0)
-                row.update(_per_class(pred_o, cls_o, original, sp_o))
-            if meta.get("slice_image") and prob_o.shape[0] == 1:
-                ev.slices.append((prob_o[0], original[0] > 0))
+                cls_o = _lesion_class(to_canonical_grid(probs[1], meta),
+                                      to_canonical_grid(probs[2], meta))
+                row.update(_per_class(pred_o, cls_o, original, sp_o, area))
+                del cls_o
+            if one_slice:
+                ev.add_slice(prob_o[0], original[0] > 0)
+            del prob_o
         row.update({f"{k}_resampled": v for k, v in resampled.items()})
         ev.rows.append(row)
         if keep:
@@ -146,17 +177,28 @@ def choose_threshold(model, ds: PreprocessedDataset, case_ids, device,
                      batch_size: int = 16) -> tuple[float, list[dict]]:
     """``threshold=auto``: the lesion-probability threshold (0.05 … 0.95) with the best mean
     volume Dice over the validation cases (preprocessed grid, as the per-epoch score; ties go to
-    the threshold nearest 0.5); returns it and the sweep's table."""
-    pairs = []
+    the threshold nearest 0.5); returns it and the sweep's table.  Each case's probabilities are
+    reduced to per-threshold counts at once (no map is kept)."""
+    thresholds = np.asarray(THRESHOLD_SWEEP)
+    dices = []
     for c in case_ids:
         image, infection, _ = ds.load(c)
-        if infection is not None:
-            pairs.append((predict_volume(model, np.asarray(image), device, batch_size),
-                          np.asarray(infection) > 0))
-    if not pairs:
+        if infection is None:
+            continue
+        prob = predict_volume(model, np.asarray(image), device, batch_size)
+        ref = np.asarray(infection) > 0
+        # voxels above each threshold, overall and inside the reference (sorted once)
+        n_pred = prob.size - np.searchsorted(np.sort(prob, axis=None), thresholds, side="right")
+        inside = np.sort(prob[ref])
+        tp = inside.size - np.searchsorted(inside, thresholds, side="right")
+        denom = n_pred + inside.size
+        dices.append(np.where(denom > 0, 2.0 * tp / np.maximum(denom, 1), 1.0))
+        del prob
+    if not dices:
         return 0.5, [{"threshold": 0.5, "val_volume_dice_resampled": float("nan")}]
-    sweep = [{"threshold": t, "val_volume_dice_resampled": float(np.mean(
-        [overlap_metrics(p > t, r)["dice"] for p, r in pairs]))} for t in THRESHOLD_SWEEP]
+    mean = np.mean(dices, axis=0)
+    sweep = [{"threshold": float(t), "val_volume_dice_resampled": float(d)}
+             for t, d in zip(thresholds, mean)]
     best = max(sweep, key=lambda r: (r["val_volume_dice_resampled"], -abs(r["threshold"] - 0.5)))
     return float(best["threshold"]), sweep
 
@@ -169,20 +211,16 @@ def summary_metrics(ev: Evaluation, split: str) -> dict:
         [f"volume_{k}" for k in VOLUME_KEYS]
     out = summarise(rows, keys=tuple(keys), prefix=f"{split}_")
     out[f"{split}_volumes"] = float(len(rows))
-    if ev.slices:
-        probs, refs = zip(*ev.slices)
-        tf = threshold_free_dice(list(probs), list(refs))
-        out[f"{split}_slice_dice_thravg"] = tf["dice_thravg"]
-        out[f"{split}_slice_dice_max"] = tf["dice_max"]
-        sens, spec = [], []  # per slice, then the mean over slices (as the threshold-free Dice)
-        for p, r in ev.slices:
-            s_, sp_ = sensitivity_specificity(p > ev.threshold, r)
-            sens.append(s_)
-            spec.append(sp_)
-        for name, values in (("sensitivity", sens), ("specificity", spec)):
-            v = np.asarray(values, dtype=float)
-            out[f"{split}_slice_{name}"] = float(v[np.isfinite(v)].mean()) if np.isfinite(v).any() \
-                else float("nan")
+    if ev.curves:
+        # Inf-Net: the per-threshold Dice averaged over images, then over thresholds / its max
+        curve = np.mean(ev.curves, axis=0)
+        suffix = "" if ev.grid == "original" else "_resampled"
+        out[f"{split}_slice_dice_thravg{suffix}"] = float(curve.mean())
+        out[f"{split}_slice_dice_max{suffix}"] = float(curve.max())
+        values = np.asarray(ev.sens_spec, dtype=float)  # per slice, then the mean over slices
+        for j, name in enumerate(("sensitivity", "specificity")):
+            v = values[:, j][np.isfinite(values[:, j])]
+            out[f"{split}_slice_{name}{suffix}"] = float(v.mean()) if v.size else float("nan")
     return out
 
 
@@ -191,6 +229,8 @@ def log_evaluation(tracker, ev: Evaluation, split: str, prefix: str | None = Non
     and the figures of one split."""
     metrics = summary_metrics(ev, prefix or split)
     tracker.log_metrics(metrics)
+    if ev.grid != "original":
+        tracker.set_tags({"covidseg.eval_grid": ev.grid})
     tracker.log_table(ev.rows, f"tables/{split}_per_volume.csv")
     if ev.rows:
         tracker.figure(f"figures/{split}_volume_dice.png", figures.dice_per_volume, ev.rows, split)

@@ -147,6 +147,9 @@ def segmentation_task(model, ds, train_ids, val_ids, cfg: FinetuneConfig, device
     classes = dataset_classes(ds)
     if classes > 1 and cfg.mixup:
         raise ConfigError("mixup mixes binary masks: it does not apply to labels=multiclass")
+    if classes > 1 and is_3d(model):
+        raise ConfigError("labels=multiclass trains 2D networks: arch=unet3d (the coarse 3D "
+                          "U-Net) segments the lesion union only")
     loss = SegmentationLoss(cfg.loss, pos_weight=cfg.pos_weight or None, classes=classes)
     if is_3d(model):  # the coarse 3D U-Net (arch=unet3d): whole volumes at low resolution
         cls = VolumeTask
@@ -154,7 +157,7 @@ def segmentation_task(model, ds, train_ids, val_ids, cfg: FinetuneConfig, device
                seed=cfg.seed, workers=default_workers(cfg.workers), augment=augmentation(cfg, ds),
                crop=cfg.image_size, lesion_boost=cfg.lesion_boost, use_mixup=cfg.mixup,
                eval_batch=max(cfg.batch_size, 16),
-               threshold=threshold_value(cfg.threshold) or 0.5, **extra)
+               threshold=threshold_value(cfg.threshold, "auto") or 0.5, **extra)
 
 
 def finalise_segmentation(model, spec: ModelSpec, result, workdir, ds, cfg, tracker, device,
@@ -164,7 +167,7 @@ def finalise_segmentation(model, spec: ModelSpec, result, workdir, ds, cfg, trac
     model.load_state_dict(result.best_state)
     summary = {"best_epoch": result.best_epoch, "best_val_volume_dice": round(result.best_score, 4)}
     batch = max(cfg.batch_size, 16)
-    threshold = threshold_value(cfg.threshold)
+    threshold = threshold_value(cfg.threshold, allowed="auto")
     if threshold is None:
         threshold, sweep = choose_threshold(model, ds, val_ids, device, batch)
         tracker.log_table(sweep, "tables/threshold_sweep.csv")
@@ -177,7 +180,8 @@ def finalise_segmentation(model, spec: ModelSpec, result, workdir, ds, cfg, trac
         if not ids:
             continue
         ev = evaluate_cases(model, ds, ids, device, batch, threshold=threshold,
-                            keep=0 if split == "train" else cfg.overlays, split=split)
+                            keep=0 if split == "train" else cfg.overlays, split=split,
+                            area=split != "train")  # the costly surface-area NSD: val and test
         # the per-epoch series is val_volume_dice: the best model's final scores are final_*
         prefix = "test" if split == "test" else f"final_{split}"
         metrics = log_evaluation(tracker, ev, split, prefix)

@@ -66,7 +66,7 @@ def model_extra(ds, cfg, task: str, entry_point: str) -> dict:
 
     return {"task": task, "entry_point": entry_point, "preprocess": ds.descriptor["config"],
             "dataset_key": ds.key, "training": cfg.to_params(),
-            "threshold": threshold_value(getattr(cfg, "threshold", 0.5)) or 0.5}
+            "threshold": threshold_value(getattr(cfg, "threshold", 0.5), "auto") or 0.5}
 
 
 def loop_settings(cfg: TrainingConfig, progress: bool = True) -> LoopSettings:

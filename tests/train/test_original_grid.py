@@ -99,3 +99,50 @@ def test_the_preprocessed_reference_maps_back_onto_the_original_mask(phantom_fil
         expected = sitk.GetArrayFromImage(up) > 0.5
         assert meta["lesion_volume_ml"] > 0 and expected.any()
         assert np.array_equal(back, expected), overlap_metrics(back, expected)["dice"]
+
+
+def test_datasets_without_original_masks_are_scored_on_the_preprocessed_grid_and_say_so(
+        tmp_path, caplog):
+    """A dataset preprocessed before the original grid was kept still evaluates: rows say
+    ``grid=preprocessed``, a warning says why, and the slice metrics carry ``_resampled``."""
+    import json
+
+    from tests.test_slice_sets import write_slice_set
+    from covidseg.train.evaluation import log_evaluation
+    from covidseg.tracking import NullTracker
+
+    root = write_slice_set(tmp_path / "s", n_train=3, n_test=2)
+    prep = preprocess_dataset(PreprocessConfig(
+        images=str(root / "train/images/*"), masks=str(root / "train/masks/*"),
+        test_images=str(root / "test/images/*"), test_masks=str(root / "test/masks/*"),
+        image_size=32, test_cases=2, folds=1), progress=False)
+    ds_root = Path(prep["dataset_path"])
+    desc = json.loads((ds_root / "dataset.json").read_text())
+    for case in desc["cases"]:  # as an older covidseg wrote it
+        case.pop("canonical_geometry")
+        (ds_root / "cases" / case["case_id"] / "original.npz").unlink(missing_ok=True)
+    (ds_root / "dataset.json").write_text(json.dumps(desc))
+    ds = PreprocessedDataset(ds_root)
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(arch="unet", encoder="resnet18")).eval()
+    ev = evaluate_cases(model, ds, ds.splits["test"], torch.device("cpu"))
+    assert ev.grid == "preprocessed" and all(r["grid"] == "preprocessed" for r in ev.rows)
+    assert "scored on the preprocessed grid" in caplog.text
+    metrics = log_evaluation(NullTracker(), ev, "test")
+    assert "test_slice_dice_thravg_resampled" in metrics and "test_slice_dice_thravg" not in metrics
+
+
+def test_padded_slices_map_back_pixel_for_pixel(tmp_path):
+    """``slice_fit=pad``: the stored reference maps back onto the original image exactly."""
+    from covidseg.data.geometry import to_canonical_grid
+    from tests.test_slice_sets import write_slice_set
+
+    root = write_slice_set(tmp_path / "s", n_train=3, n_test=0)
+    prep = preprocess_dataset(PreprocessConfig(
+        images=str(root / "train/images/*"), masks=str(root / "train/masks/*"), image_size=112,
+        slice_fit="pad", test_cases=0, folds=1), progress=False)
+    ds = PreprocessedDataset(Path(prep["dataset_path"]))
+    for case_id, meta in ds.cases.items():
+        back = to_canonical_grid(np.asarray(ds.load(case_id)[1], np.float32), meta) > 0.5
+        assert np.array_equal(back, ds.load_original(case_id) > 0)
+        assert meta["shape"][1:] == [112, 112] and meta["slice_fit"] == "pad"

@@ -440,7 +440,8 @@ def preprocess_records(records: list[CaseRecord], cfg: PreprocessConfig, tracker
         if cfg.lung_method == "lungmask" and weights is None:
             raise ConfigError("lung_method=lungmask needs local weights: pass lung_weights=FILE "
                               "(covidseg never downloads them)")
-        if weights is None:
+        volumes = any(not is_slice_image(Path(r.image)) for r in records)
+        if weights is None and volumes:  # 2D slice images get no lung extraction anyway
             log.warning("lungmask weights not found locally: using the classical lung extraction")
     key = content_key(records, _settings(cfg, weights))
     out = cache_root() / "preprocessed" / key

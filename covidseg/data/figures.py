@@ -82,7 +82,8 @@ def intensity_histograms(metas: list[dict], bins_hu, bins_display, bins_z):
                          color="tab:blue" if mode == "hu" else "tab:orange")
         axes[0].plot([], [], color="tab:blue" if mode == "hu" else "tab:orange",
                      label=f"{mode}: {len(ms)} cases ({title})")
-    axes[0].set_title("Before: intensities inside the lungs (one line per volume)")
+    axes[0].set_title("Before: intensities inside the lungs, or the foreground where there are "
+                      "none (one line per case)", fontsize=10)
     axes[0].set_xlabel("HU (blue) / display value 0-255 (orange)")
     axes[0].set_ylabel("fraction of voxels")
     axes[0].legend(fontsize=8)
@@ -92,7 +93,8 @@ def intensity_histograms(metas: list[dict], bins_hu, bins_display, bins_z):
         axes[1].plot(centres_z, h / max(h.sum(), 1), alpha=0.35, lw=0.9,
                      color="tab:blue" if m["intensity"] == "hu" else "tab:orange")
     axes[1].axvline(0, color="k", lw=0.6)
-    axes[1].set_title("After: z-scored intensities inside the lungs (mean 0, std 1 per volume)")
+    axes[1].set_title("After: z-scored intensities in the same region (mean 0, std 1 per case)",
+                      fontsize=10)
     axes[1].set_xlabel("z-score")
     axes[1].set_ylabel("fraction of voxels")
     fig.tight_layout()

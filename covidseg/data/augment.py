@@ -75,6 +75,11 @@ class AffineSliceAugment:
     Intensity (numpy, z-scored values are never clipped): with probability ``p_intensity`` each,
     a gamma in ``gamma`` on the image mapped to [0, 1] (its own min and max stay put) and Gaussian
     noise of ``noise_std`` (z units) on every pixel that is not background.
+
+    Measured (``benchmarks/slice_baseline.py``'s demo export: 48 training + 12 validation slices,
+    30 test slices at their original size, 96 px, 300 steps, lr 1e-3, CPU): test Dice 0.706
+    without augmentation, 0.736 with ``ct``, 0.740 / 0.723 (seeds 0 / 1) with these defaults;
+    adding ``hflip=0.5`` gave 0.758 / 0.710 — no gain beyond the seed-to-seed spread, so no flip.
     """
 
     def __init__(self, rotate_deg: float = 15.0, scale=(0.9, 1.1), shift: float = 0.05,

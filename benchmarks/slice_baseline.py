@@ -11,9 +11,11 @@ initial weights — the same ones: both arms seed torch the same way before buil
   fold 0 of the non-test slices, trained on the other folds);
 * **bare** — the textbook smp loop: images /255, resized (longer side ``--size``) and padded,
   ``A.Affine(rotate=(-10, 10), scale=(0.9, 1.1))`` (p=0.5), BCE + Dice (``smp.losses``), Adam
-  at a constant ``--lr``, the final weights.  ``--bare_train all`` (default) trains it on every
+  at a constant ``--lr``, the final weights.  ``--bare_train split`` trains it on covidseg's
+  training folds (the same slices: the headline ratio ``covidseg_over_bare``); ``all`` on every
   non-test slice — covidseg's training folds *and* its validation fold, which covidseg only uses
-  to choose its checkpoint; ``split`` gives it covidseg's training folds only.
+  to choose its checkpoint (``covidseg_over_bare_all_labelled``: what holding out a validation
+  fold costs); ``both`` (default) runs the two.
 
 Both are scored by the same code on the test slices at each slice's **original size**: the
 probability map is resized back (covidseg: :func:`covidseg.data.geometry.unresize_slices`; bare:
@@ -66,16 +68,15 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((pred & ref).sum()) / total
 
 
-def split_records(ds, fold: int, bare_train: str) -> dict[str, list]:
+def split_records(ds, fold: int) -> dict[str, list]:
     """Manifest records (image, infection paths) of covidseg's train / val folds and the test set."""
     from covidseg.data.splits import fold_split
     from covidseg.data.layouts import read_manifest
 
     by_id = {r.case_id: r for r in read_manifest(ds.root / "manifest.csv")}
     train, val = fold_split(ds.splits, fold, "standard")
-    bare = train + val if bare_train == "all" else train
     return {"train": [by_id[c] for c in train], "val": [by_id[c] for c in val],
-            "bare": [by_id[c] for c in bare], "test": [by_id[c] for c in ds.splits["test"]]}
+            "test": [by_id[c] for c in ds.splits["test"]]}
 
 
 # --- the bare smp loop ------------------------------------------------------------------------
@@ -281,9 +282,9 @@ def main() -> None:
                                                       "validation fold); the bare loop uses 0.5")
     ap.add_argument("--folds", type=int, default=5, help="covidseg's folds (validation = 1 fold)")
     ap.add_argument("--fold", type=int, default=0)
-    ap.add_argument("--bare_train", default="all", choices=("all", "split"),
-                    help="bare loop's training slices: all non-test (covidseg's train + val "
-                         "folds) or covidseg's training folds only")
+    ap.add_argument("--bare_train", default="both", choices=("split", "all", "both"),
+                    help="bare loop's training slices: covidseg's training folds (split), all "
+                         "non-test slices (covidseg's train + val folds), or both runs")
     ap.add_argument("--encoder", default="resnet34")
     ap.add_argument("--workers", type=int, default=-1)
     ap.add_argument("--device", default="auto")
@@ -309,7 +310,9 @@ def main() -> None:
         dataset_path = preprocess(folder, patterns, args)
         t_pre = time.perf_counter() - t0
         ds = PreprocessedDataset(Path(dataset_path))
-        recs = split_records(ds, args.fold, args.bare_train)
+        recs = split_records(ds, args.fold)
+        arms = {"split": recs["train"], "all": recs["train"] + recs["val"]}
+        arms = arms if args.bare_train == "both" else {args.bare_train: arms[args.bare_train]}
         epochs, per_epoch, steps = steps_plan(len(recs["train"]), args.batch_size, args.steps)
         shapes = [read_gray(r.image).shape for r in recs["test"]]
         header("2D slices: covidseg finetune vs a bare smp loop (same steps, same test slices)",
@@ -318,7 +321,8 @@ def main() -> None:
                batches_per_epoch=per_epoch,
                batch_size=args.batch_size, lr=args.lr, lesion_boost=args.lesion_boost,
                covidseg_train=len(recs["train"]), covidseg_val=len(recs["val"]),
-               bare_train=f"{len(recs['bare'])} ({args.bare_train})", test=len(recs["test"]),
+               bare_train=", ".join(f"{len(v)} ({k})" for k, v in arms.items()),
+               test=len(recs["test"]),
                test_sizes=f"{min(min(s) for s in shapes)}-{max(max(s) for s in shapes)} px",
                workers=workers, preprocess_s=round(t_pre, 1))
 
@@ -329,20 +333,30 @@ def main() -> None:
                                             float(summary.get("threshold", 0.5)))))
         del model
 
-        t0 = time.perf_counter()
-        bare_model = train_bare(recs["bare"], args.size, steps, args.batch_size, args.lr,
-                                args.seed, workers, device, args.encoder)
-        t_bare = time.perf_counter() - t0
-        bare = float(np.mean(score_bare(bare_model, recs["test"], args.size, device)))
+        bare = {}
+        for name, train_recs in arms.items():
+            t0 = time.perf_counter()
+            bare_model = train_bare(train_recs, args.size, steps, args.batch_size, args.lr,
+                                    args.seed, workers, device, args.encoder)
+            bare[name] = (float(np.mean(score_bare(bare_model, recs["test"], args.size, device))),
+                          time.perf_counter() - t0, len(train_recs))
+            del bare_model
 
     print(f"covidseg finetune: best epoch {summary['best_epoch']} of {epochs}, validation Dice "
           f"{summary['best_val_volume_dice']:.4f}, threshold {summary.get('threshold', 0.5):.2f}, "
           f"its own test_volume_dice {summary['test_volume_dice']:.4f} (finetune's evaluation)")
-    table([{"arm": "covidseg finetune", "test Dice": ours, "grid": "original size",
-            "steps": steps, "seconds": t_ours},
-           {"arm": "bare smp loop", "test Dice": bare, "grid": "original size",
-            "steps": steps, "seconds": t_bare}], floatfmt="{:.4f}")
-    ratios(covidseg_over_bare=ours / bare if bare > 0 else float("inf"))
+    table([{"arm": f"covidseg finetune ({len(recs['train'])} training slices)", "test Dice": ours,
+            "grid": "original size", "steps": steps, "seconds": t_ours}]
+          + [{"arm": f"bare smp loop ({n} slices: {name})", "test Dice": d,
+              "grid": "original size", "steps": steps, "seconds": t}
+             for name, (d, t, n) in bare.items()], floatfmt="{:.4f}")
+    out = {}
+    if "split" in bare:
+        out["covidseg_over_bare"] = ours / bare["split"][0] if bare["split"][0] > 0 else float("inf")
+    if "all" in bare:
+        out["covidseg_over_bare_all_labelled"] = ours / bare["all"][0] if bare["all"][0] > 0 \
+            else float("inf")
+    ratios(**out)
 
 
 if __name__ == "__main__":

@@ -62,10 +62,14 @@ def test_slice_baseline_benchmark_runs_at_toy_size(tmp_path):
     out = r.stdout
     assert "machine: " in out and "augment=slice" in out
     rows = {m.group(1): float(m.group(2)) for m in
-            re.finditer(r"^\s*(covidseg finetune|bare smp loop)\s+([0-9.]+)\s+original size", out,
-                        re.MULTILINE)}
-    assert set(rows) == {"covidseg finetune", "bare smp loop"}, out
+            re.finditer(r"^\s*(covidseg finetune \(\d+ training slices\)|bare smp loop \(\d+ "
+                        r"slices: (?:split|all)\))\s+([0-9.]+)\s+original size", out, re.MULTILINE)}
+    names = sorted(rows)
+    assert len(rows) == 3 and names[0].startswith("bare") and names[2].startswith("covidseg"), out
     assert all(0.0 <= v <= 1.0 for v in rows.values())
+    # the same-slices arm trains on covidseg's training folds, the other on every labelled slice
+    n = {k.split("(")[1].split()[0] for k in rows}
+    assert len(n) == 2, rows
     lines = [ln for ln in out.splitlines() if ln.startswith("RATIOS ")]
-    assert len(lines) == 1 and re.fullmatch(r"RATIOS covidseg_over_bare=(\S+)", lines[0]), out
-    float(lines[0].split("=", 1)[1])  # a number (inf/nan when the bare loop scored 0)
+    assert len(lines) == 1 and re.fullmatch(
+        r"RATIOS covidseg_over_bare=(\S+) covidseg_over_bare_all_labelled=(\S+)", lines[0]), out

@@ -5,7 +5,8 @@ loaded with ``weights_only=True``) and predicts with the preprocessing the model
 ``predict`` accepts
 
 * a ``numpy`` array of preprocessed slices ``(H, W)`` or ``(N, H, W)`` → binary masks (uint8),
-  the same shape, at the model's decision threshold;
+  the same shape, at the model's decision threshold — ``params={"threshold": p}`` overrides it
+  (the signature declares ``threshold``, default the model's, and ``restrict_to_lungs``);
 * a ``pandas.DataFrame`` with a ``path`` column (CT volume files or DICOM folders) and optionally
   ``output`` (folder, default ``predictions``) → one report row per input; the infection and lung
   masks are written as NIfTI in each input's original geometry.

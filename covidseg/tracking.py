@@ -208,17 +208,15 @@ class MlflowTracker(NullTracker):
         (models from code, :mod:`covidseg.mlflow_model`), optionally registered; returns its URI,
         also recorded in the run's ``covidseg.model_uri`` tag."""
         import mlflow
-        import torch
 
         package = Path(__file__).resolve().parent
-        requirements = [f"torch>={torch.__version__.split('+')[0]}", "segmentation-models-pytorch",
-                        "SimpleITK", "numpy", "scipy", "pandas", f"mlflow>={mlflow.__version__}"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             info = mlflow.pyfunc.log_model(
                 name=name, python_model=str(package / "mlflow_model.py"),
                 artifacts={"weights": str(model_dir)}, code_paths=[str(package)],
-                pip_requirements=requirements, registered_model_name=register_as or None)
+                pip_requirements=model_requirements(), signature=model_signature(model_dir),
+                registered_model_name=register_as or None)
         tags = {f"{TAG_PREFIX}model_uri": info.model_uri}
         if register_as and info.registered_model_version:
             tags[f"{TAG_PREFIX}registered"] = f"models:/{register_as}/{info.registered_model_version}"
@@ -232,6 +230,40 @@ class MlflowTracker(NullTracker):
         self._sources[role] = run_id
         self.set_tags({f"{TAG_PREFIX}source.{role}": run_id,
                        f"{TAG_PREFIX}sources": ",".join(sorted(set(self._sources.values())))})
+
+
+# what the logged model needs to predict, pinned to this machine's versions (covidseg itself
+# travels with the model as code)
+MODEL_PACKAGES = ("torch", "segmentation-models-pytorch", "SimpleITK", "numpy", "scipy", "pandas",
+                  "mlflow", "lungmask", "tqdm", "PyYAML")
+
+
+def model_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for dist in MODEL_PACKAGES:
+        try:
+            out.append(f"{dist}=={version(dist).split('+')[0]}")
+        except PackageNotFoundError:
+            out.append(dist)
+    return out
+
+
+def model_signature(model_dir):
+    """The logged model's signature: its inference parameters with their defaults — the decision
+    threshold stored with the model and ``restrict_to_lungs`` — so that ``predict(...,
+    params={"threshold": p})`` reaches the model (MLflow drops params a model does not declare).
+    Inputs are arrays of any shape or a DataFrame of paths: no input schema."""
+    import json
+
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec
+
+    config = json.loads((Path(model_dir) / "model.json").read_text())
+    return ModelSignature(inputs=None, outputs=None, params=ParamSchema([
+        ParamSpec("threshold", "double", float(config.get("threshold") or 0.5)),
+        ParamSpec("restrict_to_lungs", "boolean", True)]))
 
 
 @contextlib.contextmanager

@@ -109,6 +109,7 @@ def test_slice_folder_through_mlflow_run_first_try(tracking_uri, tmp_path):
     assert m["test_slice_dice_max"] >= m["test_slice_dice_thravg"]
     figs = {Path(a.path).name for a in client.list_artifacts(ft.info.run_id, "figures")}
     assert "training_curves.png" in figs and any(f.startswith("overlay_slices_test_") for f in figs)
+    assert "test_slice_dice_per_image.png" in figs and "test_volume_dice.png" not in figs
     from covidseg.tracking import download_model
 
     model_dir, _ = download_model(ft.info.run_id)  # the threshold travels with the model

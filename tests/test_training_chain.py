@@ -63,6 +63,11 @@ def test_pretrain_finetune_predict_chain(tracking_uri, preprocess_run, tmp_path,
     model = mlflow.pyfunc.load_model("models:/covid-tiny/1")
     masks = model.predict(np.zeros((3, 64, 64), np.float32))
     assert masks.shape == (3, 64, 64) and masks.dtype == np.uint8
+    # the decision threshold is a declared inference parameter: it reaches the model
+    x = np.random.default_rng(0).normal(size=(3, 64, 64)).astype(np.float32)
+    high, low = (model.predict(x, params={"threshold": t}) for t in (0.999, 0.001))
+    assert high.sum() < low.sum()
+    assert model.metadata.get_params_schema().to_dict()[0]["name"] == "threshold"
     assert uri.startswith("models:/")
 
     # predict from the registry through mlflow run: masks in the input geometry + report

@@ -232,8 +232,10 @@ def log_evaluation(tracker, ev: Evaluation, split: str, prefix: str | None = Non
     if ev.grid != "original":
         tracker.set_tags({"covidseg.eval_grid": ev.grid})
     tracker.log_table(ev.rows, f"tables/{split}_per_volume.csv")
-    if ev.rows:
-        tracker.figure(f"figures/{split}_volume_dice.png", figures.dice_per_volume, ev.rows, split)
+    if ev.rows:  # the level is in the name: per 2D slice image or per 3D volume
+        slices = bool(ev.curves) and len(ev.curves) == len(ev.rows)
+        name = f"{split}_slice_dice_per_image" if slices else f"{split}_volume_dice"
+        tracker.figure(f"figures/{name}.png", figures.dice_per_volume, ev.rows, split, slices)
     for case_id, (image, ref, pred) in ev.kept.items():
         row = next(r for r in ev.rows if r["case_id"] == case_id)
         tracker.figure(f"figures/overlay_slices_{split}_{case_id}.png", figures.overlay_slices,

@@ -14,7 +14,9 @@ def overlay_slices(image: np.ndarray, ref: np.ndarray, pred: np.ndarray, case_id
     """Axial slices with the most reference lesion: reference contour green, prediction red."""
     area = ref.sum(axis=(1, 2)) + 0.5 * pred.sum(axis=(1, 2))
     zs = sorted(np.argsort(area)[::-1][:n].tolist())
-    fig, axes = plt.subplots(1, len(zs), figsize=(3.2 * len(zs), 3.5), squeeze=False)
+    one = image.shape[0] == 1  # a 2D slice case: its Dice is a 2D Dice
+    fig, axes = plt.subplots(1, len(zs), figsize=(max(3.2 * len(zs), 6.4), 3.8 if one else 3.5),
+                             squeeze=False)
     vmin, vmax = np.percentile(image, [1, 99.5]) if image.any() else (0, 1)
     for ax, z in zip(axes[0], zs):
         ax.imshow(image[z], cmap="gray", vmin=vmin, vmax=vmax)
@@ -25,24 +27,29 @@ def overlay_slices(image: np.ndarray, ref: np.ndarray, pred: np.ndarray, case_id
         inter = (ref[z] & pred[z]).sum()
         denom = ref[z].sum() + pred[z].sum()
         d = 2 * inter / denom if denom else 1.0
-        ax.set_title(f"slice z={z}  slice Dice {d:.2f}", fontsize=9)
+        ax.set_title(f"as the network saw it: Dice {d:.2f}" if one else
+                     f"slice z={z}  slice Dice {d:.2f}", fontsize=9)
         ax.axis("off")
-    fig.suptitle(f"{case_id}: reference (green) vs prediction (red) — volume Dice "
+    level = "2D Dice on the original image" if one else "volume Dice"
+    fig.suptitle(f"{case_id}: reference (green) vs prediction (red)\n{level} "
                  f"{row.get('volume_dice', float('nan')):.3f}", fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def dice_per_volume(rows: list[dict], split: str):
+def dice_per_volume(rows: list[dict], split: str, slices: bool = False):
+    """Dice per case; ``slices``: the cases are 2D slices (2D Dice per image)."""
     rows = sorted(rows, key=lambda r: r["volume_dice"])
     fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(rows) + 2), 3.6))
     ax.bar(range(len(rows)), [r["volume_dice"] for r in rows], color="tab:blue")
     ax.set_xticks(range(len(rows)), [r["case_id"] for r in rows], rotation=75, fontsize=7)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("volume-level 3D Dice")
+    ax.set_ylabel("2D Dice per image" if slices else "volume-level 3D Dice")
     mean = float(np.mean([r["volume_dice"] for r in rows]))
     ax.axhline(mean, color="k", ls="--", lw=1)
-    ax.set_title(f"{split}: volume Dice per case (mean {mean:.3f}, n={len(rows)})")
+    what = "2D Dice per slice image" if slices else "volume Dice per case"
+    grid = rows[0].get("grid", "original") if rows else "original"
+    ax.set_title(f"{split}: {what} on the {grid} grid (mean {mean:.3f}, n={len(rows)})")
     fig.tight_layout()
     return fig
 

@@ -16,6 +16,7 @@ from dataclasses import fields
 
 from covidseg.config import CONFIGS, CommonConfig, field_default, parse_value
 from covidseg.errors import ConfigError, CovidsegError, NotImplementedYet
+from covidseg.redact import redact, redact_logging
 
 # entry point -> "module:function" taking (config, tracker); None = not built yet (its issue)
 RUNNERS: dict[str, str | None] = {
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None, name: str | None = None) -> int:
         return 0
     logging.basicConfig(level=os.environ.get("COVIDSEG_LOG", "INFO"),
                         format="%(levelname)s %(name)s: %(message)s")
+    redact_logging()  # no log line shows a password
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     try:
         if name not in CONFIGS:
@@ -149,13 +151,14 @@ def main(argv: list[str] | None = None, name: str | None = None) -> int:
         cfg = parse_config(name, argv)
         result = run_entry(name, cfg)
     except CovidsegError as exc:
-        print(f"covidseg {name}: error: {exc}", file=sys.stderr)
+        print(f"covidseg {name}: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"covidseg {name}: interrupted", file=sys.stderr)
         return 130
     if isinstance(result, dict):
-        print(f"covidseg {name}: done " + " ".join(f"{k}={v}" for k, v in result.items()))
+        print(f"covidseg {name}: done " + " ".join(f"{k}={redact(str(v))}"
+                                                   for k, v in result.items()))
     return 0
 
 

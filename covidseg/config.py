@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from covidseg.errors import ConfigError
+from covidseg.redact import redact
 
 
 def param(default, help: str, choices: tuple | None = None, search: tuple | None = None,
@@ -59,8 +60,9 @@ class CommonConfig:
                 threshold_value(value, "model" if f.default == "model" else "auto")
 
     def to_params(self) -> dict[str, str]:
-        """Parameters as MLflow records them (strings; '' for not given)."""
-        return {k: _fmt(v) for k, v in asdict(self).items()}
+        """Parameters as MLflow records them (strings; '' for not given; credentials in a URL
+        redacted: a logged parameter never holds a password)."""
+        return {k: redact(_fmt(v)) for k, v in asdict(self).items()}
 
 
 def _fmt(v) -> str:
@@ -266,8 +268,10 @@ class TuneConfig(CommonConfig):
     n_trials: int = param(20, "trials for this worker")
     timeout: float = param(0.0, "seconds for this worker (0: no limit)")
     study_name: str = param("covidseg", "Optuna study name (re-using it resumes the study)")
-    storage: str = param("", "Optuna storage URL (default: an SQLite file in the cache; "
-                             "postgresql://… to share a study between machines)")
+    storage: str = param("", "Optuna storage URL (default: $COVIDSEG_OPTUNA_STORAGE, else an SQLite "
+                             "file in the cache; postgresql://… to share a study between "
+                             "machines — its password via PGPASSWORD/~/.pgpass or the variable, "
+                             "never logged)")
     params: str = param("", "fixed parameters of every trial: key=value,key=value "
                             "(e.g. epochs=30,train_cases=4; meanteacher: model=RUN,pseudo=RUN)")
     search: str = param("", "comma-separated parameters to search (default: all the target's "

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from covidseg import __version__
 from covidseg.errors import ConfigError, TrackingUnavailable
+from covidseg.redact import redact
 
 log = logging.getLogger("covidseg.tracking")
 
@@ -150,7 +151,7 @@ class MlflowTracker(NullTracker):
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        items = [Param(k, redact(str(v))[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
@@ -166,7 +167,8 @@ class MlflowTracker(NullTracker):
     def set_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        self.client.log_batch(self.run_id, tags=[RunTag(k, redact(str(v))[:5000])
+                                                 for k, v in tags.items()])
 
     def log_figure(self, fig, artifact_file: str) -> None:
         import matplotlib.pyplot as plt
@@ -177,13 +179,16 @@ class MlflowTracker(NullTracker):
             plt.close(fig)
 
     def log_dict(self, obj, artifact_file: str) -> None:
-        self.client.log_dict(self.run_id, obj, artifact_file)
+        import json
+
+        self.client.log_dict(self.run_id, json.loads(redact(json.dumps(obj, default=str))),
+                             artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self.client.log_text(self.run_id, redact(text), artifact_file)
 
     def log_table(self, rows: list[dict], artifact_file: str) -> None:
-        self.client.log_text(self.run_id, rows_to_csv(rows), artifact_file)
+        self.client.log_text(self.run_id, redact(rows_to_csv(rows)), artifact_file)
 
     def log_artifact(self, local_path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(local_path), artifact_path)
@@ -306,7 +311,13 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
         if not run_id:
             # `mlflow run` has logged the MLproject parameters already (empty ones as "''"):
             # add only what it did not, since MLflow refuses to change a logged value
-            logged = set(tracker.client.get_run(tracker.run_id).data.params) if env_run else set()
+            logged = tracker.client.get_run(tracker.run_id).data.params if env_run else {}
+            leaked = sorted(k for k, v in logged.items() if redact(v) != v)
+            if leaked:  # `mlflow run` logged the -P values before covidseg ran: too late to redact
+                raise ConfigError(
+                    f"{', '.join(leaked)} holds a password, and `mlflow run` has logged it as a "
+                    f"parameter of run {tracker.run_id}: delete that run, and give the URL without "
+                    "it (PGPASSWORD / ~/.pgpass) or through COVIDSEG_OPTUNA_STORAGE")
             tracker.log_params({k: v for k, v in cfg.to_params().items() if k not in logged})
         yield tracker
         status = "FINISHED"

@@ -62,7 +62,7 @@ def open_study(cfg: TuneConfig):
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    url = cfg.storage or default_storage()
+    url = cfg.storage or os.environ.get("COVIDSEG_OPTUNA_STORAGE") or default_storage()
     heartbeat, grace = heartbeat_settings()
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=cfg.warmup_epochs)
     for attempt in range(8):

@@ -124,3 +124,43 @@ def test_the_decision_threshold_is_searched_only_when_named():
     for bad in ("1.5", "0", "high"):
         with pytest.raises(ConfigError, match="threshold"):
             FinetuneConfig(threshold=bad).validate()
+
+
+def test_no_logged_value_holds_the_storage_password(tracking_uri, preprocess_run, postgres,
+                                                    tmp_path):
+    """A study on PostgreSQL with the password in the URL: no parameter, tag, artifact or output
+    line of the tune run (parent and trials) holds it; under `mlflow run`, where MLflow logs the
+    -P values itself, the run stops at once and says what to do."""
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import REPO
+
+    secret = "S3cr3tPassw0rd"
+    url = postgres("secret_scan").replace("postgresql://postgres@",
+                                          f"postgresql://postgres:{secret}@")
+    r = run(tune_cmd(preprocess_run, "secret", url, 1, ("--experiment", "tune-secret")),
+            tmp_path, MLFLOW_TRACKING_URI=tracking_uri)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert secret not in r.stdout + r.stderr
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("tune-secret").experiment_id
+    runs = client.search_runs([exp])
+    assert len(runs) == 2  # the study's parent and its trial
+    for run_ in runs:
+        values = [*run_.data.params.values(), *run_.data.tags.values()]
+        assert not [v for v in values if secret in v]
+        local = Path(client.download_artifacts(run_.info.run_id, "", str(tmp_path / run_.info.run_id)))
+        for f in (p for p in local.rglob("*") if p.is_file()):
+            assert secret.encode() not in f.read_bytes(), f
+    parent = next(x for x in runs if x.data.tags.get("covidseg.entry_point") == "tune")
+    assert parent.data.params["storage"].startswith("postgresql://postgres:***@127.0.0.1")
+
+    r = run([sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "tune", "--env-manager",
+             "local", "--experiment-name", "tune-secret-mlflow-run", "-P", f"storage={url}",
+             "-P", f"data={preprocess_run}", "-P", f"params={TRIAL}", "-P", "n_trials=1"],
+            tmp_path, MLFLOW_TRACKING_URI=tracking_uri)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "storage holds a password" in out and "COVIDSEG_OPTUNA_STORAGE" in out

@@ -276,7 +276,7 @@ def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
     tracker = tracker or NullTracker()
     model_dir, source_run = download_model(cfg.model)
     tracker.link_source("model", source_run)
-    ds = open_dataset(cfg.data, tracker)
+    ds = open_dataset(cfg.data, tracker, context="evaluation")
     model, config = load_model(model_dir)
     trained_with = config.get("preprocess", {})
     differs = sorted(k for k in ("intensity", "lung_method", "image_size", "window_min",

@@ -113,6 +113,8 @@ class NullTracker:
     def log_artifacts(self, local_dir, artifact_path: str | None = None) -> None: ...
 
     def link_source(self, role: str, run_id: str | None) -> None: ...
+    def log_dataset_input(self, name: str, digest: str, source: dict, profile: dict,
+                          context: str = "training") -> None: ...
 
     def find_run(self, tags: dict) -> str | None:
         return None
@@ -228,6 +230,19 @@ class MlflowTracker(NullTracker):
         self.set_tags(tags)
         return info.model_uri
 
+    def log_dataset_input(self, name: str, digest: str, source: dict, profile: dict,
+                          context: str = "training") -> None:
+        """The preprocessed dataset as the run's MLflow dataset input (the UI's "Datasets"):
+        ``digest`` is its content key, so two runs on the same data show the same digest."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name[:500], digest=digest, source_type="covidseg-preprocessed",
+                          source=json.dumps(source), profile=json.dumps(profile))
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(
+            dataset, tags=[InputTag("mlflow.data.context", context)])])
+
     def link_source(self, role: str, run_id: str | None) -> None:
         """Lineage: record that this run used ``run_id`` as its ``role`` input."""
         if not run_id:
@@ -271,6 +286,19 @@ def model_signature(model_dir):
         ParamSpec("restrict_to_lungs", "boolean", True)]))
 
 
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def mark_training_experiment(client, experiment_id: str) -> None:
+    """Tag an experiment covidseg writes to as model training, so that MLflow's UI opens it on
+    the training runs' table (an experiment made by ``mlflow run --experiment-name`` would open in
+    the GenAI view otherwise)."""
+    exp = client.get_experiment(experiment_id)
+    if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        with contextlib.suppress(Exception):  # e.g. a read-only user: not worth failing a run
+            client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
+
+
 @contextlib.contextmanager
 def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = None):
     """Open the run of one entry-point invocation and yield its tracker.
@@ -307,6 +335,7 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
         tags[f"{TAG_PREFIX}git_commit"] = commit
     status = "FAILED"
     try:
+        mark_training_experiment(tracker.client, active.info.experiment_id)
         tracker.set_tags(tags)
         if not run_id:
             # `mlflow run` has logged the MLproject parameters already (empty ones as "''"):

@@ -43,6 +43,13 @@ def test_pretrain_finetune_predict_chain(tracking_uri, preprocess_run, tmp_path,
               "test_volume_sensitivity", "test_volume_precision", "test_slice_dice", "best_epoch"):
         assert k in m, k
     assert m["test_volumes"] == 2
+    # MLflow-native: the preprocessed dataset is the run's dataset input, digest = its content key
+    inputs = f.inputs.dataset_inputs
+    assert len(inputs) == 1 and inputs[0].dataset.digest == \
+        client.get_run(preprocess_run).data.tags["covidseg.dataset_key"]
+    assert {t.key: t.value for t in inputs[0].tags}["mlflow.data.context"] == "training"
+    assert client.get_experiment(f.info.experiment_id).tags["mlflow.experimentKind"] == \
+        "custom_model_development"
 
     def names(path):
         return {Path(a.path).name for a in client.list_artifacts(ft, path)}

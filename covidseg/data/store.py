@@ -143,15 +143,24 @@ def dataset_size_mb(root: Path) -> float:
     return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file()) / 1e6
 
 
-def open_dataset(data: str, tracker) -> PreprocessedDataset:
+def open_dataset(data: str, tracker, context: str = "training") -> PreprocessedDataset:
     """:func:`resolve_dataset` for a stage's run: the dataset, with the run's lineage tag pointing
     at the preprocess run (for ``demo`` or a folder: a finished run that built the same dataset
-    key, when the server knows one)."""
+    key, when the server knows one), and logged as the run's dataset input (``context``:
+    training or evaluation; digest = the content key)."""
     ds, source = resolve_dataset(data)
     if source is None:
         source = tracker.find_run({"covidseg.dataset_key": ds.key,
                                    "covidseg.entry_point": "preprocess"})
     tracker.link_source("data", source)
+    desc = ds.descriptor
+    tracker.log_dataset_input(
+        name=f"{desc.get('dataset', 'covidseg')}-{Path(desc.get('data_root', '')).name or ds.key}",
+        digest=ds.key, source={"preprocess_run": source, "dataset_key": ds.key},
+        profile={"cases": desc.get("n_cases"), "test": len(ds.splits.get("test", [])),
+                 "unlabelled": len(ds.splits.get("unlabelled", [])),
+                 "labels": desc.get("config", {}).get("labels", "binary")},
+        context=context)
     return ds
 
 

@@ -58,6 +58,9 @@ class CommonConfig:
                 raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(map(str, choices))}")
             if f.name == "threshold":  # finetune/meanteacher: auto; predict/evaluate: model
                 threshold_value(value, "model" if f.default == "model" else "auto")
+        if getattr(self, "alias", "") and not getattr(self, "register_as", ""):
+            raise ConfigError(f"alias={self.alias} needs register_as=NAME (an alias names a "
+                              "registered version)")
 
     def to_params(self) -> dict[str, str]:
         """Parameters as MLflow records them (strings; '' for not given; credentials in a URL
@@ -192,6 +195,8 @@ class SupervisedConfig(TrainingConfig):
                                   "cases", search=(0.2, 0.8), searched_by_default=False)
     overlays: int = param(3, "cases per split shown in overlay figures")
     register_as: str = param("", "register the best model under this name")
+    alias: str = param("", "give the registered version this alias (e.g. champion: "
+                           "predict -P model=models:/NAME@champion); needs register_as")
 
 
 @dataclass

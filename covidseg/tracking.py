@@ -122,7 +122,8 @@ class NullTracker:
     def last_step(self, key: str) -> int:
         return -1
 
-    def log_model(self, model_dir, name: str = "model", register_as: str = "") -> str | None:
+    def log_model(self, model_dir, name: str = "model", register_as: str = "",
+                  alias: str = "") -> str | None:
         return None
 
 
@@ -210,7 +211,8 @@ class MlflowTracker(NullTracker):
         """Highest step logged for metric ``key`` in this run (-1 if none)."""
         return max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=-1)
 
-    def log_model(self, model_dir, name: str = "model", register_as: str = "") -> str:
+    def log_model(self, model_dir, name: str = "model", register_as: str = "",
+                  alias: str = "") -> str:
         """Log a covidseg model folder (``model.json`` + ``model.pt``) as an MLflow pyfunc model
         (models from code, :mod:`covidseg.mlflow_model`), optionally registered; returns its URI,
         also recorded in the run's ``covidseg.model_uri`` tag."""
@@ -227,6 +229,10 @@ class MlflowTracker(NullTracker):
         tags = {f"{TAG_PREFIX}model_uri": info.model_uri}
         if register_as and info.registered_model_version:
             tags[f"{TAG_PREFIX}registered"] = f"models:/{register_as}/{info.registered_model_version}"
+            if alias:  # e.g. champion: predict -P model=models:/NAME@champion follows it
+                self.client.set_registered_model_alias(register_as, alias,
+                                                       str(info.registered_model_version))
+                tags[f"{TAG_PREFIX}alias"] = f"models:/{register_as}@{alias}"
         self.set_tags(tags)
         return info.model_uri
 

@@ -30,7 +30,7 @@ def test_pretrain_finetune_predict_chain(tracking_uri, preprocess_run, tmp_path,
     # checkpoint_every left at its default (100 iterations): the run still logs its starting point,
     # so compare's default mode works on it
     ft = mlflow_run("finetune", {"data": preprocess_run, "init": pre, "epochs": 3,
-                                 "register_as": "covid-tiny", **FAST},
+                                 "register_as": "covid-tiny", "alias": "champion", **FAST},
                     tmp_path, tracking_uri, "chain")
     f = client.get_run(ft)
     t, m = f.data.tags, f.data.metrics
@@ -80,7 +80,8 @@ def test_pretrain_finetune_predict_chain(tracking_uri, preprocess_run, tmp_path,
     # predict from the registry through mlflow run: masks in the input geometry + report
     _, cases = phantom_files
     out = tmp_path / "pred"
-    pr = mlflow_run("predict", {"model": "models:/covid-tiny/1", "input": cases[0]["image"],
+    assert t["covidseg.alias"] == "models:/covid-tiny@champion"
+    pr = mlflow_run("predict", {"model": "models:/covid-tiny@champion", "input": cases[0]["image"],
                                 "output": out}, tmp_path, tracking_uri, "chain")
     assert client.get_run(pr).data.tags["covidseg.source.model"] == ft
     assert (out / "case_0_infection.nii.gz").exists() and (out / "case_0_report.json").exists()

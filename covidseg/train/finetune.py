@@ -191,7 +191,8 @@ def finalise_segmentation(model, spec: ModelSpec, result, workdir, ds, cfg, trac
     model_dir = save_model(Path(workdir) / "model", model, spec,
                            {**extra, "threshold": threshold, "best_epoch": result.best_epoch,
                             "best_val_volume_dice": result.best_score, "run_id": tracker.run_id})
-    uri = tracker.log_model(model_dir, "model", getattr(cfg, "register_as", ""))
+    uri = tracker.log_model(model_dir, "model", getattr(cfg, "register_as", ""),
+                            getattr(cfg, "alias", ""))
     summary["model_uri"] = uri or str(model_dir)
     if uri:
         finish_workdir(Path(workdir), tracker)

@@ -296,6 +296,8 @@ class PredictConfig(CommonConfig):
                                     "(0.5 unless finetune chose one), or a probability")
     probabilities: bool = param(False, "also write the lesion probability maps (NIfTI float32 on "
                                        "the input's grid; 8-bit PNG for slice images)")
+    lungs: str = param("", "lung masks of the inputs (a folder or glob pattern, paired by file "
+                           "name): needed by a model trained with lung_method=provided")
     batch_size: int = param(16, "slices per forward pass")
 
 

@@ -77,7 +77,7 @@ class Predictor:
         self.model, self.config, self.device = place_model(model, device).eval(), config, device
         self.preprocess = preprocess_config_of(config)
         self.batch_size = batch_size
-        self._weights = None
+        self._weights, self._warned = None, False
         if self.preprocess.lung_method in ("auto", "lungmask"):
             from covidseg.data.lungs import find_lungmask_weights
 
@@ -104,18 +104,26 @@ class Predictor:
         return predict_volume(self.model, slices, self.device, self.batch_size)
 
     def predict_file(self, path, output, threshold=None, restrict_to_lungs: bool = True,
-                     probabilities: bool = False) -> dict:
+                     probabilities: bool = False, lung=None) -> dict:
         """Predict one CT volume / DICOM folder / slice image; write masks + report into ``output``
-        (``threshold``: None = the model's; ``probabilities``: also the probability map)."""
+        (``threshold``: None = the model's; ``probabilities``: also the probability map;
+        ``lung``: its lung mask file, for a model trained with ``lung_method=provided``)."""
         threshold = self.decision_threshold(threshold)
         from covidseg.data.preprocess import preprocess_case
 
         path = Path(path)
         case_id = path.name if path.is_dir() else stem_of(path)
         original = read_image(path)
-        prep = preprocess_case(CaseRecord(case_id=case_id, image=str(path)), self.preprocess,
+        prep = preprocess_case(CaseRecord(case_id=case_id, image=str(path),
+                                          lung=str(lung) if lung else None), self.preprocess,
                                self._weights, force_cpu=self.device.type != "cuda",
                                original=original)
+        trained = self.config.get("lung_methods") or []
+        if trained and prep.meta["lung_method"] not in trained and not self._warned:
+            self._warned = True
+            log.warning("lung extraction here is %s, the model was trained on %s lungs (lungmask "
+                        "weights present on one machine only?): predictions may differ",
+                        prep.meta["lung_method"], "/".join(trained))
         multiclass = output_classes(self.model) > 1
         probs = predict_volume(self.model, prep.image, self.device, self.batch_size,
                                classes=multiclass)
@@ -231,6 +239,32 @@ def list_inputs(inp: str) -> list[Path]:
     return subdirs if subdirs and not other_files else [p]  # folders of series, or one series
 
 
+def lung_masks_for(inputs: list[Path], lungs: str, lung_method: str) -> dict[Path, Path]:
+    """``lungs=`` (a folder or glob pattern) paired with the inputs by file name (suffixes such
+    as ``_lung``/``_mask`` ignored); a model trained with provided lung masks needs them."""
+    import glob as globmod
+    import re
+
+    if not lungs:
+        if lung_method == "provided":
+            raise ConfigError("the model was trained with lung_method=provided: give lungs=FOLDER "
+                              "or a glob pattern of the inputs' lung masks (paired by file name)")
+        return {}
+    p = Path(lungs).expanduser()
+    files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else \
+        sorted(Path(f) for f in globmod.glob(str(p)))
+    if not files:
+        raise ConfigError(f"lungs={lungs}: no lung mask files there")
+    strip = re.compile(r"([_-](lung|lungs|mask|seg|label))+$", re.IGNORECASE)
+    by_stem = {strip.sub("", stem_of(f)): f for f in files}
+    found = {i: by_stem.get(strip.sub("", stem_of(i)) if i.is_file() else i.name) for i in inputs}
+    missing = [i.name for i, f in found.items() if f is None]
+    if missing and lung_method == "provided":
+        log.warning("no lung mask in %s for %s: those inputs will fail", lungs,
+                    ", ".join(missing[:5]) + (" …" if len(missing) > 5 else ""))
+    return {i: f for i, f in found.items() if f is not None}
+
+
 def predict_entry(cfg: PredictConfig, tracker=None) -> dict:
     """The ``predict`` entry point: masks + reports for every input; failed inputs recorded."""
     from covidseg.tracking import download_model
@@ -240,6 +274,7 @@ def predict_entry(cfg: PredictConfig, tracker=None) -> dict:
     tracker.link_source("model", source_run)
     predictor = Predictor.from_dir(model_dir, cfg.device, cfg.batch_size)
     inputs = list_inputs(cfg.input)
+    lungs = lung_masks_for(inputs, cfg.lungs, predictor.preprocess.lung_method)
     out = Path(cfg.output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     reports, failed = [], []
@@ -248,7 +283,7 @@ def predict_entry(cfg: PredictConfig, tracker=None) -> dict:
     for path in tqdm(inputs, desc="predict", unit="volume"):
         try:
             reports.append(predictor.predict_file(path, out, cfg.threshold, cfg.restrict_to_lungs,
-                                                  cfg.probabilities))
+                                                  cfg.probabilities, lungs.get(path)))
         except CaseError as exc:
             failed.append({"input": path.name, "kind": exc.kind, "error": str(exc)})
             log.warning("%s", exc)

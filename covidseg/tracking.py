@@ -62,6 +62,20 @@ def check_server(uri: str | None = None, timeout: float = 5.0) -> None:
     if r.status_code != 200:
         raise TrackingUnavailable(f"MLflow tracking server {uri} answered /health with HTTP "
                                   f"{r.status_code}; check the server (and --allowed-hosts)")
+    # a login-protected server: are this client's credentials accepted? (one line, at once)
+    user, token = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_TOKEN")
+    auth = (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
+    headers = {"Authorization": f"Bearer {token}"} if token and not user else {}
+    try:
+        r = requests.get(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search",
+                         params={"max_results": 1}, auth=auth, headers=headers, timeout=timeout)
+    except requests.RequestException:
+        return  # /health answered: let the run's own requests report anything else
+    if r.status_code == 401:
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} requires a login and refused "
+            + (f"user {user!r} (wrong password?)" if user else "an anonymous client")
+            + ": set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)")
 
 
 def git_commit() -> str | None:
@@ -551,14 +565,19 @@ def quiet_mlflow_warnings() -> None:
 
 # --- the tracking server --------------------------------------------------------------------
 
-def server_command(backend_store_uri: str, artifacts_destination: str, host: str = "0.0.0.0",
-                   port: int = 5000, allowed_hosts: str | None = None, workers: int = 1,
-                   executable: list[str] | None = None) -> list[str]:
+def server_command(backend_store_uri: str | None, artifacts_destination: str,
+                   host: str = "0.0.0.0", port: int = 5000, allowed_hosts: str | None = None,
+                   workers: int = 1, executable: list[str] | None = None,
+                   auth: bool = False) -> list[str]:
     """The ``mlflow server`` command line the group server runs (docker-compose and tests alike):
-    a database backend store, artifacts served by the server itself, MLflow 3's Host check."""
-    cmd = list(executable or ["mlflow"]) + [
-        "server",
-        "--backend-store-uri", backend_store_uri,
+    a database backend store (None: from ``MLFLOW_BACKEND_STORE_URI``, so that its password is
+    not on the command line), artifacts served by the server itself, MLflow 3's Host check, and
+    with ``auth`` MLflow's basic-auth app (login required; admin from
+    ``MLFLOW_AUTH_ADMIN_USERNAME``/``_PASSWORD``, see :func:`auth_environment`)."""
+    cmd = list(executable or ["mlflow"]) + ["server"]
+    if backend_store_uri:
+        cmd += ["--backend-store-uri", backend_store_uri]
+    cmd += [
         "--serve-artifacts",
         "--artifacts-destination", artifacts_destination,
         "--host", host,
@@ -567,7 +586,21 @@ def server_command(backend_store_uri: str, artifacts_destination: str, host: str
     ]
     if allowed_hosts:
         cmd += ["--allowed-hosts", allowed_hosts]
+    if auth:
+        cmd += ["--app-name", "basic-auth"]
     return cmd
+
+
+def auth_environment(root: Path, username: str, password: str, secret_key: str) -> dict:
+    """Environment of a basic-auth ``mlflow server``: its config file (users in ``root``'s
+    SQLite, every user reads by default), the first admin, the CSRF key — secrets in the
+    environment, never on a command line."""
+    ini = Path(root) / "basic_auth.ini"
+    ini.write_text("[mlflow]\ndefault_permission = READ\n"
+                   f"database_uri = sqlite:///{Path(root).resolve() / 'basic_auth.db'}\n"
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_USERNAME": username,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": secret_key}
 
 
 def free_port() -> int:
@@ -582,7 +615,8 @@ class LocalServer:
     """A throw-away ``mlflow server`` (the group server's command, SQLite by default) on a free
     loopback port: the tests and the benchmarks start one when no server is given."""
 
-    def __init__(self, root: Path, backend_store_uri: str | None = None):
+    def __init__(self, root: Path, backend_store_uri: str | None = None,
+                 auth: tuple[str, str] | None = None):
         import sys
 
         self.root = Path(root)
@@ -591,7 +625,8 @@ class LocalServer:
         backend = backend_store_uri or f"sqlite:///{self.root / 'mlflow.db'}"
         self.cmd = server_command(backend, str(self.root / "artifacts"), host="127.0.0.1",
                                   port=self.port, workers=1,
-                                  executable=[sys.executable, "-m", "mlflow"])
+                                  executable=[sys.executable, "-m", "mlflow"], auth=bool(auth))
+        self.auth = auth
         self.proc = None
 
     def start(self, timeout: float = 120.0) -> "LocalServer":
@@ -599,6 +634,8 @@ class LocalServer:
 
         self.root.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        if self.auth:
+            env.update(auth_environment(self.root, *self.auth, secret_key=os.urandom(16).hex()))
         with open(self.root / "server.log", "ab") as log:
             self.proc = subprocess.Popen(self.cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True, cwd=self.root)

@@ -15,35 +15,104 @@ from tests.conftest import REPO, TINY_DEMO, MlflowServer, mlflow_run, subprocess
 
 
 def compose_resolved() -> dict:
-    """docker-compose.yml with ${VAR:-default} replaced by the documented defaults."""
+    """docker-compose.yml with ${VAR:-default} replaced by the documented defaults and the
+    required secrets ${VAR:?message} by a placeholder."""
     text = (REPO / "docker-compose.yml").read_text()
     text = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: m.group(2), text)
+    text = re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: f"<{m.group(1)}>", text)
     return yaml.safe_load(text)
 
 
 def test_compose_mlflow_command_is_the_one_the_tests_run():
     spec = compose_resolved()
-    cmd = [str(x) for x in spec["services"]["mlflow"]["command"]]
-    expected = server_command(cmd[cmd.index("--backend-store-uri") + 1], "/mlartifacts",
-                              host="0.0.0.0", port=5000,
+    services = spec["services"]
+    cmd = [str(x) for x in services["mlflow"]["command"]]
+    expected = server_command(None, "/mlartifacts", host="0.0.0.0", port=5000,
                               allowed_hosts=cmd[cmd.index("--allowed-hosts") + 1],
-                              workers=int(cmd[cmd.index("--workers") + 1]), executable=["mlflow"])
-    assert cmd == expected
-    assert cmd[cmd.index("--backend-store-uri") + 1].startswith("postgresql://")
+                              workers=int(cmd[cmd.index("--workers") + 1]), executable=["mlflow"],
+                              auth=True)
+    assert cmd == expected and cmd[-2:] == ["--app-name", "basic-auth"]
+    env = services["mlflow"]["environment"]
+    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://covidseg:<POSTGRES_PASSWORD>@")
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "<MLFLOW_ADMIN_PASSWORD>"
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == "<MLFLOW_SECRET_KEY>"
     assert "mlflow:*" in cmd[cmd.index("--allowed-hosts") + 1]
-    pg = spec["services"]["postgres"]
+    # no secret on any command line, no default password, loopback ports, pinned images
+    for name, svc in services.items():
+        assert "postgresql://" not in " ".join(map(str, svc.get("command", []))), name
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+        image = svc.get("image", "")
+        assert image and not image.endswith(":latest") and re.search(r":\d+\.\d+", image), image
+        assert "healthcheck" in svc, name
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "<POSTGRES_PASSWORD>"
+    dockerfile = (REPO / "docker" / "mlflow.Dockerfile").read_text()
+    import mlflow
+
+    assert f"mlflow[auth]=={mlflow.__version__}" in dockerfile and "FROM python:3.11.7-slim" in dockerfile
+    assert not re.search(r'"[\w\[\]-]+>=', dockerfile)  # exact versions only
+    pg = services["postgres"]
     assert "ports" not in pg and any("pgdata" in v for v in pg["volumes"])
-    assert any(v.startswith("mlartifacts:") for v in spec["services"]["mlflow"]["volumes"])
-    assert "healthcheck" in spec["services"]["mlflow"]
+    assert any(v.startswith("mlartifacts:") for v in services["mlflow"]["volumes"])
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None,
                     reason="Debian's docker-compose is not installed (.ci/run installs it)")
-def test_compose_file_validates():
-    r = subprocess.run(["docker-compose", "-f", str(REPO / "docker-compose.yml"), "config"],
-                       capture_output=True, encoding="utf-8", errors="replace", cwd=REPO, timeout=60)
+def test_compose_file_validates_only_with_its_secrets(tmp_path):
+    def config(env_lines):
+        env_file = tmp_path / "env"
+        env_file.write_text("\n".join(env_lines) + "\n")
+        return subprocess.run(["docker-compose", "-f", str(REPO / "docker-compose.yml"),
+                               "--env-file", str(env_file), "config"], capture_output=True,
+                              encoding="utf-8", errors="replace", cwd=tmp_path, timeout=60,
+                              env={k: v for k, v in subprocess_env().items()
+                                   if not k.startswith(("POSTGRES_", "MLFLOW_"))})
+
+    r = config([])
+    assert r.returncode != 0 and "POSTGRES_PASSWORD" in r.stderr + r.stdout
+    r = config(["POSTGRES_PASSWORD=pg-S3cret", "MLFLOW_ADMIN_USERNAME=admin",
+                "MLFLOW_ADMIN_PASSWORD=ml-S3cret", "MLFLOW_SECRET_KEY=k3y"])
     assert r.returncode == 0, r.stderr
-    assert "postgresql://covidseg:covidseg@postgres:5432/mlflow" in r.stdout
+    assert "postgresql://covidseg:pg-S3cret@postgres:5432/mlflow" in r.stdout
+    assert "127.0.0.1" in r.stdout and "basic-auth" in r.stdout
+
+
+def test_a_login_protected_server_refuses_strangers_and_serves_members(tmp_path):
+    """MLflow's basic-auth app, started as the compose file starts it: an anonymous request gets
+    401, the admin gets in; a covidseg run with the credentials finishes, with a wrong password it
+    stops at once with one line."""
+    import requests
+
+    server = MlflowServer(tmp_path / "server", auth=("admin", "Adm1n-passw0rd-long")).start()
+    try:
+        url = server.uri + "/api/2.0/mlflow/experiments/search"
+        assert requests.get(url, params={"max_results": 1}, timeout=10).status_code == 401
+        assert requests.get(url, params={"max_results": 1}, auth=("admin", "Adm1n-passw0rd-long"),
+                            timeout=10).status_code == 200
+        args = ["covidseg", "preprocess", *[f"--{k}={v}" for k, v in TINY_DEMO.items()]]
+        ok = subprocess.run(args, cwd=tmp_path, capture_output=True, encoding="utf-8",
+                            errors="replace", timeout=600, env=subprocess_env(
+                                MLFLOW_TRACKING_URI=server.uri, MLFLOW_TRACKING_USERNAME="admin",
+                                MLFLOW_TRACKING_PASSWORD="Adm1n-passw0rd-long"))
+        assert ok.returncode == 0, ok.stderr[-3000:]
+        run_id = re.search(r"run_id=([0-9a-f]{32})", ok.stdout).group(1)
+        r = requests.get(server.uri + "/api/2.0/mlflow/runs/get", params={"run_id": run_id},
+                         auth=("admin", "Adm1n-passw0rd-long"), timeout=10)
+        assert r.json()["run"]["info"]["status"] == "FINISHED"
+        for user, password in (("admin", "wrong"), (None, None)):
+            env = {"MLFLOW_TRACKING_URI": server.uri}
+            if user:
+                env.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
+            bad = subprocess.run(args, cwd=tmp_path, capture_output=True, encoding="utf-8",
+                                 errors="replace", timeout=300, env={
+                                     k: v for k, v in subprocess_env(**env).items()
+                                     if user or not k.startswith("MLFLOW_TRACKING_USER")})
+            assert bad.returncode == 2, bad.stderr[-2000:]
+            lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+            assert lines[-1].startswith("covidseg preprocess: error:") and "refused" in lines[-1]
+            assert "Traceback" not in bad.stderr
+    finally:
+        server.stop()
 
 
 def test_entry_point_against_a_postgresql_backed_server(postgres, tmp_path):

@@ -205,7 +205,20 @@ class MlflowTracker(NullTracker):
         self.client.log_text(self.run_id, redact(text), artifact_file)
 
     def log_table(self, rows: list[dict], artifact_file: str) -> None:
-        self.client.log_text(self.run_id, redact(rows_to_csv(rows)), artifact_file)
+        """``rows`` as CSV at ``artifact_file`` and, beside it, as an MLflow table (``.json``:
+        the UI's artifact view and ``mlflow.load_table`` compare it across runs)."""
+        import json
+
+        import pandas as pd
+
+        text = redact(rows_to_csv(rows))
+        self.client.log_text(self.run_id, text, artifact_file)
+        if rows and artifact_file.endswith(".csv"):
+            clean = json.loads(redact(json.dumps(rows, default=str)))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.client.log_table(self.run_id, data=pd.DataFrame(clean),
+                                      artifact_file=artifact_file[:-4] + ".json")
 
     def log_artifact(self, local_path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(local_path), artifact_path)
@@ -309,6 +322,41 @@ def model_signature(model_dir):
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
+def run_name(entry_point: str) -> str:
+    """One naming scheme for every door (covidseg NAME, python entrypoints/NAME.py, mlflow run,
+    nested stages): ``<entry point>-<YYYYmmdd-HHMMSS>``."""
+    return f"{entry_point}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_identity(entry_point: str, existing: dict, renamed: bool = True) -> dict:
+    """Tags every covidseg run carries whatever started it: its name (``mlflow run`` picks a
+    random one), the git commit (``mlflow run`` sets ``mlflow.source.git.commit`` itself, the
+    other doors did not) and the user (a client-created nested run has none)."""
+    import getpass
+
+    tags = {}
+    if renamed:
+        tags["mlflow.runName"] = run_name(entry_point)
+    commit = git_commit()
+    if commit:
+        tags[f"{TAG_PREFIX}git_commit"] = commit
+        if "mlflow.source.git.commit" not in existing:
+            tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
+    if "mlflow.user" not in existing:
+        with contextlib.suppress(Exception):
+            tags["mlflow.user"] = os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+    return tags
+
+
+def system_metrics_enabled() -> bool:
+    """MLflow's system metrics (CPU, memory, GPU) while a run is open: when psutil is there and
+    ``COVIDSEG_SYSTEM_METRICS`` is not 0."""
+    import importlib.util
+
+    return os.environ.get("COVIDSEG_SYSTEM_METRICS", "1") != "0" and \
+        importlib.util.find_spec("psutil") is not None
+
+
 def mark_training_experiment(client, experiment_id: str) -> None:
     """Tag an experiment covidseg writes to as model training, so that MLflow's UI opens it on
     the training runs' table (an experiment made by ``mlflow run --experiment-name`` would open in
@@ -340,19 +388,18 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
         from mlflow.tracking import MlflowClient
 
         MlflowClient().set_tag(env_run, f"{TAG_PREFIX}continued_in", run_id)
+    system = system_metrics_enabled()
     if run_id or env_run:
-        active = mlflow.start_run(run_id=run_id or env_run)
+        active = mlflow.start_run(run_id=run_id or env_run, log_system_metrics=system)
     else:
         try:
             mlflow.set_experiment(experiment)
         except Exception as exc:  # e.g. a deleted experiment of that name
             raise ConfigError(f"experiment={experiment!r}: {str(exc).splitlines()[0]}") from None
-        active = mlflow.start_run(run_name=f"{entry_point}-{time.strftime('%Y%m%d-%H%M%S')}")
+        active = mlflow.start_run(run_name=run_name(entry_point), log_system_metrics=system)
     tracker = MlflowTracker(active.info.run_id)
-    tags = {f"{TAG_PREFIX}entry_point": entry_point, f"{TAG_PREFIX}version": __version__}
-    commit = git_commit()
-    if commit:
-        tags[f"{TAG_PREFIX}git_commit"] = commit
+    tags = {f"{TAG_PREFIX}entry_point": entry_point, f"{TAG_PREFIX}version": __version__,
+            **run_identity(entry_point, active.data.tags, renamed=bool(env_run and not run_id))}
     status = "FAILED"
     try:
         mark_training_experiment(tracker.client, active.info.experiment_id)
@@ -408,10 +455,8 @@ def child_run(parent, name: str, entry_point: str, cfg=None, tags: dict | None =
     client = MlflowClient()
     experiment_id = client.get_run(parent.run_id).info.experiment_id
     all_tags = {"mlflow.parentRunId": parent.run_id, f"{TAG_PREFIX}entry_point": entry_point,
-                f"{TAG_PREFIX}version": __version__, **(tags or {})}
-    commit = git_commit()
-    if commit:
-        all_tags[f"{TAG_PREFIX}git_commit"] = commit
+                f"{TAG_PREFIX}version": __version__,
+                **run_identity(entry_point, {}, renamed=False), **(tags or {})}
     run = client.create_run(experiment_id, run_name=name, tags=all_tags)
     tracker = MlflowTracker(run.info.run_id)
     if cfg is not None:

@@ -133,6 +133,13 @@ def test_preprocess_three_ways_against_a_real_server(tracking_uri, tmp_path):
         # the arrays are uploaded once: cache hits point at the run that holds them
         assert tags["covidseg.dataset_uploaded"] == "false" and tags["covidseg.dataset_run"] == holder
         assert client.get_run(other).data.metrics["n_cases"] == 11
+        # one naming scheme and the same identity tags, whichever door started the run
+        for rid in (run_id, other):
+            t_ = client.get_run(rid).data.tags
+            assert re.fullmatch(r"preprocess-\d{8}-\d{6}", t_["mlflow.runName"]), t_["mlflow.runName"]
+            assert re.match(r"^[0-9a-f]{40}$", t_["mlflow.source.git.commit"]) and t_["mlflow.user"]
+        assert client.get_experiment(info.info.experiment_id).tags["mlflow.experimentKind"] == \
+            "custom_model_development"
 
     # a later stage finds the dataset from the run id alone, even with an empty local cache
     from covidseg.data.store import cache_root, resolve_dataset

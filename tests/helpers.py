@@ -201,3 +201,57 @@ def chromium(url: str, workdir: Path, screenshot: Path | None = None) -> str:
         subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True, env=env,
                        timeout=120)
     return dom
+
+
+class LoginProxy:
+    """A logged-in browser session for headless Chromium, which cannot answer a basic-auth
+    prompt (and refuses ``fetch`` from a page opened as ``http://user:pw@host``): a loopback
+    proxy that adds the user's ``Authorization`` header to every request it forwards."""
+
+    def __init__(self, target: str, username: str, password: str):
+        import base64
+        import http.server
+        import socketserver
+        import threading
+        import urllib.error
+        import urllib.request
+
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        target = target.rstrip("/")
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "connection", "accept-encoding")}
+                headers["Authorization"] = f"Basic {token}"
+                req = urllib.request.Request(target + self.path, data=body, headers=headers,
+                                             method=self.command)
+                try:
+                    resp = urllib.request.urlopen(req, timeout=60)
+                except urllib.error.HTTPError as err:
+                    resp = err
+                data = resp.read()
+                self.send_response(resp.status if hasattr(resp, "status") else resp.code)
+                for k, v in resp.headers.items():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _forward
+
+            def log_message(self, *args):
+                pass
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.uri = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()

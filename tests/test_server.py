@@ -77,10 +77,11 @@ def test_compose_file_validates_only_with_its_secrets(tmp_path):
     assert "127.0.0.1" in r.stdout and "basic-auth" in r.stdout
 
 
-def test_a_login_protected_server_refuses_strangers_and_serves_members(tmp_path):
+def test_a_login_protected_server_refuses_strangers_and_serves_members(tmp_path, monkeypatch):
     """MLflow's basic-auth app, started as the compose file starts it: an anonymous request gets
-    401, the admin gets in; a covidseg run with the credentials finishes, with a wrong password it
-    stops at once with one line."""
+    401, the admin gets in; covidseg runs with the credentials finish (the UI after login shows
+    the finetune run with its dataset, screenshot logged), with a wrong password or none they
+    stop at once with one line."""
     import requests
 
     server = MlflowServer(tmp_path / "server", auth=("admin", "Adm1n-passw0rd-long")).start()
@@ -99,6 +100,36 @@ def test_a_login_protected_server_refuses_strangers_and_serves_members(tmp_path)
         r = requests.get(server.uri + "/api/2.0/mlflow/runs/get", params={"run_id": run_id},
                          auth=("admin", "Adm1n-passw0rd-long"), timeout=10)
         assert r.json()["run"]["info"]["status"] == "FINISHED"
+        # a training stage on the protected server; the UI after login shows it with its dataset
+        ft = subprocess.run(["covidseg", "finetune", "--data", run_id, "--epochs", "1",
+                             "--encoder", "resnet18", "--batch_size", "8", "--workers", "0",
+                             "--checkpoint_every", "0", "--overlays", "0"], cwd=tmp_path,
+                            capture_output=True, encoding="utf-8", errors="replace", timeout=900,
+                            env=subprocess_env(MLFLOW_TRACKING_URI=server.uri,
+                                               MLFLOW_TRACKING_USERNAME="admin",
+                                               MLFLOW_TRACKING_PASSWORD="Adm1n-passw0rd-long"))
+        assert ft.returncode == 0, ft.stderr[-3000:]
+        if shutil.which("chromium"):
+            from mlflow.tracking import MlflowClient
+
+            from tests.helpers import LoginProxy, chromium
+
+            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+            monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "Adm1n-passw0rd-long")
+            client = MlflowClient(server.uri)
+            exp = client.get_experiment_by_name("finetune")
+            run = client.search_runs([exp.experiment_id])[0]
+            proxy = LoginProxy(server.uri, "admin", "Adm1n-passw0rd-long")  # a logged-in browser
+            try:
+                shot = tmp_path / "ui_run_after_login.png"
+                dom = chromium(f"{proxy.uri}/#/experiments/{exp.experiment_id}/runs/"
+                               f"{run.info.run_id}", tmp_path, shot)
+            finally:
+                proxy.close()
+            key = run.inputs.dataset_inputs[0].dataset.digest
+            assert run.info.run_name in dom and "Datasets" in dom and key in dom
+            assert shot.stat().st_size > 20_000
+            client.log_artifact(run.info.run_id, str(shot), "ui")  # browsable with the run
         for user, password in (("admin", "wrong"), (None, None)):
             env = {"MLFLOW_TRACKING_URI": server.uri}
             if user:

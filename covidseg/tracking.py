@@ -137,8 +137,17 @@ class NullTracker:
         return -1
 
     def log_model(self, model_dir, name: str = "model", register_as: str = "",
-                  alias: str = "") -> str | None:
+                  alias: str = "", metrics: dict | None = None) -> str | None:
         return None
+
+
+def np_isfinite(v) -> bool:
+    import math
+
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
 def rows_to_csv(rows: list[dict]) -> str:
@@ -239,7 +248,7 @@ class MlflowTracker(NullTracker):
         return max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=-1)
 
     def log_model(self, model_dir, name: str = "model", register_as: str = "",
-                  alias: str = "") -> str:
+                  alias: str = "", metrics: dict | None = None) -> str:
         """Log a covidseg model folder (``model.json`` + ``model.pt``) as an MLflow pyfunc model
         (models from code, :mod:`covidseg.mlflow_model`), optionally registered; returns its URI,
         also recorded in the run's ``covidseg.model_uri`` tag."""
@@ -253,6 +262,14 @@ class MlflowTracker(NullTracker):
                 artifacts={"weights": str(model_dir)}, code_paths=[str(package)],
                 pip_requirements=model_requirements(), signature=model_signature(model_dir),
                 registered_model_name=register_as or None)
+        if metrics and getattr(info, "model_id", None):  # the model page shows its scores
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            items = [Metric(k, float(v), now, 0, model_id=info.model_id, run_id=self.run_id)
+                     for k, v in metrics.items() if v is not None and np_isfinite(v)]
+            for i in range(0, len(items), 500):
+                self.client.log_batch(self.run_id, metrics=items[i:i + 500])
         tags = {f"{TAG_PREFIX}model_uri": info.model_uri}
         if register_as and info.registered_model_version:
             tags[f"{TAG_PREFIX}registered"] = f"models:/{register_as}/{info.registered_model_version}"

@@ -79,6 +79,10 @@ def test_pretrain_finetune_predict_chain(tracking_uri, preprocess_run, tmp_path,
     assert high.sum() < low.sum()
     assert model.metadata.get_params_schema().to_dict()[0]["name"] == "threshold"
     assert uri.startswith("models:/")
+    # the model's own page carries its scores (metrics linked to the logged model)
+    logged = mlflow.get_logged_model(uri.split("/")[-1])
+    linked = {m.key: m.value for m in logged.metrics or []}
+    assert linked["test_volume_dice"] == pytest.approx(m["test_volume_dice"]) and "threshold" in linked
 
     # predict from the registry through mlflow run: masks in the input geometry + report
     _, cases = phantom_files

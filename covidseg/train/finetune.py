@@ -176,6 +176,7 @@ def finalise_segmentation(model, spec: ModelSpec, result, workdir, ds, cfg, trac
                  next(r["val_volume_dice_resampled"] for r in sweep if abs(r["threshold"] - 0.5) < 1e-9))
     tracker.log_metrics({"threshold": threshold})
     summary["threshold"] = threshold
+    scores = {"threshold": threshold}  # the best model's final numbers, linked to the logged model
     for split, ids in (("train", train_ids), ("val", val_ids), ("test", ds.splits["test"])):
         if not ids:
             continue
@@ -185,6 +186,7 @@ def finalise_segmentation(model, spec: ModelSpec, result, workdir, ds, cfg, trac
         # the per-epoch series is val_volume_dice: the best model's final scores are final_*
         prefix = "test" if split == "test" else f"final_{split}"
         metrics = log_evaluation(tracker, ev, split, prefix)
+        scores.update({k: v for k, v in metrics.items() if split != "train" and "_undefined" not in k})
         summary[f"{prefix}_volume_dice"] = round(metrics[f"{prefix}_volume_dice"], 4)
         if f"{prefix}_slice_dice_thravg" in metrics:
             summary[f"{prefix}_slice_dice_thravg"] = round(metrics[f"{prefix}_slice_dice_thravg"], 4)
@@ -192,7 +194,7 @@ def finalise_segmentation(model, spec: ModelSpec, result, workdir, ds, cfg, trac
                            {**extra, "threshold": threshold, "best_epoch": result.best_epoch,
                             "best_val_volume_dice": result.best_score, "run_id": tracker.run_id})
     uri = tracker.log_model(model_dir, "model", getattr(cfg, "register_as", ""),
-                            getattr(cfg, "alias", ""))
+                            getattr(cfg, "alias", ""), metrics=scores)
     summary["model_uri"] = uri or str(model_dir)
     if uri:
         finish_workdir(Path(workdir), tracker)

@@ -56,7 +56,7 @@ def test_pretrain_finetune_predict_chain(tracking_uri, preprocess_run, tmp_path,
 
     assert {"test_per_volume.csv", "val_per_volume.csv"} <= names("tables")
     # the same rows as an MLflow table: the UI and mlflow.load_table compare runs with it
-    loaded = mlflow.load_table("tables/test_per_volume.json", run_ids=[ft])
+    loaded = client.load_table(f.info.experiment_id, "tables/test_per_volume.json", run_ids=[ft])
     assert len(loaded) == 2 and {"case_id", "volume_dice", "grid"} <= set(loaded.columns)
     figs = names("figures")
     assert {"training_curves.png", "test_volume_dice.png"} <= figs

@@ -37,6 +37,8 @@ def test_tune_nests_trials_under_one_parent(tracking_uri, preprocess_run, tmp_pa
     for c in children:
         assert c.data.params["epochs"] == "2" and "val_volume_dice" in c.data.metrics
         assert c.data.tags["covidseg.study"] == "nest"
+        # a client-created nested run carries its user, commit and the one naming scheme too
+        assert c.data.tags.get("mlflow.user") and c.data.tags.get("mlflow.source.git.commit")
     assert parent.data.metrics["trials_complete"] + parent.data.metrics.get("trials_pruned", 0) == 2
     assert "best_lr" in parent.data.params and "best_lr_gamma" in parent.data.params
     assert parent.data.tags["covidseg.best_trial_run"] in {c.info.run_id for c in children}

@@ -49,7 +49,8 @@ def test_volume_inference_matches_the_naive_loop(tmp_path):
                                                 "--device", "cpu"], tmp_path)
     diff = float(re.search(r"probability difference: ([0-9.e+-]+)", out).group(1))
     assert diff < 1e-3
-    assert ratios["naive_over_covidseg"] > 0 and ratios["end_to_end_over_network"] > 1
+    # both ratios are timings: printed, never asserted (a loaded machine reorders them)
+    assert {"naive_over_covidseg", "end_to_end_over_network"} <= set(ratios)
 
 
 def test_similarity_and_svcca_agree_with_naive_loops(tmp_path):

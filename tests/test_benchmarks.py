@@ -107,7 +107,8 @@ def test_label_efficiency_sweep_nests_its_runs(tmp_path, mlflow_server):
                if c.data.tags["covidseg.entry_point"] in ("finetune", "meanteacher")}
     assert budgets == {"1", "2"}
     arts = {a.path for a in client.list_artifacts(parent_id, "label_efficiency")}
-    assert arts == {"label_efficiency/runs.csv", "label_efficiency/table.csv"}
+    # each table as CSV and as an MLflow table (JSON) beside it
+    assert arts == {f"label_efficiency/{n}.{ext}" for n in ("runs", "table") for ext in ("csv", "json")}
     png = client.download_artifacts(parent_id, "figures/label_efficiency_dice.png", str(tmp_path))
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     for method in ("scratch", "finetune", "meanteacher"):

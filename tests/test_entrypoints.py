@@ -152,3 +152,10 @@ def test_preprocess_three_ways_against_a_real_server(tracking_uri, tmp_path):
     assert sorted(ds2.cases) == sorted(ds.cases)
     image, infection, lung = ds2.load(ds2.splits["test"][0])
     assert image.ndim == 3 and infection.shape == image.shape
+
+
+def test_python_dash_m_covidseg_is_the_console_script(tmp_path):
+    r = run([sys.executable, "-m", "covidseg", "preprocess", "--help"], tmp_path)
+    assert r.returncode == 0 and "--image_size" in r.stdout, r.stderr[-2000:]
+    bad = run([sys.executable, "-m", "covidseg", "nosuch"], tmp_path)
+    assert bad.returncode == 2 and "unknown entry point 'nosuch'" in bad.stderr

@@ -298,6 +298,8 @@ class PredictConfig(CommonConfig):
                                        "the input's grid; 8-bit PNG for slice images)")
     lungs: str = param("", "lung masks of the inputs (a folder or glob pattern, paired by file "
                            "name): needed by a model trained with lung_method=provided")
+    prefetch: int = param(2, "inputs read and preprocessed ahead (threads) while the network "
+                             "works on the current one (0: one after the other)")
     batch_size: int = param(16, "slices per forward pass")
 
 

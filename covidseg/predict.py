@@ -108,7 +108,12 @@ class Predictor:
         """Predict one CT volume / DICOM folder / slice image; write masks + report into ``output``
         (``threshold``: None = the model's; ``probabilities``: also the probability map;
         ``lung``: its lung mask file, for a model trained with ``lung_method=provided``)."""
-        threshold = self.decision_threshold(threshold)
+        return self.predict_prepared(self.prepare(path, lung), output, threshold,
+                                     restrict_to_lungs, probabilities)
+
+    def prepare(self, path, lung=None) -> tuple:
+        """The CPU half of a prediction — read and preprocess (lung extraction included) —
+        separate so that ``predict`` runs it for the next files while the network works."""
         from covidseg.data.preprocess import preprocess_case
 
         path = Path(path)
@@ -118,6 +123,13 @@ class Predictor:
                                           lung=str(lung) if lung else None), self.preprocess,
                                self._weights, force_cpu=self.device.type != "cuda",
                                original=original)
+        return path, case_id, original, prep
+
+    def predict_prepared(self, prepared: tuple, output, threshold=None,
+                         restrict_to_lungs: bool = True, probabilities: bool = False) -> dict:
+        """The network and the writing half of :meth:`predict_file`."""
+        threshold = self.decision_threshold(threshold)
+        path, case_id, original, prep = prepared
         trained = self.config.get("lung_methods") or []
         if trained and prep.meta["lung_method"] not in trained and not self._warned:
             self._warned = True
@@ -280,13 +292,25 @@ def predict_entry(cfg: PredictConfig, tracker=None) -> dict:
     reports, failed = [], []
     from tqdm import tqdm
 
-    for path in tqdm(inputs, desc="predict", unit="volume"):
-        try:
-            reports.append(predictor.predict_file(path, out, cfg.threshold, cfg.restrict_to_lungs,
-                                                  cfg.probabilities, lungs.get(path)))
-        except CaseError as exc:
-            failed.append({"input": path.name, "kind": exc.kind, "error": str(exc)})
-            log.warning("%s", exc)
+    # reading and preprocessing the next inputs (threads: SimpleITK and numpy release the GIL)
+    # overlaps the network and the writing of the current one; results stay in input order
+    from concurrent.futures import ThreadPoolExecutor
+
+    ahead = max(0, cfg.prefetch)  # 0: one input after the other
+    with ThreadPoolExecutor(max_workers=max(1, ahead)) as pool:
+        pending = [pool.submit(predictor.prepare, p, lungs.get(p)) for p in inputs[:ahead]]
+        for i, path in enumerate(tqdm(inputs, desc="predict", unit="volume")):
+            if i + ahead < len(inputs) and ahead:
+                nxt = inputs[i + ahead]
+                pending.append(pool.submit(predictor.prepare, nxt, lungs.get(nxt)))
+            try:
+                prepared = pending.pop(0).result() if ahead else \
+                    predictor.prepare(path, lungs.get(path))
+                reports.append(predictor.predict_prepared(prepared, out, cfg.threshold,
+                                                          cfg.restrict_to_lungs, cfg.probabilities))
+            except CaseError as exc:
+                failed.append({"input": path.name, "kind": exc.kind, "error": str(exc)})
+                log.warning("%s", exc)
     with open(out / "predictions.csv", "w", newline="") as fh:
         keys = list(reports[0]) if reports else ["case_id"]
         w = csv.DictWriter(fh, fieldnames=keys)

@@ -179,14 +179,11 @@ def choose_threshold(model, ds: PreprocessedDataset, case_ids, device,
     volume Dice over the validation cases (preprocessed grid, as the per-epoch score; ties go to
     the threshold nearest 0.5); returns it and the sweep's table.  Each case's probabilities are
     reduced to per-threshold counts at once (no map is kept)."""
+    from covidseg.train.tasks import labelled_predictions
+
     thresholds = np.asarray(THRESHOLD_SWEEP)
     dices = []
-    for c in case_ids:
-        image, infection, _ = ds.load(c)
-        if infection is None:
-            continue
-        prob = predict_volume(model, np.asarray(image), device, batch_size)
-        ref = np.asarray(infection) > 0
+    for prob, ref in labelled_predictions(model, ds, case_ids, device, batch_size):
         # voxels above each threshold, overall and inside the reference (sorted once)
         n_pred = prob.size - np.searchsorted(np.sort(prob, axis=None), thresholds, side="right")
         inside = np.sort(prob[ref])

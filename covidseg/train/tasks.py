@@ -140,17 +140,22 @@ class VolumeTask(SegmentationTask):
                    to_coarse(torch.from_numpy(np.array(infection, np.float32)), size))
 
 
+def labelled_predictions(model, ds: PreprocessedDataset, case_ids, device, batch_size: int = 16):
+    """``(lesion probability, reference lesion)`` on the preprocessed grid, one labelled case at
+    a time (cases without a mask skipped)."""
+    for c in case_ids:
+        image, infection, _ = ds.load(c)
+        if infection is not None:
+            yield (predict_volume(model, np.asarray(image), device, batch_size),
+                   np.asarray(infection) > 0)
+
+
 def volume_dice(model, ds: PreprocessedDataset, case_ids, device, batch_size: int = 16,
                 threshold: float = 0.5) -> float:
     """Mean 3D Dice over volumes on the preprocessed grid at ``threshold`` (the per-epoch
     validation score; a multi-class network's lesion union)."""
-    scores = []
-    for c in case_ids:
-        image, infection, _ = ds.load(c)
-        if infection is None:
-            continue
-        prob = predict_volume(model, np.asarray(image), device, batch_size)
-        scores.append(overlap_metrics(prob > threshold, np.asarray(infection) > 0)["dice"])
+    scores = [overlap_metrics(prob > threshold, ref)["dice"]
+              for prob, ref in labelled_predictions(model, ds, case_ids, device, batch_size)]
     return float(np.mean(scores)) if scores else float("nan")
 
 

@@ -27,7 +27,8 @@ def _ras_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_volume_metrics_on_the_original_grid_equal_metrics_by_hand(phantom_files, tmp_path):
+def _ras_dataset(phantom_files, tmp_path):
+    """The phantom volumes and masks stored in RAS orientation, preprocessed with a crop."""
     _, cases = phantom_files
     root = tmp_path / "ras"
     for c in cases:
@@ -36,7 +37,11 @@ def test_volume_metrics_on_the_original_grid_equal_metrics_by_hand(phantom_files
     prep = preprocess_dataset(PreprocessConfig(data=str(root), images="images/*.nii.gz",
                                                masks="masks/*.nii.gz", image_size=48,
                                                test_cases=2, folds=2), progress=False)
-    ds = PreprocessedDataset(Path(prep["dataset_path"]))
+    return root, PreprocessedDataset(Path(prep["dataset_path"]))
+
+
+def test_volume_metrics_on_the_original_grid_equal_metrics_by_hand(phantom_files, tmp_path):
+    root, ds = _ras_dataset(phantom_files, tmp_path)
     assert all(m["crop_corner_yx"] for m in ds.cases.values())  # cropped: un-cropping is tested
 
     torch.manual_seed(3)
@@ -77,15 +82,7 @@ def test_the_preprocessed_reference_maps_back_onto_the_original_mask(phantom_fil
     the same function evaluation uses, lands on the original mask file's voxels."""
     from covidseg.data.geometry import resample_in_plane, to_canonical_grid
 
-    _, cases = phantom_files
-    root = tmp_path / "ras"
-    for c in cases:
-        for kind in ("image", "infection"):
-            _ras_copy(c[kind], root / ("images" if kind == "image" else "masks") / c[kind].name)
-    prep = preprocess_dataset(PreprocessConfig(data=str(root), images="images/*.nii.gz",
-                                               masks="masks/*.nii.gz", image_size=48,
-                                               test_cases=2, folds=2), progress=False)
-    ds = PreprocessedDataset(Path(prep["dataset_path"]))
+    root, ds = _ras_dataset(phantom_files, tmp_path)
     for case_id, meta in ds.cases.items():
         original = ds.load_original(case_id) > 0
         ref_file = sitk.DICOMOrient(sitk.ReadImage(str(root / "masks" / f"{case_id}.nii.gz")), "LPS")

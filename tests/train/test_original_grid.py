@@ -127,6 +127,15 @@ def test_datasets_without_original_masks_are_scored_on_the_preprocessed_grid_and
     assert "scored on the preprocessed grid" in caplog.text
     metrics = log_evaluation(NullTracker(), ev, "test")
     assert "test_slice_dice_thravg_resampled" in metrics and "test_slice_dice_thravg" not in metrics
+    # the split's numbers are the Inf-Net convention over its slices (curve averaged, then mean/max)
+    from covidseg.inference import predict_volume
+    from covidseg.train.metrics import threshold_free_dice
+
+    pairs = [(predict_volume(model, np.asarray(ds.load(c)[0]), torch.device("cpu"))[0],
+              np.asarray(ds.load(c)[1])[0] > 0) for c in ds.splits["test"]]
+    expected = threshold_free_dice([p for p, _ in pairs], [r for _, r in pairs])
+    assert metrics["test_slice_dice_thravg_resampled"] == pytest.approx(expected["dice_thravg"])
+    assert metrics["test_slice_dice_max_resampled"] == pytest.approx(expected["dice_max"])
 
 
 def test_padded_slices_map_back_pixel_for_pixel(tmp_path):

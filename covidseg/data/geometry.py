@@ -70,9 +70,6 @@ def uncrop_in_plane(array: np.ndarray, shape_yx, corner_yx, fill=0) -> np.ndarra
     return out
 
 
-SLICE_FITS = ("resize", "pad")
-
-
 def _resize_layout(shape_yx, size: int, fit: str = "resize"):
     """(scale, zoomed (y, x) shape as ndimage.zoom makes it, corner of the padded window).
 

@@ -119,9 +119,6 @@ def _check_geometry(mask_img: sitk.Image, ref: sitk.Image, path, ref_path) -> No
         raise GeometryMismatch(path, f"mask orientation differs from the image's ({Path(ref_path).name})")
 
 
-LESION_CLASSES = {"binary": ("lesion",), "multiclass": ("ground-glass", "consolidation")}
-
-
 def read_mask(path, ref_image: sitk.Image, ref_path, kind: str,
               labels: str = "binary") -> np.ndarray:
     """A (z, y, x) mask aligned with the canonical image: binary (lung label maps and 0/255

@@ -68,7 +68,8 @@ def parse_config(name: str, argv: list[str]) -> CommonConfig:
 
 def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
     """Run one entry point with its own MLflow run (or without tracking)."""
-    from covidseg.tracking import quiet_mlflow_warnings, start_run
+    from covidseg.tracking import NullTracker, quiet_mlflow_warnings, start_run
+    from covidseg.train import distributed
 
     target = RUNNERS[name]
     if target is None:
@@ -77,15 +78,26 @@ def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
     module, func = target.split(":")
     fn = getattr(importlib.import_module(module), func)
     quiet_mlflow_warnings()
-    resume = getattr(cfg, "resume", "") or None
-    if resume and tracking:
-        cfg = config_of_run(name, resume)
-    with start_run(name, cfg, enabled=tracking, run_id=resume if tracking else None) as tracker:
-        return fn(cfg, tracker)
+    world = distributed.setup(getattr(cfg, "device", "auto"))
+    try:
+        if world.active and name not in distributed.DATA_PARALLEL:
+            raise ConfigError(f"{name} runs in one process: torchrun trains "
+                              f"{', '.join(distributed.DATA_PARALLEL)} data-parallel")
+        resume = getattr(cfg, "resume", "") or None
+        if resume and tracking and world.is_main:
+            cfg = config_of_run(name, resume, world.size)
+        cfg = distributed.broadcast(cfg)  # under torchrun: rank 0's (a resumed run's) config
+        if not world.is_main:  # one MLflow run per job: rank 0's; the other ranks never log
+            return fn(cfg, NullTracker())
+        with start_run(name, cfg, enabled=tracking, run_id=resume if tracking else None) as tracker:
+            return fn(cfg, tracker)
+    finally:
+        distributed.teardown()
 
 
-def config_of_run(name: str, run_id: str) -> CommonConfig:
-    """The configuration a killed run was started with (to resume it exactly), ``resume`` set."""
+def config_of_run(name: str, run_id: str, world_size: int = 1) -> CommonConfig:
+    """The configuration a killed run was started with (to resume it exactly), ``resume`` set;
+    it must be resumed by as many training processes (``world_size``) as it was started with."""
     from covidseg.tracking import resolve_run_ref, run_info
 
     run_id, _ = resolve_run_ref(run_id)
@@ -97,6 +109,10 @@ def config_of_run(name: str, run_id: str) -> CommonConfig:
         raise ConfigError(f"resume={run_id}: the run has FINISHED; nothing to resume")
     cls = CONFIGS[name]
     params = run.data.params
+    started = int(params.get("world_size", "1"))
+    if started != world_size:
+        raise ConfigError(f"resume={run_id} was trained by {started} process(es): resume it with "
+                          f"as many (torchrun --nproc_per_node…), not {world_size}")
     kwargs = {f.name: parse_value(f, params[f.name].strip("'")) if f.name in params
               else field_default(f) for f in fields(cls)}
     kwargs["resume"] = run_id

@@ -149,7 +149,8 @@ class TrainingConfig(CommonConfig):
     image_size: int = param(0, "random training crop side in pixels (0: whole padded slices)")
     epochs: int = param(500, "maximum epochs")
     patience: int = param(30, "early stop after this many epochs without validation improvement")
-    batch_size: int = param(8, "slices per batch")
+    batch_size: int = param(8, "slices per batch (per process under torchrun: the global batch "
+                               "is batch_size × processes)")
     lr: float = param(2e-4, "Adam learning rate", search=(1e-5, 3e-3, "log"))
     lr_step: int = param(25, "StepLR step (epochs)", search=(5, 50))
     lr_gamma: float = param(0.8, "StepLR factor", search=(0.5, 0.95))
@@ -159,7 +160,10 @@ class TrainingConfig(CommonConfig):
                                        "doubles as the run's length does (0: off)")
     workers: int = param(-1, "DataLoader worker processes (-1: from the CPU count)")
     amp: bool = param(True, "mixed precision on CUDA (bf16 where supported, else fp16)")
-    resume: str = param("", "run id of a killed run to continue in that same run")
+    sync_bn: bool = param(False, "under torchrun on CUDA: BatchNorm statistics over the global "
+                                 "batch (SyncBatchNorm); false: each process's own batch")
+    resume: str = param("", "run id of a killed run to continue in that same run (with the "
+                            "same number of processes)")
 
 
 @dataclass
@@ -336,6 +340,14 @@ class GridConfig(CommonConfig):
     lr: float = param(1e-3, "learning rate of every cell")
     batch_size: int = param(8, "slices per batch")
     workers: int = param(-1, "DataLoader workers (-1: from the CPU count)")
+    storage: str = param("", "database where workers on several machines share the grid's cells "
+                             "(postgresql://user@host/db, or sqlite:///file on one machine; its "
+                             "password via PGPASSWORD/~/.pgpass or the whole URL in "
+                             "$COVIDSEG_GRID_STORAGE, never logged); empty: "
+                             "$COVIDSEG_GRID_STORAGE, else the cells one after another here")
+    grid_name: str = param("", "the shared grid workers join (default: named after the grid's "
+                               "parameters, so the same command on several machines joins one "
+                               "grid)")
 
 
 PIPELINE_STAGES = ("preprocess", "pretrain", "finetune", "pseudolabel", "meanteacher", "compare")

@@ -4,6 +4,7 @@ gradient scaler), else CPU in float32.  One code path for both."""
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -13,9 +14,12 @@ from covidseg.errors import ConfigError
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.  On CUDA, cuDNN
     is let pick the fastest convolution algorithm for each input shape (training and inference
-    use a handful of fixed slice shapes, so the search is paid once per shape)."""
+    use a handful of fixed slice shapes, so the search is paid once per shape).  Under torchrun
+    ``auto``/``cuda`` is this process's GPU (``LOCAL_RANK``)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0') or 0)}"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but no CUDA device is available")
     device = torch.device(name)

@@ -40,6 +40,7 @@ from covidseg.train.finetune import (
     segmentation_task,
     training_cases,
 )
+from covidseg.train.distributed import from_main, world
 from covidseg.train.stage import model_extra, run_training, seed_everything
 from covidseg.train.tasks import SegmentationTask, volume_dice
 
@@ -119,7 +120,8 @@ class MeanTeacherTask(SegmentationTask):
 
     def batches(self, epoch: int):
         self._epoch = epoch
-        g = np.random.default_rng([self.seed, epoch, 11])
+        w = world()  # under torchrun each rank draws its own pseudo-labelled/unlabelled items
+        g = np.random.default_rng([self.seed, epoch, 11, *([w.rank] if w.active else [])])
         n = self.batch_size
         n_u = len(self.unlabelled) if self.unlabelled is not None else 0
         for batch in super().batches(epoch):
@@ -135,13 +137,13 @@ class MeanTeacherTask(SegmentationTask):
 
     def training_step(self, batch, step: int):
         images, masks, p_img, p_msk, p_w, u_img = self.to_device(batch)
-        supervised = self.loss(self.model(images), masks)
-        pseudo = (self.loss(self.model(weak_view(p_img)), p_msk, weight=p_w)
+        supervised = self.loss(self.train_model(images), masks)
+        pseudo = (self.loss(self.train_model(weak_view(p_img)), p_msk, weight=p_w)
                   if len(p_img) else supervised * 0)
         consistency = supervised * 0
         w = self.consistency_factor()
         if len(u_img) and w > 0:
-            student = torch.sigmoid(self.model(strong_view(u_img)))
+            student = torch.sigmoid(self.train_model(strong_view(u_img)))
             with torch.no_grad():
                 self.teacher.eval()
                 teacher = torch.sigmoid(self.teacher(weak_view(u_img)))
@@ -193,23 +195,26 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None, progres
                           "for pseudo-labels)")
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    ds = open_dataset(cfg.data, tracker)
-    if dataset_classes(ds) > 1:
-        raise ConfigError("meanteacher learns binary lesion masks: labels=multiclass data trains "
-                          "with finetune")
-    model_dir, model_run = download_model(cfg.model)
+
+    def resolve():  # under torchrun: rank 0 alone, the other ranks receive the result
+        ds = open_dataset(cfg.data, tracker)
+        if dataset_classes(ds) > 1:
+            raise ConfigError("meanteacher learns binary lesion masks: labels=multiclass data "
+                              "trains with finetune")
+        model_dir, model_run = download_model(cfg.model)
+        pseudo, pseudo_run = load_pseudo_set(cfg.pseudo) if cfg.pseudo else (None, None)
+        return (ds, *load_model(model_dir), model_run, pseudo, pseudo_run,
+                unlabelled_slices(cfg, ds, pseudo))
+
+    ds, model, config, model_run, pseudo, pseudo_run, unlabelled = from_main(resolve)
     tracker.link_source("model", model_run)
-    pseudo = None
-    if cfg.pseudo:
-        pseudo, pseudo_run = load_pseudo_set(cfg.pseudo)
+    if pseudo is not None:
         tracker.link_source("pseudo", pseudo_run)
-    model, config = load_model(model_dir)
     spec = ModelSpec(**config["model"])
     if spec.classes > 1:
         raise ConfigError(f"model={cfg.model} is a multi-class network: meanteacher learns binary "
                           "lesion masks (labels=multiclass trains with finetune)")
     train_ids, val_ids = training_cases(ds, cfg)
-    unlabelled = unlabelled_slices(cfg, ds, pseudo)
     if pseudo is None and unlabelled is None:
         raise ConfigError("meanteacher has nothing unlabelled to learn from: give pseudo=<run> or "
                           "unlabelled=<preprocess run id or folder>")
@@ -226,6 +231,8 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None, progres
                              rampup_epochs=cfg.rampup_epochs, pseudo_weight=cfg.pseudo_weight)
     extra = model_extra(ds, cfg, "segmentation", "meanteacher")
     result, workdir = run_training(task, cfg, device, tracker, spec, extra, on_epoch_end, progress)
+    if not world().is_main:
+        return None  # rank 0 evaluates and logs the model
     tracker.set_tags({"covidseg.best_network": task.best_is})
     summary = finalise_segmentation(model, spec, result, workdir, ds, cfg, tracker, device,
                                     train_ids, val_ids, {**extra, "best_network": task.best_is})

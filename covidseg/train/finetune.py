@@ -29,6 +29,7 @@ from covidseg.models.genesis import (
 )
 from covidseg.models.surgery import apply_strategy
 from covidseg.tracking import NullTracker
+from covidseg.train.distributed import from_main, world
 from covidseg.train.evaluation import choose_threshold, evaluate_cases, log_evaluation
 from covidseg.train.losses import SegmentationLoss
 from covidseg.train.stage import (
@@ -206,9 +207,12 @@ def finetune(cfg: FinetuneConfig, tracker=None, on_epoch_end=None, progress: boo
     tracker = tracker or NullTracker()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    ds = open_dataset(cfg.data, tracker)
-    train_ids, val_ids = training_cases(ds, cfg)
-    model, spec, init_report, init_run = initial_model(cfg, cfg.init, dataset_classes(ds))
+
+    def resolve():  # under torchrun: rank 0 alone, the other ranks receive the result
+        ds = open_dataset(cfg.data, tracker)
+        return (ds, *training_cases(ds, cfg), *initial_model(cfg, cfg.init, dataset_classes(ds)))
+
+    ds, train_ids, val_ids, model, spec, init_report, init_run = from_main(resolve)
     tracker.link_source("init", init_run)
     task = segmentation_task(model, ds, train_ids, val_ids, cfg, device)
     strategy = apply_strategy(model, cfg.strategy,
@@ -226,5 +230,7 @@ def finetune(cfg: FinetuneConfig, tracker=None, on_epoch_end=None, progress: boo
                                                       "frozen_encoder_fraction") if k in strategy}})
     extra = model_extra(ds, cfg, "segmentation", "finetune")
     result, workdir = run_training(task, cfg, device, tracker, spec, extra, on_epoch_end, progress)
+    if not world().is_main:
+        return None  # rank 0 evaluates and logs the model
     return finalise_segmentation(model, spec, result, workdir, ds, cfg, tracker, device, train_ids,
                                  val_ids, extra)

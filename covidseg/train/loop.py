@@ -18,7 +18,10 @@ network is kept as "best".  The loop itself owns the rest, once:
   training thread, written by a background thread (:class:`ResumeWriter`) so that the next epoch
   does not wait for the disk; ``resume`` continues from it in the same MLflow run, re-training
   the epochs after the state without logging any epoch twice;
-* ``on_epoch_end`` callbacks (Optuna's pruning reports) that may stop the run.
+* ``on_epoch_end`` callbacks (Optuna's pruning reports) that may stop the run;
+* under ``torchrun``, DistributedDataParallel (:mod:`covidseg.train.distributed`): sharded
+  epochs, gradients and the epoch's losses averaged over ranks, validation and the resume
+  state on rank 0, its metrics broadcast so that every rank stops at the same epoch.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ import torch
 from torch import nn
 
 from covidseg.device import autocast, grad_scaler, place_model
-from covidseg.errors import TrainingDiverged
+from covidseg.errors import ConfigError, TrainingDiverged
+from covidseg.train import distributed
 from covidseg.tracking import NullTracker
 
 log = logging.getLogger("covidseg.train")
@@ -50,7 +54,11 @@ class TrainTask(Protocol):
     monitor_mode: str           # "max" or "min"
 
     def batches(self, epoch: int):
-        """Iterable of training batches for one epoch (seeded by epoch)."""
+        """Iterable of training batches for one epoch (seeded by epoch; under torchrun this
+        rank's share)."""
+
+    def train_through(self, module: nn.Module | None) -> None:
+        """Training forwards go through ``module`` (the DDP wrapper of ``model``; None: model)."""
 
     def training_step(self, batch, step: int) -> tuple[torch.Tensor, dict]:
         """Loss of one batch (under autocast) and extra per-epoch-averaged logs."""
@@ -81,6 +89,7 @@ class LoopSettings:
     amp: bool = True
     progress: bool = True
     resume_every_s: float = 60.0  # resume state: after the first epoch, then at most this often
+    sync_bn: bool = False  # under torchrun on CUDA: SyncBatchNorm
 
 
 @dataclass
@@ -181,6 +190,18 @@ def checkpoint_due(step: int, every: int, first: int = 10) -> bool:
     return q % 2 ** max(0, math.ceil(math.log2(q / first))) == 0
 
 
+def replica_difference(model: nn.Module, device: torch.device) -> float:
+    """The largest difference between the ranks' copies of a weight fingerprint (0 when the
+    replicas are equal, as DistributedDataParallel keeps them)."""
+    import torch.distributed as dist
+
+    fp = torch.stack([p.detach().double().sum() for p in model.parameters()]).to(device)
+    low, high = fp.clone(), fp.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    return float((high - low).abs().max())
+
+
 def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=None,
         workdir: Path | None = None, resume_state: dict | None = None,
         save_checkpoint: Callable[[nn.Module, int], None] | None = None,
@@ -195,7 +216,10 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
     from tqdm import tqdm
 
     tracker = tracker or NullTracker()
+    world = distributed.world()
     model = place_model(task.model, device)
+    if world.active and settings.sync_bn:
+        distributed.sync_batchnorm(model, device)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameter")
@@ -211,6 +235,9 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
     best_epoch, bad_epochs = -1, 0
     best_state = _kept_state(task.best_network({}))
     if resume_state is not None:
+        if int(resume_state.get("world_size", 1)) != world.size:
+            raise ConfigError(f"the resume state was written by {resume_state.get('world_size', 1)} "
+                              f"training process(es); resume it with as many (now {world.size})")
         model.load_state_dict(resume_state["model"])
         optimiser.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
@@ -226,8 +253,11 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
                  task.monitor, best_score, best_epoch)
 
     history: list[dict] = list(resume_state.get("history", [])) if resume_state else []
+    trained = distributed.data_parallel(model, device)  # DDP under torchrun, else model itself
+    task.train_through(trained)
     bar = tqdm(range(start_epoch, settings.epochs), desc="train", unit="epoch",
-               initial=start_epoch, total=settings.epochs, disable=not settings.progress)
+               initial=start_epoch, total=settings.epochs,
+               disable=not settings.progress or not world.is_main)
     writer = ResumeWriter(Path(workdir) / "last.pt") if workdir is not None else None
     stopped_early, reason = False, "max epochs"
     last_write = time.time()
@@ -237,7 +267,7 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
         epoch = start_epoch - 1
         for epoch in bar:
             t0 = time.time()
-            model.train()
+            trained.train()
             total, n, extra_sums = 0.0, 0, {}
             for batch in task.batches(epoch):
                 optimiser.zero_grad(set_to_none=True)
@@ -256,13 +286,16 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
                     save_checkpoint(model, step)
             scheduler_lr = optimiser.param_groups[0]["lr"]
             scheduler.step()
-            metrics = {"train_loss": float(total) / max(n, 1), "lr": scheduler_lr,
-                       **{k: float(v) / max(n, 1) for k, v in extra_sums.items()}}
+            means = {"train_loss": total / max(n, 1),
+                     **{k: v / max(n, 1) for k, v in extra_sums.items()}}
+            metrics = {**distributed.average(means, device), "lr": scheduler_lr}  # over ranks
             if not math.isfinite(metrics["train_loss"]):
                 raise TrainingDiverged(f"the training loss became {metrics['train_loss']} in epoch "
                                          f"{epoch}: lower lr or check the data")
-            metrics.update(task.validate(epoch))
-            metrics["epoch_seconds"] = time.time() - t0
+            if world.is_main:  # validation on rank 0; every rank then decides alike
+                metrics.update(task.validate(epoch))
+                metrics["epoch_seconds"] = time.time() - t0
+            metrics = distributed.broadcast(metrics)
             score = float(metrics.get(task.monitor, float("nan")))
             if _improved(score, best_score, task.monitor_mode):
                 best_score, best_epoch, bad_epochs = score, epoch, 0
@@ -294,7 +327,7 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
                     "epoch": epoch, "step": step, "best_score": best_score, "best_epoch": best_epoch,
                     "bad_epochs": bad_epochs, "best_state": best_state, "rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "task": task.state(), "history": list(history)}))
+                    "task": task.state(), "history": list(history), "world_size": world.size}))
             if stop:
                 stopped_early, reason = True, stop
                 break
@@ -305,8 +338,11 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
         raise
     finally:
         bar.close()
+        task.train_through(None)
     if writer is not None:
         writer.wait()  # last.pt is complete before anyone reads it
+    if world.active:  # DDP keeps the replicas equal: the run records that it did
+        tracker.log_metrics({"replica_max_difference": replica_difference(model, device)})
     best_state = {k: v.cpu() for k, v in best_state.items()}  # the run's result, on the CPU
     return FitResult(best_score=best_score, best_epoch=best_epoch, epochs_run=epoch + 1,
                      stopped_early=stopped_early, best_state=best_state, history=history,

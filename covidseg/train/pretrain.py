@@ -21,6 +21,7 @@ from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.tracking import NullTracker
+from covidseg.train.distributed import from_main, world
 from covidseg.train.losses import SegmentationLoss
 from covidseg.train.stage import (
     finish_workdir,
@@ -42,7 +43,7 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
     tracker = tracker or NullTracker()
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    ds = open_dataset(cfg.data, tracker)
+    ds = from_main(lambda: open_dataset(cfg.data, tracker))  # torchrun: rank 0 resolves it
     spec = ModelSpec(arch=cfg.arch, encoder=cfg.encoder)
     model = build_model(spec, cfg.encoder_weights or None)
     workers = default_workers(cfg.workers)
@@ -68,6 +69,8 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
     tracker.log_metrics({"train_volumes": len(train_ids), "val_volumes": len(val_ids)})
     extra = model_extra(ds, cfg, cfg.mode, "pretrain")
     result, workdir = run_training(task, cfg, device, tracker, spec, extra, progress=progress)
+    if not world().is_main:
+        return None  # rank 0 logs the model
     model.load_state_dict(result.best_state)
     model_dir = save_model(workdir / "model", model, spec,
                            {**extra, "best_epoch": result.best_epoch, task.monitor: result.best_score})

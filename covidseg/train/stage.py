@@ -19,7 +19,7 @@ from covidseg.config import TrainingConfig
 from covidseg.data.store import cache_root
 from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec
-from covidseg.train import figures
+from covidseg.train import distributed, figures
 from covidseg.train.loop import (
     AbortTraining,
     FitResult,
@@ -74,7 +74,7 @@ def model_extra(ds, cfg, task: str, entry_point: str) -> dict:
 def loop_settings(cfg: TrainingConfig, progress: bool = True) -> LoopSettings:
     return LoopSettings(epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr, lr_step=cfg.lr_step,
                         lr_gamma=cfg.lr_gamma, checkpoint_every=cfg.checkpoint_every, amp=cfg.amp,
-                        progress=progress)
+                        progress=progress, sync_bn=cfg.sync_bn)
 
 
 def run_training(task, cfg: TrainingConfig, device: torch.device, tracker, spec: ModelSpec,
@@ -83,13 +83,21 @@ def run_training(task, cfg: TrainingConfig, device: torch.device, tracker, spec:
 
     Intermediate checkpoints go to the run as ``checkpoints/step_NNNNNN/``; the resume state is
     written to the work folder after each epoch and uploaded as ``resume/last.pt`` if the run
-    stops with an error (so it can be resumed from another machine).
+    stops with an error (so it can be resumed from another machine).  Under torchrun only rank 0
+    writes, logs and reads the resume state (sent to the other ranks); the run records
+    ``world_size`` and ``effective_batch_size``.
     """
-    workdir = workdir_for(tracker.run_id)
+    world = distributed.world()
+    main = world.is_main
+    workdir = workdir_for(tracker.run_id) if main else None  # rank 0's (the others write nothing)
+    tracker.log_params({"world_size": world.size,
+                        "effective_batch_size": cfg.batch_size * world.size})
     resume_state, logged = None, -1
     if cfg.resume:
-        resume_state = find_resume_state(cfg.resume, workdir)
-        logged = tracker.last_step("train_loss")
+        if main:
+            resume_state = find_resume_state(cfg.resume, workdir)
+            logged = tracker.last_step("train_loss")
+        resume_state = distributed.broadcast(resume_state)
 
     def save_checkpoint(model, step: int) -> None:
         d = save_model(workdir / "checkpoints" / f"step_{step:06d}", model, spec,
@@ -99,11 +107,11 @@ def run_training(task, cfg: TrainingConfig, device: torch.device, tracker, spec:
 
     try:
         result = fit(task, loop_settings(cfg, progress), device, tracker, workdir, resume_state,
-                     save_checkpoint, on_epoch_end, already_logged_epoch=logged)
+                     save_checkpoint if main else None, on_epoch_end, already_logged_epoch=logged)
     except AbortTraining:
         raise  # abandoned on purpose (a pruned trial): nothing to resume
     except BaseException:
-        if (workdir / "last.pt").exists() and tracker.enabled:
+        if main and (workdir / "last.pt").exists() and tracker.enabled:
             with contextlib.suppress(Exception):
                 tracker.log_artifact(workdir / "last.pt", "resume")
         raise

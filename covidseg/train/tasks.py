@@ -20,15 +20,17 @@ from covidseg.data.restoration import GenesisDistort
 from covidseg.data.slices import SliceDataset, slice_sampling_weights
 from covidseg.data.store import PreprocessedDataset
 from covidseg.inference import predict_volume, to_coarse
+from covidseg.train.distributed import shard, world
 from covidseg.train.losses import SegmentationLoss
 from covidseg.train.metrics import overlap_metrics
 
 
 def default_workers(requested: int = -1) -> int:
-    """DataLoader workers: as requested, or half the CPUs (at most 8) for -1."""
+    """DataLoader workers: as requested, or half the CPUs (at most 8) for -1 — shared between the
+    training processes of one machine under torchrun."""
     if requested >= 0:
         return requested
-    return max(0, min(8, (os.cpu_count() or 1) // 2))
+    return max(0, min(8, (os.cpu_count() or 1) // 2 // world().local_size))
 
 
 class EpochSampler(Sampler):
@@ -36,13 +38,18 @@ class EpochSampler(Sampler):
     ``weights`` (lesion-weighted), reproducibly for (seed, epoch).  The epoch travels with each
     index, so one loader with persistent workers serves every epoch: no worker start-up per epoch
     (tiny label budgets make tiny epochs), and augmentation still differs per epoch and is the
-    same whatever the number of workers."""
+    same whatever the number of workers.
 
-    def __init__(self, n: int, seed: int, weights: torch.Tensor | None = None):
+    Under torchrun every rank draws the same order and keeps its ``batch_size`` share of each
+    global batch (:func:`covidseg.train.distributed.shard`)."""
+
+    def __init__(self, n: int, seed: int, weights: torch.Tensor | None = None,
+                 batch_size: int = 1):
         self.n, self.seed, self.weights, self.epoch = n, int(seed), weights, 0
+        self.batch_size = batch_size
 
     def __len__(self) -> int:
-        return self.n
+        return len(shard(list(range(self.n)), self.batch_size))
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 100_003 + int(self.epoch))
@@ -50,7 +57,7 @@ class EpochSampler(Sampler):
             order = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
         else:
             order = torch.randperm(self.n, generator=g)
-        return iter([(self.epoch, i) for i in order.tolist()])
+        return iter([(self.epoch, i) for i in shard(order.tolist(), self.batch_size)])
 
 
 class EpochLoader:
@@ -59,7 +66,7 @@ class EpochLoader:
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, workers: int,
                  device: torch.device, weights: torch.Tensor | None = None):
-        self.sampler = EpochSampler(len(dataset), seed, weights)
+        self.sampler = EpochSampler(len(dataset), seed, weights, batch_size)
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler,
                                  num_workers=workers, persistent_workers=workers > 0,
                                  pin_memory=device.type == "cuda",
@@ -73,6 +80,16 @@ class EpochLoader:
 class _Base:
     monitor = "val_volume_dice"
     monitor_mode = "max"
+
+    @property
+    def train_model(self):
+        """The module training forwards go through: the DistributedDataParallel wrapper of
+        ``model`` under torchrun (:meth:`train_through`), else ``model``.  Validation, EMA and
+        the kept weights use ``model`` itself."""
+        return self.__dict__.get("_train_model") or self.model
+
+    def train_through(self, module) -> None:
+        self._train_model = module
 
     def after_step(self, step: int) -> None:
         pass
@@ -113,7 +130,7 @@ class SegmentationTask(_Base):
         images, masks = self.to_device(batch)
         if self.use_mixup:
             images, masks = mixup(images, masks, np.random.default_rng([self.seed, step]))
-        return self.loss(self.model(images), masks), {}
+        return self.loss(self.train_model(images), masks), {}
 
     def validate(self, epoch: int) -> dict:
         return {"val_volume_dice": volume_dice(self.model, self.ds, self.val_ids, self.device,
@@ -134,7 +151,7 @@ class VolumeTask(SegmentationTask):
     def batches(self, epoch: int):
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.train_ids))
         size = self.model.coarse_size
-        for i in order:
+        for i in shard(order.tolist(), 1):  # one volume per step (per rank under torchrun)
             image, infection, _ = self.ds.load(self.train_ids[i])
             yield (to_coarse(torch.from_numpy(np.array(image, np.float32)), size),
                    to_coarse(torch.from_numpy(np.array(infection, np.float32)), size))
@@ -210,7 +227,7 @@ class RestorationTask(_Base):
 
     def training_step(self, batch, step: int):
         x, target = (t.to(self.device, non_blocking=True) for t in batch)
-        return torch.nn.functional.mse_loss(self.model(x).float(), target), {}
+        return torch.nn.functional.mse_loss(self.train_model(x).float(), target), {}
 
     @torch.no_grad()
     def validate(self, epoch: int) -> dict:

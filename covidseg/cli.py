@@ -40,9 +40,28 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{self.prog}: {message}")
 
 
+def description(name: str) -> str:
+    """What an entry point does, for ``--help``: the first paragraph of its module's docstring
+    (of the function's where a module runs several entry points), read from the source without
+    importing it (``--help`` stays fast)."""
+    import ast
+    import importlib.util
+
+    module, func = (RUNNERS[name] or ":").split(":")
+    spec = importlib.util.find_spec(module) if module else None
+    if spec is None or not spec.origin:
+        return ""
+    tree = ast.parse(open(spec.origin, encoding="utf-8").read())
+    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == func), None)
+    shared = sum(1 for t in RUNNERS.values() if t and t.split(":")[0] == module) > 1
+    text = ((ast.get_docstring(fn) if fn and shared else None) or ast.get_docstring(tree)
+            or (ast.get_docstring(fn) if fn else None) or "")
+    return text.split("\n\n")[0].replace("\n", " ").strip()
+
+
 def build_parser(name: str) -> argparse.ArgumentParser:
     cls = CONFIGS[name]
-    p = _Parser(prog=f"covidseg {name}", description=(cls.__doc__ or "").strip() or None)
+    p = _Parser(prog=f"covidseg {name}", description=description(name) or None)
     for f in fields(cls):
         choices = f.metadata.get("choices")
         help_text = f.metadata.get("help", "")
@@ -148,6 +167,11 @@ def _yaml_scalar(v) -> str:
 def main(argv: list[str] | None = None, name: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if name is None:
+        if argv and argv[0] in ("-V", "--version"):
+            from covidseg import __version__
+
+            print(f"covidseg {__version__}")
+            return 0
         if not argv or argv[0] in ("-h", "--help"):
             print("usage: covidseg NAME [--key value ...]\n\nentry points: "
                   + ", ".join(CONFIGS) + "\n\n`covidseg NAME --help` lists a NAME's parameters; "
@@ -167,6 +191,10 @@ def main(argv: list[str] | None = None, name: str | None = None) -> int:
         cfg = parse_config(name, argv)
         result = run_entry(name, cfg)
     except CovidsegError as exc:
+        if os.environ.get("COVIDSEG_DEBUG", "") not in ("", "0"):  # the whole chain, causes too
+            import traceback
+
+            print(redact("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
         print(f"covidseg {name}: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

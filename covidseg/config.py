@@ -34,9 +34,9 @@ def threshold_value(text, allowed: str | None = None, name: str = "threshold") -
     else:
         try:
             value = float(text)
-        except ValueError:
+        except ValueError as exc:
             words = allowed or "auto/model"
-            raise ConfigError(f"{name}={text!r} is not a probability or {words}") from None
+            raise ConfigError(f"{name}={text!r} is not a probability or {words}") from exc
     if not 0.0 < value < 1.0:
         raise ConfigError(f"{name}={text!r} must lie between 0 and 1")
     return value
@@ -436,8 +436,8 @@ def parse_value(f, raw: str):
             return int(as_float)
         if kind == "float":
             return float(raw)
-    except ValueError:
-        raise ConfigError(f"{f.name}={raw!r} is not a valid {kind}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{f.name}={raw!r} is not a valid {kind}") from exc
     return str(raw)
 
 

@@ -24,6 +24,10 @@ class TrainingDiverged(CovidsegError):
     """The training loss became NaN or infinite."""
 
 
+class CellsFailed(CovidsegError):
+    """Cells of a grid failed for good (recorded with their errors; the other cells finished)."""
+
+
 class NotImplementedYet(CovidsegError):
     """An entry point declared in MLproject whose implementation has not landed yet."""
 
@@ -78,3 +82,11 @@ class NotHounsfield(CaseError):
 
 class MissingSpacing(CaseError):
     kind = "missing spacing"
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of ``exc``'s message, at most ``limit`` characters: how a library's
+    multi-line error is quoted inside a covidseg one-line error (the full error stays attached as
+    its ``__cause__``; ``COVIDSEG_DEBUG=1`` prints the chain)."""
+    text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+    return text[:limit]

@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 
 from covidseg import __version__
-from covidseg.errors import ConfigError, TrackingUnavailable
+from covidseg.errors import ConfigError, TrackingUnavailable, first_line
 from covidseg.redact import redact
 
 log = logging.getLogger("covidseg.tracking")
@@ -58,7 +58,7 @@ def check_server(uri: str | None = None, timeout: float = 5.0) -> None:
         r = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
     except requests.RequestException as exc:
         raise TrackingUnavailable(f"MLflow tracking server {uri} is not reachable "
-                                  f"({type(exc).__name__}); start it or fix MLFLOW_TRACKING_URI") from None
+                                  f"({type(exc).__name__}); start it or fix MLFLOW_TRACKING_URI") from exc
     if r.status_code != 200:
         raise TrackingUnavailable(f"MLflow tracking server {uri} answered /health with HTTP "
                                   f"{r.status_code}; check the server (and --allowed-hosts)")
@@ -118,7 +118,7 @@ class NullTracker:
         try:
             self.log_figure(fig, artifact_file)
         except Exception as exc:  # noqa: BLE001
-            log.warning("figure %s not logged: %s", artifact_file, str(exc).splitlines()[0][:200])
+            log.warning("figure %s not logged: %s", artifact_file, first_line(exc, 200))
 
     def log_dict(self, obj, artifact_file: str) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
@@ -339,6 +339,10 @@ def model_signature(model_dir):
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
+# where an entry point's database URL (with its password) may come from instead of a parameter
+STORAGE_VARIABLES = {"tune": "COVIDSEG_OPTUNA_STORAGE", "grid": "COVIDSEG_GRID_STORAGE"}
+
+
 def run_name(entry_point: str) -> str:
     """One naming scheme for every door (covidseg NAME, python entrypoints/NAME.py, mlflow run,
     nested stages): ``<entry point>-<YYYYmmdd-HHMMSS>``."""
@@ -412,7 +416,7 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
         try:
             mlflow.set_experiment(experiment)
         except Exception as exc:  # e.g. a deleted experiment of that name
-            raise ConfigError(f"experiment={experiment!r}: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(f"experiment={experiment!r}: {first_line(exc)}") from exc
         active = mlflow.start_run(run_name=run_name(entry_point), log_system_metrics=system)
     tracker = MlflowTracker(active.info.run_id)
     tags = {f"{TAG_PREFIX}entry_point": entry_point, f"{TAG_PREFIX}version": __version__,
@@ -430,7 +434,8 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
                 raise ConfigError(
                     f"{', '.join(leaked)} holds a password, and `mlflow run` has logged it as a "
                     f"parameter of run {tracker.run_id}: delete that run, and give the URL without "
-                    "it (PGPASSWORD / ~/.pgpass) or through COVIDSEG_OPTUNA_STORAGE")
+                    "it (PGPASSWORD / ~/.pgpass) or through "
+                    f"{STORAGE_VARIABLES.get(entry_point, 'COVIDSEG_OPTUNA_STORAGE')}")
             tracker.log_params({k: v for k, v in cfg.to_params().items() if k not in logged})
         yield tracker
         status = "FINISHED"
@@ -442,7 +447,7 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
             raise TrackingUnavailable(
                 f"the MLflow tracking server {tracking_uri()} stopped answering during run "
                 f"{tracker.run_id}; the training state stays in this machine's cache — restart "
-                f"the server and continue with resume={tracker.run_id}") from None
+                f"the server and continue with resume={tracker.run_id}") from exc
         with contextlib.suppress(Exception):
             tracker.set_tags({f"{TAG_PREFIX}error": " ".join(str(exc).split())[:1000]})
         raise
@@ -510,7 +515,7 @@ def resolve_run_ref(ref: str) -> tuple[str, str]:
         try:
             info = mlflow.models.get_model_info(ref)
         except Exception as exc:
-            raise ConfigError(f"{ref}: model not found ({str(exc).splitlines()[0][:200]})") from None
+            raise ConfigError(f"{ref}: model not found ({first_line(exc, 200)})") from exc
         return info.run_id, info.artifact_path
     raise ConfigError(f"{ref!r} is not a run id, runs:/ URI or models:/ URI")
 
@@ -535,7 +540,7 @@ def download_run_artifacts(run_id: str, artifact_path: str = "", dst: Path | Non
                                                     dst_path=str(dst))
     except Exception as exc:
         raise ConfigError(f"run {run_id}: cannot download artifact {artifact_path or '/'} "
-                          f"({str(exc).splitlines()[0][:200]})") from None
+                          f"({first_line(exc, 200)})") from exc
     marker.write_text("ok")
     return Path(local)
 
@@ -569,7 +574,7 @@ def download_model(ref: str) -> tuple[Path, str | None]:
         try:
             info = mlflow.models.get_model_info(ref)
         except Exception as exc:
-            raise ConfigError(f"{ref}: model not found ({str(exc).splitlines()[0][:200]})") from None
+            raise ConfigError(f"{ref}: model not found ({first_line(exc, 200)})") from exc
         run_id, uri = info.run_id, ref
         key = info.model_id or re.sub(r"[^A-Za-z0-9_.-]", "_", ref)
     else:
@@ -586,7 +591,7 @@ def download_model(ref: str) -> tuple[Path, str | None]:
         try:
             mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
         except Exception as exc:
-            raise ConfigError(f"{ref}: cannot download the model ({str(exc).splitlines()[0][:200]})") from None
+            raise ConfigError(f"{ref}: cannot download the model ({first_line(exc, 200)})") from exc
         marker.write_text("ok")
     return _require_model(dst, ref), run_id
 
@@ -617,7 +622,7 @@ def run_info(run_id: str):
         return MlflowClient().get_run(run_id)
     except Exception as exc:
         raise ConfigError(f"run {run_id}: not found on {tracking_uri()} "
-                          f"({str(exc).splitlines()[0][:200]})") from None
+                          f"({first_line(exc, 200)})") from exc
 
 
 def quiet_mlflow_warnings() -> None:

@@ -7,7 +7,8 @@ Adapters (``dataset=``):
 
 * ``covid19-ct-seg`` — COVID-19-CT-Seg (Zenodo 3757476): ``COVID-19-CT-Seg_20cases/*.nii.gz``,
   ``Infection_Mask/<same name>``, ``Lung_Mask/<same name>``.
-* ``mosmed`` — MosMedData: ``studies/CT-0..CT-4/study_NNNN.nii.gz``, ``masks/study_NNNN_mask.nii.gz``
+* ``mosmed`` — MosMedData: ``studies/CT-0..CT-4/study_NNNN.nii.gz``,
+  ``masks/study_NNNN_mask.nii.gz``
   (the 50 masked CT-1 studies are labelled, the rest unlabelled; the CT grade is kept).
 * ``msd-lung`` — Medical Segmentation Decathlon Task06_Lung: ``dataset.json`` with
   ``imagesTr``/``labelsTr`` (tumour masks) and ``imagesTs`` (official test split, unlabelled).
@@ -33,7 +34,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from covidseg.data.readers import SLICE_SUFFIXES, VOLUME_SUFFIXES, stem_of, suffix_of
-from covidseg.errors import ConfigError
+from covidseg.errors import ConfigError, first_line
 
 IMAGE_SUFFIXES = VOLUME_SUFFIXES + SLICE_SUFFIXES
 
@@ -140,7 +141,7 @@ def msd_lung(root: Path, **_) -> list[CaseRecord]:
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{meta_path}: not valid JSON ({exc.msg})") from None
+        raise ConfigError(f"{meta_path}: not valid JSON ({exc.msg})") from exc
     records = []
     for item in meta.get("training", []):
         img, lab = root / item["image"], root / item["label"]
@@ -166,7 +167,8 @@ def nsclc(root: Path, **_) -> list[CaseRecord]:
         sid = stem_of(img)
         if not re.match(r"LUNG1-\d+$", sid):
             continue
-        eff = [m for m in masks if stem_of(m).startswith(sid + "_") and "effusion" in m.name.lower()]
+        eff = [m for m in masks
+               if stem_of(m).startswith(sid + "_") and "effusion" in m.name.lower()]
         lung = [m for m in masks if stem_of(m).startswith(sid + "_") and "lung" in
                 stem_of(m)[len(sid):].lower()]
         records.append(CaseRecord(sid, str(img), str(eff[0]) if eff else None,
@@ -204,7 +206,8 @@ def _pair(images: list[Path], masks: list[Path], what: str) -> list[tuple[Path, 
 
 
 def glob_layout(root: Path, images=None, masks=None, test_images=None, test_masks=None,
-                unlabelled=None, lungs=None, source=None, task="infection", **_) -> list[CaseRecord]:
+                unlabelled=None, lungs=None, source=None, task="infection",
+                **_) -> list[CaseRecord]:
     if not (images or unlabelled or test_images):
         raise ConfigError("dataset=glob needs at least one of images=, unlabelled=, test_images=")
     source = source or root.name or "glob"
@@ -305,8 +308,8 @@ def read_sources(path) -> list[dict]:
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{p}: not YAML/JSON{where} "
-                              f"({getattr(exc, 'problem', None) or str(exc).splitlines()[0]})") from None
+            problem = getattr(exc, "problem", None) or first_line(exc)
+            raise ConfigError(f"{p}: not YAML/JSON{where} ({problem})") from exc
     entries = doc.get("sources") if isinstance(doc, dict) else doc
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{p}: expected a list of sources (each with data:)")
@@ -347,7 +350,7 @@ def combine_sources(path) -> list[CaseRecord]:
         try:
             _, recs = build_manifest(root, e.get("dataset", "auto"), **patterns)
         except ConfigError as exc:
-            raise ConfigError(f"{path}: source {i + 1}: {exc}") from None
+            raise ConfigError(f"{path}: source {i + 1}: {exc}") from exc
         name = str(e.get("name") or re.sub(r"[^A-Za-z0-9.-]+", "-", root.name))
         if name in names:
             raise ConfigError(f"{path}: two sources are named {name!r}: give each a name:")

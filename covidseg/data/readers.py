@@ -28,7 +28,8 @@ def suffix_of(path: Path) -> str:
 
 
 def stem_of(path: Path) -> str:
-    """File name without its (possibly double) image extension: ``a/b/case_1.nii.gz`` → ``case_1``."""
+    """File name without its (possibly double) image extension: ``a/b/case_1.nii.gz`` →
+    ``case_1``."""
     path = Path(path)
     s = suffix_of(path)
     return path.name[: -len(s)] if s and path.name.lower().endswith(s) else path.name
@@ -38,7 +39,7 @@ def is_slice_image(path: Path) -> bool:
     return suffix_of(Path(path)) in SLICE_SUFFIXES
 
 
-def _first_line(exc: Exception) -> str:
+def _itk_message(exc: Exception) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     # SimpleITK puts the useful part after the last "ITK ERROR:" / "Description:" marker
     for ln in lines:
@@ -58,11 +59,13 @@ def _nifti_header(header: bytes, path: Path):
         if size == 348:
             dims = struct.unpack(endian + "8h", header[40:56])
             dtype, bitpix = struct.unpack(endian + "2h", header[70:74])
-            return endian, dims, dtype, bitpix, int(struct.unpack(endian + "f", header[108:112])[0]), 352
+            offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            return endian, dims, dtype, bitpix, offset, 352
         if size == 540:
             dims = struct.unpack(endian + "8q", header[16:80])
             dtype, bitpix = struct.unpack(endian + "2h", header[12:16])
-            return endian, dims, dtype, bitpix, int(struct.unpack(endian + "q", header[168:176])[0]), 544
+            offset = int(struct.unpack(endian + "q", header[168:176])[0])
+            return endian, dims, dtype, bitpix, offset, 544
     raise UnreadableFile(path, "not a NIfTI file (bad header size field)")
 
 
@@ -96,8 +99,9 @@ def _nifti_payload_check(path: Path) -> None:
                 if not chunk:
                     break
     except (OSError, EOFError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else "unexpected end"
         raise UnreadableFile(path, f"file is truncated or corrupt ({type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0] if str(exc) else 'unexpected end'})") from None
+                                   f"{detail})") from exc
     n = int(np.prod([max(1, d) for d in dims[1:1 + max(0, min(int(dims[0]), 7))]], dtype=np.int64))
     expected = start + n * max(1, bitpix) // 8
     if total < expected:
@@ -113,7 +117,7 @@ def read_dicom_series(folder: Path) -> sitk.Image:
     try:
         series = reader.GetGDCMSeriesIDs(str(folder))
     except RuntimeError as exc:  # pragma: no cover - GDCM failure on an unreadable folder
-        raise UnreadableFile(folder, f"not a readable DICOM folder ({_first_line(exc)})") from None
+        raise UnreadableFile(folder, f"not a readable DICOM folder ({_itk_message(exc)})") from exc
     if not series:
         raise UnreadableFile(folder, "folder holds no DICOM series")
     files_per_series = [reader.GetGDCMSeriesFileNames(str(folder), s) for s in series]
@@ -123,7 +127,7 @@ def read_dicom_series(folder: Path) -> sitk.Image:
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise UnreadableFile(folder, f"cannot read DICOM series ({_first_line(exc)})") from None
+        raise UnreadableFile(folder, f"cannot read DICOM series ({_itk_message(exc)})") from exc
     if not reader.HasMetaDataKey(0, PIXEL_SPACING_TAG):
         raise MissingSpacing(folder, "DICOM series has no Pixel Spacing (0028,0030)")
     return image
@@ -138,7 +142,7 @@ def read_slice_image(path: Path) -> sitk.Image:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise UnreadableFile(path, f"cannot read image ({_first_line(exc)})") from None
+        raise UnreadableFile(path, f"cannot read image ({_itk_message(exc)})") from exc
     if image.GetNumberOfComponentsPerPixel() > 1:
         arr = sitk.GetArrayFromImage(image).astype(np.float32)
         if arr.shape[-1] >= 3:
@@ -172,7 +176,7 @@ def read_image(path) -> sitk.Image:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise UnreadableFile(path, f"cannot read image ({_first_line(exc)})") from None
+        raise UnreadableFile(path, f"cannot read image ({_itk_message(exc)})") from exc
     if image.GetNumberOfComponentsPerPixel() > 1:
         raise UnreadableFile(path, f"has {image.GetNumberOfComponentsPerPixel()} components per "
                                    "voxel; expected a scalar CT volume")
@@ -192,7 +196,8 @@ def read_image(path) -> sitk.Image:
 def to_canonical(image: sitk.Image) -> sitk.Image:
     """Reorient to LPS so that every array is (z, y, x) with anterior up and patient-right left."""
     try:
-        orient = sitk.DICOMOrientImageFilter_GetOrientationFromDirectionCosines(image.GetDirection())
+        orient = sitk.DICOMOrientImageFilter_GetOrientationFromDirectionCosines(
+            image.GetDirection())
     except RuntimeError:  # pragma: no cover - degenerate direction
         return image
     return image if orient == "LPS" else sitk.DICOMOrient(image, "LPS")

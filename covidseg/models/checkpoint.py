@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from covidseg.errors import ConfigError
+from covidseg.errors import ConfigError, first_line
 from covidseg.models.factory import ModelSpec, build_model
 
 
@@ -44,6 +44,7 @@ def load_model(directory: Path, map_location="cpu") -> tuple[nn.Module, dict]:
     try:
         state = torch.load(pt_path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise ConfigError(f"{pt_path}: cannot load weights ({str(exc).splitlines()[0][:200]})") from None
+        first = first_line(exc, 200)
+        raise ConfigError(f"{pt_path}: cannot load weights ({first})") from exc
     model.load_state_dict(state)
     return model, config

@@ -1,7 +1,8 @@
 """One factory maps an architecture name to a network, as smp's ``create_model`` does.
 
-* any segmentation-models-pytorch architecture (``unet``, ``unetplusplus``, ``fpn``, ``deeplabv3plus``,
-  ``manet``, ``linknet``, ``pspnet``, ``pan``, ``upernet``, ``segformer``, …) with any of its encoders;
+* any segmentation-models-pytorch architecture (``unet``, ``unetplusplus``, ``fpn``,
+  ``deeplabv3plus``, ``manet``, ``linknet``, ``pspnet``, ``pan``, ``upernet``, ``segformer``, …)
+  with any of its encoders;
 * ``attention-unet`` — U-Net with Oktay additive attention gates (smp has none);
 * ``unet3d`` — a small 3D U-Net for the coarse 3D segmentation;
 * ``genesis-unet`` — the 2D twin of the Models Genesis UNet3D (``init`` from its 3D weights).
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from covidseg.errors import ConfigError
+from covidseg.errors import ConfigError, first_line
 
 OWN_ARCHITECTURES = ("attention-unet", "unet3d", "genesis-unet")
 
@@ -26,8 +27,9 @@ OWN_ARCHITECTURES = ("attention-unet", "unet3d", "genesis-unet")
 def smp_architectures() -> dict[str, str]:
     import segmentation_models_pytorch as smp
 
-    return {cls.__name__.lower(): cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()} \
-        if hasattr(smp, "MODEL_ARCHITECTURES_MAPPING") else {}
+    if not hasattr(smp, "MODEL_ARCHITECTURES_MAPPING"):
+        return {}
+    return {cls.__name__.lower(): cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
 
 
 @dataclass
@@ -92,14 +94,15 @@ def _with_encoder_errors(spec: ModelSpec, make):
         return make()
     except (KeyError, ValueError, RuntimeError) as exc:
         raise ConfigError(f"encoder={spec.encoder!r} cannot build arch={spec.arch!r} "
-                          f"({str(exc).splitlines()[0][:160]})") from None
+                          f"({first_line(exc, 160)})") from exc
 
 
 def load_encoder_weights(model: nn.Module, path: str) -> dict:
     """Load a local encoder state dict into ``model.encoder``; returns what was (not) used."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: encoder_weights file does not exist (weights are never downloaded)")
+        raise ConfigError(f"{p}: encoder_weights file does not exist "
+                          "(weights are never downloaded)")
     state = torch.load(p, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]

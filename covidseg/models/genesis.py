@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from covidseg.errors import ConfigError
+from covidseg.errors import ConfigError, first_line
 
 GENESIS_BLOCKS = ("down_tr64", "down_tr128", "down_tr256", "down_tr512", "up_tr256", "up_tr128",
                   "up_tr64", "out_tr")
@@ -38,7 +38,8 @@ def read_checkpoint_state(path) -> dict:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ConfigError(f"{p}: cannot load checkpoint ({str(exc).splitlines()[0][:200]})") from None
+        first = first_line(exc, 200)
+        raise ConfigError(f"{p}: cannot load checkpoint ({first})") from exc
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

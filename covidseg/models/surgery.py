@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from covidseg.errors import ConfigError
+from covidseg.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _run_with_hooks(root: nn.Module, modules: dict[str, nn.Module], call: Callab
             result = call()
     except RuntimeError as exc:
         raise ConfigError(f"{type(root).__name__}: a probe forward pass failed "
-                          f"({str(exc).splitlines()[0][:160]})") from None
+                          f"({first_line(exc, 160)})") from exc
     finally:
         for h in hooks:
             h.remove()

@@ -6,7 +6,8 @@ network is kept as "best".  The loop itself owns the rest, once:
 
 * Adam over the task's trainable parameters, StepLR (×``lr_gamma`` every ``lr_step`` epochs);
 * mixed precision on CUDA (:mod:`covidseg.device`), float32 on CPU — same code;
-* per-epoch metrics (``train_loss``, ``lr``, ``epoch_seconds`` and the task's validation metrics)
+* per-epoch metrics (``train_loss``, ``lr``, ``train_seconds``, ``epoch_seconds`` (with the
+  validation) and the task's validation metrics)
   at ``step = epoch``;
 * best weights by the task's monitored metric, early stop after ``patience`` epochs without
   improvement;
@@ -288,7 +289,8 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
             scheduler.step()
             means = {"train_loss": total / max(n, 1),
                      **{k: v / max(n, 1) for k, v in extra_sums.items()}}
-            metrics = {**distributed.average(means, device), "lr": scheduler_lr}  # over ranks
+            metrics = {**distributed.average(means, device), "lr": scheduler_lr,  # over ranks
+                       "train_seconds": time.time() - t0}
             if not math.isfinite(metrics["train_loss"]):
                 raise TrainingDiverged(f"the training loss became {metrics['train_loss']} in epoch "
                                          f"{epoch}: lower lr or check the data")

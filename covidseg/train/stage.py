@@ -54,9 +54,9 @@ def find_resume_state(run_id: str, workdir: Path) -> dict:
 
         try:
             local = download_run_artifacts(run_id, "resume/last.pt", dst=workdir / "downloaded")
-        except ConfigError:
+        except ConfigError as exc:
             raise ConfigError(f"resume={run_id}: no resume state on this machine ({workdir}) and "
-                              "none uploaded with the run") from None
+                              "none uploaded with the run") from exc
     return load_resume_state(local)
 
 

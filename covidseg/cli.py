@@ -89,6 +89,7 @@ def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
     """Run one entry point with its own MLflow run (or without tracking)."""
     from covidseg.tracking import NullTracker, quiet_mlflow_warnings, start_run
     from covidseg.train import distributed
+    from covidseg.train.resume import config_of_run
 
     target = RUNNERS[name]
     if target is None:
@@ -104,7 +105,7 @@ def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
                               f"{', '.join(distributed.DATA_PARALLEL)} data-parallel")
         resume = getattr(cfg, "resume", "") or None
         if resume and tracking and world.is_main:
-            cfg = config_of_run(name, resume, world.size)
+            cfg = config_of_run(name, resume, world.size)  # the killed run's configuration
         cfg = distributed.broadcast(cfg)  # under torchrun: rank 0's (a resumed run's) config
         if not world.is_main:  # one MLflow run per job: rank 0's; the other ranks never log
             return fn(cfg, NullTracker())
@@ -112,32 +113,6 @@ def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
             return fn(cfg, tracker)
     finally:
         distributed.teardown()
-
-
-def config_of_run(name: str, run_id: str, world_size: int = 1) -> CommonConfig:
-    """The configuration a killed run was started with (to resume it exactly), ``resume`` set;
-    it must be resumed by as many training processes (``world_size``) as it was started with."""
-    from covidseg.tracking import resolve_run_ref, run_info
-
-    run_id, _ = resolve_run_ref(run_id)
-    run = run_info(run_id)
-    entry = run.data.tags.get("covidseg.entry_point")
-    if entry != name:
-        raise ConfigError(f"resume={run_id} is a {entry or 'non-covidseg'} run, not a {name} run")
-    if run.info.status == "FINISHED":
-        raise ConfigError(f"resume={run_id}: the run has FINISHED; nothing to resume")
-    cls = CONFIGS[name]
-    params = run.data.params
-    started = int(params.get("world_size", "1"))
-    if started != world_size:
-        raise ConfigError(f"resume={run_id} was trained by {started} process(es): resume it with "
-                          f"as many (torchrun --nproc_per_node…), not {world_size}")
-    kwargs = {f.name: parse_value(f, params[f.name].strip("'")) if f.name in params
-              else field_default(f) for f in fields(cls)}
-    kwargs["resume"] = run_id
-    cfg = cls(**kwargs)
-    cfg.validate()
-    return cfg
 
 
 def render_mlproject() -> str:

@@ -16,13 +16,18 @@ network is kept as "best".  The loop itself owns the rest, once:
   RNG, the task's own state) written locally after the first epoch and then at most every
   ``resume_every_s`` seconds (a few hundred MB for a ResNet-34 U-Net with Adam's
   moments: writing it after every short epoch cost 5-20 % of training time) — snapshotted on the
-  training thread, written by a background thread (:class:`ResumeWriter`) so that the next epoch
+  training thread, written by a background thread (:mod:`covidseg.train.resume`) so that the next epoch
   does not wait for the disk; ``resume`` continues from it in the same MLflow run, re-training
   the epochs after the state without logging any epoch twice;
 * ``on_epoch_end`` callbacks (Optuna's pruning reports) that may stop the run;
 * under ``torchrun``, DistributedDataParallel (:mod:`covidseg.train.distributed`): sharded
   epochs, gradients and the epoch's losses averaged over ranks, validation and the resume
   state on rank 0, its metrics broadcast so that every rank stops at the same epoch.
+
+:func:`fit` drives a :class:`Trainer` (model, optimiser, scheduler, scaler and a
+:class:`LoopState`; ``state_dict``/``load_state_dict`` are the resume state) through its epochs and
+hands each epoch's metrics to small handlers, in order: the metric logger, the ``on_epoch_end``
+callbacks, early stopping, the resume writer.  A handler may return a reason to stop.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +45,9 @@ from torch import nn
 
 from covidseg.device import autocast, grad_scaler, place_model
 from covidseg.errors import ConfigError, TrainingDiverged
-from covidseg.train import distributed
 from covidseg.tracking import NullTracker
+from covidseg.train import distributed
+from covidseg.train.resume import ResumeWriter, snapshot
 
 log = logging.getLogger("covidseg.train")
 
@@ -128,56 +133,28 @@ def _kept_state(module: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def save_resume_state(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+@dataclass
+class LoopState:
+    """Where the loop stands between epochs (part of the resume state)."""
 
+    best_score: float
+    best_state: dict
+    epoch: int = -1  # the last finished epoch
+    step: int = 0
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
 
-def load_resume_state(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "step": self.step, "best_score": self.best_score,
+                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "best_state": self.best_state, "history": list(self.history)}
 
-
-def snapshot(obj):
-    """A CPU copy of a (nested) state that training will keep mutating in place."""
-    if torch.is_tensor(obj):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: snapshot(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(snapshot(v) for v in obj)
-    return obj
-
-
-class ResumeWriter:
-    """Writes resume states to ``path`` in a background thread, one at a time, atomically (a kill
-    mid-write leaves the previous complete state).  :meth:`wait` re-raises a write error."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def submit(self, state: dict) -> None:
-        self.wait()
-        self._thread = threading.Thread(target=self._write, args=(state,), daemon=True,
-                                        name="covidseg-resume-writer")
-        self._thread.start()
-
-    def _write(self, state: dict) -> None:
-        try:
-            save_resume_state(self.path, state)
-        except BaseException as exc:  # reported by wait() on the training thread
-            self._error = exc
-
-    def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            exc, self._error = self._error, None
-            raise exc
+    def load_state_dict(self, d: dict) -> None:
+        self.epoch, self.step = int(d["epoch"]), int(d["step"])
+        self.best_score, self.best_epoch = float(d["best_score"]), int(d["best_epoch"])
+        self.bad_epochs, self.best_state = int(d["bad_epochs"]), d["best_state"]
+        self.history = list(d.get("history", []))
 
 
 def checkpoint_due(step: int, every: int, first: int = 10) -> bool:
@@ -203,6 +180,207 @@ def replica_difference(model: nn.Module, device: torch.device) -> float:
     return float((high - low).abs().max())
 
 
+class Trainer:
+    """The task's network, Adam, StepLR, the gradient scaler and the :class:`LoopState`; one
+    epoch of training (:meth:`train_epoch`) and of validation (:meth:`validate`)."""
+
+    def __init__(self, task: TrainTask, settings: LoopSettings, device: torch.device):
+        self.task, self.settings, self.device = task, settings, device
+        self.world = distributed.world()
+        self.model = place_model(task.model, device)
+        if self.world.active and settings.sync_bn:
+            distributed.sync_batchnorm(self.model, device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameter")
+        self.optimiser = torch.optim.Adam(params, lr=settings.lr)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.optimiser, step_size=max(1, settings.lr_step), gamma=settings.lr_gamma)
+        self.scaler = (grad_scaler(device) if settings.amp
+                       else torch.amp.GradScaler(device.type, enabled=False))
+        use_amp = settings.amp and device.type == "cuda"
+        self.amp_context = (lambda: autocast(device)) if use_amp else contextlib.nullcontext
+        first = -math.inf if task.monitor_mode == "max" else math.inf
+        self.state = LoopState(best_score=first, best_state=_kept_state(task.best_network({})))
+        self.trained = distributed.data_parallel(self.model, device)  # DDP under torchrun
+
+    def state_dict(self) -> dict:
+        """Everything a killed run needs to continue exactly (see :mod:`covidseg.train.resume`)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimiser.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                **self.state.state_dict(), "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "task": self.task.state(), "world_size": self.world.size}
+
+    def load_state_dict(self, d: dict) -> None:
+        if int(d.get("world_size", 1)) != self.world.size:
+            raise ConfigError(f"the resume state was written by {d.get('world_size', 1)} "
+                              f"training process(es); resume it with as many (now {self.world.size})")
+        self.model.load_state_dict(d["model"])
+        self.optimiser.load_state_dict(d["optimizer"])
+        self.scheduler.load_state_dict(d["scheduler"])
+        self.scaler.load_state_dict(d["scaler"])
+        self.state.load_state_dict(d)
+        torch.set_rng_state(d["rng"])
+        if torch.cuda.is_available() and d.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(d["cuda_rng"])
+        self.task.load_state(d.get("task", {}))
+        log.info("resuming at epoch %d (iteration %d, best %s=%.4f at epoch %d)",
+                 self.state.epoch + 1, self.state.step, self.task.monitor, self.state.best_score,
+                 self.state.best_epoch)
+
+    def train_epoch(self, epoch: int, on_step: Callable[[int], None] | None = None) -> dict:
+        """One pass over this rank's batches; the loss and the task's extra logs, averaged over
+        the epoch's batches (and over ranks: one reduction per epoch)."""
+        t0 = time.time()
+        self.trained.train()
+        total, n, extra_sums = 0.0, 0, {}
+        for batch in self.task.batches(epoch):
+            self.optimiser.zero_grad(set_to_none=True)
+            with self.amp_context():
+                loss, extra = self.task.training_step(batch, self.state.step)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimiser)
+            self.scaler.update()
+            self.state.step += 1
+            self.task.after_step(self.state.step)
+            total += loss.detach()
+            n += 1
+            for k, v in extra.items():  # summed on the device: one sync per epoch, not per step
+                extra_sums[k] = extra_sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
+            if on_step is not None:
+                on_step(self.state.step)
+        lr = self.optimiser.param_groups[0]["lr"]
+        self.scheduler.step()
+        means = {"train_loss": total / max(n, 1), **{k: v / max(n, 1) for k, v in extra_sums.items()}}
+        metrics = {**distributed.average(means, self.device), "lr": lr,
+                   "train_seconds": time.time() - t0}
+        if not math.isfinite(metrics["train_loss"]):
+            raise TrainingDiverged(f"the training loss became {metrics['train_loss']} in epoch "
+                                   f"{epoch}: lower lr or check the data")
+        return metrics
+
+    def validate(self, epoch: int, metrics: dict, started: float) -> dict:
+        """The task's validation (rank 0; its metrics sent to every rank, so that all decide
+        alike), then the best weights and the epoch's history entry."""
+        if self.world.is_main:
+            metrics = {**metrics, **self.task.validate(epoch), "epoch_seconds": time.time() - started}
+        metrics = distributed.broadcast(metrics)
+        st, monitor = self.state, self.task.monitor
+        score = float(metrics.get(monitor, float("nan")))
+        if _improved(score, st.best_score, self.task.monitor_mode):
+            st.best_score, st.best_epoch, st.bad_epochs = score, epoch, 0
+            st.best_state = _kept_state(self.task.best_network(metrics))
+        else:
+            st.bad_epochs += 1
+        metrics[f"best_{monitor}"] = st.best_score
+        st.epoch = epoch
+        st.history.append({"epoch": epoch, **metrics})
+        return metrics
+
+
+# --- epoch handlers: each sees (trainer, epoch, metrics) and may return a reason to stop --------
+class MetricLogger:
+    """Per-epoch metrics to the tracker at ``step = epoch`` (not those a killed run had logged)."""
+
+    def __init__(self, tracker, already_logged_epoch: int = -1):
+        self.tracker, self.logged = tracker, already_logged_epoch
+
+    def __call__(self, trainer: Trainer, epoch: int, metrics: dict) -> str:
+        if epoch > self.logged:
+            self.tracker.log_metrics(metrics, step=epoch)
+        return ""
+
+
+class Callbacks:
+    """``on_epoch_end`` callbacks (Optuna's pruning reports): :class:`StopTraining` ends the
+    run normally, :class:`AbortTraining` propagates."""
+
+    def __init__(self, callbacks):
+        self.callbacks = list(callbacks or ())
+
+    def __call__(self, trainer: Trainer, epoch: int, metrics: dict) -> str:
+        try:
+            for cb in self.callbacks:
+                cb(epoch, metrics)
+        except StopTraining as exc:
+            return str(exc) or "stopped by callback"
+        return ""
+
+
+class EarlyStop:
+    def __init__(self, patience: int):
+        self.patience = patience
+
+    def __call__(self, trainer: Trainer, epoch: int, metrics: dict) -> str:
+        if self.patience and trainer.state.bad_epochs >= self.patience:
+            return f"no improvement for {self.patience} epochs"
+        return ""
+
+
+class ResumeSaver:
+    """The resume state after the first epoch, then at most every ``every_s`` seconds — not after
+    the last one: the run logs the trained model itself, and that write (~0.5 s for a ResNet-34
+    + Adam) would be a per-run cost the size of a whole epoch on a GPU.  Snapshotted here,
+    written by a background thread; :meth:`close` waits for the write."""
+
+    def __init__(self, path: Path, every_s: float):
+        self.writer, self.every_s = ResumeWriter(path), every_s
+        self.first, self.last = None, time.time()
+
+    def __call__(self, trainer: Trainer, epoch: int, metrics: dict) -> str:
+        if self.first is None:
+            self.first = epoch
+        if epoch == self.first or time.time() - self.last >= self.every_s:
+            self.last = time.time()
+            self.writer.submit(snapshot(trainer.state_dict()))
+        return ""
+
+    def close(self) -> None:
+        self.writer.wait()
+
+
+class CheckpointSaver:
+    """``save(model, iteration)`` at iteration 0 (a fresh run's starting point) and whenever
+    :func:`checkpoint_due`."""
+
+    def __init__(self, save: Callable[[nn.Module, int], None], every: int):
+        self.save, self.every = save, every
+
+    def start(self, trainer: Trainer, resumed: bool) -> None:
+        if self.every > 0 and not resumed:
+            self.save(trainer.model, 0)  # the starting point: SVCCA of any run, however short
+
+    def step(self, trainer: Trainer, step: int) -> None:
+        if checkpoint_due(step, self.every):
+            self.save(trainer.model, step)
+
+
+def run_epochs(trainer: Trainer, handlers: list, checkpoints: CheckpointSaver | None,
+               progress: bool) -> tuple[bool, str]:
+    """Train until ``epochs``, or until a handler gives a reason to stop (every handler still
+    sees that epoch); returns (stopped early, reason)."""
+    from tqdm import tqdm
+
+    settings, task, start = trainer.settings, trainer.task, trainer.state.epoch + 1
+    bar = tqdm(range(start, settings.epochs), desc="train", unit="epoch", initial=start,
+               total=settings.epochs, disable=not progress or not trainer.world.is_main)
+    on_step = (lambda step: checkpoints.step(trainer, step)) if checkpoints else None
+    try:
+        for epoch in bar:
+            t0 = time.time()
+            metrics = trainer.validate(epoch, trainer.train_epoch(epoch, on_step), t0)
+            bar.set_postfix(loss=f"{metrics['train_loss']:.4f}",
+                            **{task.monitor: f"{metrics.get(task.monitor, float('nan')):.4f}"})
+            reasons = [h(trainer, epoch, metrics) for h in handlers]
+            stop = next((r for r in reasons if r), "")
+            if stop:
+                return True, stop
+    finally:
+        bar.close()
+    return False, "max epochs"
+
+
 def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=None,
         workdir: Path | None = None, resume_state: dict | None = None,
         save_checkpoint: Callable[[nn.Module, int], None] | None = None,
@@ -214,139 +392,32 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
     ``save_checkpoint`` (model, iteration) is called every ``checkpoint_every`` iterations.  Epochs up to
     ``already_logged_epoch`` (those a killed run had logged) are not logged again on resume.
     """
-    from tqdm import tqdm
-
     tracker = tracker or NullTracker()
-    world = distributed.world()
-    model = place_model(task.model, device)
-    if world.active and settings.sync_bn:
-        distributed.sync_batchnorm(model, device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameter")
-    optimiser = torch.optim.Adam(params, lr=settings.lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=max(1, settings.lr_step),
-                                                gamma=settings.lr_gamma)
-    scaler = grad_scaler(device) if settings.amp else torch.amp.GradScaler(device.type, enabled=False)
-    use_amp = settings.amp and device.type == "cuda"
-    amp_context = (lambda: autocast(device)) if use_amp else contextlib.nullcontext
-
-    start_epoch, step = 0, 0
-    best_score = -math.inf if task.monitor_mode == "max" else math.inf
-    best_epoch, bad_epochs = -1, 0
-    best_state = _kept_state(task.best_network({}))
+    trainer = Trainer(task, settings, device)
     if resume_state is not None:
-        if int(resume_state.get("world_size", 1)) != world.size:
-            raise ConfigError(f"the resume state was written by {resume_state.get('world_size', 1)} "
-                              f"training process(es); resume it with as many (now {world.size})")
-        model.load_state_dict(resume_state["model"])
-        optimiser.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        scaler.load_state_dict(resume_state["scaler"])
-        start_epoch, step = int(resume_state["epoch"]) + 1, int(resume_state["step"])
-        best_score, best_epoch = float(resume_state["best_score"]), int(resume_state["best_epoch"])
-        bad_epochs, best_state = int(resume_state["bad_epochs"]), resume_state["best_state"]
-        torch.set_rng_state(resume_state["rng"])
-        if torch.cuda.is_available() and resume_state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(resume_state["cuda_rng"])
-        task.load_state(resume_state.get("task", {}))
-        log.info("resuming at epoch %d (iteration %d, best %s=%.4f at epoch %d)", start_epoch, step,
-                 task.monitor, best_score, best_epoch)
-
-    history: list[dict] = list(resume_state.get("history", [])) if resume_state else []
-    trained = distributed.data_parallel(model, device)  # DDP under torchrun, else model itself
-    task.train_through(trained)
-    bar = tqdm(range(start_epoch, settings.epochs), desc="train", unit="epoch",
-               initial=start_epoch, total=settings.epochs,
-               disable=not settings.progress or not world.is_main)
-    writer = ResumeWriter(Path(workdir) / "last.pt") if workdir is not None else None
-    stopped_early, reason = False, "max epochs"
-    last_write = time.time()
-    if save_checkpoint and settings.checkpoint_every > 0 and resume_state is None:
-        save_checkpoint(model, 0)  # the starting point: SVCCA of any run, however short
+        trainer.load_state_dict(resume_state)
+    saver = ResumeSaver(Path(workdir) / "last.pt", settings.resume_every_s) if workdir else None
+    handlers = [MetricLogger(tracker, already_logged_epoch), Callbacks(on_epoch_end),
+                EarlyStop(settings.patience), *([saver] if saver else [])]
+    checkpoints = (CheckpointSaver(save_checkpoint, settings.checkpoint_every)
+                   if save_checkpoint and settings.checkpoint_every > 0 else None)
+    if checkpoints:
+        checkpoints.start(trainer, resumed=resume_state is not None)
+    task.train_through(trainer.trained)
     try:
-        epoch = start_epoch - 1
-        for epoch in bar:
-            t0 = time.time()
-            trained.train()
-            total, n, extra_sums = 0.0, 0, {}
-            for batch in task.batches(epoch):
-                optimiser.zero_grad(set_to_none=True)
-                with amp_context():
-                    loss, extra = task.training_step(batch, step)
-                scaler.scale(loss).backward()
-                scaler.step(optimiser)
-                scaler.update()
-                step += 1
-                task.after_step(step)
-                total += loss.detach()
-                n += 1
-                for k, v in extra.items():  # summed on the device: one sync per epoch, not per step
-                    extra_sums[k] = extra_sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
-                if save_checkpoint and checkpoint_due(step, settings.checkpoint_every):
-                    save_checkpoint(model, step)
-            scheduler_lr = optimiser.param_groups[0]["lr"]
-            scheduler.step()
-            means = {"train_loss": total / max(n, 1),
-                     **{k: v / max(n, 1) for k, v in extra_sums.items()}}
-            metrics = {**distributed.average(means, device), "lr": scheduler_lr,  # over ranks
-                       "train_seconds": time.time() - t0}
-            if not math.isfinite(metrics["train_loss"]):
-                raise TrainingDiverged(f"the training loss became {metrics['train_loss']} in epoch "
-                                         f"{epoch}: lower lr or check the data")
-            if world.is_main:  # validation on rank 0; every rank then decides alike
-                metrics.update(task.validate(epoch))
-                metrics["epoch_seconds"] = time.time() - t0
-            metrics = distributed.broadcast(metrics)
-            score = float(metrics.get(task.monitor, float("nan")))
-            if _improved(score, best_score, task.monitor_mode):
-                best_score, best_epoch, bad_epochs = score, epoch, 0
-                best_state = _kept_state(task.best_network(metrics))
-            else:
-                bad_epochs += 1
-            metrics[f"best_{task.monitor}"] = best_score
-            history.append({"epoch": epoch, **metrics})
-            if epoch > already_logged_epoch:
-                tracker.log_metrics(metrics, step=epoch)
-            bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", **{task.monitor: f"{score:.4f}"})
-            stop = ""
-            try:
-                for cb in on_epoch_end or ():
-                    cb(epoch, metrics)
-            except StopTraining as exc:
-                stop = str(exc) or "stopped by callback"
-            if not stop and settings.patience and bad_epochs >= settings.patience:
-                stop = f"no improvement for {settings.patience} epochs"
-            # the state after the first epoch, then at most every resume_every_s: not after the
-            # last one — the run logs the trained model itself, and that write (~0.5 s for a
-            # ResNet-34 + Adam) would be a per-run cost the size of a whole epoch on a GPU
-            if writer is not None and (epoch == start_epoch or
-                                       time.time() - last_write >= settings.resume_every_s):
-                last_write = time.time()
-                writer.submit(snapshot({
-                    "model": model.state_dict(), "optimizer": optimiser.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                    "epoch": epoch, "step": step, "best_score": best_score, "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs, "best_state": best_state, "rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "task": task.state(), "history": list(history), "world_size": world.size}))
-            if stop:
-                stopped_early, reason = True, stop
-                break
+        stopped, reason = run_epochs(trainer, handlers, checkpoints, settings.progress)
     except BaseException:
-        if writer is not None:  # the last state is on disk before the run uploads it
+        if saver is not None:  # the last state is on disk before the run uploads it
             with contextlib.suppress(Exception):
-                writer.wait()
+                saver.close()
         raise
     finally:
-        bar.close()
         task.train_through(None)
-    if writer is not None:
-        writer.wait()  # last.pt is complete before anyone reads it
-    if world.active:  # DDP keeps the replicas equal: the run records that it did
-        tracker.log_metrics({"replica_max_difference": replica_difference(model, device)})
-    best_state = {k: v.cpu() for k, v in best_state.items()}  # the run's result, on the CPU
-    return FitResult(best_score=best_score, best_epoch=best_epoch, epochs_run=epoch + 1,
-                     stopped_early=stopped_early, best_state=best_state, history=history,
-                     stop_reason=reason)
-
+    if saver is not None:
+        saver.close()  # last.pt is complete before anyone reads it
+    if trainer.world.active:  # DDP keeps the replicas equal: the run records that it did
+        tracker.log_metrics({"replica_max_difference": replica_difference(trainer.model, device)})
+    st = trainer.state
+    return FitResult(best_score=st.best_score, best_epoch=st.best_epoch, epochs_run=st.epoch + 1,
+                     stopped_early=stopped, best_state={k: v.cpu() for k, v in st.best_state.items()},
+                     history=st.history, stop_reason=reason)

@@ -20,13 +20,8 @@ from covidseg.data.store import cache_root
 from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec
 from covidseg.train import distributed, figures
-from covidseg.train.loop import (
-    AbortTraining,
-    FitResult,
-    LoopSettings,
-    fit,
-    load_resume_state,
-)
+from covidseg.train.loop import AbortTraining, FitResult, LoopSettings, fit
+from covidseg.train.resume import find_resume_state
 
 log = logging.getLogger("covidseg.train")
 
@@ -43,21 +38,6 @@ def workdir_for(run_id: str | None) -> Path:
     d = cache_root() / "training" / name
     d.mkdir(parents=True, exist_ok=True)
     return d
-
-
-def find_resume_state(run_id: str, workdir: Path) -> dict:
-    """The resume state of a killed run: this machine's copy, else the one the run uploaded."""
-    local = workdir / "last.pt"
-    if not local.exists():
-        from covidseg.errors import ConfigError
-        from covidseg.tracking import download_run_artifacts
-
-        try:
-            local = download_run_artifacts(run_id, "resume/last.pt", dst=workdir / "downloaded")
-        except ConfigError as exc:
-            raise ConfigError(f"resume={run_id}: no resume state on this machine ({workdir}) and "
-                              "none uploaded with the run") from exc
-    return load_resume_state(local)
 
 
 def model_extra(ds, cfg, task: str, entry_point: str) -> dict:

@@ -13,7 +13,8 @@ from covidseg.data.restoration import GenesisDistort, in_painting, out_painting
 from covidseg.data.splits import fold_split
 from covidseg.data.store import PreprocessedDataset
 from covidseg.models.factory import ModelSpec, build_model
-from covidseg.train.loop import LoopSettings, checkpoint_due, fit, load_resume_state
+from covidseg.train.loop import LoopSettings, checkpoint_due, fit
+from covidseg.train.resume import load_resume_state
 from covidseg.train.losses import SegmentationLoss
 from covidseg.train.tasks import RestorationTask, SegmentationTask, volume_dice
 
@@ -36,6 +37,7 @@ def _task(ds, seed=0, **kw):
                             seed=seed, lesion_boost=3.0, **kw)
 
 
+@pytest.mark.e2e  # 12 epochs of real training: the slowest unit of the suite
 def test_the_loop_learns(small_ds):
     task = _task(small_ds)
     untrained = volume_dice(task.model, small_ds, task.val_ids, CPU)
@@ -71,6 +73,7 @@ def test_checkpoints_thin_out_as_a_run_grows():
     assert not any(checkpoint_due(s, 0) for s in range(1, 500))     # 0: off
 
 
+@pytest.mark.e2e  # 10 epochs of real training
 def test_resume_gives_the_weights_of_an_uninterrupted_run(small_ds, tmp_path):
     settings = LoopSettings(epochs=4, patience=0, lr=1e-3, progress=False)
     straight = fit(_task(small_ds, augment=None), settings, CPU, workdir=tmp_path / "a")

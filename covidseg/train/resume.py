@@ -1,0 +1,113 @@
+"""Resuming a killed training run, in one place.
+
+* :class:`ResumeWriter` writes the loop's state (:meth:`covidseg.train.loop.Trainer.state_dict`)
+  to ``last.pt`` in the run's local work folder from a background thread, atomically;
+* :func:`find_resume_state` reads it back: this machine's copy, else the one the run uploaded as
+  ``resume/last.pt`` when it stopped with an error;
+* :func:`config_of_run` rebuilds the configuration the killed run was started with (its logged
+  parameters), so that ``resume=<run id>`` continues exactly that run, with as many processes.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from covidseg.errors import ConfigError
+
+
+def save_resume_state(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_resume_state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def snapshot(obj):
+    """A CPU copy of a (nested) state that training will keep mutating in place."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(snapshot(v) for v in obj)
+    return obj
+
+
+class ResumeWriter:
+    """Writes resume states to ``path`` in a background thread, one at a time, atomically (a kill
+    mid-write leaves the previous complete state).  :meth:`wait` re-raises a write error."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, state: dict) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(state,), daemon=True,
+                                        name="covidseg-resume-writer")
+        self._thread.start()
+
+    def _write(self, state: dict) -> None:
+        try:
+            save_resume_state(self.path, state)
+        except BaseException as exc:  # reported by wait() on the training thread
+            self._error = exc
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            exc, self._error = self._error, None
+            raise exc
+
+
+def find_resume_state(run_id: str, workdir: Path) -> dict:
+    """The resume state of a killed run: this machine's copy, else the one the run uploaded."""
+    from covidseg.tracking import download_run_artifacts
+
+    local = workdir / "last.pt"
+    if not local.exists():
+        try:
+            local = download_run_artifacts(run_id, "resume/last.pt", dst=workdir / "downloaded")
+        except ConfigError as exc:
+            raise ConfigError(f"resume={run_id}: no resume state on this machine ({workdir}) and "
+                              "none uploaded with the run") from exc
+    return load_resume_state(local)
+
+
+def config_of_run(name: str, run_id: str, world_size: int = 1):
+    """The configuration a killed ``name`` run was started with (to resume it exactly),
+    ``resume`` set; it must be resumed by as many training processes (``world_size``) as it was
+    started with."""
+    from covidseg.config import CONFIGS, field_default, parse_value
+    from covidseg.tracking import resolve_run_ref, run_info
+
+    run_id, _ = resolve_run_ref(run_id)
+    run = run_info(run_id)
+    entry = run.data.tags.get("covidseg.entry_point")
+    if entry != name:
+        raise ConfigError(f"resume={run_id} is a {entry or 'non-covidseg'} run, not a {name} run")
+    if run.info.status == "FINISHED":
+        raise ConfigError(f"resume={run_id}: the run has FINISHED; nothing to resume")
+    cls = CONFIGS[name]
+    params = run.data.params
+    started = int(params.get("world_size", "1"))
+    if started != world_size:
+        raise ConfigError(f"resume={run_id} was trained by {started} process(es): resume it with "
+                          f"as many (torchrun --nproc_per_node…), not {world_size}")
+    kwargs = {f.name: parse_value(f, params[f.name].strip("'")) if f.name in params
+              else field_default(f) for f in fields(cls)}
+    kwargs["resume"] = run_id
+    cfg = cls(**kwargs)
+    cfg.validate()
+    return cfg

@@ -7,19 +7,43 @@ of the ``inits``: a restoration or supervised (auxiliary non-COVID volumes) pret
 architecture made first, the ``pretrained`` runs, or a run / Models Genesis file.  A
 finetune run that already FINISHED with identical parameters (tag ``covidseg.grid_key``, a hash
 of its full configuration) is reused, not retrained.
+
+**Workers on several machines** (``storage`` / ``$COVIDSEG_GRID_STORAGE`` = a database URL): the
+cells — pretrain cells, then finetune cells, each finetune of a pretrained init *needing* its
+pretrain cell — live in a claims table (:mod:`covidseg.gridclaims`) that every worker started
+with the same parameters joins (the grid's name is a hash of them, or ``grid_name``).  Each worker
+claims a free cell atomically, runs it nested under its own parent run with a heartbeat, and
+claims the next; a cell whose worker stopped sending heartbeats is taken over (its orphan run
+marked FAILED) and a failing cell retried once, then recorded as failed.  A worker that finds
+nothing free waits for the others, and once every cell is settled each worker's parent run logs
+the whole table.  Without storage the same claims live in memory: the cells run one after
+another in this process and the first failure stops the grid, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import os
+import time
 
 import numpy as np
 
 from covidseg.config import FinetuneConfig, GridConfig, PretrainConfig
 from covidseg.data.splits import REGIME_ALIASES
-from covidseg.errors import ConfigError
+from covidseg.errors import CellsFailed, ConfigError
+from covidseg.gridclaims import DONE, FAILED, Cell, GridClaims, worker_name
 from covidseg.models.surgery import STRATEGIES
+from covidseg.redact import redact
+
+log = logging.getLogger("covidseg.grid")
+
+PRETRAIN_INITS = ("restoration", "supervised")
+# parameters that do not change what a cell computes: workers may differ in them and still
+# share one grid
+NOT_THE_GRID = ("experiment", "storage", "grid_name", "device", "workers")
 
 
 def _list(text: str) -> list[str]:
@@ -29,6 +53,22 @@ def _list(text: str) -> list[str]:
 def grid_key(cfg: FinetuneConfig) -> str:
     params = {k: v for k, v in cfg.to_params().items() if k not in ("experiment", "resume")}
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def grid_fingerprint(cfg: GridConfig) -> str:
+    """A hash of what the grid computes (its parameters less the per-worker ones)."""
+    params = {k: v for k, v in cfg.to_params().items() if k not in NOT_THE_GRID}
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+
+
+def grid_settings() -> tuple[float, float]:
+    """(heartbeat interval, grace period) in seconds of shared grid cells; env
+    COVIDSEG_GRID_HEARTBEAT_S / COVIDSEG_GRID_GRACE_S (10, 60)."""
+    try:
+        return (float(os.environ.get("COVIDSEG_GRID_HEARTBEAT_S", 10)),
+                float(os.environ.get("COVIDSEG_GRID_GRACE_S", 60)))
+    except ValueError as exc:
+        raise ConfigError(f"COVIDSEG_GRID_HEARTBEAT_S / _GRACE_S: {exc}") from exc
 
 
 def parse_pretrained(text: str, archs: list[str]) -> dict[str, str]:
@@ -43,85 +83,207 @@ def parse_pretrained(text: str, archs: list[str]) -> dict[str, str]:
     return out
 
 
-def cell_config(cfg: GridConfig, arch: str, cell: str, regime: str, fold: int, init: str) -> FinetuneConfig:
+def cell_config(cfg: GridConfig, arch: str, cell: str, regime: str, fold: int,
+                init: str) -> FinetuneConfig:
+    scratch = cell == "scratch"
     return FinetuneConfig(data=cfg.data, seed=cfg.seed, device=cfg.device, arch=arch,
-                          checkpoint_every=0, encoder=cfg.encoder, init="scratch" if cell == "scratch" else init,
-                          strategy="all" if cell == "scratch" else cell, regime=regime, fold=fold,
+                          checkpoint_every=0, encoder=cfg.encoder,
+                          init="scratch" if scratch else init,
+                          strategy="all" if scratch else cell, regime=regime, fold=fold,
                           epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr,
                           batch_size=cfg.batch_size, workers=cfg.workers, overlays=1)
 
 
-def grid(cfg: GridConfig, tracker) -> dict:
-    from mlflow.tracking import MlflowClient
+def pretrain_config(cfg: GridConfig, arch: str, mode: str) -> PretrainConfig:
+    return PretrainConfig(data=cfg.data, seed=cfg.seed, device=cfg.device, arch=arch, mode=mode,
+                          checkpoint_every=0, encoder=cfg.encoder, epochs=cfg.pretrain_epochs,
+                          image_size=96, batch_size=cfg.batch_size, workers=cfg.workers)
 
-    from covidseg.data.store import open_dataset
-    from covidseg.pipeline import run_nested
-    from covidseg.train.figures import grid_figure
 
-    if not tracker.enabled:
-        raise ConfigError("grid nests its cells as MLflow runs: tracking must be on")
-    archs, cells = _list(cfg.archs), _list(cfg.strategies)
-    regimes, folds = _list(cfg.regimes), [int(f) for f in _list(cfg.folds)]
-    bad = [c for c in cells if c != "scratch" and c not in STRATEGIES]
+def plan_cells(cfg: GridConfig) -> list[Cell]:
+    """The grid's cells in order — a pretrain cell per architecture and pretraining init, then
+    every finetune cell (arch × cell × init × regime × fold) — with the keys every worker derives
+    alike from the parameters.  Bad lists → ConfigError."""
+    archs, strategies = _list(cfg.archs), _list(cfg.strategies)
+    regimes = _list(cfg.regimes)
+    try:
+        folds = [int(f) for f in _list(cfg.folds)]
+    except ValueError as exc:
+        raise ConfigError(f"folds={cfg.folds!r} is not a list of integers") from exc
+    bad = [c for c in strategies if c != "scratch" and c not in STRATEGIES]
     bad += [r for r in regimes if r not in REGIME_ALIASES]
-    if bad or not (archs and cells and regimes and folds):
+    if bad or not (archs and strategies and regimes and folds):
         raise ConfigError(f"grid: unknown or empty entries {bad or '(an empty list)'}")
-    open_dataset(cfg.data, tracker)  # fails early on bad data; lineage tag to the preprocess run
-    data = cfg.data
-    client = MlflowClient()
     init_names = _list(cfg.inits) or (["pretrained"] if cfg.pretrained else ["restoration"])
-    inits: dict[str, dict[str, str]] = {}  # init name → arch → run id / URI / file
-    for name in init_names if any(c != "scratch" for c in cells) else []:
+    inits: dict[str, dict[str, str]] = {}  # init → arch → run id / URI / file ("" = a cell's)
+    for name in init_names if any(c != "scratch" for c in strategies) else []:
         if name == "pretrained":
             inits[name] = parse_pretrained(cfg.pretrained, archs)
             if not inits[name]:
                 raise ConfigError("grid: init 'pretrained' needs pretrained=RUN or arch=RUN,…")
-        elif name in ("restoration", "supervised"):
-            inits[name] = {}
-            for arch in archs:
-                pcfg = PretrainConfig(data=data, seed=cfg.seed, device=cfg.device, arch=arch,
-                                      mode=name, checkpoint_every=0, encoder=cfg.encoder,
-                                      epochs=cfg.pretrain_epochs, image_size=96,
-                                      batch_size=cfg.batch_size, workers=cfg.workers)
-                inits[name][arch], _ = run_nested(tracker, "pretrain", pcfg, f"pretrain-{name}-{arch}")
+        elif name in PRETRAIN_INITS:
+            inits[name] = {arch: "" for arch in archs}
         else:
             inits[name] = {arch: name for arch in archs}
-    rows, reused = [], 0
+    out: list[Cell] = []
+    for name in inits:
+        if name in PRETRAIN_INITS:
+            out += [Cell(f"pretrain/{name}/{arch}", len(out),
+                         info={"kind": "pretrain", "arch": arch, "mode": name,
+                               "name": f"pretrain-{name}-{arch}"}) for arch in archs]
     for arch in archs:
-        for cell in cells:
+        for cell in strategies:
             for init in ["scratch"] if cell == "scratch" else list(inits):
                 for regime in regimes:
                     for fold in folds:
-                        ref = inits.get(init, {}).get(arch, "")
-                        fcfg = cell_config(cfg, arch, cell, regime, fold, ref)
-                        key = grid_key(fcfg)
-                        found = tracker.find_run({"covidseg.grid_key": key,
-                                                  "covidseg.entry_point": "finetune"})
-                        if found:
-                            run_id, reused = found, reused + 1
-                        else:
-                            label = cell if cell == "scratch" else f"{init}-{cell}"
-                            name = f"{arch}-{label}-{regime}-fold{fold}"
-                            run_id, _ = run_nested(tracker, "finetune", fcfg, name,
-                                                   {"covidseg.grid_key": key,
-                                                    "covidseg.grid_cell": name,
-                                                    "covidseg.grid_init": init},
-                                                   progress=False)
-                        m = client.get_run(run_id).data.metrics
-                        rows.append({"arch": arch, "init": init, "cell": cell,
-                                     "regime": regime, "fold": fold,
-                                     "run_id": run_id, "reused": bool(found),
-                                     "train": m.get("final_train_volume_dice"),
-                                     "val": m.get("final_val_volume_dice"),
-                                     "test": m.get("test_volume_dice")})
-    table = aggregate(rows)
+                        label = cell if cell == "scratch" else f"{init}-{cell}"
+                        needs = f"pretrain/{init}/{arch}" if init in PRETRAIN_INITS else ""
+                        out.append(Cell(
+                            f"finetune/{arch}/{init}/{cell}/{regime}/fold{fold}", len(out),
+                            needs=needs,
+                            info={"kind": "finetune", "arch": arch, "init": init, "cell": cell,
+                                  "regime": regime, "fold": fold,
+                                  "ref": inits.get(init, {}).get(arch, ""),
+                                  "name": f"{arch}-{label}-{regime}-fold{fold}"}))
+    return out
+
+
+def grid(cfg: GridConfig, tracker) -> dict:
+    from covidseg.data.store import open_dataset
+    from covidseg.train.figures import grid_figure
+
+    if not tracker.enabled:
+        raise ConfigError("grid nests its cells as MLflow runs: tracking must be on")
+    planned = plan_cells(cfg)
+    url = cfg.storage or os.environ.get("COVIDSEG_GRID_STORAGE", "")
+    fingerprint = grid_fingerprint(cfg)
+    name = cfg.grid_name or f"grid-{fingerprint[:16]}"
+    open_dataset(cfg.data, tracker)  # fails early on bad data; lineage tag to the preprocess run
+    heartbeat, grace = grid_settings()
+    claims = GridClaims(url, name, heartbeat_s=heartbeat, grace_s=grace,
+                        retries=1 if url else 0)
+    try:
+        claims.register(fingerprint, planned)
+        reopened = claims.reopen_failed() if url else 0
+        tracker.set_tags({"covidseg.grid": name,
+                          "covidseg.grid_storage": redact(url) or "(in this process)"})
+        if reopened:
+            log.warning("grid %s: %d failed cells are tried again", name, reopened)
+        worker = f"{worker_name()}/{tracker.run_id}"
+        ran, poll = 0, min(max(heartbeat / 2, 0.5), 5.0)
+        while True:
+            claim = claims.claim(worker)
+            if claim is None:
+                if claims.settled():
+                    break
+                time.sleep(poll)  # the other workers' cells: wait, or take over a silent one
+                continue
+            ran += _run_cell(cfg, claim, claims, tracker, name, shared=bool(url))
+        final = claims.rows()
+    finally:
+        claims.close()
+    rows, failed = [], []
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    for r in final:
+        info = r["info"]
+        if info["kind"] != "finetune":
+            if r["state"] == FAILED:
+                failed.append(f"{r['cell']}: {r['error']}")
+            continue
+        row = {k: info[k] for k in ("arch", "init", "cell", "regime", "fold")}
+        row.update(run_id=r["run_id"], reused=bool(r["reused"]), state=r["state"],
+                   worker=r["worker"], error=r["error"] if r["state"] == FAILED else "")
+        m = client.get_run(r["run_id"]).data.metrics if r["state"] == DONE else {}
+        row.update(train=m.get("final_train_volume_dice"), val=m.get("final_val_volume_dice"),
+                   test=m.get("test_volume_dice"))
+        if r["state"] == FAILED:
+            failed.append(f"{r['cell']}: {r['error']}")
+        rows.append(row)
+    done = [row for row in rows if row["state"] == DONE]
+    table = aggregate(done)
+    reused = sum(row["reused"] for row in done)
     tracker.log_table(rows, "grid/runs.csv")
-    tracker.log_table(table, "grid/table.csv")
-    tracker.figure("figures/grid_volume_dice.png", grid_figure, table)
-    tracker.log_metrics({"cells": len(table), "runs": len(rows), "reused": reused})
+    if table:
+        tracker.log_table(table, "grid/table.csv")
+        tracker.figure("figures/grid_volume_dice.png", grid_figure, table)
+    tracker.log_metrics({"cells": len(table), "runs": len(done), "reused": reused,
+                         "ran_here": ran, "failed": len(failed)})
+    if failed:
+        raise CellsFailed(f"grid {name}: {len(failed)} cell(s) failed "
+                          f"({'; '.join(failed)[:600]}); the table holds the others "
+                          "(grid/runs.csv); start the grid again to retry them")
     best = max(table, key=lambda r: r["val_mean"] if r["val_mean"] is not None else -1)
-    return {"cells": len(table), "runs": len(rows), "reused": reused,
+    return {"cells": len(table), "runs": len(done), "reused": reused, "ran_here": ran,
+            "grid": name,
             "best_cell": f"{best['arch']}/{best['init']}/{best['cell']}/{best['regime']}"}
+
+
+def _run_cell(cfg: GridConfig, claim, claims: GridClaims, tracker, name: str, shared: bool) -> int:
+    """Run the claimed cell (reusing a FINISHED finetune with the same grid key); record it done,
+    or failed.  Returns 1 when this worker trained it, else 0.  Without shared storage a failure
+    stops the grid (it is raised); with it the failure is recorded and the worker goes on."""
+    from covidseg.pipeline import run_nested
+
+    info = claim.info
+    if claim.stale_run:
+        _close_orphan(claim.stale_run, claim.key)
+    tags = {"covidseg.grid": name, "covidseg.grid_cell": info["name"]}
+
+    def started(run_id: str) -> None:
+        claims.started(claim, run_id)
+
+    reused, ran = False, 1
+    try:
+        with claims.keep_alive(claim) if shared else contextlib.nullcontext():
+            if info["kind"] == "pretrain":
+                pcfg = pretrain_config(cfg, info["arch"], info["mode"])
+                run_id, _ = run_nested(tracker, "pretrain", pcfg, info["name"], tags,
+                                       on_start=started)
+            else:
+                ref = claim.needs_run if info["init"] in PRETRAIN_INITS else info["ref"]
+                fcfg = cell_config(cfg, info["arch"], info["cell"], info["regime"], info["fold"],
+                                   ref)
+                key = grid_key(fcfg)
+                found = tracker.find_run({"covidseg.grid_key": key,
+                                          "covidseg.entry_point": "finetune"})
+                if found:
+                    run_id, reused, ran = found, True, 0
+                else:
+                    run_id, _ = run_nested(tracker, "finetune", fcfg, info["name"],
+                                           {**tags, "covidseg.grid_key": key,
+                                            "covidseg.grid_init": info["init"]},
+                                           on_start=started, progress=False)
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):
+            claims.release(claim)  # not the cell's fault: another worker may take it now
+        raise
+    except Exception as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        state = claims.fail(claim, message)
+        if not shared:
+            raise
+        log.warning("grid %s: cell %s failed (%s); %s", name, claim.key, redact(message)[:300],
+                    "it will be tried again" if state == "pending" else "recorded as failed")
+        return 0
+    if not claims.finish(claim, run_id, reused):
+        log.warning("grid %s: cell %s was taken over by another worker while this one ran it "
+                    "(its heartbeats came too late): run %s is a duplicate", name, claim.key,
+                    run_id)
+    return ran
+
+
+def _close_orphan(run_id: str, cell: str) -> None:
+    """The run a dead worker left RUNNING: mark it FAILED, saying why."""
+    from mlflow.tracking import MlflowClient
+
+    with contextlib.suppress(Exception):
+        client = MlflowClient()
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "covidseg.error", f"grid cell {cell}: its worker stopped "
+                                                     "sending heartbeats; the cell was run again")
+            client.set_terminated(run_id, "FAILED")
 
 
 def mean_std_by(rows: list[dict], by: tuple[str, ...], values: dict[str, str],

@@ -34,15 +34,17 @@ def stage_config(cfg, stage: str, **wired):
 
 
 def run_nested(parent, entry_point: str, cfg, name: str, tags: dict | None = None,
-               **kwargs) -> tuple[str, dict]:
+               on_start=None, **kwargs) -> tuple[str, dict]:
     """Run entry point ``entry_point`` with ``cfg`` as a run nested under ``parent``;
-    returns (its run id, its result)."""
+    returns (its run id, its result).  ``on_start(run_id)`` is called once the run exists."""
     from covidseg.cli import RUNNERS
     from covidseg.tracking import child_run
 
     module, func = RUNNERS[entry_point].split(":")
     fn = getattr(importlib.import_module(module), func)
     with child_run(parent, name, entry_point, cfg, tags) as child:
+        if on_start is not None:
+            on_start(child.run_id)
         result = fn(cfg, child, **kwargs) or {}
     return child.run_id, result
 

@@ -52,7 +52,12 @@ def test_compose_mlflow_command_is_the_one_the_tests_run():
     assert f"mlflow[auth]=={mlflow.__version__}" in dockerfile and "FROM python:3.11.7-slim" in dockerfile
     assert not re.search(r'"[\w\[\]-]+>=', dockerfile)  # exact versions only
     pg = services["postgres"]
-    assert "ports" not in pg and any("pgdata" in v for v in pg["volumes"])
+    assert any("pgdata" in v for v in pg["volumes"])
+    # published for tune/grid workers on the server's loopback only (SSH tunnel), whatever
+    # BIND_ADDRESS says; the workers' role has its own required password
+    assert pg["ports"] == ["127.0.0.1:5432:5432"]
+    assert pg["environment"]["WORKER_DB_PASSWORD"] == "<WORKER_DB_PASSWORD>"
+    assert "WORKER_DB_PASSWORD" in (REPO / "docker" / "dashboard.sh").read_text()
     assert any(v.startswith("mlartifacts:") for v in services["mlflow"]["volumes"])
 
 
@@ -70,8 +75,11 @@ def test_compose_file_validates_only_with_its_secrets(tmp_path):
 
     r = config([])
     assert r.returncode != 0 and "POSTGRES_PASSWORD" in r.stderr + r.stdout
-    r = config(["POSTGRES_PASSWORD=pg-S3cret", "MLFLOW_ADMIN_USERNAME=admin",
-                "MLFLOW_ADMIN_PASSWORD=ml-S3cret", "MLFLOW_SECRET_KEY=k3y"])
+    secrets = ["POSTGRES_PASSWORD=pg-S3cret", "MLFLOW_ADMIN_USERNAME=admin",
+               "MLFLOW_ADMIN_PASSWORD=ml-S3cret", "MLFLOW_SECRET_KEY=k3y"]
+    r = config(secrets)
+    assert r.returncode != 0 and "WORKER_DB_PASSWORD" in r.stderr + r.stdout
+    r = config(secrets + ["WORKER_DB_PASSWORD=wk-S3cret"])
     assert r.returncode == 0, r.stderr
     assert "postgresql://covidseg:pg-S3cret@postgres:5432/mlflow" in r.stdout
     assert "127.0.0.1" in r.stdout and "basic-auth" in r.stdout

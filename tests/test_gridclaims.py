@@ -1,0 +1,150 @@
+"""Claims on grid cells (``covidseg.gridclaims``) on a real PostgreSQL and an SQLite file: no cell
+held twice by concurrent claimers, a stale claim taken over and a fresh one not, failures retried
+a bounded number of times, dependencies respected, registration idempotent."""
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from covidseg.errors import ConfigError
+from covidseg.gridclaims import DONE, FAILED, PENDING, RUNNING, Cell, GridClaims
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'claims.db'}"
+    return request.getfixturevalue("postgres")(f"claims_{uuid.uuid4().hex[:8]}")
+
+
+def grid_of(url, name="g", n=4, **kw):
+    claims = GridClaims(url, name, **kw)
+    claims.register("fp", [Cell(f"c{i}", i, info={"i": i}) for i in range(n)])
+    return claims
+
+
+def test_concurrent_claimers_never_get_the_same_cell(url):
+    n_cells, n_workers = 100, 6
+    grid_of(url, n=n_cells).close()
+    got: dict[int, list[str]] = {w: [] for w in range(n_workers)}
+    errors = []
+    barrier = threading.Barrier(n_workers)
+
+    def worker(w):
+        try:
+            claims = GridClaims(url, "g")
+            barrier.wait()
+            while (claim := claims.claim(f"w{w}")) is not None:
+                got[w].append(claim.key)
+                assert claims.finish(claim, f"run-{claim.key}-{w}")
+            claims.close()
+        except Exception as exc:  # reported below (an assert in a thread is not a failure)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(n_workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    everything = [k for keys in got.values() for k in keys]
+    duplicates = sorted({k for k in everything if everything.count(k) > 1})
+    assert not duplicates, f"cells claimed twice: {duplicates[:10]}"
+    assert sorted(everything) == sorted(f"c{i}" for i in range(n_cells))
+    assert sum(1 for keys in got.values() if keys) >= 2  # the work was split
+    rows = GridClaims(url, "g").rows()
+    assert {r["state"] for r in rows} == {DONE}
+    assert all(r["run_id"] == f"run-{r['cell']}-{w}" for w, keys in got.items() for r in rows
+               if r["cell"] in keys)
+
+
+def test_a_stale_claim_is_taken_over_and_a_fresh_one_is_not(url):
+    a = grid_of(url, n=3, heartbeat_s=0.2, grace_s=1.0)
+    b = GridClaims(url, "g", heartbeat_s=0.2, grace_s=1.0)
+    held = a.claim("A")
+    assert held.key == "c0" and held.failures == 0
+    assert a.started(held, "run-of-A")
+    # fresh (heartbeats going on for longer than the grace period): not taken
+    with a.keep_alive(held):
+        first = b.claim("B")
+        assert b.finish(first, "run-c1")
+        time.sleep(1.6)
+        second = b.claim("B")
+        assert b.claim("B") is None  # A's claim is fresh, B holds the other: nothing free
+    assert (first.key, second.key) == ("c1", "c2")
+    # A stops sending heartbeats (a dead worker): after the grace period B takes its cell over
+    time.sleep(1.3)
+    taken = b.claim("B")
+    assert taken.key == "c0" and taken.failures == 1 and taken.stale_run == "run-of-A"
+    row = next(r for r in b.rows() if r["cell"] == "c0")
+    assert row["state"] == RUNNING and row["worker"] == "B"
+    assert "worker A stopped sending heartbeats" in row["error"]
+    # A comes back: its claim is gone, its results are not recorded
+    assert not a.heartbeat(held) and held.lost
+    assert not a.finish(held, "run-of-A")
+    assert b.finish(taken, "run-of-B")
+    assert next(r for r in b.rows() if r["cell"] == "c0")["run_id"] == "run-of-B"
+    # a cell whose worker dies again (retries=1 exhausted) is failed, not claimed a third time
+    time.sleep(1.3)  # c2, claimed by B, went stale
+    again = a.claim("A")
+    assert again.key == "c2" and again.failures == 1
+    time.sleep(1.3)
+    assert a.claim("A") is None  # c2 died a second time: failed
+    states = {r["cell"]: (r["state"], r["failures"]) for r in a.rows()}
+    assert states == {"c0": (DONE, 1), "c1": (DONE, 0), "c2": (FAILED, 2)}
+    assert a.settled()
+
+
+def test_failures_are_retried_then_recorded_and_dependencies_wait(tmp_path):
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    claims = GridClaims(url, "g", retries=1)
+    claims.register("fp", [Cell("pretrain", 0), Cell("ft-a", 1, needs="pretrain"),
+                           Cell("scratch", 2), Cell("bad", 3), Cell("ft-b", 4, needs="bad")])
+    pre = claims.claim("w")
+    assert pre.key == "pretrain"
+    # the dependants of a running cell wait; independent cells go first
+    assert claims.claim("w").key == "scratch"
+    assert claims.finish(pre, "pre-run")
+    ft = claims.claim("w")
+    assert ft.key == "ft-a" and ft.needs_run == "pre-run"
+    bad = claims.claim("w")
+    assert bad.key == "bad" and claims.fail(bad, "CUDA out of memory\nline two") == PENDING
+    bad = claims.claim("w")
+    assert bad.key == "bad" and bad.failures == 1
+    assert claims.fail(bad, "CUDA out of memory") == FAILED
+    assert claims.claim("w") is None  # ft-b needs the failed cell: failed too
+    rows = {r["cell"]: r for r in claims.rows()}
+    assert rows["bad"]["error"] == "CUDA out of memory" and rows["ft-b"]["state"] == FAILED
+    assert "needs bad, which failed" in rows["ft-b"]["error"]
+    # a worker that is stopped gives its cell back without counting a failure
+    assert claims.release(ft)
+    ft = claims.claim("w")
+    assert ft.key == "ft-a" and ft.failures == 0
+
+
+def test_registration_is_idempotent_and_a_name_means_one_grid(tmp_path):
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    a = grid_of(url, n=3)
+    done = a.claim("A")
+    a.finish(done, "r0")
+    b = grid_of(url, n=3)  # a second worker registers the same cells: nothing changes
+    assert [(r["cell"], r["state"]) for r in b.rows()] == [("c0", DONE), ("c1", PENDING),
+                                                           ("c2", PENDING)]
+    with pytest.raises(ConfigError, match="other parameters.*grid_name"):
+        GridClaims(url, "g").register("another-fingerprint", [Cell("c0", 0)])
+    other = grid_of(url, name="h", n=2)  # another grid in the same database
+    assert [r["cell"] for r in other.rows()] == ["c0", "c1"] and other.counts()[PENDING] == 2
+
+
+def test_bad_storage_urls_are_one_line_errors_without_the_password(tmp_path):
+    for bad, words in (("not a url", "is not a database URL"),
+                       ("mysql://u:pw123@h/db", "need postgresql:// or sqlite:///"),
+                       ("postgresql://u:pw123@127.0.0.1:1/db", "storage postgresql://u:***@")):
+        with pytest.raises(ConfigError) as info:
+            GridClaims(bad, "g")
+        message = str(info.value)
+        assert words in message and "pw123" not in message and "\n" not in message
+    with pytest.raises(ConfigError, match="grace period"):
+        GridClaims("", "g", heartbeat_s=5, grace_s=5)

@@ -3,7 +3,7 @@
 Both arms train the same network from the same initial weights on the same batches (the finetune
 task's loader, seeded per epoch) with the same optimiser (Adam + StepLR) and validate the same
 volumes after each epoch.  The covidseg arm is the real path of every training entry point,
-``run_training`` → ``fit``, logging to a real MLflow server: per-epoch metrics, the resume state
+``Stage.train`` → ``fit``, logging to a real MLflow server: per-epoch metrics, the resume state
 (after the first epoch, then at most once a minute), best-weights bookkeeping, the
 training-curve figure at the end.  The
 bare arm is the textbook ``for epoch: for batch: zero_grad / forward / backward / step``.  Arms
@@ -53,11 +53,12 @@ def bare_loop(task, model, cfg, device, epochs: int) -> None:
 
 def covidseg_loop(task, cfg, device, spec, extra) -> None:
     from covidseg.tracking import start_run
-    from covidseg.train.stage import run_training
+    from covidseg.train.stage import Stage
 
     with start_run("benchmark-trainer", cfg) as tracker:
-        _, workdir = run_training(task, cfg, device, tracker, spec, extra, progress=False)
-    shutil.rmtree(workdir, ignore_errors=True)
+        stage = Stage(cfg, tracker, device, progress=False)
+        stage.train(task, spec, extra)
+    shutil.rmtree(stage.workdir, ignore_errors=True)
 
 
 def main() -> None:
@@ -72,7 +73,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--warmup", type=int, default=1, help="untimed one-epoch runs of each arm first")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed one-epoch runs of each arm first")
     ap.add_argument("--labelled", type=int, default=12, help="phantoms (8 train, 2 val, 2 test)")
     ap.add_argument("--size", type=int, default=128, help="phantom side in pixels")
     ap.add_argument("--encoder", default=FinetuneConfig.encoder)

@@ -27,7 +27,7 @@ import torch
 from covidseg.config import MeanteacherConfig
 from covidseg.data.slices import SliceDataset, pad_to
 from covidseg.data.store import open_dataset
-from covidseg.device import place_model, resolve_device
+from covidseg.device import place_model
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model
 from covidseg.models.factory import ModelSpec
@@ -41,7 +41,7 @@ from covidseg.train.finetune import (
     training_cases,
 )
 from covidseg.train.distributed import from_main, world
-from covidseg.train.stage import model_extra, run_training, seed_everything
+from covidseg.train.stage import Stage, model_extra
 from covidseg.train.tasks import SegmentationTask, volume_dice
 
 
@@ -189,12 +189,11 @@ def unlabelled_slices(cfg: MeanteacherConfig, ds, pseudo: PseudoSet | None) -> S
 
 
 def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None, progress: bool = True) -> dict:
-    tracker = tracker or NullTracker()
     if not cfg.model:
         raise ConfigError("meanteacher needs model=<finetune run> (and pseudo=<pseudolabel run> "
                           "for pseudo-labels)")
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    stage = Stage.begin(cfg, tracker, on_epoch_end, progress)
+    tracker = stage.tracker
 
     def resolve():  # under torchrun: rank 0 alone, the other ranks receive the result
         ds = open_dataset(cfg.data, tracker)
@@ -206,7 +205,8 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None, progres
         return (ds, *load_model(model_dir), model_run, pseudo, pseudo_run,
                 unlabelled_slices(cfg, ds, pseudo))
 
-    ds, model, config, model_run, pseudo, pseudo_run, unlabelled = from_main(resolve)
+    stage.ds, model, config, model_run, pseudo, pseudo_run, unlabelled = from_main(resolve)
+    ds = stage.ds
     tracker.link_source("model", model_run)
     if pseudo is not None:
         tracker.link_source("pseudo", pseudo_run)
@@ -218,22 +218,20 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None, progres
     if pseudo is None and unlabelled is None:
         raise ConfigError("meanteacher has nothing unlabelled to learn from: give pseudo=<run> or "
                           "unlabelled=<preprocess run id or folder>")
-    tracker.set_tags({"covidseg.arch": spec.arch, "covidseg.encoder": spec.encoder,
-                      "covidseg.device": str(device),
-                      "covidseg.pseudo_source": pseudo.source if pseudo is not None else "none"})
-    tracker.log_metrics({"train_volumes": len(train_ids), "val_volumes": len(val_ids),
-                         "pseudo_items": len(pseudo) if pseudo is not None else 0,
-                         "unlabelled_slices": len(unlabelled) if unlabelled is not None else 0})
-    tracker.log_dict({"train": train_ids, "val": val_ids, "test": ds.splits["test"]}, "split.json")
-    task = segmentation_task(model, ds, train_ids, val_ids, cfg, device, cls=MeanTeacherTask,
+    stage.record_network(spec, **{"covidseg.pseudo_source": pseudo.source if pseudo is not None
+                                  else "none"})
+    stage.record_split(train_ids, val_ids, ds.splits["test"],
+                       pseudo_items=len(pseudo) if pseudo is not None else 0,
+                       unlabelled_slices=len(unlabelled) if unlabelled is not None else 0)
+    task = segmentation_task(model, ds, train_ids, val_ids, cfg, stage.device, cls=MeanTeacherTask,
                              pseudo=pseudo, unlabelled=unlabelled, ema_alpha=cfg.ema_alpha,
                              consistency_weight=cfg.consistency_weight,
                              rampup_epochs=cfg.rampup_epochs, pseudo_weight=cfg.pseudo_weight)
     extra = model_extra(ds, cfg, "segmentation", "meanteacher")
-    result, workdir = run_training(task, cfg, device, tracker, spec, extra, on_epoch_end, progress)
-    if not world().is_main:
+    result = stage.train(task, spec, extra)
+    if not stage.is_main:
         return None  # rank 0 evaluates and logs the model
     tracker.set_tags({"covidseg.best_network": task.best_is})
-    summary = finalise_segmentation(model, spec, result, workdir, ds, cfg, tracker, device,
-                                    train_ids, val_ids, {**extra, "best_network": task.best_is})
+    summary = finalise_segmentation(stage, model, spec, result, train_ids, val_ids,
+                                    {**extra, "best_network": task.best_is})
     return {**summary, "best_network": task.best_is}

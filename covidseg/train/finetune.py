@@ -17,7 +17,6 @@ from covidseg.config import FinetuneConfig, TrainingConfig, threshold_value
 from covidseg.data.augment import make_augment
 from covidseg.data.splits import fold_split
 from covidseg.data.store import PreprocessedDataset, open_dataset
-from covidseg.device import resolve_device
 from covidseg.errors import ConfigError
 from covidseg.inference import is_3d
 from covidseg.models.checkpoint import load_model, save_model
@@ -28,16 +27,10 @@ from covidseg.models.genesis import (
     read_checkpoint_state,
 )
 from covidseg.models.surgery import apply_strategy
-from covidseg.tracking import NullTracker
-from covidseg.train.distributed import from_main, world
+from covidseg.train.distributed import from_main
 from covidseg.train.evaluation import choose_threshold, evaluate_cases, log_evaluation
 from covidseg.train.losses import SegmentationLoss
-from covidseg.train.stage import (
-    finish_workdir,
-    model_extra,
-    run_training,
-    seed_everything,
-)
+from covidseg.train.stage import Stage, model_extra
 from covidseg.train.tasks import SegmentationTask, VolumeTask, default_workers
 
 log = logging.getLogger("covidseg.finetune")
@@ -152,19 +145,23 @@ def segmentation_task(model, ds, train_ids, val_ids, cfg: FinetuneConfig, device
         raise ConfigError("labels=multiclass trains 2D networks: arch=unet3d (the coarse 3D "
                           "U-Net) segments the lesion union only")
     loss = SegmentationLoss(cfg.loss, pos_weight=cfg.pos_weight or None, classes=classes)
+    common = {"seed": cfg.seed, "eval_batch": max(cfg.batch_size, 16),
+              "threshold": threshold_value(cfg.threshold, "auto") or 0.5}
     if is_3d(model):  # the coarse 3D U-Net (arch=unet3d): whole volumes at low resolution
-        cls = VolumeTask
+        if extra:
+            raise ConfigError("meanteacher trains 2D networks, not arch=unet3d")
+        return VolumeTask(model, ds, train_ids, val_ids, loss, device, **common)
     return cls(model, ds, train_ids, val_ids, loss, device, batch_size=cfg.batch_size,
-               seed=cfg.seed, workers=default_workers(cfg.workers), augment=augmentation(cfg, ds),
+               workers=default_workers(cfg.workers), augment=augmentation(cfg, ds),
                crop=cfg.image_size, lesion_boost=cfg.lesion_boost, use_mixup=cfg.mixup,
-               eval_batch=max(cfg.batch_size, 16),
-               threshold=threshold_value(cfg.threshold, "auto") or 0.5, **extra)
+               **common, **extra)
 
 
-def finalise_segmentation(model, spec: ModelSpec, result, workdir, ds, cfg, tracker, device,
-                          train_ids, val_ids, extra: dict) -> dict:
+def finalise_segmentation(stage: Stage, model, spec: ModelSpec, result, train_ids, val_ids,
+                          extra: dict) -> dict:
     """Best weights → decision threshold (``auto``: chosen on the validation cases) → training,
     validation and test evaluation → model folder → pyfunc."""
+    ds, cfg, tracker, device = stage.ds, stage.cfg, stage.tracker, stage.device
     model.load_state_dict(result.best_state)
     summary = {"best_epoch": result.best_epoch, "best_val_volume_dice": round(result.best_score, 4)}
     batch = max(cfg.batch_size, 16)
@@ -191,46 +188,41 @@ def finalise_segmentation(model, spec: ModelSpec, result, workdir, ds, cfg, trac
         summary[f"{prefix}_volume_dice"] = round(metrics[f"{prefix}_volume_dice"], 4)
         if f"{prefix}_slice_dice_thravg" in metrics:
             summary[f"{prefix}_slice_dice_thravg"] = round(metrics[f"{prefix}_slice_dice_thravg"], 4)
-    model_dir = save_model(Path(workdir) / "model", model, spec,
+    model_dir = save_model(stage.workdir / "model", model, spec,
                            {**extra, "threshold": threshold, "best_epoch": result.best_epoch,
                             "best_val_volume_dice": result.best_score, "run_id": tracker.run_id})
     uri = tracker.log_model(model_dir, "model", getattr(cfg, "register_as", ""),
                             getattr(cfg, "alias", ""), metrics=scores)
     summary["model_uri"] = uri or str(model_dir)
     if uri:
-        finish_workdir(Path(workdir), tracker)
+        stage.finish()
     return summary
 
 
 def finetune(cfg: FinetuneConfig, tracker=None, on_epoch_end=None, progress: bool = True) -> dict:
     """The ``finetune`` entry point (also the objective of ``tune``)."""
-    tracker = tracker or NullTracker()
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    stage = Stage.begin(cfg, tracker, on_epoch_end, progress)
+    tracker = stage.tracker
 
     def resolve():  # under torchrun: rank 0 alone, the other ranks receive the result
         ds = open_dataset(cfg.data, tracker)
         return (ds, *training_cases(ds, cfg), *initial_model(cfg, cfg.init, dataset_classes(ds)))
 
-    ds, train_ids, val_ids, model, spec, init_report, init_run = from_main(resolve)
+    stage.ds, train_ids, val_ids, model, spec, init_report, init_run = from_main(resolve)
     tracker.link_source("init", init_run)
-    task = segmentation_task(model, ds, train_ids, val_ids, cfg, device)
+    task = segmentation_task(model, stage.ds, train_ids, val_ids, cfg, stage.device)
     strategy = apply_strategy(model, cfg.strategy,
                               calibration=lambda: calibration_batches(task.train_set, cfg.batch_size),
                               pretrained=cfg.init != "scratch")
-    tracker.set_tags({"covidseg.arch": spec.arch, "covidseg.encoder": spec.encoder,
-                      "covidseg.device": str(device)})
-    if strategy["frozen"]:
-        tracker.set_tags({"covidseg.frozen": ", ".join(strategy["frozen"]) or "nothing"})
+    stage.record_network(spec, **({"covidseg.frozen": ", ".join(strategy["frozen"])}
+                                  if strategy["frozen"] else {}))
     tracker.log_dict({"init": init_report, "strategy": strategy}, "init/report.json")
-    tracker.log_dict({"train": train_ids, "val": val_ids, "test": ds.splits["test"]}, "split.json")
-    tracker.log_metrics({"train_volumes": len(train_ids), "val_volumes": len(val_ids),
-                         "trainable_parameters": strategy["trainable_parameters"],
-                         **{k: strategy[k] for k in ("frozen_levels", "encoder_levels",
-                                                      "frozen_encoder_fraction") if k in strategy}})
-    extra = model_extra(ds, cfg, "segmentation", "finetune")
-    result, workdir = run_training(task, cfg, device, tracker, spec, extra, on_epoch_end, progress)
-    if not world().is_main:
+    stage.record_split(train_ids, val_ids, stage.ds.splits["test"],
+                       trainable_parameters=strategy["trainable_parameters"],
+                       **{k: strategy[k] for k in ("frozen_levels", "encoder_levels",
+                                                   "frozen_encoder_fraction") if k in strategy})
+    extra = model_extra(stage.ds, cfg, "segmentation", "finetune")
+    result = stage.train(task, spec, extra)
+    if not stage.is_main:
         return None  # rank 0 evaluates and logs the model
-    return finalise_segmentation(model, spec, result, workdir, ds, cfg, tracker, device, train_ids,
-                                 val_ids, extra)
+    return finalise_segmentation(stage, model, spec, result, train_ids, val_ids, extra)

@@ -16,19 +16,12 @@ import numpy as np
 from covidseg.config import PretrainConfig
 from covidseg.data.augment import SliceAugment
 from covidseg.data.store import open_dataset
-from covidseg.device import resolve_device
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec, build_model
-from covidseg.tracking import NullTracker
-from covidseg.train.distributed import from_main, world
+from covidseg.train.distributed import from_main
 from covidseg.train.losses import SegmentationLoss
-from covidseg.train.stage import (
-    finish_workdir,
-    model_extra,
-    run_training,
-    seed_everything,
-)
+from covidseg.train.stage import Stage, model_extra
 from covidseg.train.tasks import RestorationTask, SegmentationTask, default_workers
 
 
@@ -40,10 +33,9 @@ def split_cases(ids: list[str], seed: int, val_fraction: float) -> tuple[list[st
 
 
 def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
-    tracker = tracker or NullTracker()
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    ds = from_main(lambda: open_dataset(cfg.data, tracker))  # torchrun: rank 0 resolves it
+    stage = Stage.begin(cfg, tracker, progress=progress)
+    tracker, device = stage.tracker, stage.device
+    ds = stage.ds = from_main(lambda: open_dataset(cfg.data, tracker))  # torchrun: rank 0 alone
     spec = ModelSpec(arch=cfg.arch, encoder=cfg.encoder)
     model = build_model(spec, cfg.encoder_weights or None)
     workers = default_workers(cfg.workers)
@@ -65,17 +57,16 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
         train_ids, val_ids = split_cases(ids, cfg.seed, 0.1)
         task = RestorationTask(model, ds, train_ids, val_ids, device, batch_size=cfg.batch_size,
                                seed=cfg.seed, workers=workers, crop=cfg.image_size)
-    tracker.log_dict({"train": train_ids, "val": val_ids}, "split.json")
-    tracker.log_metrics({"train_volumes": len(train_ids), "val_volumes": len(val_ids)})
+    stage.record_split(train_ids, val_ids)
     extra = model_extra(ds, cfg, cfg.mode, "pretrain")
-    result, workdir = run_training(task, cfg, device, tracker, spec, extra, progress=progress)
-    if not world().is_main:
+    result = stage.train(task, spec, extra)
+    if not stage.is_main:
         return None  # rank 0 logs the model
     model.load_state_dict(result.best_state)
-    model_dir = save_model(workdir / "model", model, spec,
+    model_dir = save_model(stage.workdir / "model", model, spec,
                            {**extra, "best_epoch": result.best_epoch, task.monitor: result.best_score})
     tracker.log_artifacts(model_dir, "model")
-    finish_workdir(workdir, tracker)
+    stage.finish()
     return {"mode": cfg.mode, "best_epoch": result.best_epoch,
             f"best_{task.monitor}": round(result.best_score, 4), "run_id": tracker.run_id,
             "model_dir": str(model_dir) if not tracker.enabled else "model/"}

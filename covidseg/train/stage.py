@@ -1,6 +1,7 @@
-"""What every training entry point does around :func:`covidseg.train.loop.fit`, written once:
-seeding, the local work folder, resume state (local, else from the run), intermediate
-checkpoints logged to the run, the final model folder and its upload, the training curves."""
+"""What every training entry point does around :func:`covidseg.train.loop.fit`, written once
+(:class:`Stage`): seeding and the device, the split and network records, the local work folder,
+resume state (local, else from the run), intermediate checkpoints logged to the run, the
+training curves, and removing the work folder once the model is uploaded."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,54 +59,94 @@ def loop_settings(cfg: TrainingConfig, progress: bool = True) -> LoopSettings:
                         progress=progress, sync_bn=cfg.sync_bn)
 
 
-def run_training(task, cfg: TrainingConfig, device: torch.device, tracker, spec: ModelSpec,
-                 model_extra: dict, on_epoch_end=None, progress: bool = True) -> tuple[FitResult, Path]:
-    """Fit ``task`` with the run's resume/checkpoint plumbing; returns (result, workdir).
+@dataclass
+class Stage:
+    """One training stage's context, set up once for pretrain, finetune and meanteacher: its
+    configuration, tracker, device, dataset, local work folder and how its epochs report."""
 
-    Intermediate checkpoints go to the run as ``checkpoints/step_NNNNNN/``; the resume state is
-    written to the work folder after each epoch and uploaded as ``resume/last.pt`` if the run
-    stops with an error (so it can be resumed from another machine).  Under torchrun only rank 0
-    writes, logs and reads the resume state (sent to the other ranks); the run records
-    ``world_size`` and ``effective_batch_size``.
-    """
-    world = distributed.world()
-    main = world.is_main
-    workdir = workdir_for(tracker.run_id) if main else None  # rank 0's (the others write nothing)
-    tracker.log_params({"world_size": world.size,
-                        "effective_batch_size": cfg.batch_size * world.size})
-    resume_state, logged = None, -1
-    if cfg.resume:
-        if main:
-            resume_state = find_resume_state(cfg.resume, workdir)
-            logged = tracker.last_step("train_loss")
-        resume_state = distributed.broadcast(resume_state)
+    cfg: TrainingConfig
+    tracker: object
+    device: torch.device
+    ds: object = None  # the PreprocessedDataset, once opened
+    workdir: Path | None = None  # rank 0's local training state, once training has started
+    progress: bool = True
+    on_epoch_end: list | None = None
 
-    def save_checkpoint(model, step: int) -> None:
-        d = save_model(workdir / "checkpoints" / f"step_{step:06d}", model, spec,
-                       {**model_extra, "iteration": step}, dtype=torch.float16)
-        tracker.log_artifacts(d, f"checkpoints/step_{step:06d}")
-        shutil.rmtree(d, ignore_errors=True)
+    @classmethod
+    def begin(cls, cfg: TrainingConfig, tracker=None, on_epoch_end=None,
+              progress: bool = True) -> "Stage":
+        """Seeded, on its device (this process's GPU under torchrun)."""
+        from covidseg.device import resolve_device
+        from covidseg.tracking import NullTracker
 
-    try:
-        result = fit(task, loop_settings(cfg, progress), device, tracker, workdir, resume_state,
-                     save_checkpoint if main else None, on_epoch_end, already_logged_epoch=logged)
-    except AbortTraining:
-        raise  # abandoned on purpose (a pruned trial): nothing to resume
-    except BaseException:
-        if main and (workdir / "last.pt").exists() and tracker.enabled:
-            with contextlib.suppress(Exception):
-                tracker.log_artifact(workdir / "last.pt", "resume")
-        raise
-    tracker.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                         "stopped_early": float(result.stopped_early)})
-    tracker.set_tags({"covidseg.stop_reason": result.stop_reason})
-    if result.history:
-        tracker.figure("figures/training_curves.png", figures.training_curves, result.history,
-                       task.monitor)
-    return result, workdir
+        seed_everything(cfg.seed)
+        return cls(cfg, tracker or NullTracker(), resolve_device(cfg.device), progress=progress,
+                   on_epoch_end=on_epoch_end)
 
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 (or a single process): the one that evaluates, logs and uploads."""
+        return distributed.world().is_main
 
-def finish_workdir(workdir: Path, tracker) -> None:
-    """The model is uploaded: the local training state is no longer needed."""
-    if tracker.enabled:
-        shutil.rmtree(workdir, ignore_errors=True)
+    def record_network(self, spec: ModelSpec, **tags) -> None:
+        self.tracker.set_tags({"covidseg.arch": spec.arch, "covidseg.encoder": spec.encoder,
+                               "covidseg.device": str(self.device), **tags})
+
+    def record_split(self, train_ids, val_ids, test_ids=None, **metrics) -> None:
+        split = {"train": train_ids, "val": val_ids}
+        if test_ids is not None:
+            split["test"] = test_ids
+        self.tracker.log_dict(split, "split.json")
+        self.tracker.log_metrics({"train_volumes": len(train_ids), "val_volumes": len(val_ids),
+                                  **metrics})
+
+    def train(self, task, spec: ModelSpec, model_extra: dict) -> FitResult:
+        """Fit ``task`` with the run's resume/checkpoint plumbing (sets :attr:`workdir`).
+
+        Intermediate checkpoints go to the run as ``checkpoints/step_NNNNNN/``; the resume state
+        is written to the work folder after each epoch and uploaded as ``resume/last.pt`` if the
+        run stops with an error (so it can be resumed from another machine).  Under torchrun
+        only rank 0 writes, logs and reads the resume state (sent to the other ranks); the run
+        records ``world_size`` and ``effective_batch_size``.
+        """
+        cfg, tracker, main = self.cfg, self.tracker, self.is_main
+        world = distributed.world()
+        self.workdir = workdir = workdir_for(tracker.run_id) if main else None
+        tracker.log_params({"world_size": world.size,
+                            "effective_batch_size": cfg.batch_size * world.size})
+        resume_state, logged = None, -1
+        if cfg.resume:
+            if main:
+                resume_state = find_resume_state(cfg.resume, workdir)
+                logged = tracker.last_step("train_loss")
+            resume_state = distributed.broadcast(resume_state)
+
+        def save_checkpoint(model, step: int) -> None:
+            d = save_model(workdir / "checkpoints" / f"step_{step:06d}", model, spec,
+                           {**model_extra, "iteration": step}, dtype=torch.float16)
+            tracker.log_artifacts(d, f"checkpoints/step_{step:06d}")
+            shutil.rmtree(d, ignore_errors=True)
+
+        try:
+            result = fit(task, loop_settings(cfg, self.progress), self.device, tracker, workdir,
+                         resume_state, save_checkpoint if main else None, self.on_epoch_end,
+                         already_logged_epoch=logged)
+        except AbortTraining:
+            raise  # abandoned on purpose (a pruned trial): nothing to resume
+        except BaseException:
+            if main and (workdir / "last.pt").exists() and tracker.enabled:
+                with contextlib.suppress(Exception):
+                    tracker.log_artifact(workdir / "last.pt", "resume")
+            raise
+        tracker.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                             "stopped_early": float(result.stopped_early)})
+        tracker.set_tags({"covidseg.stop_reason": result.stop_reason})
+        if result.history:
+            tracker.figure("figures/training_curves.png", figures.training_curves,
+                           result.history, task.monitor)
+        return result
+
+    def finish(self) -> None:
+        """The model is uploaded: the local training state is no longer needed."""
+        if self.tracker.enabled and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)

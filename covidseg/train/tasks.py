@@ -104,24 +104,18 @@ class _Base:
         pass
 
 
-class SegmentationTask(_Base):
-    """Supervised segmentation of 2D slices; validation = mean 3D Dice over volumes."""
+class _Segmentation(_Base):
+    """What 2D-slice and whole-volume segmentation share: the loss of a batch (mixup optional),
+    validation by the mean 3D Dice over the validation volumes at ``threshold``."""
 
-    def __init__(self, model, ds: PreprocessedDataset, train_ids, val_ids, loss: SegmentationLoss,
-                 device: torch.device, batch_size: int = 8, seed: int = 0, workers: int = 0,
-                 augment=None, crop: int = 0, lesion_boost: float = 1.0, use_mixup: bool = False,
-                 eval_batch: int = 16, threshold: float = 0.5):
+    use_mixup = False
+
+    def __init__(self, model, ds: PreprocessedDataset, val_ids, loss: SegmentationLoss,
+                 device: torch.device, seed: int = 0, eval_batch: int = 16,
+                 threshold: float = 0.5):
         self.model, self.ds, self.loss, self.device = model, ds, loss, device
-        self.threshold = threshold
-        self.val_ids = list(val_ids)
-        self.train_set = SliceDataset(ds, train_ids, augment=augment, seed=seed, crop=crop)
-        self.weights = slice_sampling_weights(self.train_set, lesion_boost) if lesion_boost != 1 else None
-        self.batch_size, self.seed = batch_size, seed
-        self.use_mixup, self.eval_batch = use_mixup, eval_batch
-        self.loader = EpochLoader(self.train_set, batch_size, seed, workers, device, self.weights)
-
-    def batches(self, epoch: int):
-        return self.loader(epoch)
+        self.val_ids, self.seed = list(val_ids), seed
+        self.eval_batch, self.threshold = eval_batch, threshold
 
     def to_device(self, batch):
         return tuple(t.to(self.device, non_blocking=True) for t in batch)
@@ -137,15 +131,29 @@ class SegmentationTask(_Base):
                                                self.eval_batch, self.threshold)}
 
 
-class VolumeTask(SegmentationTask):
+class SegmentationTask(_Segmentation):
+    """Supervised segmentation of 2D slices; validation = mean 3D Dice over volumes."""
+
+    def __init__(self, model, ds: PreprocessedDataset, train_ids, val_ids, loss: SegmentationLoss,
+                 device: torch.device, batch_size: int = 8, seed: int = 0, workers: int = 0,
+                 augment=None, crop: int = 0, lesion_boost: float = 1.0, use_mixup: bool = False,
+                 eval_batch: int = 16, threshold: float = 0.5):
+        super().__init__(model, ds, val_ids, loss, device, seed, eval_batch, threshold)
+        self.train_set = SliceDataset(ds, train_ids, augment=augment, seed=seed, crop=crop)
+        self.weights = slice_sampling_weights(self.train_set, lesion_boost) if lesion_boost != 1 else None
+        self.batch_size, self.use_mixup = batch_size, use_mixup
+        self.loader = EpochLoader(self.train_set, batch_size, seed, workers, device, self.weights)
+
+    def batches(self, epoch: int):
+        return self.loader(epoch)
+
+
+class VolumeTask(_Segmentation):
     """The coarse 3D U-Net: one whole volume per step at its coarse in-plane size (thesis 5.3.2)."""
 
-    def __init__(self, model, ds, train_ids, val_ids, loss, device, seed: int = 0, eval_batch=16,
-                 threshold: float = 0.5, **_):
-        self.model, self.ds, self.loss, self.device = model, ds, loss, device
-        self.threshold = threshold
-        self.val_ids, self.seed, self.eval_batch = list(val_ids), seed, eval_batch
-        self.use_mixup = False
+    def __init__(self, model, ds, train_ids, val_ids, loss, device, seed: int = 0,
+                 eval_batch: int = 16, threshold: float = 0.5):
+        super().__init__(model, ds, val_ids, loss, device, seed, eval_batch, threshold)
         self.train_ids = [c for c in train_ids if ds.load(c)[1] is not None]
 
     def batches(self, epoch: int):

@@ -8,31 +8,16 @@ declared once.  Errors a user can fix print as one line and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 from dataclasses import fields
 
 from covidseg.config import CONFIGS, CommonConfig, field_default, parse_value
-from covidseg.errors import ConfigError, CovidsegError, NotImplementedYet
+from covidseg.errors import ConfigError, CovidsegError
+from covidseg.registry import RUNNERS, runner
 from covidseg.redact import redact, redact_logging
 
-# entry point -> "module:function" taking (config, tracker); None = not built yet (its issue)
-RUNNERS: dict[str, str | None] = {
-    "preprocess": "covidseg.data.preprocess:preprocess_dataset",
-    "pretrain": "covidseg.train.pretrain:pretrain",
-    "finetune": "covidseg.train.finetune:finetune",
-    "pseudolabel": "covidseg.semi.pseudolabel:pseudolabel",
-    "meanteacher": "covidseg.semi.meanteacher:meanteacher",
-    "compare": "covidseg.analysis.compare:compare",
-    "tune": "covidseg.tuning:tune",
-    "predict": "covidseg.predict:predict_entry",
-    "evaluate": "covidseg.predict:evaluate_entry",
-    "pipeline": "covidseg.pipeline:pipeline",
-    "grid": "covidseg.grid:grid",
-}
-PLANNED_IN: dict[str, int] = {}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,13 +32,13 @@ def description(name: str) -> str:
     import ast
     import importlib.util
 
-    module, func = (RUNNERS[name] or ":").split(":")
+    module, func = RUNNERS[name].split(":")
     spec = importlib.util.find_spec(module) if module else None
     if spec is None or not spec.origin:
         return ""
     tree = ast.parse(open(spec.origin, encoding="utf-8").read())
     fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == func), None)
-    shared = sum(1 for t in RUNNERS.values() if t and t.split(":")[0] == module) > 1
+    shared = sum(1 for t in RUNNERS.values() if t.split(":")[0] == module) > 1
     text = ((ast.get_docstring(fn) if fn and shared else None) or ast.get_docstring(tree)
             or (ast.get_docstring(fn) if fn else None) or "")
     return text.split("\n\n")[0].replace("\n", " ").strip()
@@ -91,12 +76,7 @@ def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
     from covidseg.train import distributed
     from covidseg.train.resume import config_of_run
 
-    target = RUNNERS[name]
-    if target is None:
-        raise NotImplementedYet(f"entry point '{name}' is declared but not implemented yet "
-                                f"(planned in issue #{PLANNED_IN.get(name, '?')})")
-    module, func = target.split(":")
-    fn = getattr(importlib.import_module(module), func)
+    fn = runner(name)
     quiet_mlflow_warnings()
     world = distributed.setup(getattr(cfg, "device", "auto"))
     try:

@@ -28,10 +28,6 @@ class CellsFailed(CovidsegError):
     """Cells of a grid failed for good (recorded with their errors; the other cells finished)."""
 
 
-class NotImplementedYet(CovidsegError):
-    """An entry point declared in MLproject whose implementation has not landed yet."""
-
-
 class CaseError(CovidsegError):
     """Bad input for one case: names the case, the file and the problem."""
 

@@ -9,7 +9,6 @@ starting point (``scratch``, a run, a Models Genesis file)."""
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import fields
 
 from covidseg.config import CONFIGS, PIPELINE_STAGES
@@ -37,11 +36,10 @@ def run_nested(parent, entry_point: str, cfg, name: str, tags: dict | None = Non
                on_start=None, **kwargs) -> tuple[str, dict]:
     """Run entry point ``entry_point`` with ``cfg`` as a run nested under ``parent``;
     returns (its run id, its result).  ``on_start(run_id)`` is called once the run exists."""
-    from covidseg.cli import RUNNERS
+    from covidseg.registry import runner
     from covidseg.tracking import child_run
 
-    module, func = RUNNERS[entry_point].split(":")
-    fn = getattr(importlib.import_module(module), func)
+    fn = runner(entry_point)
     with child_run(parent, name, entry_point, cfg, tags) as child:
         if on_start is not None:
             on_start(child.run_id)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from covidseg import __version__
-from covidseg.cli import RUNNERS, build_parser, main
+from covidseg.cli import build_parser, main
+from covidseg.registry import RUNNERS
 from covidseg.config import CONFIGS
 from covidseg.errors import first_line
 

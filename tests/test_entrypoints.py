@@ -8,9 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
-from covidseg.cli import RUNNERS, render_mlproject
+from covidseg.cli import render_mlproject
+from covidseg.registry import RUNNERS
 from covidseg.config import CONFIGS
 from tests.conftest import REPO, TINY_DEMO, free_port, subprocess_env
 
@@ -50,6 +52,7 @@ def test_spec_parameter_names_and_defaults():
             s.sim_high, s.sim_min) == (68, 120, 32, "top1-band", 0.87, 0.96, 0.90)
 
 
+@pytest.mark.e2e
 def test_cli_errors_are_one_line(tmp_path):
     r = run(["covidseg", "preprocess", "--bogus", "1"], tmp_path)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
@@ -67,6 +70,7 @@ def test_cli_errors_are_one_line(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.e2e
 def test_server_down_fails_fast(tmp_path):
     start = time.time()
     r = run(["covidseg", "preprocess"], tmp_path,
@@ -113,7 +117,8 @@ def test_preprocess_three_ways_against_a_real_server(tracking_uri, tmp_path):
     assert all(a.file_size > 5000 for a in figs.values())
     local = Path(client.download_artifacts(run_id, "figures/spacing_per_source.png", str(tmp_path)))
     assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert {"failed.csv", "splits.json", "fingerprint.json", "cases.csv"} <= set(listing("preprocess"))
+    assert {"failed.csv", "splits.json", "fingerprint.json", "cases.csv"} <= \
+        set(listing("preprocess"))
     # the arrays are uploaded once per dataset: by this run, or by an earlier one it points at
     holder = t["covidseg.dataset_run"]
     assert "dataset.json" in listing("dataset")
@@ -131,12 +136,14 @@ def test_preprocess_three_ways_against_a_real_server(tracking_uri, tmp_path):
         tags = client.get_run(other).data.tags
         assert tags["covidseg.dataset_key"] == key and tags["covidseg.cache_hit"] == "true"
         # the arrays are uploaded once: cache hits point at the run that holds them
-        assert tags["covidseg.dataset_uploaded"] == "false" and tags["covidseg.dataset_run"] == holder
+        assert tags["covidseg.dataset_uploaded"] == "false"
+        assert tags["covidseg.dataset_run"] == holder
         assert client.get_run(other).data.metrics["n_cases"] == 11
         # one naming scheme and the same identity tags, whichever door started the run
         for rid in (run_id, other):
             t_ = client.get_run(rid).data.tags
-            assert re.fullmatch(r"preprocess-\d{8}-\d{6}", t_["mlflow.runName"]), t_["mlflow.runName"]
+            name = t_["mlflow.runName"]
+            assert re.fullmatch(r"preprocess-\d{8}-\d{6}", name), name
             assert re.match(r"^[0-9a-f]{40}$", t_["mlflow.source.git.commit"]) and t_["mlflow.user"]
         assert client.get_experiment(info.info.experiment_id).tags["mlflow.experimentKind"] == \
             "custom_model_development"
@@ -154,6 +161,7 @@ def test_preprocess_three_ways_against_a_real_server(tracking_uri, tmp_path):
     assert image.ndim == 3 and infection.shape == image.shape
 
 
+@pytest.mark.e2e
 def test_python_dash_m_covidseg_is_the_console_script(tmp_path):
     r = run([sys.executable, "-m", "covidseg", "preprocess", "--help"], tmp_path)
     assert r.returncode == 0 and "--image_size" in r.stdout, r.stderr[-2000:]

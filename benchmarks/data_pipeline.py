@@ -2,8 +2,9 @@
 
 Slices per second of the real training input — the finetune task's DataLoader (memory-mapped
 slices, padding, elastic/rotation/gamma/noise augmentation in ``workers`` processes, pinned memory
-on CUDA, workers kept between epochs) — against slices per second of one training step of the default model (forward,
-ce+dice loss, backward, Adam step; AMP on CUDA) on batches already on the device, at 256² and 512².
+on CUDA, workers kept between epochs) — against slices per second of one training step of the
+default model (forward, ce+dice loss, backward, Adam step; AMP on CUDA) on batches already on the
+device, at 256² and 512².
 
     python benchmarks/data_pipeline.py [--sizes 256,512] [--steps 4] [--epochs 3] [--workers -1]
 

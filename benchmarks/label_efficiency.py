@@ -171,7 +171,8 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
                     pseudo, pl_result[method] = run_nested(
                         tracker, "pseudolabel", pl_cfg, f"pseudolabel-{source}-b{budget}-s{seed}",
                         tags)
-                mt = MeanteacherConfig(**train, seed=seed, train_cases=budget, model=runs["finetune"],
+                mt = MeanteacherConfig(**train, seed=seed, train_cases=budget,
+                                       model=runs["finetune"],
                                        pseudo=pseudo, epochs=mt_epochs, patience=0, lr=2e-4,
                                        lesion_boost=3.0, rampup_epochs=max(1, mt_epochs // 3),
                                        consistency_weight=consistency)

@@ -88,7 +88,8 @@ def main() -> None:
     try:
         import monai
     except ImportError:
-        raise SystemExit('preprocessing.py compares with MONAI: pip install -e ".[bench]"') from None
+        raise SystemExit('preprocessing.py compares with MONAI: '
+                         'pip install -e ".[bench]"') from None
     with tempfile.TemporaryDirectory(prefix="covidseg-bench-prep-") as tmp:
         tmp = Path(tmp)
         cases, shapes = [], []
@@ -100,12 +101,14 @@ def main() -> None:
             cases.append((image, mask))
             shapes.append(ph.image.shape)
         header("preprocessing: covidseg vs MONAI transforms", torch.device("cpu"),
-               volumes=args.volumes, shape=f"{args.size}x{args.size}x{shapes[0][0]}..{shapes[-1][0]}",
+               volumes=args.volumes,
+               shape=f"{args.size}x{args.size}x{shapes[0][0]}..{shapes[-1][0]}",
                monai=monai.__version__)
+        monai_steps = monai_pipeline((-1250.0, 250.0))  # built once, like covidseg's config
         arms = {
             "covidseg (lung_method=none)": lambda out: run_covidseg(
                 cases, PreprocessConfig(lung_method="none", intensity="hu"), out),
-            "MONAI (same steps)": lambda out, p=monai_pipeline((-1250.0, 250.0)): run_monai(cases, p, out),
+            "MONAI (same steps)": lambda out: run_monai(cases, monai_steps, out),
             "covidseg (lung_method=classical)": lambda out: run_covidseg(
                 cases, PreprocessConfig(lung_method="classical", intensity="hu"), out),
         }
@@ -132,8 +135,9 @@ def main() -> None:
     print(f"output of case 0: covidseg {list(ours.shape)} (z, y, x), MONAI {list(theirs.shape)} "
           "(its array order)")
     vpm = {r["pipeline"]: r["volumes/min"] for r in rows}
-    ratios(covidseg_over_monai=vpm["covidseg (lung_method=none)"] / vpm["MONAI (same steps)"],
-           with_lungs_over_monai=vpm["covidseg (lung_method=classical)"] / vpm["MONAI (same steps)"])
+    monai_vpm = vpm["MONAI (same steps)"]
+    ratios(covidseg_over_monai=vpm["covidseg (lung_method=none)"] / monai_vpm,
+           with_lungs_over_monai=vpm["covidseg (lung_method=classical)"] / monai_vpm)
 
 
 if __name__ == "__main__":

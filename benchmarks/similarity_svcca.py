@@ -102,7 +102,8 @@ def main() -> None:
                     help="size of the naive comparison, as a fraction of the full one")
     args = ap.parse_args()
     header("similarity search and SVCCA: vectorised vs naive loops", torch.device("cpu"),
-           search=f"{args.unlabelled}x{args.labelled}x{args.dim}", svcca=f"{args.points}x{args.neurons}")
+           search=f"{args.unlabelled}x{args.labelled}x{args.dim}",
+           svcca=f"{args.points}x{args.neurons}")
     rng = np.random.default_rng(0)
     centres = np.abs(rng.standard_normal((40, args.dim))).astype(np.float32)
     U = features(rng, args.unlabelled, args.dim, centres)
@@ -119,7 +120,8 @@ def main() -> None:
     t_naive_small = timed(lambda: naive_top2(u, lab), repeat=1, warmup=0)
     s_naive, i_naive = naive_top2(u, lab)
     s_vec, i_vec = (t.numpy() for t in top_k_cosine(u, lab, 2))
-    same_search = bool(np.allclose(s_naive, s_vec, atol=1e-5) and (i_naive[:, 0] == i_vec[:, 0]).all())
+    same_search = bool(np.allclose(s_naive, s_vec, atol=1e-5)
+                       and (i_naive[:, 0] == i_vec[:, 0]).all())
     rows += [
         {"task": "pseudo-label search", "size": f"{args.unlabelled}x{args.labelled}",
          "impl": "covidseg (assign_pseudo_labels)", "seconds": t_full, "same answer": "-"},

@@ -1,4 +1,5 @@
-"""Competitive 2D defaults: covidseg's ``finetune`` against a bare smp training loop, same 2D slices.
+"""Competitive 2D defaults: covidseg's ``finetune`` against a bare smp training loop on the same
+2D slices.
 
 One 2D slice set (the phantom slices exported as a public 2D set looks — 8-bit PNG crops of
 varying sizes, 0/255 masks — or any folder given), one split, the same number of optimisation
@@ -44,7 +45,6 @@ from pathlib import Path
 import numpy as np
 from bench import header, ratios, table
 
-
 # --- data -----------------------------------------------------------------------------------
 
 def read_gray(path) -> np.ndarray:
@@ -69,9 +69,10 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
 
 
 def split_records(ds, fold: int) -> dict[str, list]:
-    """Manifest records (image, infection paths) of covidseg's train / val folds and the test set."""
-    from covidseg.data.splits import fold_split
+    """Manifest records (image, infection paths) of covidseg's train / val folds and the test
+    set."""
     from covidseg.data.layouts import read_manifest
+    from covidseg.data.splits import fold_split
 
     by_id = {r.case_id: r for r in read_manifest(ds.root / "manifest.csv")}
     train, val = fold_split(ds.splits, fold, "standard")
@@ -96,7 +97,8 @@ def letterbox(image: np.ndarray, size: int, interpolation) -> tuple[np.ndarray, 
 
 
 class BareSlices:
-    """(image[1, S, S], mask[1, S, S]) float32 tensors: /255, letterboxed, ``A.Affine`` when training."""
+    """(image[1, S, S], mask[1, S, S]) float32 tensors: /255, letterboxed, ``A.Affine`` when
+    training."""
 
     def __init__(self, records, size: int, train: bool):
         import albumentations as A
@@ -168,7 +170,8 @@ def score_bare(model, records, size: int, device) -> list[float]:
             boxed, (y0, x0, nh, nw) = letterbox(image, size, cv2.INTER_AREA)
             x = torch.from_numpy(boxed.astype(np.float32)[None, None] / 255.0).to(device)
             prob = torch.sigmoid(model(x))[0, 0].float().cpu().numpy()[y0:y0 + nh, x0:x0 + nw]
-            prob = cv2.resize(prob, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+            prob = cv2.resize(prob, (image.shape[1], image.shape[0]),
+                              interpolation=cv2.INTER_LINEAR)
             scores.append(dice(prob > 0.5, read_mask(r.infection)))
     return scores
 
@@ -301,7 +304,8 @@ def main() -> None:
                         "test_images": args.test_images, "test_masks": args.test_masks}
             patterns = {k: v for k, v in patterns.items() if (folder / v.split("*")[0]).exists()}
         else:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="covidseg-slices-")))
+            folder = Path(stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="covidseg-slices-")))
             lo, _, hi = args.export_size.partition(",")
             export = export_demo_slices(folder, n_labelled=args.labelled, n_test=args.test,
                                         size=(int(lo), int(hi or lo)), seed=args.export_seed)
@@ -352,7 +356,8 @@ def main() -> None:
              for name, (d, t, n) in bare.items()], floatfmt="{:.4f}")
     out = {}
     if "split" in bare:
-        out["covidseg_over_bare"] = ours / bare["split"][0] if bare["split"][0] > 0 else float("inf")
+        split = bare["split"][0]
+        out["covidseg_over_bare"] = ours / split if split > 0 else float("inf")
     if "all" in bare:
         out["covidseg_over_bare_all_labelled"] = ours / bare["all"][0] if bare["all"][0] > 0 \
             else float("inf")

@@ -19,7 +19,8 @@ _KEY_VALUE = re.compile(r"(?P<key>(?:password|passwd|pwd|token|secret)=)(?P<valu
 
 
 def redact(value):
-    """``value`` with every credential replaced by ``***`` (non-strings are returned as they are)."""
+    """``value`` with every credential replaced by ``***`` (non-strings are returned as they
+    are)."""
     if not isinstance(value, str) or ("@" not in value and "=" not in value):
         return value
     value = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", value)

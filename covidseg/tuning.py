@@ -128,8 +128,8 @@ def search_space(cfg: TuneConfig, fixed: dict) -> dict:
         wanted = [x.strip() for x in cfg.search.split(",") if x.strip()]
         unknown = [w for w in wanted if w not in space]
         if unknown:
-            raise ConfigError(f"search: {', '.join(unknown)} not searchable for target={cfg.target} "
-                              f"(searchable: {', '.join(space)})")
+            raise ConfigError(f"search: {', '.join(unknown)} not searchable for "
+                              f"target={cfg.target} (searchable: {', '.join(space)})")
         space = {k: space[k] for k in wanted}
     if not space:
         raise ConfigError("nothing to search: every searchable parameter is fixed")
@@ -162,7 +162,8 @@ def tune(cfg: TuneConfig, tracker) -> dict:
     study, url = open_study(cfg)
     tracker.set_tags({f"{TAG_PREFIX}study": cfg.study_name,
                       f"{TAG_PREFIX}storage": url.split("@")[-1]})  # no credentials
-    tracker.log_dict({"fixed": {k: str(v) for k, v in fixed.items()}, "space": space}, "study/space.json")
+    tracker.log_dict({"fixed": {k: str(v) for k, v in fixed.items()}, "space": space},
+                     "study/space.json")
     common = {"data": cfg.data, "seed": cfg.seed, "device": cfg.device}
 
     def trial_tags(number: int) -> dict:

@@ -16,6 +16,20 @@ from covidseg.tracking import free_port  # noqa: F401  (tests import it from her
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = str(Path(sys.executable).parent)
 
+# Fixtures that start real processes (an `mlflow server`, a `covidseg preprocess` subprocess, a
+# PostgreSQL cluster): a test that uses one is end-to-end. Tests that start such processes
+# themselves (subprocess entry points, benchmark scripts, Chromium) carry @pytest.mark.e2e.
+E2E_FIXTURES = frozenset({"mlflow_server", "tracking_uri", "preprocess_run", "postgres"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that depends on a process-starting fixture ``e2e``, so that
+    ``pytest -m "not e2e"`` is the fast inner loop."""
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
 # tiny demo cohort used by the end-to-end tests (64 px, a handful of cases)
 TINY_DEMO = {"demo_labelled": 6, "demo_unlabelled": 3, "demo_noncovid": 2, "demo_size": 64,
              "demo_depth": 24, "test_cases": 2, "folds": 2}
@@ -94,8 +108,8 @@ def mlflow_run(entry, params: dict, cwd, uri, experiment):
     import re
 
     args = [x for k, v in params.items() for x in ("-P", f"{k}={v}")]
-    r = run([sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local",
-             "--experiment-name", experiment, *args], cwd, MLFLOW_TRACKING_URI=uri)
+    r = run([sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager",
+             "local", "--experiment-name", experiment, *args], cwd, MLFLOW_TRACKING_URI=uri)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
     m = re.search(r"Run \(ID '([0-9a-f]{32})'\) succeeded", r.stdout + r.stderr)
     assert m, r.stderr[-3000:]
@@ -127,7 +141,8 @@ def _pg_bin(name: str) -> str | None:
 
 
 class Postgres:
-    """A throw-away PostgreSQL cluster on a free loopback port (as the `postgres` user when root)."""
+    """A throw-away PostgreSQL cluster on a free loopback port (as the `postgres` user when
+    root)."""
 
     def __init__(self, root: Path):
         self.root, self.port = root, free_port()
@@ -136,7 +151,7 @@ class Postgres:
     def _as_owner(self, cmd: list[str]) -> list[str]:
         return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
-    def start(self) -> "Postgres":
+    def start(self) -> Postgres:
         import shutil
 
         self.root.mkdir(parents=True, exist_ok=True)
@@ -149,7 +164,8 @@ class Postgres:
                        check=True, capture_output=True, timeout=120)
         subprocess.run(self._as_owner([_pg_bin("pg_ctl"), "-D", str(self.data), "-l",
                                        str(self.root / "pg.log"), "-w", "-o",
-                                       f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1",
+                                       f"-p {self.port} -k {self.sock} "
+                                       "-c listen_addresses=127.0.0.1",
                                        "start"]), check=True, capture_output=True, timeout=120)
         return self
 

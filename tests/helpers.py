@@ -42,7 +42,8 @@ def write_dicom_series(volume: sitk.Image, folder: Path, with_spacing: bool = Tr
         for k, v in common:
             sl.SetMetaData(k, v)
         sl.SetMetaData("0028|0030", f"{vol.GetSpacing()[1]}\\{vol.GetSpacing()[0]}")
-        sl.SetMetaData("0020|0032", "\\".join(map(str, vol.TransformIndexToPhysicalPoint((0, 0, i)))))
+        origin = vol.TransformIndexToPhysicalPoint((0, 0, i))
+        sl.SetMetaData("0020|0032", "\\".join(map(str, origin)))
         sl.SetMetaData("0020|0013", str(i + 1))
         sl.SetMetaData("0008|0018", series_uid + f".{i + 1}")
         path = folder / f"slice_{i:04d}.dcm"
@@ -77,7 +78,8 @@ def fake_covid19_ct_seg(root: Path, cases) -> Path:
 def fake_mosmed(root: Path, cases) -> Path:
     """MosMedData: studies/CT-0..CT-4/study_NNNN.nii.gz, masks/study_NNNN_mask.nii.gz."""
     (root / "masks").mkdir(parents=True, exist_ok=True)
-    layout = [("CT-1", "study_0255", True), ("CT-1", "study_0256", False), ("CT-0", "study_0001", False)]
+    layout = [("CT-1", "study_0255", True), ("CT-1", "study_0256", False),
+              ("CT-0", "study_0001", False)]
     for c, (grade, sid, masked) in zip(cases, layout):
         (root / "studies" / grade).mkdir(parents=True, exist_ok=True)
         shutil.copy(c["image"], root / "studies" / grade / f"{sid}.nii.gz")
@@ -98,8 +100,8 @@ def fake_msd_lung(root: Path, cases) -> Path:
     (root / "imagesTr" / "._lung_001.nii.gz").write_bytes(b"\x00junk")
     meta = {"name": "Lung", "modality": {"0": "CT"}, "labels": {"0": "background", "1": "cancer"},
             "numTraining": 2, "numTest": 1,
-            "training": [{"image": "./imagesTr/lung_001.nii.gz", "label": "./labelsTr/lung_001.nii.gz"},
-                         {"image": "./imagesTr/lung_003.nii.gz", "label": "./labelsTr/lung_003.nii.gz"}],
+            "training": [{"image": f"./imagesTr/lung_{i}.nii.gz",
+                          "label": f"./labelsTr/lung_{i}.nii.gz"} for i in ("001", "003")],
             "test": ["./imagesTs/lung_002.nii.gz"]}
     (root / "dataset.json").write_text(json.dumps(meta))
     return root
@@ -162,7 +164,8 @@ class UNet3DGenesis(nn.Module):
         super().__init__()
         self.down_tr64, self.down_tr128 = Down3d(1, 0), Down3d(64, 1)
         self.down_tr256, self.down_tr512 = Down3d(128, 2), Down3d(256, 3)
-        self.up_tr256, self.up_tr128, self.up_tr64 = Up3d(512, 512, 2), Up3d(256, 256, 1), Up3d(128, 128, 0)
+        self.up_tr256, self.up_tr128 = Up3d(512, 512, 2), Up3d(256, 256, 1)
+        self.up_tr64 = Up3d(128, 128, 0)
         self.out_tr = Out3d(64, 1)
 
 

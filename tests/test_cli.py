@@ -7,9 +7,9 @@ import pytest
 
 from covidseg import __version__
 from covidseg.cli import build_parser, main
-from covidseg.registry import RUNNERS
 from covidseg.config import CONFIGS
 from covidseg.errors import first_line
+from covidseg.registry import RUNNERS
 
 
 def test_version(capsys):
@@ -53,7 +53,8 @@ def test_covidseg_debug_prints_the_cause_chain(monkeypatch, capsys):
     err = capsys.readouterr().err
     # the requests error that caused it, then the one line
     assert "The above exception was the direct cause" in err and "ConnectionError" in err
-    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("covidseg finetune: error:")
+    assert "Traceback" in err
+    assert err.strip().splitlines()[-1].startswith("covidseg finetune: error:")
 
 
 def test_first_line_of_a_multi_line_error():

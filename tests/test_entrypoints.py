@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from covidseg.cli import render_mlproject
-from covidseg.registry import RUNNERS
 from covidseg.config import CONFIGS
+from covidseg.registry import RUNNERS
 from tests.conftest import REPO, TINY_DEMO, free_port, subprocess_env
 
 TINY_ARGS = [f"--{k}={v}" for k, v in TINY_DEMO.items()]

@@ -8,7 +8,11 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests.conftest import FAST, TINY_DEMO, MlflowServer, run, subprocess_env
+
+pytestmark = pytest.mark.e2e  # starts its own mlflow server and covidseg subprocesses
 
 
 def test_server_killed_mid_run_then_resumed(tmp_path):
@@ -20,7 +24,8 @@ def test_server_killed_mid_run_then_resumed(tmp_path):
     root.mkdir()
     server = MlflowServer(root).start()
     env = {"MLFLOW_TRACKING_URI": server.uri}
-    r = run(["covidseg", "preprocess", *[f"--{k}={v}" for k, v in TINY_DEMO.items()]], tmp_path, **env)
+    r = run(["covidseg", "preprocess", *[f"--{k}={v}" for k, v in TINY_DEMO.items()]], tmp_path,
+            **env)
     assert r.returncode == 0, r.stderr[-2000:]
     data = re.search(r"run_id=([0-9a-f]{32})", r.stdout).group(1)
     epochs = 10
@@ -54,7 +59,8 @@ def test_server_killed_mid_run_then_resumed(tmp_path):
     try:
         client = MlflowClient(server.uri)
         logged_before = sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
-        r = run(["covidseg", "finetune", "--resume", run_id], tmp_path, MLFLOW_TRACKING_URI=server.uri)
+        r = run(["covidseg", "finetune", "--resume", run_id], tmp_path,
+                MLFLOW_TRACKING_URI=server.uri)
         assert r.returncode == 0, r.stderr[-3000:]
         info = client.get_run(run_id)
         assert info.info.status == "FINISHED"

@@ -40,7 +40,8 @@ def test_every_tensor_is_consumed_or_skipped_with_a_reason(genesis_file):
     assert sd["segmentation_head.weight"].shape == (1, 64, 1, 1)
     # norm affine copied; running statistics left fresh (0/1) by flattening: a freezing strategy
     # re-estimates them on the target's slices (tested below)
-    assert torch.equal(sd["encoder.down_tr64.ops.0.bn1.weight"], state["module.down_tr64.ops.0.bn1.weight"])
+    assert torch.equal(sd["encoder.down_tr64.ops.0.bn1.weight"],
+                       state["module.down_tr64.ops.0.bn1.weight"])
     assert torch.equal(sd["encoder.down_tr64.ops.0.bn1.running_mean"], torch.zeros(32))
 
 
@@ -50,7 +51,8 @@ def test_flattened_kernels_answer_a_slice_like_3d_answers_a_constant_volume(gene
     flatten_genesis_3d(state, model)
     x2 = torch.randn(1, 1, 16, 16)
     x3 = x2[..., None].expand(1, 1, 16, 16, 6).contiguous()  # constant along the last (slice) axis
-    w3, b3 = state["module.down_tr64.ops.0.conv1.weight"], state["module.down_tr64.ops.0.conv1.bias"]
+    w3 = state["module.down_tr64.ops.0.conv1.weight"]
+    b3 = state["module.down_tr64.ops.0.conv1.bias"]
     conv = model.encoder.down_tr64.ops[0].conv1
     y3 = F.conv3d(x3, w3, b3, padding=1)[..., 3]  # an interior slice
     assert torch.allclose(conv(x2), y3, atol=1e-4)

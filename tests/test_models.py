@@ -14,7 +14,7 @@ def test_2d_models_shape(arch, encoder):
     with torch.no_grad():
         out = model(torch.randn(2, 1, 64, 64))
     assert out.shape == (2, 1, 64, 64)
-    assert hasattr(model, "encoder") and hasattr(model, "decoder") and hasattr(model, "segmentation_head")
+    assert all(hasattr(model, part) for part in ("encoder", "decoder", "segmentation_head"))
 
 
 def test_attention_gates_weight_the_skips():
@@ -54,8 +54,8 @@ def test_checkpoint_roundtrip_weights_only(tmp_path):
 
 def test_local_encoder_weights(tmp_path):
     donor = build_model(ModelSpec("unet", "resnet18"))
-    torch.save({"state_dict": {f"module.encoder.{k}": v for k, v in donor.encoder.state_dict().items()}},
-               tmp_path / "enc.pt")
+    weights = {f"module.encoder.{k}": v for k, v in donor.encoder.state_dict().items()}
+    torch.save({"state_dict": weights}, tmp_path / "enc.pt")
     model = build_model(ModelSpec("fpn", "resnet18"), encoder_weights=str(tmp_path / "enc.pt"))
     for k, v in donor.encoder.state_dict().items():
         assert torch.equal(v, model.encoder.state_dict()[k])

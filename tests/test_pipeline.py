@@ -28,7 +28,8 @@ def test_pipeline_nests_every_stage_with_lineage(tracking_uri, tmp_path):
     p = client.get_run(parent)
     kids = {r.data.tags["covidseg.pipeline_stage"]: r for r in client.search_runs(
         [p.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")}
-    assert set(kids) == {"preprocess", "pretrain", "finetune", "pseudolabel", "meanteacher", "compare"}
+    assert set(kids) == {"preprocess", "pretrain", "finetune", "pseudolabel", "meanteacher",
+                         "compare"}
     assert all(r.info.status == "FINISHED" for r in kids.values())
     ids = {k: r.info.run_id for k, r in kids.items()}
     t = {k: r.data.tags for k, r in kids.items()}
@@ -39,7 +40,8 @@ def test_pipeline_nests_every_stage_with_lineage(tracking_uri, tmp_path):
     assert t["compare"]["covidseg.source.final"] == ids["finetune"]
     assert t["compare"]["covidseg.source.init"] == ids["pretrain"]
     assert p.data.tags["covidseg.stage.meanteacher"] == ids["meanteacher"]
-    assert kids["finetune"].data.params["epochs"] == "4" and kids["finetune"].data.params["lr"] == "0.003"
+    assert kids["finetune"].data.params["epochs"] == "4"
+    assert kids["finetune"].data.params["lr"] == "0.003"
     assert "finetune_test_volume_dice" in p.data.metrics
     names = {Path(a.path).name for a in client.list_artifacts(ids["compare"], "figures")}
     assert names == {"svcca_init-vs-final.png"}
@@ -79,10 +81,11 @@ def test_grid_cells_nested_aggregated_and_reused(tracking_uri, preprocess_run, t
                        tracking_uri, "grid")
     client = MlflowClient(tracking_uri)
     p = client.get_run(first)
-    assert p.data.metrics["runs"] == 6 and p.data.metrics["reused"] == 0 and p.data.metrics["cells"] == 3
+    assert (p.data.metrics["runs"], p.data.metrics["reused"], p.data.metrics["cells"]) == (6, 0, 3)
     kids = client.search_runs([p.info.experiment_id],
                               filter_string=f"tags.`mlflow.parentRunId` = '{first}'")
-    assert sorted(k.data.tags["covidseg.entry_point"] for k in kids) == ["finetune"] * 6 + ["pretrain"] * 2
+    entries = sorted(k.data.tags["covidseg.entry_point"] for k in kids)
+    assert entries == ["finetune"] * 6 + ["pretrain"] * 2
     pres = {k.data.params["mode"]: k.info.run_id for k in kids
             if k.data.tags["covidseg.entry_point"] == "pretrain"}
     assert set(pres) == {"restoration", "supervised"}
@@ -91,11 +94,13 @@ def test_grid_cells_nested_aggregated_and_reused(tracking_uri, preprocess_run, t
         [pres["restoration"]] * 2 + [pres["supervised"]] * 2)
     assert {k.data.tags["covidseg.grid_init"] for k in decoder} == {"restoration", "supervised"}
     table = Path(client.download_artifacts(first, "grid/table.csv", str(tmp_path))).read_text()
-    assert table.splitlines()[0].startswith("arch,init,cell,regime,folds,train_mean,train_std,val_mean")
+    assert table.splitlines()[0].startswith(
+        "arch,init,cell,regime,folds,train_mean,train_std,val_mean")
     assert len(table.splitlines()) == 4
     assert {line.split(",")[1] for line in table.splitlines()[1:]} == {"scratch", "restoration",
                                                                       "supervised"}
-    assert {Path(a.path).name for a in client.list_artifacts(first, "figures")} == {"grid_volume_dice.png"}
+    figures = {Path(a.path).name for a in client.list_artifacts(first, "figures")}
+    assert figures == {"grid_volume_dice.png"}
     # the same grid again (with the pretrained network given): every finetune is reused
     second = mlflow_run("grid", {**params, "pretrained": pres["restoration"]}, tmp_path,
                         tracking_uri, "grid")

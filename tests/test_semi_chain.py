@@ -1,12 +1,50 @@
 """finetune → (coarse 3D U-Net) → pseudolabel → meanteacher through ``mlflow run`` against a real
 server, lineage tags linking the runs, the pseudo-labelled set and figures logged."""
 
+import csv
 import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import FAST, mlflow_run, run
+
+
+def check_acceptance(client, run_id, rule, accept_fraction, tmp_path):
+    """What a similarity pseudolabel run accepted, checked against its own per-patch table: the
+    ``accept_fraction`` of the patches with the highest score (the top similarity for top1-band,
+    the second one for top2-weighted) and none below the logged cut; each accepted item's weight
+    is the top similarity (top1-band) or the mean of the two (top2-weighted)."""
+    m = client.get_run(run_id).data.metrics
+    path = client.download_artifacts(run_id, "pseudo/patches.csv", str(tmp_path / run_id))
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == m["n_unlabelled_patches"] == m["n_candidates"]
+    accepted = [r for r in rows if r["accepted"] == "True"]
+    rejected = [r for r in rows if r["accepted"] == "False"]
+    assert len(accepted) + len(rejected) == len(rows)
+    assert len(accepted) == m["n_accepted"] == round(accept_fraction * len(rows)) > 0
+    column, cut = (("similarity_1", m["band_sim_low"]) if rule == "top1-band"
+                   else ("similarity_2", m["band_sim_min"]))
+    lowest_accepted = min(float(r[column]) for r in accepted)
+    assert lowest_accepted == pytest.approx(cut, abs=1e-6)
+    assert all(float(r[column]) <= lowest_accepted for r in rejected)
+    local = Path(client.download_artifacts(run_id, "pseudo/pseudo_labels.npz",
+                                           str(tmp_path / run_id)))
+    s1 = np.array([float(r["similarity_1"]) for r in accepted])
+    s2 = np.array([float(r["similarity_2"]) for r in accepted])
+    with np.load(local, allow_pickle=False) as z:
+        assert list(z["case_ids"]) == [r["case_id"] for r in accepted]
+        weights = z["weights"][:, 0, 0]
+        assert (z["weights"] == weights[:, None, None]).all()
+        expected = s1 if rule == "top1-band" else (s1 + s2) / 2
+        np.testing.assert_allclose(weights, expected, atol=1e-6)
+        masks = z["masks"]
+        if rule == "top1-band":  # one labelled patch's mask, as it is
+            assert set(np.unique(masks)) <= {0.0, 1.0}
+        assert ((masks >= 0) & (masks <= 1)).all()
+    return m, rows
 
 
 def test_finetune_pseudolabel_meanteacher_chain(tracking_uri, preprocess_run, tmp_path):
@@ -18,10 +56,13 @@ def test_finetune_pseudolabel_meanteacher_chain(tracking_uri, preprocess_run, tm
     r = run(["covidseg", "finetune", "--data", preprocess_run, "--arch", "unet3d", "--epochs", "2",
              "--lr", "1e-3", "--experiment", "semi"], tmp_path, MLFLOW_TRACKING_URI=tracking_uri)
     assert r.returncode == 0, r.stderr[-3000:]
-    coarse = re.search(r"run_id=None|model_uri=models:/(\S+)", r.stdout)
-    coarse_run = client.search_runs([client.get_experiment_by_name("semi").experiment_id],
-                                    filter_string="tags.`covidseg.arch` = 'unet3d'")[0].info.run_id
-    assert coarse
+    done = re.search(r"^covidseg finetune: done .*\bmodel_uri=(models:/\S+)", r.stdout, re.M)
+    assert done, r.stdout[-2000:]
+    coarse_runs = client.search_runs([client.get_experiment_by_name("semi").experiment_id],
+                                     filter_string="tags.`covidseg.arch` = 'unet3d'")
+    assert len(coarse_runs) == 1 and coarse_runs[0].info.status == "FINISHED"
+    assert coarse_runs[0].data.tags["covidseg.model_uri"] == done.group(1)
+    coarse_run = coarse_runs[0].info.run_id
     pl = mlflow_run("pseudolabel", {"data": preprocess_run, "model": ft, "coarse_model": coarse_run,
                                     "source": "similarity", "patches_per_volume": 16,
                                     "labelled_patches": 40, "patch_size": 32,
@@ -34,7 +75,8 @@ def test_finetune_pseudolabel_meanteacher_chain(tracking_uri, preprocess_run, tm
     assert t["covidseg.pseudo_source"] == "similarity"
     assert m["n_unlabelled_patches"] == 3 * 16 and m["n_labelled_patches"] == 40
     assert m["n_accepted"] == 12 and m["acceptance_rate"] == 0.25  # the quantile band: top 25 %
-    assert m["band_sim_low"] <= m["band_sim_high"]
+    assert m["band_sim_low"] <= m["band_sim_high"] == pytest.approx(m["similarity_top1_max"])
+    check_acceptance(client, pl, "top1-band", 0.25, tmp_path)
     # the demo phantoms know the unlabelled lesions: the run scores its labels against them
     assert t["covidseg.oracle"] == "true"
     assert m["oracle_pseudo_items"] == 12 and m["oracle_rejected_items"] == 36
@@ -45,8 +87,16 @@ def test_finetune_pseudolabel_meanteacher_chain(tracking_uri, preprocess_run, tm
     with np.load(local, allow_pickle=False) as z:
         assert z["images"].shape == (12, 32, 32) and z["masks"].shape == (12, 32, 32)
         assert str(z["source"]) == "similarity"
-        assert ((z["weights"] >= -1) & (z["weights"] <= 1)).all()
-    assert "accepted" in Path(client.download_artifacts(pl, "pseudo/patches.csv", str(tmp_path))).read_text()
+
+    # the other rule with the default band (quantile) and fraction (20 %), lung-mask boxes
+    p2 = mlflow_run("pseudolabel", {"data": preprocess_run, "model": ft, "source": "similarity",
+                                    "rule": "top2-weighted", "patches_per_volume": 16,
+                                    "labelled_patches": 40, "patch_size": 32},
+                    tmp_path, tracking_uri, "semi")
+    t2 = client.get_run(p2).data.tags
+    assert t2["covidseg.coarse"] == "lung-mask" and t2["covidseg.pseudo_source"] == "similarity"
+    m2, _ = check_acceptance(client, p2, "top2-weighted", 0.2, tmp_path)
+    assert m2["n_accepted"] == 10 and "band_sim_low" not in m2  # round(0.2 * 48)
 
     # self-training pseudo-labels (the default source): whole slices from the network itself
     pm = mlflow_run("pseudolabel", {"data": preprocess_run, "model": ft}, tmp_path, tracking_uri,

@@ -63,6 +63,7 @@ def test_compose_mlflow_command_is_the_one_the_tests_run():
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None,
                     reason="Debian's docker-compose is not installed (.ci/run installs it)")
+@pytest.mark.e2e
 def test_compose_file_validates_only_with_its_secrets(tmp_path):
     def config(env_lines):
         env_file = tmp_path / "env"
@@ -85,6 +86,7 @@ def test_compose_file_validates_only_with_its_secrets(tmp_path):
     assert "127.0.0.1" in r.stdout and "basic-auth" in r.stdout
 
 
+@pytest.mark.e2e
 def test_a_login_protected_server_refuses_strangers_and_serves_members(tmp_path, monkeypatch):
     """MLflow's basic-auth app, started as the compose file starts it: an anonymous request gets
     401, the admin gets in; covidseg runs with the credentials finish (the UI after login shows

@@ -7,6 +7,7 @@ import re
 import sys
 
 import numpy as np
+import pytest
 
 from tests.conftest import REPO, run
 
@@ -53,6 +54,7 @@ def test_export_writes_png_slices_of_varying_sizes_with_binary_masks(tmp_path):
     assert a_png[0].stat().st_mtime_ns == stamp
 
 
+@pytest.mark.e2e
 def test_slice_baseline_benchmark_runs_at_toy_size(tmp_path):
     r = run([sys.executable, str(REPO / "benchmarks" / "slice_baseline.py"), "--size", "64",
              "--steps", "2", "--labelled", "10", "--test", "4", "--folds", "2",

@@ -19,8 +19,10 @@ HALF = {
     # torchvision MobileNetV2: features[0:2] stride 2, [2:4] stride 4, [4:7] stride 8
     "mobilenet_v2": [f"encoder.features.{i}" for i in range(7)],
     # EfficientNet-B0: stem stride 2, blocks 0-2 stride 4 (block 1 reduces), blocks 3-4 stride 8
-    "efficientnet-b0": ["encoder._conv_stem", "encoder._bn0"] + [f"encoder._blocks.{i}" for i in range(5)],
-    # timm's features_only model returns all maps at once: each level is still the block that made it
+    "efficientnet-b0": ["encoder._conv_stem", "encoder._bn0"]
+    + [f"encoder._blocks.{i}" for i in range(5)],
+    # timm's features_only model returns all maps at once: each level is still the block that
+    # made it
     "tu-efficientnet_b0": ["encoder.model.conv_stem", "encoder.model.bn1"]
     + [f"encoder.model.blocks.{i}" for i in range(3)],
 }

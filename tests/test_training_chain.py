@@ -25,7 +25,8 @@ def test_pretrain_finetune_predict_chain(tracking_uri, preprocess_run, tmp_path,
     p = client.get_run(pre)
     assert p.info.status == "FINISHED" and p.data.tags["covidseg.source.data"] == preprocess_run
     assert [m.step for m in client.get_metric_history(pre, "val_restoration_mse")] == [0, 1]
-    assert {a.path for a in client.list_artifacts(pre, "model")} == {"model/model.json", "model/model.pt"}
+    assert {a.path for a in client.list_artifacts(pre, "model")} == \
+        {"model/model.json", "model/model.pt"}
 
     # checkpoint_every left at its default (100 iterations): the run still logs its starting point,
     # so compare's default mode works on it
@@ -65,7 +66,8 @@ def test_pretrain_finetune_predict_chain(tracking_uri, preprocess_run, tmp_path,
     assert names("init") == {"report.json"}
     table = Path(client.download_artifacts(ft, "tables/test_per_volume.csv", str(tmp_path)))
     header = table.read_text().splitlines()[0]
-    assert "volume_dice" in header and "volume_hd95" in header and len(table.read_text().splitlines()) == 3
+    assert "volume_dice" in header and "volume_hd95" in header
+    assert len(table.read_text().splitlines()) == 3
 
     # the registered pyfunc model rebuilds the network from its state dict
     uri = t["covidseg.model_uri"]
@@ -82,7 +84,8 @@ def test_pretrain_finetune_predict_chain(tracking_uri, preprocess_run, tmp_path,
     # the model's own page carries its scores (metrics linked to the logged model)
     logged = mlflow.get_logged_model(uri.split("/")[-1])
     linked = {m.key: m.value for m in logged.metrics or []}
-    assert linked["test_volume_dice"] == pytest.approx(m["test_volume_dice"]) and "threshold" in linked
+    assert linked["test_volume_dice"] == pytest.approx(m["test_volume_dice"])
+    assert "threshold" in linked
 
     # predict from the registry through mlflow run: masks in the input geometry + report
     _, cases = phantom_files
@@ -117,7 +120,8 @@ def test_pretrain_finetune_predict_chain(tracking_uri, preprocess_run, tmp_path,
         assert r.returncode == 0, r.stderr[-3000:]
         cmp_run = client.search_runs([client.get_experiment_by_name("compare").experiment_id],
                                      order_by=["start_time DESC"])[0]
-        assert cmp_run.data.tags["covidseg.source.run" if mode == "checkpoints" else "covidseg.source.final"] == ft
+        source = "covidseg.source.run" if mode == "checkpoints" else "covidseg.source.final"
+        assert cmp_run.data.tags[source] == ft
         names = {Path(a.path).name for a in client.list_artifacts(cmp_run.info.run_id, "figures")}
         assert names == {expected_fig}
         assert f"svcca_{mode}.csv" in {a.path for a in client.list_artifacts(cmp_run.info.run_id)}
@@ -133,7 +137,8 @@ def test_killed_finetune_resumes_in_the_same_run(tracking_uri, preprocess_run, t
     args = ["covidseg", "finetune", "--data", preprocess_run, "--epochs", str(epochs),
             "--patience", "0", "--experiment", "resume-test",
             *[f"--{k}={v}" for k, v in FAST.items()]]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=subprocess_env(MLFLOW_TRACKING_URI=tracking_uri),
+    proc = subprocess.Popen(args, cwd=tmp_path,
+                            env=subprocess_env(MLFLOW_TRACKING_URI=tracking_uri),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     run_id, seen = None, []
@@ -155,7 +160,8 @@ def test_killed_finetune_resumes_in_the_same_run(tracking_uri, preprocess_run, t
     before = client.get_metric_history(run_id, "train_loss")
     assert len(before) < epochs and client.get_run(run_id).info.status == "RUNNING"
 
-    r = run(["covidseg", "finetune", "--resume", run_id], tmp_path, MLFLOW_TRACKING_URI=tracking_uri)
+    r = run(["covidseg", "finetune", "--resume", run_id], tmp_path,
+            MLFLOW_TRACKING_URI=tracking_uri)
     assert r.returncode == 0, r.stderr[-3000:]
     info = client.get_run(run_id)
     assert info.info.status == "FINISHED"

@@ -24,12 +24,14 @@ def test_tune_nests_trials_under_one_parent(tracking_uri, preprocess_run, tmp_pa
     from mlflow.tracking import MlflowClient
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    r = run(tune_cmd(preprocess_run, "nest", storage, 2), tmp_path, MLFLOW_TRACKING_URI=tracking_uri)
+    r = run(tune_cmd(preprocess_run, "nest", storage, 2), tmp_path,
+            MLFLOW_TRACKING_URI=tracking_uri)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "covidseg tune: done" in r.stdout
     client = MlflowClient()
-    parent_id = client.search_runs([client.get_experiment_by_name("tune-test").experiment_id],
-                                   filter_string="tags.`covidseg.entry_point` = 'tune'")[0].info.run_id
+    exp = client.get_experiment_by_name("tune-test").experiment_id
+    parent_id = client.search_runs([exp], filter_string="tags.`covidseg.entry_point` = 'tune'")[0] \
+        .info.run_id
     parent = client.get_run(parent_id)
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
@@ -39,25 +41,61 @@ def test_tune_nests_trials_under_one_parent(tracking_uri, preprocess_run, tmp_pa
         assert c.data.tags["covidseg.study"] == "nest"
         # a client-created nested run carries its user, commit and the one naming scheme too
         assert c.data.tags.get("mlflow.user") and c.data.tags.get("mlflow.source.git.commit")
-    assert parent.data.metrics["trials_complete"] + parent.data.metrics.get("trials_pruned", 0) == 2
+    # warmup_epochs (3) exceeds the trials' 2 epochs: the pruner cannot stop them (the next
+    # test makes it fire)
+    assert parent.data.metrics["trials_complete"] == 2
+    assert parent.data.metrics["trials_pruned"] == 0
     assert "best_lr" in parent.data.params and "best_lr_gamma" in parent.data.params
     assert parent.data.tags["covidseg.best_trial_run"] in {c.info.run_id for c in children}
     figs = {Path(a.path).name for a in client.list_artifacts(parent_id, "figures")}
     assert "optimization_history.png" in figs
     # the same study name resumes the study: one more trial makes three
-    r = run(tune_cmd(preprocess_run, "nest", storage, 1), tmp_path, MLFLOW_TRACKING_URI=tracking_uri)
+    r = run(tune_cmd(preprocess_run, "nest", storage, 1), tmp_path,
+            MLFLOW_TRACKING_URI=tracking_uri)
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(optuna.load_study(study_name="nest", storage=storage).trials) == 3
 
 
-def test_two_workers_share_a_study_and_a_killed_worker_leaves_it_usable(tracking_uri, preprocess_run,
-                                                                       tmp_path):
+def test_the_median_pruner_stops_a_trial_below_the_completed_ones(tracking_uri, preprocess_run,
+                                                                   tmp_path):
+    """Two completed trials in the study that scored Dice 1.0 at every epoch, and warmup_epochs=0:
+    a new trial's first validation Dice lies below their median, so the pruner stops it after
+    epoch 0 — PRUNED in Optuna, its nested MLflow run KILLED and tagged pruned, counted by the
+    parent."""
+    from mlflow.tracking import MlflowClient
+
+    storage = f"sqlite:///{tmp_path / 'prune.db'}"
+    study = optuna.create_study(study_name="prune", storage=storage, direction="maximize")
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={0: 1.0, 1: 1.0}))
+    r = run(tune_cmd(preprocess_run, "prune", storage, 1,
+                     ("--warmup_epochs", "0", "--experiment", "tune-prune")),
+            tmp_path, MLFLOW_TRACKING_URI=tracking_uri)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trials = optuna.load_study(study_name="prune", storage=storage).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2 + \
+        [optuna.trial.TrialState.PRUNED]
+    pruned = trials[2]
+    assert list(pruned.intermediate_values) == [0] and pruned.intermediate_values[0] < 1.0
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("tune-prune").experiment_id
+    parent = client.search_runs([exp], "tags.`covidseg.entry_point` = 'tune'")[0]
+    child = client.get_run(pruned.user_attrs["mlflow_run_id"])
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert child.info.status == "KILLED" and child.data.tags["covidseg.trial_state"] == "pruned"
+    assert "epoch 0" in child.data.tags["covidseg.stop_reason"]
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "val_volume_dice")] == [0]
+    assert parent.data.metrics["trials_pruned"] == 1 and parent.data.metrics["trials_complete"] == 2
+
+
+def test_two_workers_share_a_study_and_a_killed_worker_leaves_it_usable(tracking_uri,
+                                                                       preprocess_run, tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     env = subprocess_env(MLFLOW_TRACKING_URI=tracking_uri, COVIDSEG_TUNE_HEARTBEAT_S="1",
                          COVIDSEG_TUNE_GRACE_S="3")
-    workers = [subprocess.Popen(tune_cmd(preprocess_run, "shared", storage, 2), cwd=tmp_path, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8",
-                                errors="replace")
+    workers = [subprocess.Popen(tune_cmd(preprocess_run, "shared", storage, 2), cwd=tmp_path,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                encoding="utf-8", errors="replace")
                for _ in range(2)]
     for w in workers:
         _, err = w.communicate(timeout=600)
@@ -89,7 +127,8 @@ def test_two_workers_share_a_study_and_a_killed_worker_leaves_it_usable(tracking
     killed = next(t for t in trials if t.number == running[0].number)
     assert killed.state == optuna.trial.TrialState.FAIL
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-    assert sum(t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL for t in trials) >= 5
+    assert sum(t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL
+               for t in trials) >= 5
 
 
 def test_meanteacher_search_space_holds_only_acting_thresholds():
@@ -153,7 +192,8 @@ def test_no_logged_value_holds_the_storage_password(tracking_uri, preprocess_run
     for run_ in runs:
         values = [*run_.data.params.values(), *run_.data.tags.values()]
         assert not [v for v in values if secret in v]
-        local = Path(client.download_artifacts(run_.info.run_id, "", str(tmp_path / run_.info.run_id)))
+        local = Path(client.download_artifacts(run_.info.run_id, "",
+                                               str(tmp_path / run_.info.run_id)))
         for f in (p for p in local.rglob("*") if p.is_file()):
             assert secret.encode() not in f.read_bytes(), f
     parent = next(x for x in runs if x.data.tags.get("covidseg.entry_point") == "tune")

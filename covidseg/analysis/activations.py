@@ -1,9 +1,10 @@
 """Activations of every block of a network on a fixed probe set, as (positions, channels).
 
-Blocks: the encoder's resolution levels (the module returning each level's feature map), the decoder's blocks and the segmentation head — the same split
-for every covidseg architecture.  Conv maps (N, C, H, W) become N·H·W data points of C neurons;
-positions are sub-sampled with a seed that depends only on the layer and its shape, so two
-networks of the same architecture are compared on exactly the same points.
+Blocks: the encoder's resolution levels (the module returning each level's feature map), the
+decoder's blocks and the segmentation head — the same split for every covidseg architecture.
+Conv maps (N, C, H, W) become N·H·W data points of C neurons; positions are sub-sampled with a
+seed that depends only on the layer and its shape, so two networks of the same architecture are
+compared on exactly the same points.
 """
 
 from __future__ import annotations

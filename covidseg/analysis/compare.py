@@ -47,7 +47,8 @@ def probe_set(ds, n: int, seed: int) -> torch.Tensor:
         image, infection, _ = ds.load(c)
         for z in range(image.shape[0]):
             (lesion if infection is not None and infection[z].any() else other).append((c, z))
-    order = [lesion[i] for i in rng.permutation(len(lesion))] + [other[i] for i in rng.permutation(len(other))]
+    order = ([lesion[i] for i in rng.permutation(len(lesion))]
+             + [other[i] for i in rng.permutation(len(other))])
     picked = order[:n]
     if not picked:
         raise ConfigError("the dataset has no slices for a probe set")

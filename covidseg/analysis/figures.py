@@ -1,4 +1,4 @@
-"""SVCCA figures: layer × iteration heat-map (thesis figs. 5.2-5.4) and per-layer bars (fig. 5.5)."""
+"""SVCCA figures: layer × iteration heat-map (thesis figs. 5.2-5.4), per-layer bars (fig. 5.5)."""
 
 from __future__ import annotations
 

@@ -49,7 +49,8 @@ class SliceAugment:
         if inside.any() and rng.random() < self.p:
             image = random_gamma(image, inside, rng.uniform(*self.gamma))
         if inside.any() and rng.random() < self.p:
-            noise = rng.standard_normal(image.shape, dtype=np.float32)  # float32: 3x cheaper at 512²
+            # float32: 3x cheaper at 512²
+            noise = rng.standard_normal(image.shape, dtype=np.float32)
             image = image + inside * (np.float32(self.noise_std) * noise)
         return image.astype(np.float32), mask
 
@@ -58,7 +59,8 @@ AUGMENT_PRESETS = ("ct", "slice")
 
 
 class AffineSliceAugment:
-    """The ``slice`` preset: ``augment(image, mask, rng) -> (image, mask)`` like :class:`SliceAugment`.
+    """The ``slice`` preset: ``augment(image, mask, rng) -> (image, mask)``, like
+    :class:`SliceAugment`.
 
     Spatial (albumentations, one draw per call): horizontal flip with probability ``hflip``
     (0 = never: left/right lungs are not mirror images — the heart sits on the left), then with
@@ -119,7 +121,8 @@ class AffineSliceAugment:
 
 def make_augment(name: str):
     """The augmentation preset ``name``: ``ct`` (:class:`SliceAugment`, CT volumes), ``slice``
-    (:class:`AffineSliceAugment`, 2D slice datasets), or ``none`` (returns None: no augmentation)."""
+    (:class:`AffineSliceAugment`, 2D slice datasets), or ``none`` (returns None: no
+    augmentation)."""
     if name == "ct":
         return SliceAugment()
     if name == "slice":

@@ -61,7 +61,8 @@ def fingerprint_metrics(fp: dict) -> dict[str, float]:
     out: dict[str, float] = {}
     for key in ("n_labelled", "n_unlabelled", "n_slices"):
         out[f"fp_{key}"] = float(fp[key])
-    for key, stats in (("spacing_xy", ("min", "median", "max")), ("thickness", ("min", "median", "max")),
+    for key, stats in (("spacing_xy", ("min", "median", "max")),
+                       ("thickness", ("min", "median", "max")),
                        ("lung_mean_hu", ("median",)), ("lung_std_hu", ("median",)),
                        ("lesion_fraction", ("mean", "median", "max")),
                        ("lesion_volume_ml", ("median",)), ("lung_volume_ml", ("median",)),

@@ -15,7 +15,8 @@ def in_plane_grid(image: sitk.Image, spacing_mm: float = 1.0) -> dict:
 
 
 def grid_in_plane(geometry: dict, spacing_mm: float = 1.0) -> dict:
-    """:func:`in_plane_grid` of a grid given as a geometry dict (size, spacing, origin, direction)."""
+    """:func:`in_plane_grid` of a grid given as a geometry dict (size, spacing, origin,
+    direction)."""
     old_spacing = tuple(geometry["spacing"])
     old_size = tuple(geometry["size"])
     new_spacing = (spacing_mm, spacing_mm, old_spacing[2])
@@ -32,7 +33,8 @@ def grid_in_plane(geometry: dict, spacing_mm: float = 1.0) -> dict:
 
 def resample_in_plane(image: sitk.Image, spacing_mm: float = 1.0, label: bool = False,
                       fill: float = 0.0) -> sitk.Image:
-    """Resample x and y to ``spacing_mm`` keeping the slice spacing (nearest neighbour for masks)."""
+    """Resample x and y to ``spacing_mm``, keeping the slice spacing (nearest neighbour for
+    masks)."""
     g = in_plane_grid(image, spacing_mm)
     return sitk.Resample(image, g["size"], sitk.Transform(),
                          sitk.sitkNearestNeighbor if label else sitk.sitkLinear,
@@ -116,7 +118,8 @@ def to_canonical_grid(volume: np.ndarray, meta: dict) -> np.ndarray:
     if meta.get("slice_image"):
         if volume.shape[1:] == (ny, nx):
             return np.asarray(volume, dtype=np.float32)
-        return unresize_slices(volume, (ny, nx), meta.get("slice_fit") or "resize").astype(np.float32)
+        fit = meta.get("slice_fit") or "resize"
+        return unresize_slices(volume, (ny, nx), fit).astype(np.float32)
     grid = grid_in_plane(g, 1.0)
     if meta.get("crop_corner_yx"):
         volume = uncrop_in_plane(volume, (grid["size"][1], grid["size"][0]), meta["crop_corner_yx"])

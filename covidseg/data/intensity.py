@@ -29,7 +29,8 @@ def looks_like_hu(array: np.ndarray) -> bool:
 
 def intensity_summary(array: np.ndarray) -> str:
     p1, p99 = np.percentile(array, [1, 99])
-    return f"range {float(array.min()):.0f}..{float(array.max()):.0f}, 1st-99th percentile {p1:.0f}..{p99:.0f}"
+    return (f"range {float(array.min()):.0f}..{float(array.max()):.0f}, "
+            f"1st-99th percentile {p1:.0f}..{p99:.0f}")
 
 
 def choose_intensity_mode(array: np.ndarray, requested: str, path) -> tuple[str, bool]:
@@ -38,7 +39,8 @@ def choose_intensity_mode(array: np.ndarray, requested: str, path) -> tuple[str,
         raise ValueError(f"intensity must be one of {HU_MODES}")
     hu_like = looks_like_hu(array)
     if requested == "hu" and not hu_like:
-        raise NotHounsfield(path, f"intensities are not Hounsfield units ({intensity_summary(array)}); "
+        raise NotHounsfield(path, "intensities are not Hounsfield units "
+                                  f"({intensity_summary(array)}); "
                                   "use intensity=image or intensity=auto")
     if requested == "auto":
         return ("hu" if hu_like else "image"), hu_like

@@ -143,8 +143,8 @@ def _body_and_bones(Z, Y, X, fov_half: float, rng) -> tuple[np.ndarray, np.ndarr
     rib &= np.cos(9.0 * angle) > 0.2
     hu[ring & rib] = BONE_HU
     # CT table below the patient
-    table = np.broadcast_to((Y > 0.96 * fov_half) & (Y < 0.99 * fov_half) & (np.abs(X) < 0.9 * fov_half),
-                            shape)
+    table = np.broadcast_to((Y > 0.96 * fov_half) & (Y < 0.99 * fov_half)
+                            & (np.abs(X) < 0.9 * fov_half), shape)
     hu[table] = 150.0
     return hu, body
 
@@ -201,7 +201,9 @@ def _blob(rng, Z, Y, X, centre_mm, radii_mm, irregularity: float, softness_mm: f
     if len(zs) == 0 or len(ys) == 0 or len(xs) == 0:
         return out
     sl = (slice(zs[0], zs[-1] + 1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
-    z, y, x = Z.ravel()[sl[0]][:, None, None], Y.ravel()[sl[1]][None, :, None], X.ravel()[sl[2]][None, None, :]
+    z = Z.ravel()[sl[0]][:, None, None]
+    y = Y.ravel()[sl[1]][None, :, None]
+    x = X.ravel()[sl[2]][None, None, :]
     d = np.sqrt(((z - cz) / rz) ** 2 + ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2)
     sub_shape = np.broadcast_shapes(z.shape, y.shape, x.shape)
     noise = smooth_noise(rng, sub_shape, scale_px=max(2.0, 0.5 * min(ry, rx) / spacing_xy))
@@ -418,7 +420,8 @@ def build_cohort(root: Path, spec: DemoSpec, progress: bool = False) -> Path:
                       tmp / lung_dir / name)
         if truth_dir:
             write_phantom(ph, tmp / img_dir / name, tmp / truth_dir / name, None, image=False)
-    (tmp / "cohort.json").write_text(json.dumps({"spec": asdict(spec), "key": spec.key()}, indent=1))
+    (tmp / "cohort.json").write_text(json.dumps({"spec": asdict(spec), "key": spec.key()},
+                                                indent=1))
     if root.exists():  # another process finished first
         import shutil
 
@@ -454,8 +457,9 @@ def export_demo_slices(out_dir, n_labelled: int = 60, n_test: int = 30, n_unlabe
     Training, test and unlabelled slices come from different volumes (no patient in two splits),
     at most ``slices_per_volume`` per volume, at least 2 apart in z; the labelled ones are drawn
     among slices with at least ``min_lesion_px`` lesion pixels, in proportion to their lesion
-    area (``empty_fraction``: share of slices drawn from lesion-free ones instead).  Volumes are the demo cohort's (``make_phantom``, the
-    COVID cohort's centres for train/test, the shifted unlabelled centres for unlabelled).
+    area (``empty_fraction``: share of slices drawn from lesion-free ones instead).  Volumes are
+    the demo cohort's (``make_phantom``, the COVID cohort's centres for train/test, the shifted
+    unlabelled centres for unlabelled).
     Deterministic by ``seed``; an export already in ``out_dir`` with the same settings is reused.
     The summary's ``images``/``masks``/``test_images``/``test_masks``/``unlabelled`` are glob
     patterns for ``preprocess dataset=glob``.

@@ -40,7 +40,8 @@ def random_crop(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.G
     """A size × size window (sides padded first when smaller), half the time centred on lesion."""
     H, W = image.shape
     if H < size or W < size:
-        image, mask = pad_to(image, (max(H, size), max(W, size))), pad_to(mask, (max(H, size), max(W, size)))
+        grown = (max(H, size), max(W, size))
+        image, mask = pad_to(image, grown), pad_to(mask, grown)
         H, W = image.shape
     ys, xs = np.nonzero(mask)
     if ys.size and rng.random() < 0.5:

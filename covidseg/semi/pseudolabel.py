@@ -72,7 +72,8 @@ def coarse_boxes(ds, case_ids, coarse_model, device) -> tuple[dict, dict]:
             box = box_of(np.asarray(lung))
             source.setdefault(c, "lung-mask")
         if box is None:
-            box = box_of(np.asarray(image) != 0) or (0, image.shape[0], 0, image.shape[1], 0, image.shape[2])
+            whole = (0, image.shape[0], 0, image.shape[1], 0, image.shape[2])
+            box = box_of(np.asarray(image) != 0) or whole
             source.setdefault(c, "foreground")
         boxes[c] = box
     return boxes, source
@@ -96,7 +97,8 @@ def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
     tracker.link_source("model", model_run)
     model, config = load_model(model_dir)
     ds = open_dataset(cfg.data, tracker)
-    if config["model"].get("classes", 1) > 1 or ds.descriptor["config"].get("labels") == "multiclass":
+    multiclass = ds.descriptor["config"].get("labels") == "multiclass"
+    if config["model"].get("classes", 1) > 1 or multiclass:
         raise ConfigError("pseudolabel makes binary lesion labels: a multi-class model "
                           "(labels=multiclass) is not supported")
     if config.get("dataset_key") and config["dataset_key"] != ds.key:
@@ -188,7 +190,8 @@ def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta
     size = cfg.patch_size
     pset = PseudoSet(unl.images[k] if len(k) else np.zeros((0, size, size), np.float32),
                      a.masks.reshape(-1, size, size),
-                     np.broadcast_to(a.weights[:, None, None], (len(k), size, size)).astype(np.float32),
+                     np.broadcast_to(a.weights[:, None, None],
+                                     (len(k), size, size)).astype(np.float32),
                      np.array([unl.case_ids[i] for i in k], dtype=str),
                      unl.coords[k] if len(k) else np.zeros((0, 3), int), "similarity", **meta)
     return pset, metrics, oracle

@@ -44,7 +44,7 @@ class PseudoSet:
         return len(self.images)
 
     @classmethod
-    def empty(cls, size: int, **meta) -> "PseudoSet":
+    def empty(cls, size: int, **meta) -> PseudoSet:
         z = np.zeros((0, size, size), np.float32)
         return cls(z, z.copy(), z.copy(), np.zeros(0, str), np.zeros((0, 3), int), **meta)
 
@@ -54,7 +54,7 @@ class PseudoSet:
         return Path(path)
 
     @classmethod
-    def load(cls, path: Path) -> "PseudoSet":
+    def load(cls, path: Path) -> PseudoSet:
         with np.load(path, allow_pickle=False) as z:
             missing = [f.name for f in fields(cls) if f.name not in z.files]
             if missing:

@@ -94,8 +94,10 @@ def test_empty_lung_extraction_is_reported(tmp_path):
     img = sitk.GetImageFromArray(np.full((4, 32, 32), 40, np.int16))  # soft tissue only
     img.SetSpacing((0.8, 0.8, 2.0))
     sitk.WriteImage(img, str(tmp_path / "solid.nii.gz"))
-    with pytest.raises(EmptyMask, match=r"solid\.nii\.gz: lung extraction \(classical\) found no lung"):
-        preprocess_case(CaseRecord("s", str(tmp_path / "solid.nii.gz")), _cfg(intensity="image"), None)
+    with pytest.raises(EmptyMask,
+                       match=r"solid\.nii\.gz: lung extraction \(classical\) found no lung"):
+        preprocess_case(CaseRecord("s", str(tmp_path / "solid.nii.gz")), _cfg(intensity="image"),
+                        None)
 
 
 def _lungmask_weights(path: Path) -> Path:
@@ -175,8 +177,10 @@ def test_dataset_cache_hit_and_splits(phantom_files):
         assert (ds.root / "figures" / name).stat().st_size > 5000
     assert list((ds.root / "figures").glob("lung_filtering_3views_volume_*.png"))
     fp = json.loads((ds.root / "fingerprint.json").read_text())
-    assert fp["n_cases"] == 4 and fp["spacing_xy"]["min"] >= 0.6 and fp["lesion_fraction"]["mean"] > 0
-    third = preprocess_dataset(PreprocessConfig(**{**cfg.__dict__, "window_max": 200.0}), progress=False)
+    assert fp["n_cases"] == 4 and fp["spacing_xy"]["min"] >= 0.6
+    assert fp["lesion_fraction"]["mean"] > 0
+    third = preprocess_dataset(PreprocessConfig(**{**cfg.__dict__, "window_max": 200.0}),
+                               progress=False)
     assert third["key"] != first["key"] and not third["cache_hit"]
 
 
@@ -215,8 +219,8 @@ def _bad_inputs(tmp_path: Path, good_case):
     moved.SetSpacing((ph.spacing[0] * 1.5, ph.spacing[1] * 1.5, ph.spacing[2]))
     sitk.WriteImage(moved, str(d / "geometry_mask.nii.gz"))
     recs.append(CaseRecord("geometry", str(good_case["image"]), str(d / "geometry_mask.nii.gz")))
-    nan = sitk.GetImageFromArray(np.where(np.arange(ph.image.size).reshape(ph.image.shape) % 97 == 0,
-                                          np.nan, ph.image).astype(np.float32))
+    every_97th = np.arange(ph.image.size).reshape(ph.image.shape) % 97 == 0
+    nan = sitk.GetImageFromArray(np.where(every_97th, np.nan, ph.image).astype(np.float32))
     nan.SetSpacing(ph.spacing)
     sitk.WriteImage(nan, str(d / "nan.nii.gz"))
     recs.append(CaseRecord("nan", str(d / "nan.nii.gz")))
@@ -238,7 +242,8 @@ EXPECTED_FAILURES = {
     "shape": ("shape mismatch", "shape_mask.nii.gz: mask size (32, 32,"),
     "geometry": ("geometry mismatch", "geometry_mask.nii.gz: mask spacing"),
     "nan": ("NaN values", "nan.nii.gz: "),
-    "nonbinary": ("non-binary mask", "labels_mask.nii.gz: infection mask is not binary (values 0, 3)"),
+    "nonbinary": ("non-binary mask",
+                  "labels_mask.nii.gz: infection mask is not binary (values 0, 3)"),
     "nothu": ("not HU", "display.nii.gz: intensities are not Hounsfield units"),
     "emptypath": ("missing input", "<empty path>: no file given (empty path)"),
     "missing": ("missing input", "gone.nii.gz: file does not exist"),
@@ -262,15 +267,28 @@ def test_bad_inputs_are_recorded_and_the_rest_processed(tmp_path, phantom_files)
     assert sorted(ds.cases) == ["good", "good2"]
 
 
-def test_strict_stops_but_keeps_what_was_written(tmp_path, phantom_files):
+def test_strict_stops_but_keeps_what_was_written(tmp_path, phantom_files, monkeypatch):
+    """In a cache of its own (no other test's datasets to find): the strict run stops at the
+    second case, leaves the first one finished (its meta.json) and no dataset; a non-strict
+    re-run reuses that case instead of recomputing it and completes the dataset."""
+    from covidseg.data.store import cache_root
+
+    monkeypatch.setenv("COVIDSEG_CACHE", str(tmp_path / "cache"))
     recs = _bad_inputs(tmp_path, phantom_files[1][3])
+    assert [r.case_id for r in recs[:2]] == ["good", "truncated"]
     with pytest.raises(CaseError, match="truncated.nii.gz: file is truncated"):
         preprocess_records(recs, _cfg(intensity="hu", strict=True, folds=0, test_cases=0),
                            progress=False)
-    from covidseg.data.store import cache_root
-
-    done = [p.parent.name for p in (cache_root() / "preprocessed").glob("*/cases/*/meta.json")]
-    assert "good" in done
+    datasets = list((cache_root() / "preprocessed").iterdir())
+    assert len(datasets) == 1 and not (datasets[0] / "dataset.json").exists()
+    done = sorted(p.parent.name for p in datasets[0].glob("cases/*/meta.json"))
+    assert done == ["good"]
+    meta = datasets[0] / "cases" / "good" / "meta.json"
+    written = meta.stat().st_mtime_ns
+    summary = preprocess_records(recs, _cfg(intensity="hu", folds=0, test_cases=0), progress=False)
+    assert Path(summary["dataset_path"]) == datasets[0] and not summary["cache_hit"]
+    assert summary["n_cases"] == 2 and summary["n_failed"] == len(EXPECTED_FAILURES)
+    assert meta.stat().st_mtime_ns == written  # resumed, not recomputed
 
 
 def test_dicom_input_leaks_no_header_values(tmp_path, phantom_files):
@@ -395,7 +413,8 @@ def test_bad_sources_files_say_what_is_wrong(tmp_path):
     with pytest.raises(ConfigError, match="sources file does not exist"):
         preprocess_dataset(_cfg(sources=str(tmp_path / "none.yaml")), progress=False)
     bad.write_text('{"sources": [{"data": "nowhere"}]}')  # JSON; the folder is missing
-    with pytest.raises(ConfigError, match=r"s.yaml: source 1: .*nowhere: data folder does not exist"):
+    with pytest.raises(ConfigError,
+                       match=r"s.yaml: source 1: .*nowhere: data folder does not exist"):
         preprocess_dataset(_cfg(sources=str(bad)), progress=False)
     bad.write_text("- data: .\n")
     with pytest.raises(ConfigError, match="applies to one data folder"):

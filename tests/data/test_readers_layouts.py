@@ -38,7 +38,8 @@ def test_dicom_series_geometry(phantom_files, tmp_path):
     assert back.GetSize() == vol.GetSize()
     assert np.allclose(back.GetSpacing(), vol.GetSpacing(), atol=1e-3)
     assert np.allclose(back.GetOrigin(), vol.GetOrigin(), atol=1e-3)
-    assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(vol).astype(np.int16))
+    assert np.array_equal(sitk.GetArrayFromImage(back),
+                          sitk.GetArrayFromImage(vol).astype(np.int16))
 
 
 def test_dicom_without_pixel_spacing(phantom_files, tmp_path):

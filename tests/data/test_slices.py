@@ -13,8 +13,9 @@ from covidseg.data.store import PreprocessedDataset
 
 def _dataset(phantom_files):
     root, _ = phantom_files
-    s = preprocess_dataset(PreprocessConfig(data=str(root), dataset="glob", images="images/*.nii.gz",
-                                            masks="masks/*.nii.gz", test_cases=1, folds=3),
+    s = preprocess_dataset(PreprocessConfig(data=str(root), dataset="glob",
+                                            images="images/*.nii.gz", masks="masks/*.nii.gz",
+                                            test_cases=1, folds=3),
                            progress=False)
     return PreprocessedDataset(Path(s["dataset_path"]))
 
@@ -27,9 +28,23 @@ def test_slices_are_padded_to_a_multiple_of_32(phantom_files):
     img, msk = sd[0]
     assert img.shape == msk.shape and img.shape[1] % 32 == 0 and img.shape[2] % 32 == 0
     assert img.dtype == torch.float32 and set(torch.unique(msk).tolist()) <= {0.0, 1.0}
-    # padding keeps every lesion pixel
-    c, z = sd.index[5]
-    assert int(msk.sum()) >= 0 and int(sd[5][1].sum()) == int(np.asarray(ds.load(c)[1][z]).sum())
+    # padding centres the stored slice, image and mask alike, and keeps every lesion pixel: the
+    # slice with the most lesion, compared pixel for pixel with the arrays on disk
+    lesion = [int(np.asarray(ds.load(c)[1][z]).sum()) for c, z in sd.index]
+    i = int(np.argmax(lesion))
+    c, z = sd.index[i]
+    raw_img, raw_msk = (np.asarray(a[z]) for a in ds.load(c)[:2])
+    img, msk = sd[i]
+    H, W = sd.size
+    h, w = raw_msk.shape
+    assert h <= H and w <= W and lesion[i] > 0
+    y0, x0 = (H - h) // 2, (W - w) // 2
+    expected_img, expected_msk = np.zeros((H, W), np.float32), np.zeros((H, W), np.float32)
+    expected_img[y0:y0 + h, x0:x0 + w] = raw_img
+    expected_msk[y0:y0 + h, x0:x0 + w] = raw_msk
+    np.testing.assert_array_equal(msk[0].numpy(), expected_msk)
+    np.testing.assert_array_equal(img[0].numpy(), expected_img)
+    assert int(msk.sum()) == lesion[i]
 
 
 def test_augmented_slices_and_lesion_weights(phantom_files):

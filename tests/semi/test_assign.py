@@ -10,8 +10,8 @@ from covidseg.errors import ConfigError
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.semi.assign import assign_pseudo_labels, top_k_cosine
 from covidseg.semi.encode import encode_patches
-from covidseg.semi.patches import box_of, enlarge_box, sample_in_box
 from covidseg.semi.meanteacher import ema_update, sigmoid_rampup
+from covidseg.semi.patches import box_of, enlarge_box, sample_in_box
 
 
 def brute_force(u, lab, masks, rule, lo=0.87, hi=0.96, mn=0.90):
@@ -44,7 +44,8 @@ def test_batched_search_matches_brute_force(rule):
         np.testing.assert_allclose(a.masks[k], ref[i][0], atol=1e-5)
         assert a.weights[k] == pytest.approx(ref[i][1], abs=1e-5)
     v, idx = top_k_cosine(u, lab, k=2, chunk=5)
-    full = (u / np.linalg.norm(u, axis=1, keepdims=True)) @ (lab / np.linalg.norm(lab, axis=1, keepdims=True)).T
+    full = ((u / np.linalg.norm(u, axis=1, keepdims=True))
+            @ (lab / np.linalg.norm(lab, axis=1, keepdims=True)).T)
     np.testing.assert_allclose(v[:, 0].numpy(), full.max(axis=1), atol=1e-5)
     assert (idx[:, 0].numpy() == full.argmax(axis=1)).all()
 

@@ -14,8 +14,8 @@ from covidseg.data.splits import fold_split
 from covidseg.data.store import PreprocessedDataset
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.train.loop import LoopSettings, checkpoint_due, fit
-from covidseg.train.resume import load_resume_state
 from covidseg.train.losses import SegmentationLoss
+from covidseg.train.resume import load_resume_state
 from covidseg.train.tasks import RestorationTask, SegmentationTask, volume_dice
 
 CPU = torch.device("cpu")
@@ -50,6 +50,7 @@ def test_the_loop_learns(small_ds):
     assert volume_dice(task.model, small_ds, task.val_ids, CPU) == pytest.approx(result.best_score)
 
 
+@pytest.mark.e2e  # trains until the patience runs out
 def test_early_stop_and_intermediate_checkpoints(small_ds):
     task = _task(small_ds)
     saved = []
@@ -95,6 +96,7 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(small_ds, tmp_path):
         assert torch.allclose(v.float(), second.best_state[k].float(), atol=1e-5), k
 
 
+@pytest.mark.e2e  # two epochs of restoration training
 def test_restoration_task_runs_and_validates(small_ds):
     ids = small_ds.ids()
     torch.manual_seed(0)

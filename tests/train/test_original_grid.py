@@ -85,7 +85,8 @@ def test_the_preprocessed_reference_maps_back_onto_the_original_mask(phantom_fil
     root, ds = _ras_dataset(phantom_files, tmp_path)
     for case_id, meta in ds.cases.items():
         original = ds.load_original(case_id) > 0
-        ref_file = sitk.DICOMOrient(sitk.ReadImage(str(root / "masks" / f"{case_id}.nii.gz")), "LPS")
+        ref_file = sitk.DICOMOrient(sitk.ReadImage(str(root / "masks" / f"{case_id}.nii.gz")),
+                                    "LPS")
         assert np.array_equal(original, sitk.GetArrayFromImage(ref_file) > 0)
         back = to_canonical_grid(np.asarray(ds.load(case_id)[1], np.float32), meta) > 0.5
         assert back.shape == original.shape
@@ -104,9 +105,9 @@ def test_datasets_without_original_masks_are_scored_on_the_preprocessed_grid_and
     ``grid=preprocessed``, a warning says why, and the slice metrics carry ``_resampled``."""
     import json
 
-    from tests.test_slice_sets import write_slice_set
-    from covidseg.train.evaluation import log_evaluation
     from covidseg.tracking import NullTracker
+    from covidseg.train.evaluation import log_evaluation
+    from tests.test_slice_sets import write_slice_set
 
     root = write_slice_set(tmp_path / "s", n_train=3, n_test=2)
     prep = preprocess_dataset(PreprocessConfig(

@@ -93,7 +93,8 @@ def test_killed_two_process_run_resumes_with_two(tracking_uri, preprocess_run, t
     assert before < epochs and client.get_run(run_id).info.status == "RUNNING"
 
     # one process cannot continue a 2-process run: one line, the run untouched
-    r = run(["covidseg", "finetune", "--resume", run_id], tmp_path, MLFLOW_TRACKING_URI=tracking_uri)
+    r = run(["covidseg", "finetune", "--resume", run_id], tmp_path,
+            MLFLOW_TRACKING_URI=tracking_uri)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "trained by 2 process(es)" in r.stderr.strip().splitlines()[-1]
     assert client.get_run(run_id).info.status == "RUNNING"
@@ -104,4 +105,5 @@ def test_killed_two_process_run_resumes_with_two(tracking_uri, preprocess_run, t
     assert info.info.status == "FINISHED" and len(_runs(client, "ddp-resume")) == 1
     steps = sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
     assert steps == list(range(epochs)), steps  # none lost, none twice
-    assert info.data.params["world_size"] == "2" and info.data.metrics["replica_max_difference"] == 0
+    assert info.data.params["world_size"] == "2"
+    assert info.data.metrics["replica_max_difference"] == 0

@@ -12,7 +12,7 @@ from covidseg.errors import ConfigError
 from covidseg.gridclaims import DONE, FAILED, PENDING, RUNNING, Cell, GridClaims
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
 def url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'claims.db'}"

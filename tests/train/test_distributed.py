@@ -82,6 +82,7 @@ def _rank(rank: int, port: int, root: str, out: str, cache: str) -> None:
         distributed.teardown()
 
 
+@pytest.mark.e2e  # two processes, a process group, a dataset: ~15 s
 def test_two_ranks_give_the_weights_of_one_process_with_the_global_batch(tmp_path):
     from tests.conftest import free_port
 

@@ -54,7 +54,7 @@ _world = World()
 
 
 def world() -> World:
-    """The current process's :class:`World` (a single process unless :func:`setup` joined a group)."""
+    """The current process's :class:`World` (one process unless :func:`setup` joined a group)."""
     return _world
 
 

@@ -71,7 +71,8 @@ def score_case(pred: np.ndarray, ref: np.ndarray, spacing: tuple, area: bool = T
         row["volume_nsd_area"] = surface_dice_area(p2, r2, sp2)
     lesion_slices = [z for z in range(ref.shape[0]) if ref[z].any()]
     row["slice_dice"] = (float(np.mean([overlap_metrics(pred[z], ref[z])["dice"]
-                                        for z in lesion_slices])) if lesion_slices else float("nan"))
+                                        for z in lesion_slices]))
+                         if lesion_slices else float("nan"))
     voxel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
     row["lesion_ml_reference"] = float(ref.sum() * voxel_ml)
     row["lesion_ml_predicted"] = float(pred.sum() * voxel_ml)

@@ -72,7 +72,8 @@ def _initial_model(cfg: TrainingConfig, init: str, classes: int) -> tuple:
     if init == "scratch":
         spec = ModelSpec(arch=cfg.arch, encoder=cfg.encoder, classes=classes)
         model = build_model(spec, cfg.encoder_weights or None)
-        return model, spec, {"init": "scratch", "encoder_weights": cfg.encoder_weights or None}, None
+        report = {"init": "scratch", "encoder_weights": cfg.encoder_weights or None}
+        return model, spec, report, None
     path = Path(init).expanduser()
     if path.is_file():
         state = read_checkpoint_state(path)
@@ -104,7 +105,8 @@ def training_cases(ds: PreprocessedDataset, cfg: FinetuneConfig) -> tuple[list[s
     train, val = fold_split(ds.splits, cfg.fold, cfg.regime)
     if cfg.train_cases:
         if cfg.train_cases > len(train):
-            raise ConfigError(f"train_cases={cfg.train_cases} but fold {cfg.fold} ({cfg.regime}) has "
+            raise ConfigError(f"train_cases={cfg.train_cases} but fold {cfg.fold} ({cfg.regime}) "
+                              "has "
                               f"{len(train)} training volumes")
         pick = np.random.default_rng(cfg.seed).permutation(len(train))[: cfg.train_cases]
         train = sorted(train[i] for i in pick)
@@ -136,7 +138,8 @@ def augmentation(cfg, ds: PreprocessedDataset):
     return None if name == "none" else make_augment(name)
 
 
-def segmentation_task(model, ds, train_ids, val_ids, cfg: FinetuneConfig, device, cls=SegmentationTask,
+def segmentation_task(model, ds, train_ids, val_ids, cfg: FinetuneConfig, device,
+                      cls=SegmentationTask,
                       **extra):
     classes = dataset_classes(ds)
     if classes > 1 and cfg.mixup:
@@ -171,7 +174,8 @@ def finalise_segmentation(stage: Stage, model, spec: ModelSpec, result, train_id
         tracker.log_table(sweep, "tables/threshold_sweep.csv")
         log.info("threshold=auto: %.2f (validation volume Dice %.4f; %.4f at 0.5)", threshold,
                  max(r["val_volume_dice_resampled"] for r in sweep),
-                 next(r["val_volume_dice_resampled"] for r in sweep if abs(r["threshold"] - 0.5) < 1e-9))
+                 next(r["val_volume_dice_resampled"] for r in sweep
+                      if abs(r["threshold"] - 0.5) < 1e-9))
     tracker.log_metrics({"threshold": threshold})
     summary["threshold"] = threshold
     scores = {"threshold": threshold}  # the best model's final numbers, linked to the logged model
@@ -184,10 +188,12 @@ def finalise_segmentation(stage: Stage, model, spec: ModelSpec, result, train_id
         # the per-epoch series is val_volume_dice: the best model's final scores are final_*
         prefix = "test" if split == "test" else f"final_{split}"
         metrics = log_evaluation(tracker, ev, split, prefix)
-        scores.update({k: v for k, v in metrics.items() if split != "train" and "_undefined" not in k})
+        scores.update({k: v for k, v in metrics.items()
+                       if split != "train" and "_undefined" not in k})
         summary[f"{prefix}_volume_dice"] = round(metrics[f"{prefix}_volume_dice"], 4)
         if f"{prefix}_slice_dice_thravg" in metrics:
-            summary[f"{prefix}_slice_dice_thravg"] = round(metrics[f"{prefix}_slice_dice_thravg"], 4)
+            key = f"{prefix}_slice_dice_thravg"
+            summary[key] = round(metrics[key], 4)
     model_dir = save_model(stage.workdir / "model", model, spec,
                            {**extra, "threshold": threshold, "best_epoch": result.best_epoch,
                             "best_val_volume_dice": result.best_score, "run_id": tracker.run_id})
@@ -212,7 +218,8 @@ def finetune(cfg: FinetuneConfig, tracker=None, on_epoch_end=None, progress: boo
     tracker.link_source("init", init_run)
     task = segmentation_task(model, stage.ds, train_ids, val_ids, cfg, stage.device)
     strategy = apply_strategy(model, cfg.strategy,
-                              calibration=lambda: calibration_batches(task.train_set, cfg.batch_size),
+                              calibration=lambda: calibration_batches(task.train_set,
+                                                                      cfg.batch_size),
                               pretrained=cfg.init != "scratch")
     stage.record_network(spec, **({"covidseg.frozen": ", ".join(strategy["frozen"])}
                                   if strategy["frozen"] else {}))

@@ -16,8 +16,8 @@ network is kept as "best".  The loop itself owns the rest, once:
   RNG, the task's own state) written locally after the first epoch and then at most every
   ``resume_every_s`` seconds (a few hundred MB for a ResNet-34 U-Net with Adam's
   moments: writing it after every short epoch cost 5-20 % of training time) — snapshotted on the
-  training thread, written by a background thread (:mod:`covidseg.train.resume`) so that the next epoch
-  does not wait for the disk; ``resume`` continues from it in the same MLflow run, re-training
+  training thread, written by a background thread (:mod:`covidseg.train.resume`) so that the next
+  epoch does not wait for the disk; ``resume`` continues from it in the same MLflow run, re-training
   the epochs after the state without logging any epoch twice;
 * ``on_epoch_end`` callbacks (Optuna's pruning reports) that may stop the run;
 * under ``torchrun``, DistributedDataParallel (:mod:`covidseg.train.distributed`): sharded
@@ -36,9 +36,10 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -215,7 +216,8 @@ class Trainer:
     def load_state_dict(self, d: dict) -> None:
         if int(d.get("world_size", 1)) != self.world.size:
             raise ConfigError(f"the resume state was written by {d.get('world_size', 1)} "
-                              f"training process(es); resume it with as many (now {self.world.size})")
+                              f"training process(es); resume it with as many "
+                              f"(now {self.world.size})")
         self.model.load_state_dict(d["model"])
         self.optimiser.load_state_dict(d["optimizer"])
         self.scheduler.load_state_dict(d["scheduler"])
@@ -252,7 +254,8 @@ class Trainer:
                 on_step(self.state.step)
         lr = self.optimiser.param_groups[0]["lr"]
         self.scheduler.step()
-        means = {"train_loss": total / max(n, 1), **{k: v / max(n, 1) for k, v in extra_sums.items()}}
+        means = {"train_loss": total / max(n, 1),
+                 **{k: v / max(n, 1) for k, v in extra_sums.items()}}
         metrics = {**distributed.average(means, self.device), "lr": lr,
                    "train_seconds": time.time() - t0}
         if not math.isfinite(metrics["train_loss"]):
@@ -264,7 +267,8 @@ class Trainer:
         """The task's validation (rank 0; its metrics sent to every rank, so that all decide
         alike), then the best weights and the epoch's history entry."""
         if self.world.is_main:
-            metrics = {**metrics, **self.task.validate(epoch), "epoch_seconds": time.time() - started}
+            metrics = {**metrics, **self.task.validate(epoch),
+                       "epoch_seconds": time.time() - started}
         metrics = distributed.broadcast(metrics)
         st, monitor = self.state, self.task.monitor
         score = float(metrics.get(monitor, float("nan")))
@@ -389,8 +393,9 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
     """Train ``task.model`` and return the best weights and the history.
 
     ``workdir`` receives ``last.pt`` (the resume state; see ``LoopSettings.resume_every_s``).
-    ``save_checkpoint`` (model, iteration) is called every ``checkpoint_every`` iterations.  Epochs up to
-    ``already_logged_epoch`` (those a killed run had logged) are not logged again on resume.
+    ``save_checkpoint`` (model, iteration) is called every ``checkpoint_every`` iterations.
+    Epochs up to ``already_logged_epoch`` (those a killed run had logged) are not logged again on
+    resume.
     """
     tracker = tracker or NullTracker()
     trainer = Trainer(task, settings, device)
@@ -419,5 +424,6 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
         tracker.log_metrics({"replica_max_difference": replica_difference(trainer.model, device)})
     st = trainer.state
     return FitResult(best_score=st.best_score, best_epoch=st.best_epoch, epochs_run=st.epoch + 1,
-                     stopped_early=stopped, best_state={k: v.cpu() for k, v in st.best_state.items()},
+                     stopped_early=stopped,
+                     best_state={k: v.cpu() for k, v in st.best_state.items()},
                      history=st.history, stop_reason=reason)

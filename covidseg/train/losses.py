@@ -1,4 +1,5 @@
-"""Losses for binary segmentation from one logit channel; targets may be soft (mixup, pseudo-labels).
+"""Losses for binary segmentation from one logit channel; targets may be soft (mixup,
+pseudo-labels).
 
 * ``ce`` — binary cross-entropy on logits, optionally class-weighted (``pos_weight``);
 * ``dice`` — soft Dice over each image (empty-target images count through the smoothing term):
@@ -71,8 +72,8 @@ def _distance_maps(masks: np.ndarray) -> np.ndarray:
 def hausdorff_dt_loss(logits, target, weight=None, alpha: float = 2.0):
     p = torch.sigmoid(logits)
     with torch.no_grad():
-        dp = _distance_maps((p.detach().float().cpu().numpy()[:, 0] > 0.5))
-        dg = _distance_maps((target.detach().float().cpu().numpy()[:, 0] > 0.5))
+        dp = _distance_maps(p.detach().float().cpu().numpy()[:, 0] > 0.5)
+        dg = _distance_maps(target.detach().float().cpu().numpy()[:, 0] > 0.5)
         dist = torch.from_numpy(dp ** alpha + dg ** alpha).to(p.device, p.dtype)[:, None]
     per_pixel = (p - target) ** 2 * dist
     return _reduce_pixels(per_pixel, weight)
@@ -129,5 +130,7 @@ class SegmentationLoss:
         if self.name == "dice":
             return soft_dice_loss(logits, target, weight)
         if self.name == "ce+dice":
-            return bce_loss(logits, target, weight, self.pos_weight) + soft_dice_loss(logits, target, weight)
-        return bce_loss(logits, target, weight, self.pos_weight) + hausdorff_dt_loss(logits, target, weight)
+            return (bce_loss(logits, target, weight, self.pos_weight)
+                    + soft_dice_loss(logits, target, weight))
+        return (bce_loss(logits, target, weight, self.pos_weight)
+                + hausdorff_dt_loss(logits, target, weight))

@@ -86,7 +86,8 @@ def surface_metrics(pred: np.ndarray, ref: np.ndarray, spacing,
     d_pr = _directed_distances(sp, sr, spacing)
     d_rp = _directed_distances(sr, sp, spacing)
     hd95 = max(float(np.percentile(d_pr, 95)), float(np.percentile(d_rp, 95)))
-    nsd = float(((d_pr <= tolerance_mm).sum() + (d_rp <= tolerance_mm).sum()) / (d_pr.size + d_rp.size))
+    within = (d_pr <= tolerance_mm).sum() + (d_rp <= tolerance_mm).sum()
+    nsd = float(within / (d_pr.size + d_rp.size))
     return {"hd95": hd95, "nsd": nsd}
 
 

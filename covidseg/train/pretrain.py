@@ -43,7 +43,8 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
         ids = ds.splits.get("auxiliary", [])
         if len(ids) < 2:
             raise ConfigError(f"mode=supervised needs at least 2 labelled non-COVID volumes "
-                              f"(splits.auxiliary); this dataset has {len(ids)}: use mode=restoration")
+                              f"(splits.auxiliary); this dataset has {len(ids)}: "
+                              "use mode=restoration")
         train_ids, val_ids = split_cases(ids, cfg.seed, 0.2)
         task = SegmentationTask(model, ds, train_ids, val_ids, SegmentationLoss("ce+dice"), device,
                                 batch_size=cfg.batch_size, seed=cfg.seed, workers=workers,
@@ -53,7 +54,8 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
         test = set(ds.splits["test"])
         ids = [c for c in ds.ids() if c not in test]
         if len(ids) < 2:
-            raise ConfigError(f"mode=restoration needs at least 2 non-test volumes; there are {len(ids)}")
+            raise ConfigError("mode=restoration needs at least 2 non-test volumes; there are "
+                              f"{len(ids)}")
         train_ids, val_ids = split_cases(ids, cfg.seed, 0.1)
         task = RestorationTask(model, ds, train_ids, val_ids, device, batch_size=cfg.batch_size,
                                seed=cfg.seed, workers=workers, crop=cfg.image_size)
@@ -64,7 +66,8 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
         return None  # rank 0 logs the model
     model.load_state_dict(result.best_state)
     model_dir = save_model(stage.workdir / "model", model, spec,
-                           {**extra, "best_epoch": result.best_epoch, task.monitor: result.best_score})
+                           {**extra, "best_epoch": result.best_epoch,
+                            task.monitor: result.best_score})
     tracker.log_artifacts(model_dir, "model")
     stage.finish()
     return {"mode": cfg.mode, "best_epoch": result.best_epoch,

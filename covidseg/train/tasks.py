@@ -140,7 +140,8 @@ class SegmentationTask(_Segmentation):
                  eval_batch: int = 16, threshold: float = 0.5):
         super().__init__(model, ds, val_ids, loss, device, seed, eval_batch, threshold)
         self.train_set = SliceDataset(ds, train_ids, augment=augment, seed=seed, crop=crop)
-        self.weights = slice_sampling_weights(self.train_set, lesion_boost) if lesion_boost != 1 else None
+        self.weights = (slice_sampling_weights(self.train_set, lesion_boost)
+                        if lesion_boost != 1 else None)
         self.batch_size, self.use_mixup = batch_size, use_mixup
         self.loader = EpochLoader(self.train_set, batch_size, seed, workers, device, self.weights)
 

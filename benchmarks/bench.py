@@ -90,7 +90,7 @@ def ratios(**values: float) -> None:
 @contextlib.contextmanager
 def tracking_server():
     """The server in ``MLFLOW_TRACKING_URI``, or a throw-away local ``mlflow server``."""
-    from covidseg.tracking import LocalServer
+    from covidseg.tracking.local_server import LocalServer
 
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri.startswith("http"):

@@ -37,6 +37,7 @@ from covidseg.errors import CellsFailed, ConfigError
 from covidseg.gridclaims import DONE, FAILED, Cell, GridClaims, worker_name
 from covidseg.models.surgery import STRATEGIES
 from covidseg.redact import redact
+from covidseg.tracking import Tag, fail_abandoned_run, run_metrics
 
 log = logging.getLogger("covidseg.grid")
 
@@ -165,8 +166,7 @@ def grid(cfg: GridConfig, tracker) -> dict:
     try:
         claims.register(fingerprint, planned)
         reopened = claims.reopen_failed() if url else 0
-        tracker.set_tags({"covidseg.grid": name,
-                          "covidseg.grid_storage": redact(url) or "(in this process)"})
+        tracker.set_tags({Tag.GRID: name, Tag.GRID_STORAGE: redact(url) or "(in this process)"})
         if reopened:
             log.warning("grid %s: %d failed cells are tried again", name, reopened)
         worker = f"{worker_name()}/{tracker.run_id}"
@@ -183,9 +183,6 @@ def grid(cfg: GridConfig, tracker) -> dict:
     finally:
         claims.close()
     rows, failed = [], []
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
     for r in final:
         info = r["info"]
         if info["kind"] != "finetune":
@@ -195,7 +192,7 @@ def grid(cfg: GridConfig, tracker) -> dict:
         row = {k: info[k] for k in ("arch", "init", "cell", "regime", "fold")}
         row.update(run_id=r["run_id"], reused=bool(r["reused"]), state=r["state"],
                    worker=r["worker"], error=r["error"] if r["state"] == FAILED else "")
-        m = client.get_run(r["run_id"]).data.metrics if r["state"] == DONE else {}
+        m = run_metrics(r["run_id"]) if r["state"] == DONE else {}
         row.update(train=m.get("final_train_volume_dice"), val=m.get("final_val_volume_dice"),
                    test=m.get("test_volume_dice"))
         if r["state"] == FAILED:
@@ -229,7 +226,7 @@ def _run_cell(cfg: GridConfig, claim, claims: GridClaims, tracker, name: str, sh
     info = claim.info
     if claim.stale_run:
         _close_orphan(claim.stale_run, claim.key)
-    tags = {"covidseg.grid": name, "covidseg.grid_cell": info["name"]}
+    tags = {Tag.GRID: name, Tag.GRID_CELL: info["name"]}
 
     def started(run_id: str) -> None:
         claims.started(claim, run_id)
@@ -246,14 +243,13 @@ def _run_cell(cfg: GridConfig, claim, claims: GridClaims, tracker, name: str, sh
                 fcfg = cell_config(cfg, info["arch"], info["cell"], info["regime"], info["fold"],
                                    ref)
                 key = grid_key(fcfg)
-                found = tracker.find_run({"covidseg.grid_key": key,
-                                          "covidseg.entry_point": "finetune"})
+                found = tracker.find_run({Tag.GRID_KEY: key, Tag.ENTRY_POINT: "finetune"})
                 if found:
                     run_id, reused, ran = found, True, 0
                 else:
                     run_id, _ = run_nested(tracker, "finetune", fcfg, info["name"],
-                                           {**tags, "covidseg.grid_key": key,
-                                            "covidseg.grid_init": info["init"]},
+                                           {**tags, Tag.GRID_KEY: key,
+                                            Tag.GRID_INIT: info["init"]},
                                            on_start=started, progress=False)
     except KeyboardInterrupt:
         with contextlib.suppress(Exception):
@@ -276,14 +272,8 @@ def _run_cell(cfg: GridConfig, claim, claims: GridClaims, tracker, name: str, sh
 
 def _close_orphan(run_id: str, cell: str) -> None:
     """The run a dead worker left RUNNING: mark it FAILED, saying why."""
-    from mlflow.tracking import MlflowClient
-
-    with contextlib.suppress(Exception):
-        client = MlflowClient()
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_tag(run_id, "covidseg.error", f"grid cell {cell}: its worker stopped "
-                                                     "sending heartbeats; the cell was run again")
-            client.set_terminated(run_id, "FAILED")
+    fail_abandoned_run(run_id, f"grid cell {cell}: its worker stopped sending heartbeats; the "
+                               "cell was run again")
 
 
 def mean_std_by(rows: list[dict], by: tuple[str, ...], values: dict[str, str],

@@ -13,6 +13,7 @@ from dataclasses import fields
 
 from covidseg.config import CONFIGS, PIPELINE_STAGES
 from covidseg.errors import ConfigError
+from covidseg.tracking.tags import Tag
 
 
 def stage_config(cfg, stage: str, **wired):
@@ -67,14 +68,14 @@ def pipeline(cfg, tracker) -> dict:
         scfg = stage_config(cfg, name, **wired)
         index = PIPELINE_STAGES.index(name) + 1
         runs[name], results[name] = run_nested(tracker, name, scfg, f"{index}-{name}",
-                                               {"covidseg.pipeline_stage": name})
-        tracker.set_tags({f"covidseg.stage.{name}": runs[name]})
+                                               {Tag.PIPELINE_STAGE: name})
+        tracker.set_tags({Tag.stage(name): runs[name]})
         return runs[name]
 
     pre = stage("preprocess", data=cfg.data)
     init = cfg.init.strip()
     if init:  # the user's own starting point: no pretrain stage
-        tracker.set_tags({"covidseg.stage.pretrain": f"skipped: init={init}"})
+        tracker.set_tags({Tag.stage("pretrain"): f"skipped: init={init}"})
     else:
         init = stage("pretrain", data=pre)
     ft = stage("finetune", data=pre, init=init)
@@ -83,8 +84,8 @@ def pipeline(cfg, tracker) -> dict:
     compare_mode = stage_config(cfg, "compare", data=pre, runs=ft).mode
     if compare_mode == "init-vs-final" and not _is_run_reference(init):
         results["compare"] = {}
-        tracker.set_tags({"covidseg.stage.compare": "skipped: init-vs-final needs a pretrained "
-                                                    f"run as init, not {init!r}"})
+        tracker.set_tags({Tag.stage("compare"): "skipped: init-vs-final needs a pretrained "
+                                                 f"run as init, not {init!r}"})
     else:
         stage("compare", data=pre, runs=ft)
     summary = {

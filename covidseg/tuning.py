@@ -32,8 +32,8 @@ from covidseg.config import (
     TuneConfig,
     parse_value,
 )
-from covidseg.data.store import cache_root
 from covidseg.errors import ConfigError
+from covidseg.paths import cache_root
 from covidseg.train.loop import AbortTraining
 
 log = logging.getLogger("covidseg.tune")
@@ -149,7 +149,7 @@ def suggest(trial, space: dict) -> dict:
 def tune(cfg: TuneConfig, tracker) -> dict:
     import optuna
 
-    from covidseg.tracking import TAG_PREFIX, child_run
+    from covidseg.tracking import Tag, child_run
 
     if not tracker.enabled:
         raise ConfigError("tune logs every trial as a nested MLflow run: tracking must be on")
@@ -160,14 +160,14 @@ def tune(cfg: TuneConfig, tracker) -> dict:
         raise ConfigError("target=meanteacher needs params=model=<finetune run>[,pseudo=<run>]")
     space = search_space(cfg, fixed)
     study, url = open_study(cfg)
-    tracker.set_tags({f"{TAG_PREFIX}study": cfg.study_name,
-                      f"{TAG_PREFIX}storage": url.split("@")[-1]})  # no credentials
+    tracker.set_tags({Tag.STUDY: cfg.study_name,
+                      Tag.STORAGE: url.split("@")[-1]})  # no credentials
     tracker.log_dict({"fixed": {k: str(v) for k, v in fixed.items()}, "space": space},
                      "study/space.json")
     common = {"data": cfg.data, "seed": cfg.seed, "device": cfg.device}
 
     def trial_tags(number: int) -> dict:
-        return {f"{TAG_PREFIX}trial": str(number), f"{TAG_PREFIX}study": cfg.study_name}
+        return {Tag.TRIAL: str(number), Tag.STUDY: cfg.study_name}
 
     def objective(trial):
         values = suggest(trial, space)
@@ -196,9 +196,9 @@ def tune(cfg: TuneConfig, tracker) -> dict:
                            trial_tags(trial.number)) as child:
                 trial.set_user_attr("mlflow_run_id", child.run_id)
                 summary = train(run_cfg, child, on_epoch_end=[report], progress=False)
-                child.set_tags({"covidseg.trial_state": "complete"})
+                child.set_tags({Tag.TRIAL_STATE: "complete"})
         except TrialPruned as exc:
-            child.set_tags({"covidseg.trial_state": "pruned", "covidseg.stop_reason": str(exc)})
+            child.set_tags({Tag.TRIAL_STATE: "pruned", Tag.STOP_REASON: str(exc)})
             raise optuna.TrialPruned(str(exc)) from None
         return float(summary["best_val_volume_dice"])
 

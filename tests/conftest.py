@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 # one throw-away server implementation for tests and benchmarks
-from covidseg.tracking import LocalServer as MlflowServer
-from covidseg.tracking import free_port  # noqa: F401  (tests import it from here)
+from covidseg.tracking.local_server import LocalServer as MlflowServer
+from covidseg.tracking.local_server import free_port  # noqa: F401  (tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = str(Path(sys.executable).parent)

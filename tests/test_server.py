@@ -10,7 +10,7 @@ import optuna
 import pytest
 import yaml
 
-from covidseg.tracking import server_command
+from covidseg.tracking.local_server import server_command
 from tests.conftest import REPO, TINY_DEMO, MlflowServer, mlflow_run, subprocess_env
 
 
@@ -49,7 +49,8 @@ def test_compose_mlflow_command_is_the_one_the_tests_run():
     dockerfile = (REPO / "docker" / "mlflow.Dockerfile").read_text()
     import mlflow
 
-    assert f"mlflow[auth]=={mlflow.__version__}" in dockerfile and "FROM python:3.11.7-slim" in dockerfile
+    assert f"mlflow[auth]=={mlflow.__version__}" in dockerfile
+    assert "FROM python:3.11.7-slim" in dockerfile
     assert not re.search(r'"[\w\[\]-]+>=', dockerfile)  # exact versions only
     pg = services["postgres"]
     assert any("pgdata" in v for v in pg["volumes"])
@@ -170,7 +171,8 @@ def test_entry_point_against_a_postgresql_backed_server(postgres, tmp_path):
         server.stop()
 
 
-def test_optuna_study_on_postgresql_with_two_workers(postgres, tracking_uri, preprocess_run, tmp_path):
+def test_optuna_study_on_postgresql_with_two_workers(postgres, tracking_uri, preprocess_run,
+                                                     tmp_path):
     storage = postgres("optuna")
     cmd = ["covidseg", "tune", "--data", preprocess_run, "--params",
            "epochs=1,encoder=resnet18,batch_size=8,workers=0", "--n_trials", "1", "--study_name",

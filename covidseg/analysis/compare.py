@@ -28,6 +28,7 @@ from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model
 from covidseg.tracking import (
     NullTracker,
+    Tag,
     download_model,
     download_run_artifacts,
     list_run_artifacts,
@@ -101,7 +102,7 @@ def compare(cfg: CompareConfig, tracker=None) -> dict:
     else:
         if cfg.mode == "init-vs-final":
             run_id = _run_id(refs[0])
-            init_run = run_info(run_id).data.tags.get("covidseg.source.init")
+            init_run = run_info(run_id).data.tags.get(Tag.source("init"))
             if not init_run:
                 raise ConfigError(f"run {run_id} has no pretrained initialisation "
                                   "(covidseg.source.init): it was trained from scratch or a file")

@@ -26,15 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from covidseg.errors import ConfigError
+from covidseg.paths import cache_root  # also imported from here by modules not yet moved over
 
 STORE_VERSION = 1
-
-
-def cache_root() -> Path:
-    """Where covidseg keeps demo cohorts, preprocessed datasets and downloaded artifacts."""
-    root = os.environ.get("COVIDSEG_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                            "covidseg")
-    return Path(root)
 
 
 def file_digest(path: Path, _block: int = 1 << 20) -> str:
@@ -148,10 +142,11 @@ def open_dataset(data: str, tracker, context: str = "training") -> PreprocessedD
     at the preprocess run (for ``demo`` or a folder: a finished run that built the same dataset
     key, when the server knows one), and logged as the run's dataset input (``context``:
     training or evaluation; digest = the content key)."""
+    from covidseg.tracking.tags import Tag
+
     ds, source = resolve_dataset(data)
     if source is None:
-        source = tracker.find_run({"covidseg.dataset_key": ds.key,
-                                   "covidseg.entry_point": "preprocess"})
+        source = tracker.find_run({Tag.DATASET_KEY: ds.key, Tag.ENTRY_POINT: "preprocess"})
     tracker.link_source("data", source)
     desc = ds.descriptor
     tracker.log_dataset_input(
@@ -172,6 +167,7 @@ def resolve_dataset(data: str) -> tuple[PreprocessedDataset, str | None]:
     or ``demo`` (the default demo cohort, preprocessed on first use).
     """
     from covidseg import tracking
+    from covidseg.tracking.tags import Tag
 
     if data == "demo":
         from covidseg.config import PreprocessConfig
@@ -182,13 +178,13 @@ def resolve_dataset(data: str) -> tuple[PreprocessedDataset, str | None]:
     if tracking.is_run_ref(data):
         run_id, _ = tracking.resolve_run_ref(data)
         run = tracking.run_info(run_id)
-        key = run.data.tags.get("covidseg.dataset_key")
+        key = run.data.tags.get(Tag.DATASET_KEY)
         if not key:
             raise ConfigError(f"run {run_id} is not a preprocess run (no covidseg.dataset_key tag)")
         local = cache_root() / "preprocessed" / key
         if (local / "dataset.json").exists():
             return PreprocessedDataset(local), run_id
-        holder = run.data.tags.get("covidseg.dataset_run")
+        holder = run.data.tags.get(Tag.DATASET_RUN)
         if not holder:
             raise ConfigError(f"run {run_id}: its dataset was not uploaded (larger than "
                               f"log_dataset_mb) and is not in this machine's cache ({local})")

@@ -32,7 +32,8 @@ from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model
 from covidseg.models.factory import ModelSpec
 from covidseg.semi.pseudoset import PseudoSet, load_pseudo_set
-from covidseg.tracking import NullTracker, download_model
+from covidseg.tracking import NullTracker, Tag, download_model
+from covidseg.train.distributed import from_main, world
 from covidseg.train.finetune import (
     augmentation,
     dataset_classes,
@@ -40,7 +41,6 @@ from covidseg.train.finetune import (
     segmentation_task,
     training_cases,
 )
-from covidseg.train.distributed import from_main, world
 from covidseg.train.stage import Stage, model_extra
 from covidseg.train.tasks import SegmentationTask, volume_dice
 
@@ -164,7 +164,8 @@ class MeanTeacherTask(SegmentationTask):
                 "val_volume_dice": max(student, teacher)}
 
     def best_network(self, metrics: dict):
-        teacher_wins = metrics.get("val_volume_dice_teacher", -1) >= metrics.get("val_volume_dice_student", 0)
+        teacher_wins = (metrics.get("val_volume_dice_teacher", -1)
+                        >= metrics.get("val_volume_dice_student", 0))
         self.best_is = "teacher" if metrics and teacher_wins else "student"
         return self.teacher if self.best_is == "teacher" else self.model
 
@@ -188,7 +189,8 @@ def unlabelled_slices(cfg: MeanteacherConfig, ds, pseudo: PseudoSet | None) -> S
                         require_mask=False, crop=cfg.image_size)
 
 
-def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None, progress: bool = True) -> dict:
+def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
+                progress: bool = True) -> dict:
     if not cfg.model:
         raise ConfigError("meanteacher needs model=<finetune run> (and pseudo=<pseudolabel run> "
                           "for pseudo-labels)")
@@ -218,7 +220,7 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None, progres
     if pseudo is None and unlabelled is None:
         raise ConfigError("meanteacher has nothing unlabelled to learn from: give pseudo=<run> or "
                           "unlabelled=<preprocess run id or folder>")
-    stage.record_network(spec, **{"covidseg.pseudo_source": pseudo.source if pseudo is not None
+    stage.record_network(spec, **{Tag.PSEUDO_SOURCE: pseudo.source if pseudo is not None
                                   else "none"})
     stage.record_split(train_ids, val_ids, ds.splits["test"],
                        pseudo_items=len(pseudo) if pseudo is not None else 0,
@@ -231,7 +233,7 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None, progres
     result = stage.train(task, spec, extra)
     if not stage.is_main:
         return None  # rank 0 evaluates and logs the model
-    tracker.set_tags({"covidseg.best_network": task.best_is})
+    tracker.set_tags({Tag.BEST_NETWORK: task.best_is})
     summary = finalise_segmentation(stage, model, spec, result, train_ids, val_ids,
                                     {**extra, "best_network": task.best_is})
     return {**summary, "best_network": task.best_is}

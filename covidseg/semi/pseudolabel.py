@@ -52,7 +52,7 @@ from covidseg.semi.patches import (
 )
 from covidseg.semi.pseudoset import PSEUDO_FILE, PseudoSet
 from covidseg.semi.selftrain import model_pseudo_labels
-from covidseg.tracking import NullTracker, download_model
+from covidseg.tracking import NullTracker, Tag, download_model
 from covidseg.train.stage import workdir_for
 
 log = logging.getLogger("covidseg.pseudolabel")
@@ -83,7 +83,7 @@ def _unlabelled(cfg, ds, tracker):
     uds = ds
     if cfg.unlabelled:
         uds = open_dataset(cfg.unlabelled, NullTracker())
-        tracker.set_tags({"covidseg.unlabelled_dataset": uds.key})
+        tracker.set_tags({Tag.UNLABELLED_DATASET: uds.key})
     ids = uds.splits["unlabelled"] if uds is ds else uds.ids()
     if not ids:
         raise ConfigError("no unlabelled volumes: give unlabelled=<preprocess run id or folder>")
@@ -108,7 +108,7 @@ def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
     has_truth = [c for c in unlabelled_ids if uds.cases[c].get("has_truth")]
     truth_of = uds.load_truth if len(has_truth) == len(unlabelled_ids) else None
     meta = {"dataset_key": ds.key, "unlabelled_data": cfg.unlabelled}
-    tracker.set_tags({"covidseg.pseudo_source": cfg.source})
+    tracker.set_tags({Tag.PSEUDO_SOURCE: cfg.source})
     if cfg.source == "model":
         pset, metrics, oracle = _from_model(cfg, model, uds, unlabelled_ids, device, truth_of, meta,
                                             tracker)
@@ -118,7 +118,7 @@ def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
     metrics["n_unlabelled_volumes"] = len(unlabelled_ids)
     if oracle:
         metrics.update(oracle)
-        tracker.set_tags({"covidseg.oracle": "true"})
+        tracker.set_tags({Tag.ORACLE: "true"})
     tracker.log_metrics(metrics)
     out = pset.save(workdir_for(tracker.run_id) / PSEUDO_FILE)
     tracker.log_artifact(out, "pseudo")
@@ -145,7 +145,7 @@ def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta
                               "model; expected arch=unet3d")
         coarse = coarse.to(device)
     boxes, box_source = coarse_boxes(uds, unlabelled_ids, coarse, device)
-    tracker.set_tags({"covidseg.coarse": "unet3d" if coarse is not None else "lung-mask"})
+    tracker.set_tags({Tag.COARSE: "unet3d" if coarse is not None else "lung-mask"})
 
     lab = sample_labelled(ds, labelled_ids, cfg.labelled_patches, cfg.patch_size, 10, rng,
                           cfg.min_tissue)

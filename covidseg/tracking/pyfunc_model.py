@@ -12,7 +12,9 @@ loaded with ``weights_only=True``) and predicts with the preprocessing the model
   masks are written as NIfTI in each input's original geometry.
 
 Load it with ``mlflow.pyfunc.load_model("models:/…")``; covidseg itself travels with the model
-(``code_paths``).
+(``code_paths``).  MLflow copies this file into every logged model and executes that copy when it
+loads one, so models logged while it was ``covidseg/mlflow_model.py`` load as before.  Nothing in
+covidseg imports it (importing it registers the model with ``mlflow.models.set_model``).
 """
 
 from __future__ import annotations

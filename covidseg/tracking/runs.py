@@ -1,0 +1,211 @@
+"""The life of a run: :func:`start_run` opens (or, under ``mlflow run``, attaches to) the run of
+one entry-point invocation, records every parameter, the package version and git commit, and
+ends it FINISHED / FAILED / KILLED; :func:`child_run` nests a stage's run under it.  Every run
+gets the same name scheme and identity tags whichever door started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+from covidseg import __version__
+from covidseg.errors import ConfigError, TrackingUnavailable, first_line
+from covidseg.redact import redact
+from covidseg.tracking.base import NullTracker
+from covidseg.tracking.client import connect, server_lost, tracking_uri
+from covidseg.tracking.mlflow_tracker import MlflowTracker
+from covidseg.tracking.tags import Tag
+
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+# where an entry point's database URL (with its password) may come from instead of a parameter
+STORAGE_VARIABLES = {"tune": "COVIDSEG_OPTUNA_STORAGE", "grid": "COVIDSEG_GRID_STORAGE"}
+
+
+def git_commit() -> str | None:
+    """Commit of the source tree the package runs from (with ``-dirty`` when modified)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (sha + ("-dirty" if dirty else "")) if sha else None
+
+
+def run_name(entry_point: str) -> str:
+    """One naming scheme for every door (covidseg NAME, python entrypoints/NAME.py, mlflow run,
+    nested stages): ``<entry point>-<YYYYmmdd-HHMMSS>``."""
+    return f"{entry_point}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_identity(entry_point: str, existing: dict, renamed: bool = True) -> dict:
+    """Tags every covidseg run carries whatever started it: its name (``mlflow run`` picks a
+    random one), the git commit (``mlflow run`` sets ``mlflow.source.git.commit`` itself, the
+    other doors did not) and the user (a client-created nested run has none)."""
+    import getpass
+
+    tags = {}
+    if renamed:
+        tags["mlflow.runName"] = run_name(entry_point)
+    commit = git_commit()
+    if commit:
+        tags[Tag.GIT_COMMIT] = commit
+        if "mlflow.source.git.commit" not in existing:
+            tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
+    if "mlflow.user" not in existing:
+        with contextlib.suppress(Exception):
+            tags["mlflow.user"] = os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+    return tags
+
+
+def system_metrics_enabled() -> bool:
+    """MLflow's system metrics (CPU, memory, GPU) while a run is open: when psutil is there and
+    ``COVIDSEG_SYSTEM_METRICS`` is not 0."""
+    import importlib.util
+
+    return os.environ.get("COVIDSEG_SYSTEM_METRICS", "1") != "0" and \
+        importlib.util.find_spec("psutil") is not None
+
+
+def mark_training_experiment(client, experiment_id: str) -> None:
+    """Tag an experiment covidseg writes to as model training, so that MLflow's UI opens it on
+    the training runs' table (an experiment made by ``mlflow run --experiment-name`` would open in
+    the GenAI view otherwise)."""
+    exp = client.get_experiment(experiment_id)
+    if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        with contextlib.suppress(Exception):  # e.g. a read-only user: not worth failing a run
+            client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
+
+
+def _error_tag(exc: BaseException) -> dict:
+    return {Tag.ERROR: " ".join(str(exc).split())[:1000]}
+
+
+@contextlib.contextmanager
+def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = None):
+    """Open the run of one entry-point invocation and yield its tracker.
+
+    Under ``mlflow run`` the run already exists (``MLFLOW_RUN_ID``) and is reused; ``run_id``
+    re-opens a given run (``resume``).  ``enabled=False`` yields a :class:`NullTracker`.
+    """
+    if not enabled:
+        yield NullTracker()
+        return
+    connect()
+    import mlflow
+
+    env_run = os.environ.get("MLFLOW_RUN_ID")
+    experiment = getattr(cfg, "experiment", "") or entry_point
+    if run_id and env_run and env_run != run_id:
+        # `mlflow run -P resume=ID` opened a fresh run: point it at the run that continues
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient().set_tag(env_run, Tag.CONTINUED_IN.value, run_id)
+    system = system_metrics_enabled()
+    if run_id or env_run:
+        active = mlflow.start_run(run_id=run_id or env_run, log_system_metrics=system)
+    else:
+        try:
+            mlflow.set_experiment(experiment)
+        except Exception as exc:  # e.g. a deleted experiment of that name
+            raise ConfigError(f"experiment={experiment!r}: {first_line(exc)}") from exc
+        active = mlflow.start_run(run_name=run_name(entry_point), log_system_metrics=system)
+    tracker = MlflowTracker(active.info.run_id)
+    tags = {Tag.ENTRY_POINT: entry_point, Tag.VERSION: __version__,
+            **run_identity(entry_point, active.data.tags, renamed=bool(env_run and not run_id))}
+    status = "FAILED"
+    try:
+        mark_training_experiment(tracker.client, active.info.experiment_id)
+        tracker.set_tags(tags)
+        if not run_id:
+            # `mlflow run` has logged the MLproject parameters already (empty ones as "''"):
+            # add only what it did not, since MLflow refuses to change a logged value
+            logged = tracker.client.get_run(tracker.run_id).data.params if env_run else {}
+            leaked = sorted(k for k, v in logged.items() if redact(v) != v)
+            if leaked:  # `mlflow run` logged the -P values before covidseg ran: too late to redact
+                raise ConfigError(
+                    f"{', '.join(leaked)} holds a password, and `mlflow run` has logged it as a "
+                    f"parameter of run {tracker.run_id}: delete that run, and give the URL without "
+                    "it (PGPASSWORD / ~/.pgpass) or through "
+                    f"{STORAGE_VARIABLES.get(entry_point, 'COVIDSEG_OPTUNA_STORAGE')}")
+            tracker.log_params({k: v for k, v in cfg.to_params().items() if k not in logged})
+        yield tracker
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except Exception as exc:
+        if server_lost(exc):
+            raise TrackingUnavailable(
+                f"the MLflow tracking server {tracking_uri()} stopped answering during run "
+                f"{tracker.run_id}; the training state stays in this machine's cache — restart "
+                f"the server and continue with resume={tracker.run_id}") from exc
+        with contextlib.suppress(Exception):
+            tracker.set_tags(_error_tag(exc))
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            mlflow.end_run(status=status)
+
+
+@contextlib.contextmanager
+def child_run(parent, name: str, entry_point: str, cfg=None, tags: dict | None = None):
+    """A run nested under ``parent`` (tag ``mlflow.parentRunId`` set explicitly), in the parent's
+    experiment; yields its tracker and ends it FINISHED, or KILLED for an exception whose
+    ``run_status`` says so (a pruned trial), else FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    experiment_id = client.get_run(parent.run_id).info.experiment_id
+    all_tags = {"mlflow.parentRunId": parent.run_id, Tag.ENTRY_POINT: entry_point,
+                Tag.VERSION: __version__,
+                **run_identity(entry_point, {}, renamed=False), **(tags or {})}
+    run = client.create_run(experiment_id, run_name=name,
+                            tags={str(k): v for k, v in all_tags.items()})
+    tracker = MlflowTracker(run.info.run_id)
+    if cfg is not None:
+        tracker.log_params(cfg.to_params())
+    try:
+        yield tracker
+    except BaseException as exc:
+        status = getattr(exc, "run_status", "FAILED")
+        with contextlib.suppress(Exception):
+            tracker.set_tags(_error_tag(exc))
+            client.set_terminated(tracker.run_id, status)
+        raise
+    client.set_terminated(tracker.run_id, "FINISHED")
+
+
+def run_metrics(run_id: str) -> dict[str, float]:
+    """The latest value of every metric of a run."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient().get_run(run_id).data.metrics
+
+
+def fail_abandoned_run(run_id: str, reason: str) -> None:
+    """A run its process left RUNNING (the process died): mark it FAILED, with ``reason`` as its
+    error tag.  Nothing happens when it ended meanwhile or the server refuses."""
+    from mlflow.tracking import MlflowClient
+
+    with contextlib.suppress(Exception):
+        client = MlflowClient()
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, Tag.ERROR.value, reason)
+            client.set_terminated(run_id, "FAILED")
+
+
+def quiet_mlflow_warnings() -> None:
+    """MLflow's own deprecation chatter is not for our users' terminals."""
+    warnings.filterwarnings("ignore", module=r"mlflow\..*", category=FutureWarning)

@@ -1,0 +1,81 @@
+"""The tracking package's shape: both trackers implement the whole :class:`Tracker` protocol
+themselves (a forgotten method is a failure here, not a silent no-op), the tag names are one
+enum that behaves as plain strings, tracking depends on no covidseg stage, and the throw-away
+server stays off the runtime path.  (That only ``covidseg.tracking`` imports MLflow is checked
+in ``tests/test_layers.py``.)"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+from pathlib import Path
+
+from covidseg.tracking import MlflowTracker, NullTracker, Tag, Tracker
+
+PACKAGE = Path(__file__).resolve().parents[1] / "covidseg"
+
+
+def protocol_methods() -> list[str]:
+    return sorted(name for name, value in vars(Tracker).items()
+                  if callable(value) and not name.startswith("_"))
+
+
+def test_both_trackers_define_every_method_of_the_protocol_themselves():
+    methods = protocol_methods()
+    assert {"log_metrics", "figure", "link_source", "log_model"} <= set(methods)
+    assert not issubclass(MlflowTracker, NullTracker)  # no inherited no-op can hide a gap
+    for cls in (NullTracker, MlflowTracker):
+        missing = [m for m in methods if m not in vars(cls)]
+        assert not missing, f"{cls.__name__} lacks {missing}"
+        for m in methods:  # same parameters, same defaults
+            want = inspect.signature(getattr(Tracker, m))
+            got = inspect.signature(getattr(cls, m))
+            assert list(got.parameters.values()) == list(want.parameters.values()), (cls, m)
+    assert isinstance(NullTracker(), Tracker)
+
+
+def test_tags_are_plain_strings_to_mlflow_and_to_run_data():
+    assert Tag.ENTRY_POINT == "covidseg.entry_point" and f"{Tag.DATASET_KEY}" == \
+        "covidseg.dataset_key" and str(Tag.GRID_KEY) == "covidseg.grid_key"
+    assert {"covidseg.dataset_key": "k"}.get(Tag.DATASET_KEY) == "k"  # run.data.tags lookup
+    assert json.dumps({Tag.ERROR: 1}) == '{"covidseg.error": 1}'
+    assert Tag.source("init") == "covidseg.source.init" and Tag.stage("finetune") == \
+        "covidseg.stage.finetune"
+    assert all(t.value.startswith("covidseg.") for t in Tag)
+    assert len({t.value for t in Tag}) == len(Tag)
+
+
+def _covidseg_imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return {m for m in out if m.split(".")[0] == "covidseg"}
+
+
+def test_tracking_imports_only_the_base_modules_and_itself():
+    allowed = ("covidseg.errors", "covidseg.redact", "covidseg.paths", "covidseg.config",
+               "covidseg.tracking", "covidseg.__version__")
+    # the pyfunc model is loaded by MLflow, not by covidseg: it may use the predictor
+    wrong = {f"{p.name}: {m}" for p in (PACKAGE / "tracking").glob("*.py")
+             if p.name != "pyfunc_model.py"
+             for m in _covidseg_imports(p)
+             if m != "covidseg" and not m.startswith(allowed)}
+    assert not wrong, sorted(wrong)
+
+
+def test_the_local_server_and_the_pyfunc_model_are_off_the_runtime_path():
+    off_path = ("covidseg.tracking.local_server", "covidseg.tracking.pyfunc_model")
+    users = {f"{p.relative_to(PACKAGE)}: {m}" for p in PACKAGE.rglob("*.py")
+             for m in _covidseg_imports(p) if m.startswith(off_path)}
+    assert not users, sorted(users)
+
+
+def test_every_module_of_the_package_is_small():
+    sizes = {p.name: len(p.read_text(encoding="utf-8").splitlines())
+             for p in (PACKAGE / "tracking").glob("*.py")}
+    assert max(sizes.values()) <= 250, sizes

@@ -222,6 +222,8 @@ def _log_study(study, tracker, before: int) -> dict:
     import optuna
     from optuna.trial import TrialState
 
+    from covidseg.tracking import Tag
+
     states = [t.state for t in study.trials]
     counts = {s.name.lower(): states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED,
                                                          TrialState.FAIL, TrialState.RUNNING)}
@@ -233,7 +235,7 @@ def _log_study(study, tracker, before: int) -> dict:
     best = study.best_trial
     tracker.log_metrics({"best_val_volume_dice": best.value, "best_trial": best.number})
     tracker.log_params({f"best_{k}": v for k, v in best.params.items()})
-    tracker.set_tags({"covidseg.best_trial_run": best.user_attrs.get("mlflow_run_id", "")})
+    tracker.set_tags({Tag.BEST_TRIAL_RUN: best.user_attrs.get("mlflow_run_id", "")})
     tracker.log_table([{"number": t.number, "state": t.state.name, "value": t.value, **t.params,
                         "mlflow_run_id": t.user_attrs.get("mlflow_run_id", "")}
                        for t in study.trials], "study/trials.csv")

@@ -121,7 +121,7 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
         PretrainConfig,
         PseudolabelConfig,
     )
-    from covidseg.data.store import resolve_dataset
+    from covidseg.datasets import resolve_dataset
     from covidseg.pipeline import run_nested
 
     client = MlflowClient()

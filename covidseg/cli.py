@@ -15,9 +15,8 @@ from dataclasses import fields
 
 from covidseg.config import CONFIGS, CommonConfig, field_default, parse_value
 from covidseg.errors import ConfigError, CovidsegError
-from covidseg.registry import RUNNERS, runner
 from covidseg.redact import redact, redact_logging
-
+from covidseg.registry import RUNNERS, runner
 
 
 class _Parser(argparse.ArgumentParser):

@@ -150,7 +150,7 @@ def plan_cells(cfg: GridConfig) -> list[Cell]:
 
 
 def grid(cfg: GridConfig, tracker) -> dict:
-    from covidseg.data.store import open_dataset
+    from covidseg.datasets import open_dataset
     from covidseg.train.figures import grid_figure
 
     if not tracker.enabled:

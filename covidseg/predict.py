@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -85,7 +86,7 @@ class Predictor:
                                                   self.preprocess.lung_model)
 
     @classmethod
-    def from_dir(cls, directory, device: str = "auto", batch_size: int = 16) -> "Predictor":
+    def from_dir(cls, directory, device: str = "auto", batch_size: int = 16) -> Predictor:
         model, config = load_model(Path(directory))
         return cls(model, config, resolve_device(device), batch_size)
 
@@ -128,6 +129,20 @@ class Predictor:
     def predict_prepared(self, prepared: tuple, output, threshold=None,
                          restrict_to_lungs: bool = True, probabilities: bool = False) -> dict:
         """The network and the writing half of :meth:`predict_file`."""
+        return self.finish(prepared, self.network(prepared), output, threshold, restrict_to_lungs,
+                           probabilities)
+
+    def network(self, prepared: tuple, before_batch=None) -> np.ndarray:
+        """The network on a prepared input: its lesion probabilities on the preprocessed grid
+        (for a multi-class network the per-class probabilities, (C, z, y, x))."""
+        return predict_volume(self.model, prepared[3].image, self.device, self.batch_size,
+                              classes=output_classes(self.model) > 1, before_batch=before_batch)
+
+    def finish(self, prepared: tuple, probs: np.ndarray, output, threshold=None,
+               restrict_to_lungs: bool = True, probabilities: bool = False) -> dict:
+        """The network's output back on the input's grid: masks, maps and the report written
+        (no torch here: ``predict`` runs it in a thread while the network works on the next
+        input)."""
         threshold = self.decision_threshold(threshold)
         path, case_id, original, prep = prepared
         trained = self.config.get("lung_methods") or []
@@ -136,13 +151,13 @@ class Predictor:
             log.warning("lung extraction here is %s, the model was trained on %s lungs (lungmask "
                         "weights present on one machine only?): predictions may differ",
                         prep.meta["lung_method"], "/".join(trained))
-        multiclass = output_classes(self.model) > 1
-        probs = predict_volume(self.model, prep.image, self.device, self.batch_size,
-                               classes=multiclass)
+        multiclass = probs.ndim == 4
         prob = 1.0 - probs[0] if multiclass else probs
-        lung = prep.lung.astype(np.float32) if prep.lung is not None else None
         prob_o = self._to_original(prob, prep.meta, original)
-        lung_o = self._to_original(lung, prep.meta, original) > 0.5 if lung is not None else None
+        # the lung mask as extracted on the input's own grid (lungmask, classical or the given
+        # file), not the 1 mm copy the network saw sent back through a second resampling
+        lung_o = self._orient_back(prep.lung_original, prep.meta, original) \
+            if prep.lung_original is not None else None
         mask = prob_o > threshold
         if restrict_to_lungs and lung_o is not None:
             mask &= lung_o
@@ -173,7 +188,8 @@ class Predictor:
             "lesion_pixels": int(mask.sum()) if voxel_ml is None else None,
             "involvement_percent": percent, "severity": severity_class(percent),
             "intensity": prep.meta["intensity"], "lung_method": prep.meta["lung_method"],
-            "threshold": threshold, "restrict_to_lungs": bool(restrict_to_lungs and lung_o is not None),
+            "threshold": threshold,
+            "restrict_to_lungs": bool(restrict_to_lungs and lung_o is not None),
             "size": list(original.GetSize()), "spacing_mm": [float(s) for s in sp],
             "infection_mask": files["infection"].name,
             "probability_map": files["probability"].name if "probability" in files else None,
@@ -185,12 +201,18 @@ class Predictor:
     @staticmethod
     def _to_original(volume: np.ndarray, meta: dict, original: sitk.Image) -> np.ndarray:
         """A float map on the preprocessed grid → the input file's own grid and orientation."""
-        canonical = to_canonical_grid(volume, meta)
+        return Predictor._orient_back(to_canonical_grid(volume, meta), meta, original)
+
+    @staticmethod
+    def _orient_back(canonical: np.ndarray, meta: dict, original: sitk.Image) -> np.ndarray:
+        """A map on the input's grid in canonical (LPS) order → the file's orientation (a bool
+        mask stays a bool mask)."""
         g = meta["canonical_geometry"]
         if tuple(g["direction"]) == tuple(original.GetDirection()):
             return canonical  # the file is LPS already: the same voxels
+        binary = canonical.dtype == bool
         # LPS back to the file's orientation: a permutation / flip of the axes, no interpolation
-        img = sitk.GetImageFromArray(canonical)
+        img = sitk.GetImageFromArray(canonical.astype(np.uint8) if binary else canonical)
         img.SetSpacing(g["spacing"])
         img.SetOrigin(g["origin"])
         img.SetDirection(g["direction"])
@@ -199,9 +221,10 @@ class Predictor:
         back = sitk.DICOMOrient(img, code)
         if back.GetSize() != original.GetSize() or not np.allclose(
                 back.GetDirection(), original.GetDirection(), atol=1e-6):  # oblique: resample
-            back = sitk.Resample(img, original, sitk.Transform(), sitk.sitkLinear, 0.0,
-                                 sitk.sitkFloat32)
-        return sitk.GetArrayFromImage(back)
+            back = sitk.Resample(sitk.Cast(img, sitk.sitkFloat32), original, sitk.Transform(),
+                                 sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+            return sitk.GetArrayFromImage(back) > 0.5 if binary else sitk.GetArrayFromImage(back)
+        return sitk.GetArrayFromImage(back).astype(bool) if binary else sitk.GetArrayFromImage(back)
 
     @staticmethod
     def _write_probability(prob: np.ndarray, original: sitk.Image, out: Path, case_id: str,
@@ -234,9 +257,11 @@ class Predictor:
 
 
 def list_inputs(inp: str) -> list[Path]:
-    """The CT inputs of ``input=``: a file, a DICOM folder, or a folder of volumes / slice images."""
+    """The CT inputs of ``input=``: a file, a DICOM folder, or a folder of volumes / slice
+    images."""
     if not inp:
-        raise ConfigError("input= is empty: give a CT volume, a DICOM folder or a folder of volumes")
+        raise ConfigError("input= is empty: give a CT volume, a DICOM folder or a folder of "
+                          "volumes")
     p = Path(inp).expanduser()
     if not p.exists():
         raise ConfigError(f"{p}: input does not exist")
@@ -277,6 +302,141 @@ def lung_masks_for(inputs: list[Path], lungs: str, lung_method: str) -> dict[Pat
     return {i: f for i, f in found.items() if f is not None}
 
 
+class CpuShare:
+    """The CPU's cores shared between the network and the pipeline's other stages.
+
+    While ``k`` preparing / writing tasks run, the network (called between its forward passes)
+    gets ``cores − k`` torch threads, at least one; when they are idle, all ``cores``.  On a
+    2-core CPU a 2-thread network beside a busy preparing thread is oversubscribed, and its
+    OpenMP threads wait for each other at every layer, so one descheduled thread stalls both —
+    measured in ``benchmarks/volume_inference.py`` (``--threads``).  ``threads`` > 0 fixes the
+    count instead.  SimpleITK's filters in those stages get one thread per stage's share of the
+    cores (one on 2 cores) for the same reason.  Neither the probabilities nor SimpleITK's results
+    depend on the thread counts (the files are compared with the sequential run's in the tests).
+    """
+
+    def __init__(self, threads: int = 0, stages: int = 2):
+        import threading
+
+        self.cores = torch.get_num_threads()
+        self.fixed = threads
+        self.busy = 0
+        self._lock = threading.Lock()
+        self._now = None
+        self._itk = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(1, self.cores // (stages + 1)))
+
+    def run(self, fn, *args):
+        """``fn(*args)`` counted as a busy stage task."""
+        with self._lock:
+            self.busy += 1
+        try:
+            return fn(*args)
+        finally:
+            with self._lock:
+                self.busy -= 1
+
+    def before_batch(self) -> None:
+        n = self.fixed or max(1, self.cores - self.busy)
+        if n != self._now:
+            torch.set_num_threads(n)
+            self._now = n
+
+    def restore(self) -> None:
+        if self._now is not None and self._now != self.cores:
+            torch.set_num_threads(self.cores)
+        self._now = None
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(self._itk)
+
+
+def prepare_workers(prefetch: int) -> int:
+    """Inputs prepared at once: up to ``prefetch``, and at most half the CPUs (the network and
+    the writing thread want the others; on a 2-core CPU one input is prepared at a time)."""
+    return max(1, min(prefetch, (os.cpu_count() or 2) // 2))
+
+
+def predict_inputs(predictor: Predictor, inputs: list[Path], output, threshold=None,
+                   restrict_to_lungs: bool = True, probabilities: bool = False,
+                   lungs: dict | None = None, prefetch: int = 2, progress: bool = True,
+                   network_threads: int = 0) -> tuple[list[dict], list[dict]]:
+    """Predict every input; (reports, failures), both in input order.
+
+    ``prefetch`` ≥ 1 runs three stages at once: threads read and preprocess the next
+    ``prefetch`` inputs (:func:`prepare_workers` at a time; lung extraction included — NumPy,
+    SciPy and SimpleITK release the GIL), the calling thread runs the network, and one more
+    thread maps the previous input's output back to its grid and writes it.  Each stage does
+    exactly what the sequential order (``prefetch=0``) does, so the files written are the
+    same.  On the CPU the network's thread count follows the other stages (:class:`CpuShare`;
+    ``network_threads`` > 0 fixes it)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    lungs = lungs or {}
+    results: list = [None] * len(inputs)  # a report, or the CaseError of that input
+    finish = (output, threshold, restrict_to_lungs, probabilities)
+
+    def one(path: Path):
+        prepared = predictor.prepare(path, lungs.get(path))
+        return predictor.finish(prepared, predictor.network(prepared), *finish)
+
+    bar = tqdm(inputs, desc="predict", unit="volume", disable=not progress)
+    if prefetch <= 0:
+        for i, path in enumerate(bar):
+            try:
+                results[i] = one(path)
+            except CaseError as exc:
+                results[i] = exc
+    else:
+        workers = prepare_workers(prefetch)
+        cpu = CpuShare(network_threads, workers + 1) if predictor.device.type == "cpu" else None
+        share = cpu.run if cpu else (lambda fn, *args: fn(*args))
+        with ThreadPoolExecutor(workers, "covidseg-prepare") as prep_pool, \
+                ThreadPoolExecutor(1, "covidseg-write") as write_pool:
+            pending = deque(prep_pool.submit(share, predictor.prepare, p, lungs.get(p))
+                            for p in inputs[:prefetch])
+            writing: deque = deque()
+
+            def collect(keep: int) -> None:
+                while len(writing) > keep:
+                    j, fut = writing.popleft()
+                    try:
+                        results[j] = fut.result()
+                    except CaseError as exc:
+                        results[j] = exc
+
+            try:
+                for i, _ in enumerate(bar):
+                    if i + prefetch < len(inputs):
+                        nxt = inputs[i + prefetch]
+                        pending.append(prep_pool.submit(share, predictor.prepare, nxt,
+                                                        lungs.get(nxt)))
+                    try:
+                        prepared = pending.popleft().result()
+                    except CaseError as exc:
+                        results[i] = exc
+                        continue
+                    probs = predictor.network(prepared, cpu.before_batch if cpu else None)
+                    collect(0)  # at most one input is being written while the network runs
+                    writing.append((i, write_pool.submit(share, predictor.finish, prepared,
+                                                         probs, *finish)))
+                collect(0)
+            finally:
+                for fut in pending:
+                    fut.cancel()
+                if cpu:
+                    cpu.restore()
+    reports, failed = [], []
+    for path, res in zip(inputs, results):
+        if isinstance(res, CaseError):
+            failed.append({"input": path.name, "kind": res.kind, "error": str(res)})
+            log.warning("%s", res)
+        else:
+            reports.append(res)
+    return reports, failed
+
+
 def predict_entry(cfg: PredictConfig, tracker=None) -> dict:
     """The ``predict`` entry point: masks + reports for every input; failed inputs recorded."""
     from covidseg.tracking import download_model
@@ -289,28 +449,8 @@ def predict_entry(cfg: PredictConfig, tracker=None) -> dict:
     lungs = lung_masks_for(inputs, cfg.lungs, predictor.preprocess.lung_method)
     out = Path(cfg.output).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    reports, failed = [], []
-    from tqdm import tqdm
-
-    # reading and preprocessing the next inputs (threads: SimpleITK and numpy release the GIL)
-    # overlaps the network and the writing of the current one; results stay in input order
-    from concurrent.futures import ThreadPoolExecutor
-
-    ahead = max(0, cfg.prefetch)  # 0: one input after the other
-    with ThreadPoolExecutor(max_workers=max(1, ahead)) as pool:
-        pending = [pool.submit(predictor.prepare, p, lungs.get(p)) for p in inputs[:ahead]]
-        for i, path in enumerate(tqdm(inputs, desc="predict", unit="volume")):
-            if i + ahead < len(inputs) and ahead:
-                nxt = inputs[i + ahead]
-                pending.append(pool.submit(predictor.prepare, nxt, lungs.get(nxt)))
-            try:
-                prepared = pending.pop(0).result() if ahead else \
-                    predictor.prepare(path, lungs.get(path))
-                reports.append(predictor.predict_prepared(prepared, out, cfg.threshold,
-                                                          cfg.restrict_to_lungs, cfg.probabilities))
-            except CaseError as exc:
-                failed.append({"input": path.name, "kind": exc.kind, "error": str(exc)})
-                log.warning("%s", exc)
+    reports, failed = predict_inputs(predictor, inputs, out, cfg.threshold, cfg.restrict_to_lungs,
+                                     cfg.probabilities, lungs, cfg.prefetch)
     with open(out / "predictions.csv", "w", newline="") as fh:
         keys = list(reports[0]) if reports else ["case_id"]
         w = csv.DictWriter(fh, fieldnames=keys)
@@ -321,14 +461,15 @@ def predict_entry(cfg: PredictConfig, tracker=None) -> dict:
         tracker.log_table(failed, "predictions/failed.csv")
     tracker.log_metrics({"n_predicted": len(reports), "n_failed": len(failed)})
     if not reports:
-        raise ConfigError(f"no input could be predicted ({failed[0]['error'] if failed else 'none'})")
+        first = failed[0]["error"] if failed else "none"
+        raise ConfigError(f"no input could be predicted ({first})")
     return {"output": str(out), "n_predicted": len(reports), "n_failed": len(failed),
             "severity": ",".join(str(r["severity"]) for r in reports[:5])}
 
 
 def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
     """The ``evaluate`` entry point: per-volume metrics of a model on a labelled set."""
-    from covidseg.data.store import open_dataset
+    from covidseg.datasets import open_dataset
     from covidseg.tracking import download_model
     from covidseg.train.evaluation import evaluate_cases, log_evaluation
 

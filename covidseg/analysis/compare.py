@@ -23,7 +23,7 @@ from covidseg.analysis.activations import collect_activations
 from covidseg.analysis.svcca import svcca
 from covidseg.config import CompareConfig
 from covidseg.data.slices import pad_to
-from covidseg.data.store import open_dataset
+from covidseg.datasets import open_dataset
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model
 from covidseg.tracking import (

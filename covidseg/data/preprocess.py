@@ -59,7 +59,6 @@ from covidseg.data.readers import geometry_of, is_slice_image, read_image, to_ca
 from covidseg.data.splits import make_splits
 from covidseg.data.store import (
     PreprocessedDataset,
-    cache_root,
     content_key,
     dataset_size_mb,
     file_digest,
@@ -76,6 +75,7 @@ from covidseg.errors import (
     NonBinaryMask,
     ShapeMismatch,
 )
+from covidseg.paths import cache_root
 from covidseg.tracking import NullTracker
 
 log = logging.getLogger("covidseg.preprocess")
@@ -95,6 +95,7 @@ class CaseOutput:
     before: np.ndarray | None = None  # resampled intensities before normalisation (figures)
     truth: np.ndarray | None = None  # oracle lesions of an unlabelled demo case
     original: np.ndarray | None = None  # the reference mask on the original (canonical) grid
+    lung_original: np.ndarray | None = None  # the lung mask on the original (canonical) grid
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -312,7 +313,7 @@ def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | N
     if cfg.labels == "multiclass" and inf_r is not None:
         meta["class_pixels"] = [int((inf_r == k).sum()) for k in (1, 2)]
     return CaseOutput(out, inf_r, lung_r, meta, arr_r if keep_before else None, truth_r,
-                      infection)
+                      infection, lung)
 
 
 # --- dataset --------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The preprocessed dataset on disk, keyed by a content hash, and how later stages open it.
+"""The preprocessed dataset on disk, keyed by a content hash (the stages resolve a user's
+``data=`` to one in :mod:`covidseg.datasets`).
 
 Layout of one dataset (``$COVIDSEG_CACHE/preprocessed/<key>/``)::
 
@@ -26,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from covidseg.errors import ConfigError
-from covidseg.paths import cache_root  # also imported from here by modules not yet moved over
 
 STORE_VERSION = 1
 
@@ -135,66 +135,3 @@ def read_case_meta(case_dir: Path) -> dict | None:
 
 def dataset_size_mb(root: Path) -> float:
     return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file()) / 1e6
-
-
-def open_dataset(data: str, tracker, context: str = "training") -> PreprocessedDataset:
-    """:func:`resolve_dataset` for a stage's run: the dataset, with the run's lineage tag pointing
-    at the preprocess run (for ``demo`` or a folder: a finished run that built the same dataset
-    key, when the server knows one), and logged as the run's dataset input (``context``:
-    training or evaluation; digest = the content key)."""
-    from covidseg.tracking.tags import Tag
-
-    ds, source = resolve_dataset(data)
-    if source is None:
-        source = tracker.find_run({Tag.DATASET_KEY: ds.key, Tag.ENTRY_POINT: "preprocess"})
-    tracker.link_source("data", source)
-    desc = ds.descriptor
-    tracker.log_dataset_input(
-        name=f"{desc.get('dataset', 'covidseg')}-{Path(desc.get('data_root', '')).name or ds.key}",
-        digest=ds.key, source={"preprocess_run": source, "dataset_key": ds.key},
-        profile={"cases": desc.get("n_cases"), "test": len(ds.splits.get("test", [])),
-                 "unlabelled": len(ds.splits.get("unlabelled", [])),
-                 "labels": desc.get("config", {}).get("labels", "binary")},
-        context=context)
-    return ds
-
-
-def resolve_dataset(data: str) -> tuple[PreprocessedDataset, str | None]:
-    """Open the preprocessed dataset a training stage was given; returns (dataset, source run id).
-
-    ``data`` is a preprocess run id or ``runs:/<id>`` (the local cache is used when it holds the
-    same dataset key, else the run's ``dataset`` artifacts are downloaded), a preprocessed folder,
-    or ``demo`` (the default demo cohort, preprocessed on first use).
-    """
-    from covidseg import tracking
-    from covidseg.tracking.tags import Tag
-
-    if data == "demo":
-        from covidseg.config import PreprocessConfig
-        from covidseg.data.preprocess import preprocess_dataset
-
-        summary = preprocess_dataset(PreprocessConfig(), progress=True)
-        return PreprocessedDataset(Path(summary["dataset_path"])), None
-    if tracking.is_run_ref(data):
-        run_id, _ = tracking.resolve_run_ref(data)
-        run = tracking.run_info(run_id)
-        key = run.data.tags.get(Tag.DATASET_KEY)
-        if not key:
-            raise ConfigError(f"run {run_id} is not a preprocess run (no covidseg.dataset_key tag)")
-        local = cache_root() / "preprocessed" / key
-        if (local / "dataset.json").exists():
-            return PreprocessedDataset(local), run_id
-        holder = run.data.tags.get(Tag.DATASET_RUN)
-        if not holder:
-            raise ConfigError(f"run {run_id}: its dataset was not uploaded (larger than "
-                              f"log_dataset_mb) and is not in this machine's cache ({local})")
-        root = tracking.download_run_artifacts(holder, "dataset")
-        ds = PreprocessedDataset(root)
-        if ds.key != key:
-            raise ConfigError(f"run {run_id}: downloaded dataset key {ds.key} != tag {key}")
-        return ds, run_id
-    path = Path(data).expanduser()
-    if (path / "dataset.json").exists():
-        return PreprocessedDataset(path), None
-    raise ConfigError(f"data={data!r} is not a preprocess run id, runs:/ URI, preprocessed "
-                      "folder or 'demo' (run `covidseg preprocess` first for raw data)")

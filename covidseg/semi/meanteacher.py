@@ -26,7 +26,7 @@ import torch
 
 from covidseg.config import MeanteacherConfig
 from covidseg.data.slices import SliceDataset, pad_to
-from covidseg.data.store import open_dataset
+from covidseg.datasets import open_dataset
 from covidseg.device import place_model
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model

@@ -34,7 +34,7 @@ import numpy as np
 
 from covidseg.config import PseudolabelConfig
 from covidseg.data.slices import pad_to
-from covidseg.data.store import open_dataset
+from covidseg.datasets import open_dataset
 from covidseg.device import resolve_device
 from covidseg.errors import ConfigError
 from covidseg.inference import predict_volume

@@ -16,7 +16,8 @@ import torch
 from covidseg.config import FinetuneConfig, TrainingConfig, threshold_value
 from covidseg.data.augment import make_augment
 from covidseg.data.splits import fold_split
-from covidseg.data.store import PreprocessedDataset, open_dataset
+from covidseg.data.store import PreprocessedDataset
+from covidseg.datasets import open_dataset
 from covidseg.errors import ConfigError
 from covidseg.inference import is_3d
 from covidseg.models.checkpoint import load_model, save_model

@@ -15,7 +15,7 @@ import numpy as np
 
 from covidseg.config import PretrainConfig
 from covidseg.data.augment import SliceAugment
-from covidseg.data.store import open_dataset
+from covidseg.datasets import open_dataset
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec, build_model

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from covidseg.config import TrainingConfig
-from covidseg.data.store import cache_root
 from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec
+from covidseg.paths import cache_root
 from covidseg.train import distributed, figures
 from covidseg.train.loop import AbortTraining, FitResult, LoopSettings, fit
 from covidseg.train.resume import find_resume_state
@@ -74,7 +74,7 @@ class Stage:
 
     @classmethod
     def begin(cls, cfg: TrainingConfig, tracker=None, on_epoch_end=None,
-              progress: bool = True) -> "Stage":
+              progress: bool = True) -> Stage:
         """Seeded, on its device (this process's GPU under torchrun)."""
         from covidseg.device import resolve_device
         from covidseg.tracking import NullTracker

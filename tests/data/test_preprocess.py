@@ -271,7 +271,7 @@ def test_strict_stops_but_keeps_what_was_written(tmp_path, phantom_files, monkey
     """In a cache of its own (no other test's datasets to find): the strict run stops at the
     second case, leaves the first one finished (its meta.json) and no dataset; a non-strict
     re-run reuses that case instead of recomputing it and completes the dataset."""
-    from covidseg.data.store import cache_root
+    from covidseg.paths import cache_root
 
     monkeypatch.setenv("COVIDSEG_CACHE", str(tmp_path / "cache"))
     recs = _bad_inputs(tmp_path, phantom_files[1][3])

@@ -1,0 +1,149 @@
+"""The package's layers, checked on the source: a module imports only modules of its own layer or
+of lower ones, and no group of modules imports itself round (no cycle, function-level imports
+included).  Lowest first:
+
+    base      errors, redact, paths, config, device, registry  (no covidseg imports above base)
+    data      formats, readers, layouts, geometry, intensity, lungs, slices (no MLflow)
+    models    networks, checkpoints, surgery, inference
+    tracking  the Tracker protocol, its null and MLflow implementations, run references
+    train     the loop, tasks, losses, metrics, evaluation, torchrun
+    semi      pseudo-label methods, the mean-teacher task
+    analysis  SVCCA
+    stages    the entry points (named in LAYERS: datasets, preprocess, pretrain, finetune, …,
+              predict, tune, grid, pipeline): they resolve ``data=``, decide what MLflow
+              receives, run the layers below
+    cli       the command line, and the pyfunc model MLflow loads
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "covidseg"
+
+LAYERS = [
+    ("base", ["covidseg", "covidseg.errors", "covidseg.redact", "covidseg.paths",
+              "covidseg.config", "covidseg.device", "covidseg.registry"]),
+    ("data", ["covidseg.data"]),
+    ("models", ["covidseg.models", "covidseg.inference"]),
+    ("tracking", ["covidseg.tracking"]),
+    ("train", ["covidseg.train"]),
+    ("semi", ["covidseg.semi"]),
+    ("analysis", ["covidseg.analysis"]),
+    # the entry points, by module: where data= is resolved and MLflow upload policy lives
+    ("stages", ["covidseg.datasets", "covidseg.data.preprocess", "covidseg.train.stage",
+                "covidseg.train.pretrain", "covidseg.train.finetune", "covidseg.semi.pseudolabel",
+                "covidseg.semi.meanteacher", "covidseg.analysis.compare", "covidseg.predict",
+                "covidseg.tuning", "covidseg.grid", "covidseg.gridclaims", "covidseg.pipeline"]),
+    # what MLflow (a logged model) or a shell starts
+    ("cli", ["covidseg.cli", "covidseg.__main__", "covidseg.tracking.pyfunc_model"]),
+]
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for p in PACKAGE.rglob("*.py"):
+        parts = p.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = p
+    return out
+
+
+def layer_of(module: str) -> int:
+    best, index = -1, None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            exact = prefix == "covidseg"  # the package itself, not everything below it
+            if module == prefix or (not exact and module.startswith(prefix + ".")):
+                if len(prefix) > best:
+                    best, index = len(prefix), i
+    assert index is not None, f"{module} belongs to no layer: add it to LAYERS"
+    return index
+
+
+def imports(path: Path, known: dict[str, Path]) -> set[str]:
+    """covidseg modules ``path`` imports anywhere (module level or inside functions)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] != "covidseg":
+                continue
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names
+                       if f"{node.module}.{a.name}" in known)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.split(".")[0] == "covidseg")
+    return {m for m in out if m in known}
+
+
+def graph() -> dict[str, set[str]]:
+    known = modules()
+    return {m: imports(p, known) - {m} for m, p in known.items()}
+
+
+def cycles(g: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan)."""
+    index, low, stack, on, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in g[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in g:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_every_module_imports_only_its_own_layer_or_lower_ones():
+    g = graph()
+    upward = [f"{m} ({LAYERS[layer_of(m)][0]}) imports {i} ({LAYERS[layer_of(i)][0]})"
+              for m, deps in sorted(g.items()) for i in sorted(deps)
+              if layer_of(i) > layer_of(m) and not i == "covidseg"]
+    assert not upward, "\n".join(upward)
+
+
+def test_no_import_cycles():
+    g = {m: {d for d in deps if d != "covidseg"} for m, deps in graph().items()}
+    assert not cycles(g), cycles(g)
+
+
+def test_only_the_tracking_package_imports_mlflow():
+    offenders = []
+    for name, path in modules().items():
+        if name.startswith("covidseg.tracking"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            mods = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                    [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            if any(m.split(".")[0] == "mlflow" for m in mods):
+                offenders.append(name)
+    assert not offenders, offenders
+
+
+def test_the_checker_sees_an_upward_import_and_a_cycle(tmp_path):
+    """The check itself can fail: an upward import and a two-module cycle are reported."""
+    assert layer_of("covidseg.data.lungs") < layer_of("covidseg.train.loop")
+    assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+    src = tmp_path / "m.py"
+    src.write_text("def f():\n    from covidseg.train.loop import fit\n")
+    assert "covidseg.train.loop" in imports(src, modules())

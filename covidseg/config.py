@@ -55,7 +55,8 @@ class CommonConfig:
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if choices and value not in choices:
-                raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(map(str, choices))}")
+                raise ConfigError(f"{f.name}={value!r} is not one of "
+                                  f"{', '.join(map(str, choices))}")
             if f.name == "threshold":  # finetune/meanteacher: auto; predict/evaluate: model
                 threshold_value(value, "model" if f.default == "model" else "auto")
         if getattr(self, "alias", "") and not getattr(self, "register_as", ""):
@@ -155,8 +156,9 @@ class TrainingConfig(CommonConfig):
     lr_step: int = param(25, "StepLR step (epochs)", search=(5, 50))
     lr_gamma: float = param(0.8, "StepLR factor", search=(0.5, 0.95))
     lesion_boost: float = param(1.0, "draw slices that contain lesion this many times more often")
-    checkpoint_every: int = param(100, "log an intermediate checkpoint (float16) every N iterations "
-                                       "for SVCCA (thesis: 100), the first 10, then the spacing "
+    checkpoint_every: int = param(100, "log an intermediate checkpoint (float16) every N "
+                                       "iterations for SVCCA (thesis: 100), the first 10, then the "
+                                       "spacing "
                                        "doubles as the run's length does (0: off)")
     workers: int = param(-1, "DataLoader worker processes (-1: from the CPU count)")
     amp: bool = param(True, "mixed precision on CUDA (bf16 where supported, else fp16)")
@@ -185,12 +187,14 @@ class SupervisedConfig(TrainingConfig):
     loss: str = param("ce+dice", "loss", ("ce", "dice", "ce+dice", "hausdorff"))
     pos_weight: float = param(0.0, "ce: weight of the lesion class (0: unweighted)")
     fold: int = param(0, "cross-validation fold")
-    regime: str = param("standard", "standard/40-10: train on k-1 folds; inverse/10-40: train on one",
+    regime: str = param("standard", "standard/40-10: train on k-1 folds; inverse/10-40: train on "
+                                    "one",
                         ("standard", "inverse", "40-10", "10-40"))
     train_cases: int = param(0, "labelled training volumes to use (0: all of the fold)")
     mixup: bool = param(False, "mixup of images and masks (soft labels)")
-    augment: str = param("auto", "training augmentation: ct (thesis: rotation ±3°, elastic, gamma, "
-                                 "noise), slice (2D slice sets: affine rotation/scale/shift), none; "
+    augment: str = param("auto", "training augmentation: ct (thesis: rotation ±3°, elastic, "
+                                 "gamma, noise), slice (2D slice sets: affine rotation/scale/"
+                                 "shift), none; "
                                  "auto = slice for 2D slice datasets, else ct",
                          ("auto", "ct", "slice", "none"))
     threshold: str = param("0.5", "decision threshold of the lesion probability, stored with the "
@@ -227,7 +231,8 @@ class PseudolabelConfig(CommonConfig):
     patches_per_volume: int = param(32, "patches per unlabelled volume")
     source: str = param("model", "how pseudo-labels are made: model = the network's own confident "
                                  "predictions on whole unlabelled slices (self-training); "
-                                 "similarity = the thesis's patch matching", ("model", "similarity"))
+                                 "similarity = the thesis's patch matching",
+                         ("model", "similarity"))
     confidence: float = param(0.97, "model: keep a background pixel when 1-p is at least this "
                                     "(every predicted-lesion pixel is kept)", search=(0.6, 0.995))
     feature: str = param("gap-centred", "similarity: patch features — gap-raw (thesis: GAP of the "
@@ -237,8 +242,9 @@ class PseudolabelConfig(CommonConfig):
     band: str = param("quantile", "similarity: thresholds as absolute similarities (sim_low, "
                                   "sim_high, sim_min: the thesis) or the quantile of the observed "
                                   "ones (accept_fraction)", ("quantile", "absolute"))
-    accept_fraction: float = param(0.2, "similarity, band=quantile: share of the unlabelled patches "
-                                        "accepted (the most similar)", search=(0.02, 0.5))
+    accept_fraction: float = param(0.2, "similarity, band=quantile: share of the unlabelled "
+                                        "patches accepted (the most similar)",
+                                   search=(0.02, 0.5))
     min_tissue: float = param(0.5, "similarity: least share of a patch's pixels on tissue (lungs, "
                                    "else body foreground)")
     rule: str = param("top1-band", "assignment rule", ("top1-band", "top2-weighted"))
@@ -277,8 +283,8 @@ class TuneConfig(CommonConfig):
     n_trials: int = param(20, "trials for this worker")
     timeout: float = param(0.0, "seconds for this worker (0: no limit)")
     study_name: str = param("covidseg", "Optuna study name (re-using it resumes the study)")
-    storage: str = param("", "Optuna storage URL (default: $COVIDSEG_OPTUNA_STORAGE, else an SQLite "
-                             "file in the cache; postgresql://… to share a study between "
+    storage: str = param("", "Optuna storage URL (default: $COVIDSEG_OPTUNA_STORAGE, else an "
+                             "SQLite file in the cache; postgresql://… to share a study between "
                              "machines — its password via PGPASSWORD/~/.pgpass or the variable, "
                              "never logged)")
     params: str = param("", "fixed parameters of every trial: key=value,key=value "

@@ -32,6 +32,7 @@ import numpy as np
 from covidseg.data.geometry import to_canonical_grid
 from covidseg.data.store import PreprocessedDataset
 from covidseg.inference import output_classes, predict_volume
+from covidseg.tracking import Tag
 from covidseg.train import figures
 from covidseg.train.metrics import (
     overlap_metrics,
@@ -228,7 +229,7 @@ def log_evaluation(tracker, ev: Evaluation, split: str, prefix: str | None = Non
     metrics = summary_metrics(ev, prefix or split)
     tracker.log_metrics(metrics)
     if ev.grid != "original":
-        tracker.set_tags({"covidseg.eval_grid": ev.grid})
+        tracker.set_tags({Tag.EVAL_GRID: ev.grid})
     tracker.log_table(ev.rows, f"tables/{split}_per_volume.csv")
     if ev.rows:  # the level is in the name: per 2D slice image or per 3D volume
         slices = bool(ev.curves) and len(ev.curves) == len(ev.rows)

@@ -28,6 +28,7 @@ from covidseg.models.genesis import (
     read_checkpoint_state,
 )
 from covidseg.models.surgery import apply_strategy
+from covidseg.tracking import Tag
 from covidseg.train.distributed import from_main
 from covidseg.train.evaluation import choose_threshold, evaluate_cases, log_evaluation
 from covidseg.train.losses import SegmentationLoss
@@ -222,7 +223,7 @@ def finetune(cfg: FinetuneConfig, tracker=None, on_epoch_end=None, progress: boo
                               calibration=lambda: calibration_batches(task.train_set,
                                                                       cfg.batch_size),
                               pretrained=cfg.init != "scratch")
-    stage.record_network(spec, **({"covidseg.frozen": ", ".join(strategy["frozen"])}
+    stage.record_network(spec, **({Tag.FROZEN: ", ".join(strategy["frozen"])}
                                   if strategy["frozen"] else {}))
     tracker.log_dict({"init": init_report, "strategy": strategy}, "init/report.json")
     stage.record_split(train_ids, val_ids, stage.ds.splits["test"],

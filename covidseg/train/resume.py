@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from covidseg.errors import ConfigError
+from covidseg.tracking import Tag
 
 
 def save_resume_state(path: Path, state: dict) -> None:
@@ -94,7 +95,7 @@ def config_of_run(name: str, run_id: str, world_size: int = 1):
 
     run_id, _ = resolve_run_ref(run_id)
     run = run_info(run_id)
-    entry = run.data.tags.get("covidseg.entry_point")
+    entry = run.data.tags.get(Tag.ENTRY_POINT)
     if entry != name:
         raise ConfigError(f"resume={run_id} is a {entry or 'non-covidseg'} run, not a {name} run")
     if run.info.status == "FINISHED":

@@ -21,6 +21,7 @@ from covidseg.config import TrainingConfig
 from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec
 from covidseg.paths import cache_root
+from covidseg.tracking import Tag
 from covidseg.train import distributed, figures
 from covidseg.train.loop import AbortTraining, FitResult, LoopSettings, fit
 from covidseg.train.resume import find_resume_state
@@ -89,8 +90,8 @@ class Stage:
         return distributed.world().is_main
 
     def record_network(self, spec: ModelSpec, **tags) -> None:
-        self.tracker.set_tags({"covidseg.arch": spec.arch, "covidseg.encoder": spec.encoder,
-                               "covidseg.device": str(self.device), **tags})
+        self.tracker.set_tags({Tag.ARCH: spec.arch, Tag.ENCODER: spec.encoder,
+                               Tag.DEVICE: str(self.device), **tags})
 
     def record_split(self, train_ids, val_ids, test_ids=None, **metrics) -> None:
         split = {"train": train_ids, "val": val_ids}
@@ -140,7 +141,7 @@ class Stage:
             raise
         tracker.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                              "stopped_early": float(result.stopped_early)})
-        tracker.set_tags({"covidseg.stop_reason": result.stop_reason})
+        tracker.set_tags({Tag.STOP_REASON: result.stop_reason})
         if result.history:
             tracker.figure("figures/training_curves.png", figures.training_curves,
                            result.history, task.monitor)

@@ -1,4 +1,5 @@
-"""Whole-volume inference: covidseg's batched path vs a naive per-slice loop (SPEC §6).
+"""Whole-volume inference: covidseg's batched path vs a naive per-slice loop (SPEC §6), and
+``predict`` on a folder of volumes end to end against its network alone (issue 16).
 
 A 512 × 512 × ~100 CT phantom (NIfTI) goes through the default network (U-Net / ResNet-34,
 random weights: the time does not depend on them) three ways:
@@ -10,16 +11,35 @@ random weights: the time does not depend on them) three ways:
   (:func:`covidseg.device.place_model`), then :func:`covidseg.inference.predict_volume`: slices
   padded once, batches of ``--batch_size`` slices on CUDA with pinned memory and AMP (on the CPU
   at most ~64k pixels per pass, where larger batches measured slower);
-* ``predict (end to end)``: :meth:`covidseg.predict.Predictor.predict_file`, what the ``predict``
-  entry point runs per file — read, preprocess exactly as in training (lung extraction, 1 mm
-  grid, lung-window z-score), the batched network pass, the masks mapped back to the input's grid
-  and written as NIfTI with the report.
+* ``predict (end to end)``: :meth:`covidseg.predict.Predictor.predict_file` on that one file.
 
 Both network arms see the same preprocessed volume and must give the same probabilities.
 
-    python benchmarks/volume_inference.py [--size 512] [--depth_mm 100] [--batch_size 16]
+Then a folder of ``--volumes`` phantoms of that size (different seeds, so different spacings;
+classical lung extraction) goes through :func:`covidseg.predict.predict_inputs`, what the
+``predict`` entry point runs:
 
-Ratio = naive seconds ÷ covidseg seconds for the network part.
+* ``network only``: :meth:`Predictor.network` on each volume already read and preprocessed, all
+  cores (``--network_1``: one thread too);
+* ``sequential``: ``prefetch=0`` — read, preprocess (lung extraction, 1 mm grid, z-score),
+  network, back to the input's grid, masks + report written, one volume after the other;
+* ``pipelined``: ``prefetch=--prefetch`` — the next volumes read and preprocessed in a thread
+  while the network works, the previous one written by another; once per entry of ``--threads``:
+  0 = predict's own choice (the network on fewer threads while the other stages work,
+  :class:`covidseg.predict.CpuShare`), -1 = all cores throughout, k = k threads throughout.
+
+Every arm runs after the network has met each volume's slice shapes once (the CPU's
+convolutions are set up per shape).  The per-step table (read, lung extraction, the rest of
+preprocessing, network, writing) is measured on the same volumes one step at a time.  Each arm
+also prints this process's CPU seconds and the machine's load average when it ended: timings
+taken while other work shares the cores are not comparable.  The pipelined masks, maps and
+reports must be the files the sequential run writes.
+
+    python benchmarks/volume_inference.py [--size 512] [--depth_mm 100] [--volumes 8]
+
+Ratios: naive seconds ÷ covidseg seconds for the network part; end-to-end seconds per volume ÷
+network-only seconds per volume (all cores) for the folder, sequential and pipelined (the first
+``--threads`` entry).
 """
 
 from __future__ import annotations
@@ -27,6 +47,7 @@ from __future__ import annotations
 import argparse
 import copy
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +77,130 @@ def naive_per_slice(model, image: np.ndarray, device) -> np.ndarray:
     return out
 
 
+def phantom_folder(folder: Path, n: int, size: int, depth_mm: int) -> list[Path]:
+    """``n`` phantom CT volumes (centre A: 0.6-0.75 mm pixels, 1 mm slices; one seed each)."""
+    from covidseg.data.phantom import make_phantom, write_phantom
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"ct{i:02d}.nii.gz"
+        if not path.exists():
+            write_phantom(make_phantom(100 + i, size=size, depth_mm=depth_mm, centre="A"), path)
+        paths.append(path)
+    return paths
+
+
+def written(folder: Path) -> dict:
+    """Every file ``predict`` wrote: NIfTI voxel arrays (the compressed bytes may differ), the
+    reports and the CSV as text."""
+    import SimpleITK as sitk
+
+    out = {}
+    for f in sorted(folder.iterdir()):
+        out[f.name] = sitk.GetArrayFromImage(sitk.ReadImage(str(f))) \
+            if f.name.endswith(".nii.gz") else f.read_text()
+    return out
+
+
+def same_files(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) else a[k] == b[k] for k in a)
+
+
+def warm_up(predictor, image: np.ndarray) -> None:
+    """One forward pass of each batch shape ``predict_volume`` will use on ``image`` (the CPU's
+    convolutions are set up per input shape, once), not the whole volume."""
+    from covidseg.device import inference_batch
+    from covidseg.inference import predict_volume, stride_of
+
+    m = stride_of(predictor.model)
+    nz, ny, nx = image.shape
+    b = inference_batch(predictor.batch_size, predictor.device, -(-ny // m) * m, -(-nx // m) * m)
+    for k in {min(b, nz), nz % b} - {0}:
+        predict_volume(predictor.model, image[:k], predictor.device, predictor.batch_size)
+
+
+class Arm:
+    """Wall and process CPU seconds of a block, and the machine's load average after it."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        import os
+
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+        self.load = os.getloadavg()[0]
+
+
+def folder_benchmark(predictor, inputs: list[Path], tmp: Path, prefetch: int,
+                     threads: list[int], network_1: bool = False) -> dict:
+    """The per-step table, network only, sequential and pipelined ``predict`` of ``inputs``
+    (seconds per volume; every arm after the network met each volume's slice shape once)."""
+    import SimpleITK as sitk
+    import torch
+
+    from covidseg.data.lungs import classical_lung_mask
+    from covidseg.data.readers import read_image, to_canonical
+    from covidseg.predict import predict_inputs
+
+    n, cores = len(inputs), torch.get_num_threads()
+    steps = {k: 0.0 for k in ("read", "lungs", "prepare", "network", "finish")}
+    arms: dict[str, Arm] = {}
+    network, network1 = Arm(), Arm()
+    network.wall = network.cpu = network1.wall = network1.cpu = 0.0
+    for path in inputs:  # one step at a time, nothing else running
+        t0 = time.perf_counter()
+        image = to_canonical(read_image(path))
+        t1 = time.perf_counter()
+        classical_lung_mask(sitk.GetArrayFromImage(image).astype(np.float32), image.GetSpacing())
+        t2 = time.perf_counter()
+        prepared = predictor.prepare(path)
+        t3 = time.perf_counter()
+        warm_up(predictor, prepared[3].image)
+        with Arm() as a:
+            probs = predictor.network(prepared)
+        network.wall, network.cpu, network.load = network.wall + a.wall, network.cpu + a.cpu, a.load
+        t4 = time.perf_counter()
+        predictor.finish(prepared, probs, tmp / "steps")
+        t5 = time.perf_counter()
+        for k, dt in zip(steps, (t1 - t0, t2 - t1, t3 - t2, a.wall, t5 - t4)):
+            steps[k] += dt / n
+        if network_1 and cores > 1:
+            torch.set_num_threads(1)
+            with Arm() as a:
+                predictor.network(prepared)
+            network1.wall, network1.cpu, network1.load = (network1.wall + a.wall,
+                                                          network1.cpu + a.cpu, a.load)
+            torch.set_num_threads(cores)
+        del prepared, probs
+    arms[f"network only (preprocessed arrays), {cores} threads"] = network
+    if network_1 and cores > 1:
+        arms["network only (preprocessed arrays), 1 thread"] = network1
+    with Arm() as arms["end to end, sequential (prefetch=0)"]:
+        reports, failed = predict_inputs(predictor, inputs, tmp / "sequential", prefetch=0,
+                                         progress=False)
+    assert len(reports) == n and not failed, failed
+    reference = written(tmp / "sequential")
+    identical = True
+    for k in threads:  # 0: predict's own choice (CpuShare); k > 0: k torch threads throughout
+        k = cores if k < 0 else k
+        name = f"end to end, pipelined (prefetch={prefetch}), network threads " + \
+            (f"{cores} or fewer while the others work (default)" if not k else f"{k} fixed")
+        with Arm() as arms[name]:
+            reports, failed = predict_inputs(predictor, inputs, tmp / f"pipelined_{k}",
+                                             prefetch=prefetch, progress=False,
+                                             network_threads=k)
+        assert len(reports) == n and not failed, failed
+        identical &= same_files(written(tmp / f"pipelined_{k}"), reference)
+    for arm in arms.values():
+        arm.wall, arm.cpu = arm.wall / n, arm.cpu / n
+    return {"steps": steps, "arms": arms, "identical": identical, "cores": cores}
+
+
 def main() -> None:
     import torch
 
@@ -74,6 +219,17 @@ def main() -> None:
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--volumes", type=int, default=8, help="volumes in the predict folder")
+    ap.add_argument("--prefetch", type=int, default=2, help="predict's prefetch when pipelined")
+    ap.add_argument("--network_1", action="store_true",
+                    help="also time the network alone on one thread (a loaded machine can make "
+                         "all-core OpenMP slower than one thread)")
+    ap.add_argument("--threads", default="0,-1",
+                    help="the pipelined arm's network threads, comma-separated: 0 = predict's "
+                         "own choice (fewer while the other stages work), -1 = all cores "
+                         "throughout, k = k throughout")
+    ap.add_argument("--inputs", default="", help="a folder for the phantom volumes, kept between "
+                                                 "runs (default: a temporary one)")
     args = ap.parse_args()
     device = resolve_device(args.device)
     cfg = FinetuneConfig()
@@ -94,8 +250,9 @@ def main() -> None:
                "x".join(map(str, image.shape[::-1])) + " (1 mm grid)", batch_size=args.batch_size)
         naive = naive_per_slice(model, image, device)
         ours = predict_volume(placed, image, device, args.batch_size)
-        # batch and layout sum in another order: ~1e-5 in float32; under bf16 on CUDA a random-weight
-        # network's huge logits make larger probability differences, so the masks are compared too
+        # batch and layout sum in another order: ~1e-5 in float32; under bf16 on CUDA a
+        # random-weight network's huge logits make larger probability differences, so the masks
+        # are compared too
         diff = float(np.abs(naive - ours).max())
         mask_diff = float(np.mean((naive > 0.5) != (ours > 0.5)))
         t_naive = timed(lambda: naive_per_slice(model, image, device), device, args.repeat, 0)
@@ -103,15 +260,49 @@ def main() -> None:
                        args.repeat, 0)
         predictor = Predictor(model, {"preprocess": prep_cfg.to_params()}, device, args.batch_size)
         t_e2e = timed(lambda: predictor.predict_file(path, tmp / "out"), device, args.repeat, 0)
-    nz = image.shape[0]
-    table([
-        {"path": "naive per-slice loop", "seconds": t_naive, "slices/s": nz / t_naive},
-        {"path": "covidseg predict_volume", "seconds": t_ours, "slices/s": nz / t_ours},
-        {"path": "predict (end to end, file in, masks out)", "seconds": t_e2e, "slices/s": nz / t_e2e},
-    ])
-    print(f"max |naive - covidseg| probability difference: {diff:.2e}; "
-          f"voxels whose mask differs: {mask_diff:.2e}")
-    ratios(naive_over_covidseg=t_naive / t_ours, end_to_end_over_network=t_e2e / t_ours)
+        nz = image.shape[0]
+        table([
+            {"path": "naive per-slice loop", "seconds": t_naive, "slices/s": nz / t_naive},
+            {"path": "covidseg predict_volume", "seconds": t_ours, "slices/s": nz / t_ours},
+            {"path": "predict (end to end, file in, masks out)", "seconds": t_e2e,
+             "slices/s": nz / t_e2e},
+        ])
+        print(f"max |naive - covidseg| probability difference: {diff:.2e}; "
+              f"voxels whose mask differs: {mask_diff:.2e}")
+
+        import torch
+
+        threads = [int(t) for t in args.threads.split(",") if t]
+        inputs = phantom_folder(Path(args.inputs) if args.inputs else tmp / "folder",
+                                args.volumes, args.size, args.depth_mm)
+        print(f"\n== predict on a folder of {len(inputs)} volumes {args.size}x{args.size}x"
+              f"~{args.depth_mm} mm (classical lungs), per volume; prefetch={args.prefetch}")
+        r = folder_benchmark(predictor, inputs, tmp, args.prefetch, threads, args.network_1)
+    st, arms, cores = r["steps"], r["arms"], r["cores"]
+    rest = max(0.0, st["prepare"] - st["read"] - st["lungs"])  # a difference: noise can cross 0
+    rows = [("read (NIfTI + gzip check, reorient)", st["read"]),
+            ("lung extraction (classical)", st["lungs"]),
+            ("rest of preprocessing (1 mm grid, z-score)", rest),
+            (f"network, {cores} threads", st["network"]),
+            ("back to the input grid, masks + report written", st["finish"])]
+    total = sum(v for _, v in rows)
+    table([{"step (one at a time)": k, "seconds/volume": v, "share": f"{100 * v / total:.0f} %"}
+           for k, v in rows])
+    print()
+    net = next(iter(arms.values())).wall  # the network alone, all cores
+    table([{"predict": name, "seconds/volume": a.wall, "over network": a.wall / net,
+            "CPU s/volume": a.cpu, "load after": a.load} for name, a in arms.items()])
+    print(f"pipelined outputs identical to sequential: {r['identical']}")
+    print("(CPU s: this process's threads together; load after: the machine's 1-minute load "
+          f"average when the arm ended — {cores} cores, so more than {cores} means other work "
+          "shared them)")
+    sequential = arms["end to end, sequential (prefetch=0)"].wall
+    pipelined = [a.wall for name, a in arms.items() if "pipelined" in name]
+    own = pipelined[0] if pipelined else float("nan")  # the first --threads entry
+    ratios(naive_over_covidseg=t_naive / t_ours, end_to_end_over_network=t_e2e / t_ours,
+           folder_sequential_over_network=sequential / net,
+           folder_pipelined_over_network=own / net,
+           sequential_over_pipelined=sequential / own)
 
 
 if __name__ == "__main__":

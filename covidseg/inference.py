@@ -50,9 +50,12 @@ def output_classes(model: nn.Module) -> int:
 
 @torch.no_grad()
 def predict_volume(model: nn.Module, image: np.ndarray, device: torch.device,
-                   batch_size: int = 16, classes: bool = False) -> np.ndarray:
+                   batch_size: int = 16, classes: bool = False,
+                   before_batch=None) -> np.ndarray:
     """Lesion probability (float32, same shape) of a (z, y, x) preprocessed volume; with
-    ``classes`` (multi-class networks) the per-class probabilities, (C, z, y, x)."""
+    ``classes`` (multi-class networks) the per-class probabilities, (C, z, y, x).
+    ``before_batch``: called before each forward pass (``predict`` sets the CPU thread count
+    there)."""
     if is_3d(model):
         return _predict_volume_3d(model, image, device)
     was_training = model.training
@@ -69,6 +72,8 @@ def predict_volume(model: nn.Module, image: np.ndarray, device: torch.device,
     out = torch.empty((nz, channels, ny, nx), dtype=torch.float32)
     batch_size = inference_batch(batch_size, device, H, W)
     for start in range(0, nz, batch_size):
+        if before_batch is not None:
+            before_batch()
         batch = volume[start:start + batch_size].to(device, non_blocking=True)
         with autocast(device):
             logits = model(batch)

@@ -87,7 +87,7 @@ def test_data_pipeline_and_trainer_overhead(tmp_path, mlflow_server):
 def test_volume_inference_matches_the_naive_loop(tmp_path):
     out, ratios = bench("volume_inference.py", ["--size", "64", "--depth_mm", "16", "--repeat", "1",
                                                 "--device", "cpu", "--volumes", "3",
-                                                "--threads", "0,1"], tmp_path)
+                                                "--threads", "0,1", "--network_1"], tmp_path)
     diff = float(re.search(r"probability difference: ([0-9.e+-]+)", out).group(1))
     assert diff < 1e-3
     # the folder: every volume predicted in every arm (the script checks the counts), the
@@ -95,17 +95,38 @@ def test_volume_inference_matches_the_naive_loop(tmp_path):
     assert "predict on a folder of 3 volumes" in out
     assert "pipelined outputs identical to sequential: True" in out
     for step in ("read (NIfTI", "lung extraction (classical)", "rest of preprocessing",
-                 "network, ", "masks + report written", "end to end, sequential",
-                 "pipelined, network threads 1 fixed", "(default)"):
+                 "network, ", "masks + report written", "network only (preprocessed arrays), ",
+                 "1 thread", "end to end, sequential", "network threads 1 fixed", "(default)"):
         assert step in out, step
-    # the ratios are timings: printed, never asserted (a loaded machine reorders them); only
-    # that the line is built from the same numbers
+    # the ratios are timings: printed, never asserted (a loaded machine reorders them); each is
+    # the quotient of the measurements the tables printed
     assert set(ratios) == {"naive_over_covidseg", "end_to_end_over_network",
                            "folder_sequential_over_network", "folder_pipelined_over_network",
                            "sequential_over_pipelined"}
+    single = printed_table(out)
+    assert ratios["naive_over_covidseg"] == pytest.approx(quotient(
+        single, ("naive per-slice loop", "seconds"), ("covidseg predict_volume", "seconds")),
+        **PRINTED)
+    steps = printed_table(out[out.index("step (one at a time)"):])
+    assert len(steps) == 5 and all(float(r["seconds/volume"]) >= 0 for r in steps.values())
+    assert float(next(r for k, r in steps.items() if k.startswith("network"))["seconds/volume"]) > 0
+    after_steps = out.index("\npredict ", out.index("step (one at a time)")) + 1
+    arms = {k: r for k, r in printed_table(out[after_steps:]).items()
+            if k.startswith(("network only", "end to end"))}
+    assert len(arms) == 5  # network on all cores and on 1, sequential, 2 pipelined
+    net = next(iter(arms))  # the baseline: the network alone on all cores
+    seq = "end to end, sequential (prefetch=0)"
+    own = next(k for k in arms if k.endswith("(default)"))
+    assert net.startswith("network only") and float(arms[net]["over network"]) == 1.0
+    assert ratios["folder_sequential_over_network"] == pytest.approx(
+        quotient(arms, (seq, "seconds/volume"), (net, "seconds/volume")), **PRINTED)
+    assert ratios["folder_pipelined_over_network"] == pytest.approx(
+        quotient(arms, (own, "seconds/volume"), (net, "seconds/volume")), **PRINTED)
     assert ratios["sequential_over_pipelined"] == pytest.approx(
-        ratios["folder_sequential_over_network"] / ratios["folder_pipelined_over_network"],
-        rel=0.02)
+        quotient(arms, (seq, "seconds/volume"), (own, "seconds/volume")), **PRINTED)
+    for row in arms.values():
+        assert float(row["over network"]) == pytest.approx(
+            float(row["seconds/volume"]) / float(arms[net]["seconds/volume"]), **PRINTED)
 
 
 def test_similarity_and_svcca_agree_with_naive_loops(tmp_path):

@@ -2,7 +2,7 @@
 
 The same CT phantom volumes (NIfTI, HU, with infection masks) go through:
 
-* ``covidseg (lung_method=none)``: :func:`covidseg.data.preprocess.preprocess_case` + the store
+* ``covidseg (lung_method=none)``: :func:`covidseg.data.steps.preprocess_case` + the store
   writer — read (SimpleITK), reorient to LPS, resample in-plane to 1 mm (masks nearest
   neighbour, slice spacing kept), clip to the lung window, z-score over the body, write arrays;
 * ``MONAI``: ``LoadImaged`` (nibabel) → ``EnsureChannelFirstd`` → ``Orientationd(LPS)`` →
@@ -55,7 +55,7 @@ def monai_pipeline(window):
 
 def run_covidseg(cases, cfg, out: Path) -> None:
     from covidseg.data.layouts import CaseRecord
-    from covidseg.data.preprocess import preprocess_case
+    from covidseg.data.steps import preprocess_case
     from covidseg.data.store import write_case
 
     for i, (image, mask) in enumerate(cases):

@@ -234,7 +234,7 @@ def score_covidseg(model, ds, records, device, threshold: float = 0.5) -> list[f
 
 def preprocess(folder: Path, patterns: dict, args) -> str:
     from covidseg.config import PreprocessConfig
-    from covidseg.data.preprocess import preprocess_dataset
+    from covidseg.preprocessing import preprocess_dataset
 
     cfg = PreprocessConfig(data=str(folder), dataset="glob", image_size=args.size,
                            test_cases=args.test_cases, folds=args.folds, lung_method="none",

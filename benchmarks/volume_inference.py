@@ -207,7 +207,7 @@ def main() -> None:
     from covidseg.config import FinetuneConfig, PreprocessConfig
     from covidseg.data.layouts import CaseRecord
     from covidseg.data.phantom import make_phantom, write_phantom
-    from covidseg.data.preprocess import preprocess_case
+    from covidseg.data.steps import preprocess_case
     from covidseg.device import place_model, resolve_device
     from covidseg.inference import predict_volume
     from covidseg.models.factory import ModelSpec, build_model

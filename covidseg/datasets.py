@@ -45,7 +45,7 @@ def resolve_dataset(data: str) -> tuple[PreprocessedDataset, str | None]:
 
     if data == "demo":
         from covidseg.config import PreprocessConfig
-        from covidseg.data.preprocess import preprocess_dataset
+        from covidseg.preprocessing import preprocess_dataset
 
         summary = preprocess_dataset(PreprocessConfig(), progress=True)
         return PreprocessedDataset(Path(summary["dataset_path"])), None

@@ -115,7 +115,7 @@ class Predictor:
     def prepare(self, path, lung=None) -> tuple:
         """The CPU half of a prediction — read and preprocess (lung extraction included) —
         separate so that ``predict`` runs it for the next files while the network works."""
-        from covidseg.data.preprocess import preprocess_case
+        from covidseg.data.steps import preprocess_case
 
         path = Path(path)
         case_id = path.name if path.is_dir() else stem_of(path)

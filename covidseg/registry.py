@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 RUNNERS: dict[str, str] = {
-    "preprocess": "covidseg.data.preprocess:preprocess_dataset",
+    "preprocess": "covidseg.preprocessing:preprocess_dataset",
     "pretrain": "covidseg.train.pretrain:pretrain",
     "finetune": "covidseg.train.finetune:finetune",
     "pseudolabel": "covidseg.semi.pseudolabel:pseudolabel",

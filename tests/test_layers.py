@@ -3,7 +3,8 @@ of lower ones, and no group of modules imports itself round (no cycle, function-
 included).  Lowest first:
 
     base      errors, redact, paths, config, device, registry  (no covidseg imports above base)
-    data      formats, readers, layouts, geometry, intensity, lungs, slices (no MLflow)
+    data      formats, readers, layouts, geometry, intensity, lungs, the preprocessing steps and
+              the dataset build, slices (no MLflow)
     models    networks, checkpoints, surgery, inference
     tracking  the Tracker protocol, its null and MLflow implementations, run references
     train     the loop, tasks, losses, metrics, evaluation, torchrun
@@ -32,7 +33,7 @@ LAYERS = [
     ("semi", ["covidseg.semi"]),
     ("analysis", ["covidseg.analysis"]),
     # the entry points, by module: where data= is resolved and MLflow upload policy lives
-    ("stages", ["covidseg.datasets", "covidseg.data.preprocess", "covidseg.train.stage",
+    ("stages", ["covidseg.datasets", "covidseg.preprocessing", "covidseg.train.stage",
                 "covidseg.train.pretrain", "covidseg.train.finetune", "covidseg.semi.pseudolabel",
                 "covidseg.semi.meanteacher", "covidseg.analysis.compare", "covidseg.predict",
                 "covidseg.tuning", "covidseg.grid", "covidseg.gridclaims", "covidseg.pipeline"]),

@@ -17,8 +17,9 @@ import SimpleITK as sitk
 from covidseg.config import FinetuneConfig, PreprocessConfig
 from covidseg.data.layouts import CaseRecord
 from covidseg.data.phantom import make_phantom
-from covidseg.data.preprocess import preprocess_case, preprocess_dataset
+from covidseg.data.steps import preprocess_case
 from covidseg.errors import ConfigError
+from covidseg.preprocessing import preprocess_dataset
 from covidseg.train.metrics import overlap_metrics, surface_dice_area
 from tests.conftest import REPO
 from tests.test_entrypoints import _run_id, run

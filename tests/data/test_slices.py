@@ -5,10 +5,10 @@ import torch
 
 from covidseg.config import PreprocessConfig
 from covidseg.data.augment import SliceAugment
-from covidseg.data.preprocess import preprocess_dataset
 from covidseg.data.slices import SliceDataset, pad_to, slice_sampling_weights
 from covidseg.data.splits import fold_split
 from covidseg.data.store import PreprocessedDataset
+from covidseg.preprocessing import preprocess_dataset
 
 
 def _dataset(phantom_files):

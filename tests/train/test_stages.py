@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from covidseg.config import FinetuneConfig, PreprocessConfig, PretrainConfig
-from covidseg.data.preprocess import preprocess_dataset
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model
+from covidseg.preprocessing import preprocess_dataset
 from covidseg.train.finetune import finetune
 from covidseg.train.pretrain import pretrain
 from tests.conftest import TINY_DEMO

@@ -1,0 +1,86 @@
+"""The ``preprocess`` entry point: ``data=`` resolved to a manifest (:mod:`covidseg.data.inputs`),
+built into the cached dataset (:mod:`covidseg.data.preprocess`, the steps per case in
+:mod:`covidseg.data.steps`), and what the run logs of it: tags (dataset key, cache hit), the
+fingerprint as metrics, descriptor, splits, manifest, failures, figures and a per-case table as
+artifacts, and the arrays themselves once per dataset key (when under ``log_dataset_mb``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from covidseg.config import PreprocessConfig
+from covidseg.data.fingerprint import fingerprint_metrics
+from covidseg.data.inputs import resolve_inputs
+from covidseg.data.layouts import CaseRecord
+from covidseg.data.preprocess import build_dataset
+from covidseg.data.store import PreprocessedDataset, dataset_size_mb
+from covidseg.errors import ConfigError
+from covidseg.tracking import NullTracker, Tag
+
+log = logging.getLogger("covidseg.preprocess")
+
+# the columns of preprocess/cases.csv (keys of each case's metadata, CaseMeta)
+CASE_COLUMNS = ("case_id", "source", "labelled", "intensity", "looked_like_hu", "lung_method",
+                "lung_note", "spacing_in", "shape", "slice_fit", "lesion_fraction",
+                "infection_in_lung", "lung_volume_ml", "lesion_volume_ml")
+
+
+def preprocess_dataset(cfg: PreprocessConfig, tracker=None, progress: bool = True) -> dict:
+    """Build (or find in the cache) the preprocessed dataset; log it; return a summary."""
+    tracker = tracker or NullTracker()
+    cfg.validate()
+    if cfg.window_min >= cfg.window_max:
+        raise ConfigError(f"window_min={cfg.window_min} must be below window_max={cfg.window_max}")
+    root, dataset, records = resolve_inputs(cfg, progress)
+    return preprocess_records(records, cfg, tracker, root=root, dataset=dataset, progress=progress)
+
+
+def preprocess_records(records: list[CaseRecord], cfg: PreprocessConfig, tracker=None,
+                       root: Path | None = None, dataset: str = "manifest",
+                       progress: bool = True) -> dict:
+    """Preprocess the cases of a manifest into the cache (or find them there); log; summarise."""
+    tracker = tracker or NullTracker()
+    built = build_dataset(records, cfg, root=root, dataset=dataset, progress=progress)
+    return _log_dataset(built.dataset, tracker, cfg, built.cache_hit, built.seconds)
+
+
+def _log_dataset(ds: PreprocessedDataset, tracker, cfg, cache_hit: bool, seconds: float) -> dict:
+    root = ds.root
+    desc = ds.descriptor
+    fp = desc["fingerprint"]
+    tracker.set_tags({Tag.DATASET_KEY: ds.key, Tag.CACHE_HIT: str(cache_hit).lower(),
+                      Tag.DATASET_PATH: str(root), Tag.LAYOUT: desc["dataset"]})
+    metrics = fingerprint_metrics(fp)
+    metrics.update({"n_cases": desc["n_cases"], "n_failed": desc["n_failed"],
+                    "n_unlabelled": len(ds.splits["unlabelled"]),
+                    "n_auxiliary": len(ds.splits.get("auxiliary", [])),
+                    "n_test": len(ds.splits["test"]), "n_folds": len(ds.splits["folds"]),
+                    "seconds": seconds})
+    tracker.log_metrics(metrics)
+    for name in ("dataset.json", "splits.json", "fingerprint.json", "failed.csv", "manifest.csv"):
+        tracker.log_artifact(root / name, "dataset" if name == "dataset.json" else "preprocess")
+    for png in sorted((root / "figures").glob("*.png")):
+        tracker.log_artifact(png, "figures")
+    per_case = [{k: m.get(k) for k in CASE_COLUMNS} for m in desc["cases"]]
+    tracker.log_table(per_case, "preprocess/cases.csv")
+    size_mb = dataset_size_mb(root)
+    # the arrays go to the server once per dataset key: a cache hit points at the run that has them
+    holder = tracker.find_run({Tag.DATASET_KEY: ds.key, Tag.DATASET_UPLOADED: "true"}) \
+        if cache_hit else None
+    uploaded = holder is None and size_mb <= cfg.log_dataset_mb
+    if uploaded:
+        tracker.log_artifacts(root / "cases", "dataset/cases")
+        tracker.log_artifact(root / "splits.json", "dataset")
+        holder = tracker.run_id
+    tracker.set_tags({Tag.DATASET_UPLOADED: str(uploaded).lower(),
+                      **({Tag.DATASET_RUN: holder} if holder else {})})
+    modes = {m["intensity"] for m in desc["cases"]}
+    if len(modes) > 1 or cfg.intensity == "auto" and "image" in modes:
+        n_img = sum(m["intensity"] == "image" for m in desc["cases"])
+        log.warning("intensity=auto: %d of %d cases are not in HU and were z-scored as images "
+                    "(column 'intensity' of preprocess/cases.csv)", n_img, len(desc["cases"]))
+    return {"dataset_path": str(root), "key": ds.key, "cache_hit": cache_hit,
+            "n_cases": desc["n_cases"], "n_failed": desc["n_failed"], "size_mb": size_mb,
+            "uploaded": uploaded, "run_id": tracker.run_id}

@@ -32,7 +32,7 @@ from covidseg.config import (
     TuneConfig,
     parse_value,
 )
-from covidseg.errors import ConfigError
+from covidseg.errors import ConfigError, first_line
 from covidseg.paths import cache_root
 from covidseg.train.loop import AbortTraining
 
@@ -82,7 +82,7 @@ def open_study(cfg: TuneConfig):
                 isinstance(exc, optuna.exceptions.DuplicatedStudyError)
             if attempt == 7 or not racing:
                 raise ConfigError(f"storage {url.split('@')[-1]}: "
-                                  f"{str(exc).splitlines()[0][:200]}") from None
+                                  f"{first_line(exc, 200)}") from exc
             time.sleep(0.3 + random.random())
 
 
@@ -199,7 +199,7 @@ def tune(cfg: TuneConfig, tracker) -> dict:
                 child.set_tags({Tag.TRIAL_STATE: "complete"})
         except TrialPruned as exc:
             child.set_tags({Tag.TRIAL_STATE: "pruned", Tag.STOP_REASON: str(exc)})
-            raise optuna.TrialPruned(str(exc)) from None
+            raise optuna.TrialPruned(str(exc)) from exc
         return float(summary["best_val_volume_dice"])
 
     before = len(study.trials)

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from covidseg.data.intensity import otsu_threshold
-from covidseg.errors import ConfigError
+from covidseg.errors import ConfigError, first_line
 
 LUNG_METHODS = ("auto", "lungmask", "classical", "provided", "none")
 LUNGMASK_MODELS = ("R231", "R231CovidWeb", "LTRCLobes")
@@ -193,5 +193,5 @@ def lungmask_lung_mask(image, weights: Path, force_cpu: bool = False) -> np.ndar
                                        tqdm_disable=True)
         except Exception as exc:  # wrong file layout etc.
             raise ConfigError(f"{weights}: not a usable lungmask weight file "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+                              f"({type(exc).__name__}: {first_line(exc, 200)})") from exc
     return _INFERERS[key].apply(image) > 0

@@ -148,13 +148,32 @@ class TrainingConfig(CommonConfig):
     """What every stage that trains a network shares (they all run the one training loop)."""
 
     image_size: int = param(0, "random training crop side in pixels (0: whole padded slices)")
-    epochs: int = param(500, "maximum epochs")
-    patience: int = param(30, "early stop after this many epochs without validation improvement")
+    epochs: int = param(0, "epochs of iterations_per_epoch optimiser steps each, a validation "
+                           "after each (0: the plan's — finetune and meanteacher derive it "
+                           "from the dataset, see plan.json)")
+    iterations_per_epoch: int = param(0, "optimiser steps per epoch (0: the plan's; one pass "
+                                         "over the training slices with recipe=thesis)")
+    patience: int = param(0, "early stop after this many epochs without validation improvement "
+                             "(0: never)")
     batch_size: int = param(8, "slices per batch (per process under torchrun: the global batch "
                                "is batch_size × processes)")
-    lr: float = param(2e-4, "Adam learning rate", search=(1e-5, 3e-3, "log"))
-    lr_step: int = param(25, "StepLR step (epochs)", search=(5, 50))
-    lr_gamma: float = param(0.8, "StepLR factor", search=(0.5, 0.95))
+    optimizer: str = param("adamw", "optimiser (sgd: Nesterov, momentum 0.99)",
+                           ("adamw", "sgd", "adam"))
+    lr: float = param(1e-3, "peak learning rate", search=(1e-4, 1e-2, "log"))
+    weight_decay: float = param(1e-4, "weight decay (adamw: decoupled; sgd/adam: L2)",
+                                search=(1e-6, 1e-2, "log"), searched_by_default=False)
+    schedule: str = param("cosine", "learning rate per iteration after the warm-up: cosine or "
+                                    "poly (to 0 at the last iteration), step (×lr_gamma every "
+                                    "lr_step epochs: the thesis)", ("cosine", "poly", "step"))
+    warmup: int = param(50, "linear warm-up (iterations)")
+    lr_step: int = param(25, "schedule=step: epochs between decays", search=(5, 50),
+                         searched_by_default=False)
+    lr_gamma: float = param(0.8, "schedule=step: decay factor", search=(0.5, 0.95),
+                            searched_by_default=False)
+    grad_clip: float = param(12.0, "clip the gradient norm to this (0: off)")
+    keep: str = param("last", "the model kept: last (the final weights: the schedule ends at "
+                              "lr 0, and no held-out case chooses them) or best (by validation "
+                              "Dice, the thesis)", ("last", "best"))
     lesion_boost: float = param(1.0, "draw slices that contain lesion this many times more often")
     checkpoint_every: int = param(100, "log an intermediate checkpoint (float16) every N "
                                        "iterations for SVCCA (thesis: 100), the first 10, then the "
@@ -175,16 +194,45 @@ class PretrainConfig(TrainingConfig):
     encoder_weights: str = _encoder_weights()
     mode: str = param("restoration", "self-supervised restoration or supervised non-COVID",
                       ("restoration", "supervised"))
-    epochs: int = param(100, "maximum epochs")
-    lr: float = param(1e-3, "Adam learning rate")
-    patience: int = param(20, "early stop after this many epochs without validation improvement")
+    epochs: int = param(100, "maximum epochs (of one pass over the slices each, unless "
+                             "iterations_per_epoch is set)")
+    optimizer: str = param("adam", "optimiser (sgd: Nesterov, momentum 0.99)",
+                           ("adamw", "sgd", "adam"))
+    lr: float = param(1e-3, "peak learning rate")
+    weight_decay: float = param(0.0, "weight decay (adamw: decoupled; sgd/adam: L2)")
+    schedule: str = param("step", "learning rate per iteration after the warm-up: cosine, "
+                                  "poly, or step (×lr_gamma every lr_step epochs)",
+                          ("cosine", "poly", "step"))
+    warmup: int = param(0, "linear warm-up (iterations)")
+    grad_clip: float = param(0.0, "clip the gradient norm to this (0: off)")
+    keep: str = param("best", "the model kept: best (by validation restoration error) or last",
+                      ("last", "best"))
+    patience: int = param(20, "early stop after this many epochs without validation improvement "
+                              "(0: never)")
+
+
+# The thesis's training settings (Adam 2e-4, StepLR ×0.8 / 25 epochs, 500 epochs of one pass,
+# early stop after 30, best checkpoint, per-sample Dice, mild augmentation): `recipe=thesis`
+# puts them in place of every default left untouched.
+THESIS_RECIPE = {"optimizer": "adam", "lr": 2e-4, "weight_decay": 0.0, "schedule": "step",
+                 "warmup": 0, "grad_clip": 0.0, "epochs": 500, "patience": 30, "keep": "best",
+                 "dice": "sample"}
 
 
 @dataclass
 class SupervisedConfig(TrainingConfig):
     """What the stages that train on labelled volumes share (finetune, meanteacher)."""
 
+    recipe: str = param("covidseg", "training recipe: covidseg (chosen by cross-validation on "
+                                    "real CT slices: AdamW, warm-up + cosine in iterations, "
+                                    "batch Dice + CE, strong augmentation, the last weights) or "
+                                    "thesis (Adam 2e-4, StepLR, 500 epochs, early stop 30, the "
+                                    "best epoch, per-sample Dice, mild augmentation); sets every "
+                                    "parameter left at its default", ("covidseg", "thesis"))
     loss: str = param("ce+dice", "loss", ("ce", "dice", "ce+dice", "hausdorff"))
+    dice: str = param("batch", "the Dice term: batch (summed over the whole batch, nnU-Net's "
+                               "batch_dice) or sample (per image, smoothing 1: the thesis)",
+                      ("batch", "sample"))
     pos_weight: float = param(0.0, "ce: weight of the lesion class (0: unweighted)")
     fold: int = param(0, "cross-validation fold")
     regime: str = param("standard", "standard/40-10: train on k-1 folds; inverse/10-40: train on "
@@ -192,11 +240,12 @@ class SupervisedConfig(TrainingConfig):
                         ("standard", "inverse", "40-10", "10-40"))
     train_cases: int = param(0, "labelled training volumes to use (0: all of the fold)")
     mixup: bool = param(False, "mixup of images and masks (soft labels)")
-    augment: str = param("auto", "training augmentation: ct (thesis: rotation ±3°, elastic, "
-                                 "gamma, noise), slice (2D slice sets: affine rotation/scale/"
-                                 "shift), none; "
-                                 "auto = slice for 2D slice datasets, else ct",
-                         ("auto", "ct", "slice", "none"))
+    augment: str = param("auto", "training augmentation: strong (nnU-Net's strength: rotation, "
+                                 "scale 0.7-1.4, noise, blur, brightness, contrast, low "
+                                 "resolution, gamma), ct (thesis: rotation ±3°, elastic, gamma, "
+                                 "noise), slice (round two's mild 2D preset), none; a preset's "
+                                 "settings after it: strong,rotate_deg=15,scale=0.8:1.25; auto = "
+                                 "strong (recipe=thesis: slice for 2D slice sets, else ct)")
     threshold: str = param("0.5", "decision threshold of the lesion probability, stored with the "
                                   "model and used by predict/evaluate: a probability, or auto = "
                                   "the one that maximises the mean volume Dice on the validation "
@@ -205,6 +254,19 @@ class SupervisedConfig(TrainingConfig):
     register_as: str = param("", "register the best model under this name")
     alias: str = param("", "give the registered version this alias (e.g. champion: "
                            "predict -P model=models:/NAME@champion); needs register_as")
+
+    def __post_init__(self):
+        if self.recipe == "thesis":
+            apply_recipe(self, THESIS_RECIPE)
+
+
+def apply_recipe(cfg, recipe: dict) -> None:
+    """Put ``recipe``'s values in place of the parameters of ``cfg`` still at their default (a
+    parameter given explicitly wins; one given equal to the default counts as left)."""
+    defaults = {f.name: field_default(f) for f in fields(cfg)}
+    for name, value in recipe.items():
+        if getattr(cfg, name) == defaults[name]:
+            setattr(cfg, name, value)
 
 
 @dataclass

@@ -40,7 +40,8 @@ def resolve_dataset(data: str) -> tuple[PreprocessedDataset, str | None]:
 
     ``data`` is a preprocess run id or ``runs:/<id>`` (the local cache is used when it holds the
     same dataset key, else the run's ``dataset`` artifacts are downloaded), a preprocessed folder,
-    or ``demo`` (the default demo cohort, preprocessed on first use).
+    a raw data folder (preprocessed as the plan says: :func:`raw_preprocess_config`), or ``demo``
+    (the default demo cohort, preprocessed on first use).
     """
 
     if data == "demo":
@@ -70,5 +71,46 @@ def resolve_dataset(data: str) -> tuple[PreprocessedDataset, str | None]:
     path = Path(data).expanduser()
     if (path / "dataset.json").exists():
         return PreprocessedDataset(path), None
-    raise ConfigError(f"data={data!r} is not a preprocess run id, runs:/ URI, preprocessed "
-                      "folder or 'demo' (run `covidseg preprocess` first for raw data)")
+    if path.is_dir():
+        return preprocess_raw(path), None
+    raise ConfigError(f"data={data!r} is not a preprocess run id, runs:/ URI, folder or 'demo'")
+
+
+def raw_preprocess_config(path: Path):
+    """How a training stage preprocesses a raw data folder it was given (``data=FOLDER``): the
+    layout detected; for a 2D slice set the side the plan derives from the slices
+    (:func:`covidseg.train.plan.slice_size_for`); no held-out test set unless the folder has an
+    official one (every labelled case then trains or validates: cross-validation is the
+    estimate)."""
+    from covidseg.config import PreprocessConfig
+    from covidseg.data.layouts import build_manifest
+    from covidseg.data.readers import is_slice_image
+    from covidseg.train.plan import slice_size_for
+
+    _, records = build_manifest(path, "auto")
+    labelled = [r for r in records if r.labelled and r.split != "test"]
+    size = 0
+    if labelled and all(is_slice_image(Path(r.image)) for r in labelled):
+        size = slice_size_for([image_shape(Path(r.image)) for r in labelled])
+    official = any(r.split == "test" for r in records)
+    return PreprocessConfig(data=str(path), image_size=size, test_cases=20 if official else 0)
+
+
+def image_shape(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file, from its header."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    w, h = reader.GetSize()[:2]
+    return int(h), int(w)
+
+
+def preprocess_raw(path: Path) -> PreprocessedDataset:
+    """A raw data folder preprocessed as :func:`raw_preprocess_config` says (cached: a second run
+    on the same files finds it)."""
+    from covidseg.preprocessing import preprocess_dataset
+
+    summary = preprocess_dataset(raw_preprocess_config(path), progress=True)
+    return PreprocessedDataset(Path(summary["dataset_path"]))

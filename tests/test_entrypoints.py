@@ -44,9 +44,15 @@ def test_spec_parameter_names_and_defaults():
     assert (p.data, p.seed, p.intensity, p.lung_method, p.window_min, p.window_max,
             p.test_cases, p.folds, p.strict) == ("demo", 0, "auto", "auto", -1250.0, 250.0, 20, 5,
                                                  False)
-    f = FinetuneConfig()
-    assert (f.init, f.strategy, f.loss, f.lr, f.lr_step, f.lr_gamma, f.epochs, f.patience) == (
-        "scratch", "all", "ce+dice", 2e-4, 25, 0.8, 500, 30)
+    f = FinetuneConfig()  # SPEC §9: defaults chosen on real data; the thesis's by name
+    assert (f.init, f.strategy, f.loss, f.lr_step, f.lr_gamma) == ("scratch", "all", "ce+dice",
+                                                                  25, 0.8)
+    assert (f.recipe, f.optimizer, f.schedule, f.epochs, f.iterations_per_epoch, f.keep) == (
+        "covidseg", "adamw", "cosine", 0, 0, "last")  # epochs: the plan's
+    t = FinetuneConfig(recipe="thesis")
+    assert (t.optimizer, t.lr, t.schedule, t.lr_step, t.lr_gamma, t.epochs, t.patience, t.keep,
+            t.dice) == ("adam", 2e-4, "step", 25, 0.8, 500, 30, "best", "sample")
+    assert FinetuneConfig(recipe="thesis", lr=5e-4, epochs=40).lr == 5e-4  # given: kept
     s = PseudolabelConfig()
     assert (s.patch_size, s.labelled_patches, s.patches_per_volume, s.rule, s.sim_low,
             s.sim_high, s.sim_min) == (68, 120, 32, "top1-band", 0.87, 0.96, 0.90)

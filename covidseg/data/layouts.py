@@ -268,9 +268,42 @@ ADAPTERS = {
 }
 
 
+# Folders of images and masks that ``dataset=auto`` reads without patterns: the labelled part
+# under labelled/ or train/ (images/ + masks/), optionally test/ (images/ + masks/) and
+# unlabelled/images/ (or unlabelled/) — the layout of most public 2D slice sets and of
+# covidseg's own slice export
+FOLDER_PATTERNS = {
+    "labelled": {"images": "labelled/images/*", "masks": "labelled/masks/*"},
+    "train": {"images": "train/images/*", "masks": "train/masks/*"},
+}
+FOLDER_EXTRAS = {"test_images": "test/images/*", "test_masks": "test/masks/*",
+                 "unlabelled": "unlabelled/images/*"}
+
+
+def folder_patterns(root: Path) -> dict | None:
+    """The glob patterns of an images/masks folder layout under ``root`` (see
+    :data:`FOLDER_PATTERNS`), or None."""
+    for part, pats in FOLDER_PATTERNS.items():
+        if (root / part / "images").is_dir() and (root / part / "masks").is_dir():
+            found = dict(pats)
+            for key, pat in FOLDER_EXTRAS.items():
+                if (root / pat.rsplit("/", 1)[0]).is_dir():
+                    found[key] = pat
+            if "unlabelled" not in found and (root / "unlabelled").is_dir() and any(
+                    _is_image(p) for p in (root / "unlabelled").iterdir()):
+                found["unlabelled"] = "unlabelled/*"
+            if "test_images" in found and "test_masks" not in found:
+                del found["test_images"]
+            return found
+    return None
+
+
 def detect_layout(root: Path, patterns: dict) -> str:
-    """Which adapter fits ``root`` (``dataset=auto``)."""
+    """Which adapter fits ``root`` (``dataset=auto``); for an images/masks folder layout
+    (:func:`folder_patterns`) the glob adapter, whose patterns the caller fills in."""
     if any(patterns.get(k) for k in ("images", "unlabelled", "test_images")):
+        return "glob"
+    if folder_patterns(root):
         return "glob"
     if (root / "cohort.json").exists():
         return "demo"
@@ -379,6 +412,9 @@ def build_manifest(root, dataset: str = "auto", **patterns) -> tuple[str, list[C
         raise ConfigError(f"{root}: data folder does not exist")
     if dataset == "auto":
         dataset = detect_layout(root, patterns)
+        if dataset == "glob" and not any(patterns.get(k) for k in ("images", "unlabelled",
+                                                                    "test_images")):
+            patterns = {**patterns, **folder_patterns(root)}
     if dataset not in ADAPTERS:
         raise ConfigError(f"dataset={dataset!r} is not one of {', '.join(['auto', *ADAPTERS])}")
     records = _unique_ids(ADAPTERS[dataset](root, **patterns))

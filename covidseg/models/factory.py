@@ -108,9 +108,30 @@ def load_encoder_weights(model: nn.Module, path: str) -> dict:
         state = state["state_dict"]
     state = {k.removeprefix("module.").removeprefix("encoder."): v for k, v in state.items()}
     own = model.encoder.state_dict()
-    used = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    adapted = {k: adapt_input_channels(v, own[k].shape[1]) for k, v in state.items()
+               if k in own and _differs_in_input_channels(v, own[k])}
+    used = {k: v for k, v in {**state, **adapted}.items()
+            if k in own and own[k].shape == v.shape}
     if not used:
         raise ConfigError(f"{p}: no tensor matches the {type(model.encoder).__name__} encoder")
     own.update(used)
     model.encoder.load_state_dict(own)
-    return {"missing": sorted(set(own) - set(used)), "unused": sorted(set(state) - set(used))}
+    return {"missing": sorted(set(own) - set(used)), "unused": sorted(set(state) - set(used)),
+            "adapted_input_channels": sorted(adapted)}
+
+
+def _differs_in_input_channels(theirs: torch.Tensor, ours: torch.Tensor) -> bool:
+    """A convolution kernel (out, in, k, k) that fits but for its input channels."""
+    return (theirs.dim() == 4 and ours.dim() == 4 and theirs.shape[1] != ours.shape[1]
+            and theirs.shape[0] == ours.shape[0] and theirs.shape[2:] == ours.shape[2:])
+
+
+def adapt_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """A first-layer kernel trained on ``weight.shape[1]`` input channels (ImageNet: RGB) made to
+    take ``channels``: the kernels summed over their inputs (smp's rule for one channel: a grey
+    image x fed as RGB (x, x, x) gives exactly the response of x through the summed kernel), and
+    for several channels that sum shared equally among them, so that the same image on every
+    channel again gives the RGB network's response to it (CT channels are windows of one grey
+    image, not colours: smp's cyclic repetition of R, G, B would not keep that response)."""
+    summed = weight.sum(dim=1, keepdim=True)
+    return summed.repeat(1, channels, 1, 1) / channels

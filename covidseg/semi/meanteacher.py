@@ -41,6 +41,7 @@ from covidseg.train.finetune import (
     segmentation_task,
     training_cases,
 )
+from covidseg.train.plan import make_plan
 from covidseg.train.stage import Stage, model_extra
 from covidseg.train.tasks import SegmentationTask, volume_dice
 
@@ -225,7 +226,9 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
     stage.record_split(train_ids, val_ids, ds.splits["test"],
                        pseudo_items=len(pseudo) if pseudo is not None else 0,
                        unlabelled_slices=len(unlabelled) if unlabelled is not None else 0)
-    task = segmentation_task(model, ds, train_ids, val_ids, cfg, stage.device, cls=MeanTeacherTask,
+    stage.record_plan(make_plan(ds, train_ids, cfg))
+    task = segmentation_task(model, ds, train_ids, val_ids, cfg, stage.device, stage.plan,
+                             cls=MeanTeacherTask,
                              pseudo=pseudo, unlabelled=unlabelled, ema_alpha=cfg.ema_alpha,
                              consistency_weight=cfg.consistency_weight,
                              rampup_epochs=cfg.rampup_epochs, pseudo_weight=cfg.pseudo_weight)

@@ -21,7 +21,7 @@ from covidseg.datasets import open_dataset
 from covidseg.errors import ConfigError
 from covidseg.inference import is_3d
 from covidseg.models.checkpoint import load_model, save_model
-from covidseg.models.factory import ModelSpec, build_model
+from covidseg.models.factory import ModelSpec, build_model, load_encoder_weights
 from covidseg.models.genesis import (
     flatten_genesis_3d,
     is_genesis_state,
@@ -32,6 +32,7 @@ from covidseg.tracking import Tag
 from covidseg.train.distributed import from_main
 from covidseg.train.evaluation import choose_threshold, evaluate_cases, log_evaluation
 from covidseg.train.losses import SegmentationLoss
+from covidseg.train.plan import Plan, is_slice_dataset, make_plan, planned
 from covidseg.train.stage import Stage, model_extra
 from covidseg.train.tasks import SegmentationTask, VolumeTask, default_workers
 
@@ -73,8 +74,10 @@ def initial_model(cfg: TrainingConfig, init: str, classes: int = 1) -> tuple:
 def _initial_model(cfg: TrainingConfig, init: str, classes: int) -> tuple:
     if init == "scratch":
         spec = ModelSpec(arch=cfg.arch, encoder=cfg.encoder, classes=classes)
-        model = build_model(spec, cfg.encoder_weights or None)
+        model = build_model(spec)
         report = {"init": "scratch", "encoder_weights": cfg.encoder_weights or None}
+        if cfg.encoder_weights:  # what the file gave: used, missing, adapted to 1 channel
+            report["encoder_weights_loaded"] = load_encoder_weights(model, cfg.encoder_weights)
         return model, spec, report, None
     path = Path(init).expanduser()
     if path.is_file():
@@ -127,31 +130,36 @@ def calibration_batches(slices, batch_size: int, limit: int = 256):
         yield torch.stack([slices[(0, int(i))][0] for i in idx[start:start + batch_size]])
 
 
-def is_slice_dataset(ds: PreprocessedDataset) -> bool:
-    return bool(ds.cases) and all(m.get("slice_image") for m in ds.cases.values())
-
-
 def augmentation(cfg, ds: PreprocessedDataset):
-    """The training augmentation ``augment`` names (``auto``: the slice preset for a set of 2D
-    slices, the thesis's CT preset for volumes); None for ``none``."""
+    """The training augmentation ``augment`` names (``auto``: ``strong``; with ``recipe=thesis``
+    the slice preset for a set of 2D slices, the thesis's CT preset for volumes); None for
+    ``none``.  ``strong`` fills and augments as the data needs: a 2D slice set's background is its
+    minimum, a CT volume's is 0 outside the lungs."""
+    slices = is_slice_dataset(ds)
     name = cfg.augment
     if name == "auto":
-        name = "slice" if is_slice_dataset(ds) else "ct"
-    return None if name == "none" else make_augment(name)
+        name = ("slice" if slices else "ct") if cfg.recipe == "thesis" else "strong"
+    try:
+        return make_augment(name, background="min" if slices else "zero")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def segmentation_task(model, ds, train_ids, val_ids, cfg: FinetuneConfig, device,
-                      cls=SegmentationTask,
-                      **extra):
+                      plan: Plan | None = None, cls=SegmentationTask, **extra):
     classes = dataset_classes(ds)
     if classes > 1 and cfg.mixup:
         raise ConfigError("mixup mixes binary masks: it does not apply to labels=multiclass")
     if classes > 1 and is_3d(model):
         raise ConfigError("labels=multiclass trains 2D networks: arch=unet3d (the coarse 3D "
                           "U-Net) segments the lesion union only")
-    loss = SegmentationLoss(cfg.loss, pos_weight=cfg.pos_weight or None, classes=classes)
+    loss = SegmentationLoss(cfg.loss, pos_weight=cfg.pos_weight or None, classes=classes,
+                            dice=cfg.dice)
+    iterations = (planned(plan, "iterations_per_epoch") if plan is not None
+                  else cfg.iterations_per_epoch)
     common = {"seed": cfg.seed, "eval_batch": max(cfg.batch_size, 16),
-              "threshold": threshold_value(cfg.threshold, "auto") or 0.5}
+              "threshold": threshold_value(cfg.threshold, "auto") or 0.5,
+              "iterations": iterations}
     if is_3d(model):  # the coarse 3D U-Net (arch=unet3d): whole volumes at low resolution
         if extra:
             raise ConfigError("meanteacher trains 2D networks, not arch=unet3d")
@@ -218,7 +226,9 @@ def finetune(cfg: FinetuneConfig, tracker=None, on_epoch_end=None, progress: boo
 
     stage.ds, train_ids, val_ids, model, spec, init_report, init_run = from_main(resolve)
     tracker.link_source("init", init_run)
-    task = segmentation_task(model, stage.ds, train_ids, val_ids, cfg, stage.device)
+    stage.record_plan(make_plan(stage.ds, train_ids, cfg, three_d=is_3d(model)))
+    task = segmentation_task(model, stage.ds, train_ids, val_ids, cfg, stage.device,
+                             stage.plan)
     strategy = apply_strategy(model, cfg.strategy,
                               calibration=lambda: calibration_batches(task.train_set,
                                                                       cfg.batch_size),

@@ -4,13 +4,18 @@ What differs between them lives in a *task* (:class:`TrainTask`): how a batch be
 what happens after an optimiser step (the mean-teacher's EMA), how validation is scored, which
 network is kept as "best".  The loop itself owns the rest, once:
 
-* Adam over the task's trainable parameters, StepLR (×``lr_gamma`` every ``lr_step`` epochs);
+* the optimiser over the task's trainable parameters and a learning rate set at every iteration
+  (:mod:`covidseg.train.optim`: AdamW/SGD/Adam; warm-up, then cosine, poly or the thesis's
+  step schedule), gradients clipped to ``grad_clip``; an epoch is ``iterations_per_epoch``
+  optimiser steps (the task's :meth:`~TrainTask.steps_per_epoch`), a run ``epochs`` of them;
 * mixed precision on CUDA (:mod:`covidseg.device`), float32 on CPU — same code;
 * per-epoch metrics (``train_loss``, ``lr``, ``train_seconds``, ``epoch_seconds`` (with the
   validation) and the task's validation metrics)
   at ``step = epoch``;
-* best weights by the task's monitored metric, early stop after ``patience`` epochs without
-  improvement;
+* the weights kept: the last ones (``keep=last``: with a schedule that decays to 0 the final
+  weights are the trained model, as nnU-Net keeps them, and no held-out case chooses them) or the
+  best by the task's monitored metric (``keep=best``, the thesis); early stop after ``patience``
+  epochs without improvement (0: never);
 * an intermediate checkpoint every ``checkpoint_every`` iterations, logged (for SVCCA);
 * a resume state (model, optimiser, scheduler, scaler, epoch, early-stop counter, best weights,
   RNG, the task's own state) written locally after the first epoch and then at most every
@@ -48,6 +53,7 @@ from covidseg.device import autocast, grad_scaler, place_model
 from covidseg.errors import ConfigError, TrainingDiverged
 from covidseg.tracking import NullTracker
 from covidseg.train import distributed
+from covidseg.train.optim import make_optimizer, make_scheduler
 from covidseg.train.resume import ResumeWriter, snapshot
 
 log = logging.getLogger("covidseg.train")
@@ -63,6 +69,9 @@ class TrainTask(Protocol):
     def batches(self, epoch: int):
         """Iterable of training batches for one epoch (seeded by epoch; under torchrun this
         rank's share)."""
+
+    def steps_per_epoch(self) -> int:
+        """How many batches :meth:`batches` yields per epoch (the schedule's unit)."""
 
     def train_through(self, module: nn.Module | None) -> None:
         """Training forwards go through ``module`` (the DDP wrapper of ``model``; None: model)."""
@@ -92,6 +101,12 @@ class LoopSettings:
     lr: float = 2e-4
     lr_step: int = 25
     lr_gamma: float = 0.8
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "step"
+    warmup: int = 0  # iterations
+    grad_clip: float = 0.0  # max gradient norm (0: no clipping)
+    keep: str = "best"  # "best" (by the task's monitor) or "last"
     checkpoint_every: int = 0
     amp: bool = True
     progress: bool = True
@@ -182,8 +197,9 @@ def replica_difference(model: nn.Module, device: torch.device) -> float:
 
 
 class Trainer:
-    """The task's network, Adam, StepLR, the gradient scaler and the :class:`LoopState`; one
-    epoch of training (:meth:`train_epoch`) and of validation (:meth:`validate`)."""
+    """The task's network, the optimiser, the per-iteration schedule, the gradient scaler and the
+    :class:`LoopState`; one epoch of training (:meth:`train_epoch`) and of validation
+    (:meth:`validate`)."""
 
     def __init__(self, task: TrainTask, settings: LoopSettings, device: torch.device):
         self.task, self.settings, self.device = task, settings, device
@@ -194,9 +210,13 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameter")
-        self.optimiser = torch.optim.Adam(params, lr=settings.lr)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(
-            self.optimiser, step_size=max(1, settings.lr_step), gamma=settings.lr_gamma)
+        self.params = params
+        self.optimiser = make_optimizer(params, settings.optimizer, settings.lr,
+                                        settings.weight_decay)
+        self.iterations_per_epoch = max(1, int(task.steps_per_epoch()))
+        self.scheduler = make_scheduler(
+            self.optimiser, settings.schedule, settings.epochs * self.iterations_per_epoch,
+            settings.warmup, self.iterations_per_epoch, settings.lr_step, settings.lr_gamma)
         self.scaler = (grad_scaler(device) if settings.amp
                        else torch.amp.GradScaler(device.type, enabled=False))
         use_amp = settings.amp and device.type == "cuda"
@@ -237,13 +257,18 @@ class Trainer:
         t0 = time.time()
         self.trained.train()
         total, n, extra_sums = 0.0, 0, {}
+        lr = self.optimiser.param_groups[0]["lr"]  # logged: the epoch's first step's
         for batch in self.task.batches(epoch):
             self.optimiser.zero_grad(set_to_none=True)
             with self.amp_context():
                 loss, extra = self.task.training_step(batch, self.state.step)
             self.scaler.scale(loss).backward()
+            if self.settings.grad_clip > 0:
+                self.scaler.unscale_(self.optimiser)
+                torch.nn.utils.clip_grad_norm_(self.params, self.settings.grad_clip)
             self.scaler.step(self.optimiser)
             self.scaler.update()
+            self.scheduler.step()
             self.state.step += 1
             self.task.after_step(self.state.step)
             total += loss.detach()
@@ -252,8 +277,6 @@ class Trainer:
                 extra_sums[k] = extra_sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else v)
             if on_step is not None:
                 on_step(self.state.step)
-        lr = self.optimiser.param_groups[0]["lr"]
-        self.scheduler.step()
         means = {"train_loss": total / max(n, 1),
                  **{k: v / max(n, 1) for k, v in extra_sums.items()}}
         metrics = {**distributed.average(means, self.device), "lr": lr,
@@ -423,6 +446,10 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
     if trainer.world.active:  # DDP keeps the replicas equal: the run records that it did
         tracker.log_metrics({"replica_max_difference": replica_difference(trainer.model, device)})
     st = trainer.state
+    if settings.keep == "last" and st.history:  # the final weights are the model
+        last = st.history[-1]
+        st.best_state = _kept_state(task.best_network(last))
+        st.best_epoch, st.best_score = st.epoch, float(last.get(task.monitor, float("nan")))
     return FitResult(best_score=st.best_score, best_epoch=st.best_epoch, epochs_run=st.epoch + 1,
                      stopped_early=stopped,
                      best_state={k: v.cpu() for k, v in st.best_state.items()},

@@ -2,12 +2,16 @@
 pseudo-labels).
 
 * ``ce`` — binary cross-entropy on logits, optionally class-weighted (``pos_weight``);
-* ``dice`` — soft Dice over each image (empty-target images count through the smoothing term):
-  1 − (2Σpg + 1) / (Σp + Σg + 1). The denominator is Σp + Σg — the soft form of
-  2TP / (2TP + FP + FN), the Dice the runs report (nnU-Net's and MONAI's default) — not the
-  thesis's Σp² + Σg² (V-Net): the two agree on hard predictions, but the squared one counts a
-  hedged p = 0.5 as 0.25 false positive, so it penalises uncertain lesion borders less than the
-  metric does;
+* ``dice`` — soft Dice, summed over the whole batch by default (``dice="batch"``, nnU-Net's
+  ``batch_dice``): 1 − (2Σpg + ε) / (Σp + Σg + ε), the sums over every pixel of every image,
+  ε = 1e-5.  A lesion-free slice then costs only what its false positives add to the batch's
+  denominator.  ``dice="sample"`` (the thesis) takes the Dice of each image with smoothing 1 and
+  averages: 1 − (2Σpg + 1) / (Σp + Σg + 1); there a lesion-free slice's Dice is 1/(Σp + 1), so
+  any probability mass on it costs up to a whole sample's loss.  The denominator is Σp + Σg —
+  the soft form of 2TP / (2TP + FP + FN), the Dice the runs report (nnU-Net's and MONAI's
+  default) — not the thesis's Σp² + Σg² (V-Net): the two agree on hard predictions, but the
+  squared one counts a hedged p = 0.5 as 0.25 false positive, so it penalises uncertain lesion
+  borders less than the metric does;
 * ``ce+dice`` — their sum (default);
 * ``hausdorff`` — the distance-transform Hausdorff loss (Karimi & Salcudean 2019):
   mean((p - g)² · (d_g^α + d_p^α)), distances of the thresholded masks computed on the CPU,
@@ -16,7 +20,8 @@ pseudo-labels).
 Each loss takes an optional ``weight``: one per sample (shape (n,)), or one per pixel (the shape of
 the target: self-training's confidence masks, 0 = ignored).  Per-pixel weights average the
 per-pixel loss over the weighted pixels (Σ w·ℓ / Σ w); the Dice term weights each pixel's
-contribution to the overlap and the sums, and each sample by its mean weight.
+contribution to the overlap and the sums, and each sample by its mean weight (``sample``) or its
+pixels by the sample's weight (``batch``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from scipy import ndimage as ndi
 from covidseg.errors import ConfigError
 
 LOSSES = ("ce", "dice", "ce+dice", "hausdorff")
+DICE_MODES = ("batch", "sample")
+BATCH_DICE_SMOOTH = 1e-5
 
 
 def _per_sample(x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -57,7 +64,33 @@ def bce_loss(logits, target, weight=None, pos_weight: float | None = None):
 
 
 def soft_dice_loss(logits, target, weight=None, smooth: float = 1.0):
+    """Per-sample soft Dice loss (``dice="sample"``) from logits."""
     return soft_dice_loss_prob(torch.sigmoid(logits), target, weight, smooth)
+
+
+def batch_dice_loss(logits, target, weight=None, smooth: float = BATCH_DICE_SMOOTH):
+    """Batch soft Dice loss (``dice="batch"``) from logits."""
+    return batch_dice_loss_prob(torch.sigmoid(logits), target, weight, smooth)
+
+
+def batch_dice_loss_prob(p, target, weight=None, smooth: float = BATCH_DICE_SMOOTH):
+    """1 − (2Σwpg + ε) / (Σwp + Σwg + ε) over every pixel of the batch; ``weight`` per sample
+    (n,) or per pixel (the target's shape), 1 when None."""
+    if weight is None:
+        w = torch.ones_like(p)
+    elif _is_pixelwise(weight):
+        w = weight.to(p.dtype).expand_as(target)
+    else:
+        w = weight.to(p.dtype).reshape(-1, *([1] * (p.dim() - 1))).expand_as(p)
+    inter = (w * p * target).sum()
+    return 1 - (2 * inter + smooth) / ((w * p).sum() + (w * target).sum() + smooth).clamp_min(1e-8)
+
+
+def dice_term(p, target, weight=None, mode: str = "batch"):
+    """The Dice loss of probabilities ``p``, summed as ``mode`` says (:data:`DICE_MODES`)."""
+    if mode == "batch":
+        return batch_dice_loss_prob(p, target, weight)
+    return soft_dice_loss_prob(p, target, weight)
 
 
 def _distance_maps(masks: np.ndarray) -> np.ndarray:
@@ -79,7 +112,7 @@ def hausdorff_dt_loss(logits, target, weight=None, alpha: float = 2.0):
     return _reduce_pixels(per_pixel, weight)
 
 
-def multiclass_loss(logits, target, name: str = "ce+dice", weight=None, smooth: float = 1.0):
+def multiclass_loss(logits, target, name: str = "ce+dice", weight=None, dice: str = "batch"):
     """Multi-class lesions (background + C-1 lesion classes, softmax): cross-entropy over the
     classes and/or the soft Dice of each lesion class (background left out), averaged; ``target``
     holds class indices (n, 1, H, W)."""
@@ -91,7 +124,7 @@ def multiclass_loss(logits, target, name: str = "ce+dice", weight=None, smooth: 
     if name in ("dice", "ce+dice"):
         prob = torch.softmax(logits, dim=1)
         onehot = F.one_hot(labels, logits.shape[1]).permute(0, 3, 1, 2).to(prob.dtype)
-        dices = [soft_dice_loss_prob(prob[:, k:k + 1], onehot[:, k:k + 1], weight, smooth)
+        dices = [dice_term(prob[:, k:k + 1], onehot[:, k:k + 1], weight, dice)
                  for k in range(1, logits.shape[1])]
         total = total + torch.stack(dices).mean()
     return total
@@ -111,11 +144,16 @@ def soft_dice_loss_prob(p, target, weight=None, smooth: float = 1.0):
 
 class SegmentationLoss:
     """The configured loss: ``loss(logits, target, weight=None)``; with ``classes`` > 1 the
-    multi-class form (:func:`multiclass_loss`: ``ce``, ``dice`` or ``ce+dice``)."""
+    multi-class form (:func:`multiclass_loss`: ``ce``, ``dice`` or ``ce+dice``); ``dice``: how the
+    Dice term sums (:data:`DICE_MODES`)."""
 
-    def __init__(self, name: str = "ce+dice", pos_weight: float | None = None, classes: int = 1):
+    def __init__(self, name: str = "ce+dice", pos_weight: float | None = None, classes: int = 1,
+                 dice: str = "batch"):
         if name not in LOSSES:
             raise ConfigError(f"loss={name!r} is not one of {', '.join(LOSSES)}")
+        if dice not in DICE_MODES:
+            raise ConfigError(f"dice={dice!r} is not one of {', '.join(DICE_MODES)}")
+        self.dice = dice
         if classes > 1 and (name == "hausdorff" or pos_weight):
             raise ConfigError("labels=multiclass trains with loss=ce, dice or ce+dice "
                               "(no hausdorff, no pos_weight)")
@@ -124,13 +162,13 @@ class SegmentationLoss:
     def __call__(self, logits, target, weight=None):
         logits, target = logits.float(), target.float()
         if self.classes > 1:
-            return multiclass_loss(logits, target, self.name, weight)
+            return multiclass_loss(logits, target, self.name, weight, self.dice)
         if self.name == "ce":
             return bce_loss(logits, target, weight, self.pos_weight)
         if self.name == "dice":
-            return soft_dice_loss(logits, target, weight)
+            return dice_term(torch.sigmoid(logits), target, weight, self.dice)
         if self.name == "ce+dice":
             return (bce_loss(logits, target, weight, self.pos_weight)
-                    + soft_dice_loss(logits, target, weight))
+                    + dice_term(torch.sigmoid(logits), target, weight, self.dice))
         return (bce_loss(logits, target, weight, self.pos_weight)
                 + hausdorff_dt_loss(logits, target, weight))

@@ -24,6 +24,7 @@ from covidseg.paths import cache_root
 from covidseg.tracking import Tag
 from covidseg.train import distributed, figures
 from covidseg.train.loop import AbortTraining, FitResult, LoopSettings, fit
+from covidseg.train.plan import Plan, planned
 from covidseg.train.resume import find_resume_state
 
 log = logging.getLogger("covidseg.train")
@@ -54,10 +55,16 @@ def model_extra(ds, cfg, task: str, entry_point: str) -> dict:
             "threshold": threshold_value(getattr(cfg, "threshold", 0.5), "auto") or 0.5}
 
 
-def loop_settings(cfg: TrainingConfig, progress: bool = True) -> LoopSettings:
-    return LoopSettings(epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr, lr_step=cfg.lr_step,
-                        lr_gamma=cfg.lr_gamma, checkpoint_every=cfg.checkpoint_every, amp=cfg.amp,
-                        progress=progress, sync_bn=cfg.sync_bn)
+def loop_settings(cfg: TrainingConfig, progress: bool = True, plan=None) -> LoopSettings:
+    """The loop's settings from ``cfg``; the number of epochs from ``plan`` when there is one
+    (the parameter given, else what the dataset decided)."""
+    epochs = planned(plan, "epochs") if plan is not None else cfg.epochs
+    return LoopSettings(epochs=epochs, patience=cfg.patience, lr=cfg.lr, lr_step=cfg.lr_step,
+                        lr_gamma=cfg.lr_gamma, optimizer=cfg.optimizer,
+                        weight_decay=cfg.weight_decay, schedule=cfg.schedule, warmup=cfg.warmup,
+                        grad_clip=cfg.grad_clip, keep=cfg.keep,
+                        checkpoint_every=cfg.checkpoint_every, amp=cfg.amp, progress=progress,
+                        sync_bn=cfg.sync_bn)
 
 
 @dataclass
@@ -72,6 +79,7 @@ class Stage:
     workdir: Path | None = None  # rank 0's local training state, once training has started
     progress: bool = True
     on_epoch_end: list | None = None
+    plan: Plan | None = None  # what the dataset decided (finetune, meanteacher)
 
     @classmethod
     def begin(cls, cfg: TrainingConfig, tracker=None, on_epoch_end=None,
@@ -92,6 +100,22 @@ class Stage:
     def record_network(self, spec: ModelSpec, **tags) -> None:
         self.tracker.set_tags({Tag.ARCH: spec.arch, Tag.ENCODER: spec.encoder,
                                Tag.DEVICE: str(self.device), **tags})
+
+    def record_plan(self, plan: Plan) -> None:
+        """Keep ``plan`` for the loop and log it: ``plan.json``, and what runs as parameters
+        (``plan_epochs``, ``plan_iterations_per_epoch``, ``plan_total_iterations``; the run's own
+        ``epochs``/``iterations_per_epoch`` parameters say 0 when the plan decided)."""
+        self.plan = plan
+        self.tracker.log_dict(plan.to_dict(), "plan.json")
+        self.tracker.log_params({"plan_kind": plan.kind,
+                                 "plan_epochs": planned(plan, "epochs"),
+                                 "plan_iterations_per_epoch": planned(plan,
+                                                                      "iterations_per_epoch"),
+                                 "plan_total_iterations": plan.total_iterations})
+        log.info("plan (%s): %d epochs of %s iterations, %d in all%s", plan.kind,
+                 planned(plan, "epochs"), planned(plan, "iterations_per_epoch") or "one pass of",
+                 plan.total_iterations,
+                 f"; given: {plan.given}" if plan.given else "")
 
     def record_split(self, train_ids, val_ids, test_ids=None, **metrics) -> None:
         split = {"train": train_ids, "val": val_ids}
@@ -129,9 +153,9 @@ class Stage:
             shutil.rmtree(d, ignore_errors=True)
 
         try:
-            result = fit(task, loop_settings(cfg, self.progress), self.device, tracker, workdir,
-                         resume_state, save_checkpoint if main else None, self.on_epoch_end,
-                         already_logged_epoch=logged)
+            result = fit(task, loop_settings(cfg, self.progress, self.plan), self.device, tracker,
+                         workdir, resume_state, save_checkpoint if main else None,
+                         self.on_epoch_end, already_logged_epoch=logged)
         except AbortTraining:
             raise  # abandoned on purpose (a pruned trial): nothing to resume
         except BaseException:

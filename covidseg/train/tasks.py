@@ -40,24 +40,36 @@ class EpochSampler(Sampler):
     (tiny label budgets make tiny epochs), and augmentation still differs per epoch and is the
     same whatever the number of workers.
 
+    ``iterations`` > 0: an epoch is that many batches, whatever the set's size — successive
+    shuffles of the whole set (every slice once before any twice), or ``iterations × batch``
+    weighted draws; 0: one pass over the set.
+
     Under torchrun every rank draws the same order and keeps its ``batch_size`` share of each
     global batch (:func:`covidseg.train.distributed.shard`)."""
 
     def __init__(self, n: int, seed: int, weights: torch.Tensor | None = None,
-                 batch_size: int = 1):
+                 batch_size: int = 1, iterations: int = 0):
         self.n, self.seed, self.weights, self.epoch = n, int(seed), weights, 0
-        self.batch_size = batch_size
+        self.batch_size, self.iterations = batch_size, int(iterations)
+
+    def _count(self) -> int:
+        """Items drawn per epoch over all ranks."""
+        if self.iterations > 0:
+            return self.iterations * self.batch_size * world().size
+        return self.n
 
     def __len__(self) -> int:
-        return len(shard(list(range(self.n)), self.batch_size))
+        return len(shard(list(range(self._count())), self.batch_size))
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 100_003 + int(self.epoch))
+        count = self._count()
         if self.weights is not None:
-            order = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
+            order = torch.multinomial(self.weights, count, replacement=True, generator=g)
         else:
-            order = torch.randperm(self.n, generator=g)
-        return iter([(self.epoch, i) for i in shard(order.tolist(), self.batch_size)])
+            passes = -(-count // max(1, self.n))
+            order = torch.cat([torch.randperm(self.n, generator=g) for _ in range(passes)])
+        return iter([(self.epoch, i) for i in shard(order[:count].tolist(), self.batch_size)])
 
 
 class EpochLoader:
@@ -65,16 +77,21 @@ class EpochLoader:
     epoch's :class:`EpochSampler` order (pinned memory on CUDA, workers kept between epochs)."""
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, workers: int,
-                 device: torch.device, weights: torch.Tensor | None = None):
-        self.sampler = EpochSampler(len(dataset), seed, weights, batch_size)
+                 device: torch.device, weights: torch.Tensor | None = None,
+                 iterations: int = 0):
+        self.sampler = EpochSampler(len(dataset), seed, weights, batch_size, iterations)
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler,
                                  num_workers=workers, persistent_workers=workers > 0,
                                  pin_memory=device.type == "cuda",
-                                 drop_last=len(dataset) > batch_size)
+                                 drop_last=len(self.sampler) > batch_size)
 
     def __call__(self, epoch: int) -> DataLoader:
         self.sampler.epoch = epoch
         return self.loader
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return len(self.loader)
 
 
 class _Base:
@@ -137,30 +154,47 @@ class SegmentationTask(_Segmentation):
     def __init__(self, model, ds: PreprocessedDataset, train_ids, val_ids, loss: SegmentationLoss,
                  device: torch.device, batch_size: int = 8, seed: int = 0, workers: int = 0,
                  augment=None, crop: int = 0, lesion_boost: float = 1.0, use_mixup: bool = False,
-                 eval_batch: int = 16, threshold: float = 0.5):
+                 eval_batch: int = 16, threshold: float = 0.5, iterations: int = 0):
         super().__init__(model, ds, val_ids, loss, device, seed, eval_batch, threshold)
         self.train_set = SliceDataset(ds, train_ids, augment=augment, seed=seed, crop=crop)
         self.weights = (slice_sampling_weights(self.train_set, lesion_boost)
                         if lesion_boost != 1 else None)
         self.batch_size, self.use_mixup = batch_size, use_mixup
-        self.loader = EpochLoader(self.train_set, batch_size, seed, workers, device, self.weights)
+        self.loader = EpochLoader(self.train_set, batch_size, seed, workers, device, self.weights,
+                                  iterations)
 
     def batches(self, epoch: int):
         return self.loader(epoch)
+
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
 
 
 class VolumeTask(_Segmentation):
     """The coarse 3D U-Net: one whole volume per step at its coarse in-plane size (thesis 5.3.2)."""
 
     def __init__(self, model, ds, train_ids, val_ids, loss, device, seed: int = 0,
-                 eval_batch: int = 16, threshold: float = 0.5):
+                 eval_batch: int = 16, threshold: float = 0.5, iterations: int = 0):
         super().__init__(model, ds, val_ids, loss, device, seed, eval_batch, threshold)
         self.train_ids = [c for c in train_ids if ds.load(c)[1] is not None]
+        self.iterations = int(iterations)
+
+    def _order(self, epoch: int) -> list[int]:
+        """This rank's volumes of one epoch, one per step: ``iterations`` of them (successive
+        shuffles; over all ranks) when > 0, else one shuffled pass."""
+        rng = np.random.default_rng([self.seed, epoch])
+        n = len(self.train_ids)
+        count = self.iterations * world().size if self.iterations > 0 else n
+        passes = -(-count // max(1, n))
+        order = [int(i) for _ in range(passes) for i in rng.permutation(n)]
+        return shard(order[:count], 1)
+
+    def steps_per_epoch(self) -> int:
+        return len(self._order(0))
 
     def batches(self, epoch: int):
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.train_ids))
         size = self.model.coarse_size
-        for i in shard(order.tolist(), 1):  # one volume per step (per rank under torchrun)
+        for i in self._order(epoch):  # one volume per step (per rank under torchrun)
             image, infection, _ = self.ds.load(self.train_ids[i])
             yield (to_coarse(torch.from_numpy(np.array(image, np.float32)), size),
                    to_coarse(torch.from_numpy(np.array(infection, np.float32)), size))
@@ -218,7 +252,7 @@ class RestorationTask(_Base):
 
     def __init__(self, model, ds: PreprocessedDataset, train_ids, val_ids, device,
                  batch_size: int = 8, seed: int = 0, workers: int = 0, crop: int = 0,
-                 augment=None, val_slices: int = 64):
+                 augment=None, val_slices: int = 64, iterations: int = 0):
         self.model, self.device = model, device
         distort = GenesisDistort()
         self.train_set = RestorationSlices(
@@ -229,10 +263,14 @@ class RestorationTask(_Base):
         val.set_epoch(0)
         pick = np.random.default_rng(seed).permutation(len(val))[:val_slices]
         self.val_batches = [torch.stack(t) for t in zip(*(val[int(i)] for i in pick))]
-        self.loader = EpochLoader(self.train_set, batch_size, seed, workers, device)
+        self.loader = EpochLoader(self.train_set, batch_size, seed, workers, device,
+                                  iterations=iterations)
 
     def batches(self, epoch: int):
         return self.loader(epoch)
+
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
 
     def training_step(self, batch, step: int):
         x, target = (t.to(self.device, non_blocking=True) for t in batch)

@@ -74,16 +74,48 @@ def test_checkpoints_thin_out_as_a_run_grows():
     assert not any(checkpoint_due(s, 0) for s in range(1, 500))     # 0: off
 
 
+def test_an_epoch_is_iterations_per_epoch_steps_and_keep_last_keeps_the_final_weights(small_ds):
+    """iterations_per_epoch=13: 13 optimiser steps an epoch whatever the slices (more than one pass
+    here), the learning rate following warm-up + cosine step by step; keep=last returns the
+    weights after the last step, not the best epoch's."""
+    task = _task(small_ds, iterations=13)
+    n_slices = len(task.train_set)
+    assert task.steps_per_epoch() == 13 and 13 * 8 > n_slices
+    steps, lrs = [], []
+    original = task.training_step
+
+    def counting(batch, step):
+        steps.append(step)
+        assert len(batch[0]) == 8
+        return original(batch, step)
+
+    task.training_step = counting
+    settings = LoopSettings(epochs=2, patience=0, lr=1e-3, optimizer="adamw", schedule="cosine",
+                            warmup=4, grad_clip=1.0, keep="last", progress=False)
+    result = fit(task, settings, CPU, on_epoch_end=[lambda e, m: lrs.append(m["lr"])])
+    assert steps == list(range(26))
+    assert lrs == pytest.approx([1e-3 * 1 / 4, 1e-3 * 0.5 * (1 + np.cos(np.pi * 9 / 22))])
+    assert result.best_epoch == 1
+    final = task.model.state_dict()
+    assert all(torch.equal(final[k].cpu(), v) for k, v in result.best_state.items())
+
+
 @pytest.mark.e2e  # 10 epochs of real training
 def test_resume_gives_the_weights_of_an_uninterrupted_run(small_ds, tmp_path):
-    settings = LoopSettings(epochs=4, patience=0, lr=1e-3, progress=False)
-    straight = fit(_task(small_ds, augment=None), settings, CPU, workdir=tmp_path / "a")
-    first = fit(_task(small_ds), LoopSettings(epochs=2, patience=0, lr=1e-3, progress=False), CPU,
-                workdir=tmp_path / "b")
+    """With the default recipe's loop (AdamW, warm-up + cosine per iteration, clipping, a fixed
+    number of iterations an epoch, the last weights)."""
+    recipe = {"optimizer": "adamw", "weight_decay": 1e-4, "schedule": "cosine", "warmup": 3,
+              "grad_clip": 12.0, "keep": "last"}
+    settings = LoopSettings(epochs=4, patience=0, lr=1e-3, progress=False, **recipe)
+    straight = fit(_task(small_ds, augment=None, iterations=3), settings, CPU,
+                   workdir=tmp_path / "a")
+    first = fit(_task(small_ds, iterations=3),
+                LoopSettings(epochs=4, patience=0, lr=1e-3, progress=False, **recipe), CPU,
+                workdir=tmp_path / "b", on_epoch_end=[_stop_after(1)])
     assert [h["epoch"] for h in first.history] == [0, 1]
     state = load_resume_state(tmp_path / "b" / "last.pt")
     assert state["epoch"] == 0  # written after the first epoch (then at most once a minute)
-    resumed_task = _task(small_ds, seed=0)
+    resumed_task = _task(small_ds, seed=0, iterations=3)
     with torch.no_grad():  # start from different weights: the state must overwrite them
         for p in resumed_task.model.parameters():
             p.add_(1.0)
@@ -106,6 +138,16 @@ def test_restoration_task_runs_and_validates(small_ds):
     assert task.monitor == "val_restoration_mse" and task.monitor_mode == "min"
     assert all(np.isfinite(h["val_restoration_mse"]) for h in result.history)
     assert result.best_score == min(h["val_restoration_mse"] for h in result.history)
+
+
+def _stop_after(epoch: int):
+    """An on_epoch_end callback that ends the run after ``epoch`` (a run killed there)."""
+    from covidseg.train.loop import StopTraining
+
+    def stop(e, metrics):
+        if e >= epoch:
+            raise StopTraining("killed")
+    return stop
 
 
 def test_genesis_distortions_keep_shape_and_scale():

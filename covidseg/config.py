@@ -23,6 +23,13 @@ def param(default, help: str, choices: tuple | None = None, search: tuple | None
                                             "searched_by_default": searched_by_default})
 
 
+def tta_value(text, model_config: dict) -> bool:
+    """predict/evaluate's ``tta``: ``true``/``false``, or ``model`` = what the model stored."""
+    if str(text).lower() == "model":
+        return bool(model_config.get("tta", False))
+    return str(text).lower() == "true"
+
+
 def threshold_value(text, allowed: str | None = None, name: str = "threshold") -> float | None:
     """A decision threshold given as text: a probability in (0, 1), or None for the keyword
     ``allowed`` — ``auto`` (finetune/meanteacher: chosen on the validation cases) or ``model``
@@ -250,6 +257,13 @@ class SupervisedConfig(TrainingConfig):
                                   "model and used by predict/evaluate: a probability, or auto = "
                                   "the one that maximises the mean volume Dice on the validation "
                                   "cases", search=(0.2, 0.8), searched_by_default=False)
+    tta: bool = param(False, "test-time mirroring (the mean over each slice and its 3 in-plane "
+                             "mirror images) in the final evaluation; stored with the model, so "
+                             "predict/evaluate use it unless told otherwise")
+    cv: int = param(0, "cross-validation: K > 1 trains one nested run per fold (fold 0..K-1 of "
+                       "the dataset's folds, each its own model), logs the out-of-fold Dice "
+                       "table and an ensemble model (the mean of the fold models' "
+                       "probabilities: every labelled case trains it); 0: one run on fold")
     overlays: int = param(3, "cases per split shown in overlay figures")
     register_as: str = param("", "register the best model under this name")
     alias: str = param("", "give the registered version this alias (e.g. champion: "
@@ -373,6 +387,9 @@ class PredictConfig(CommonConfig):
     prefetch: int = param(2, "inputs read and preprocessed ahead (threads) while the network "
                              "works on the current one (0: one after the other)")
     batch_size: int = param(16, "slices per forward pass")
+    tta: str = param("model", "test-time mirroring (mean over each slice and its 3 in-plane "
+                              "mirror images, 4× the network's work): model = as the model was "
+                              "evaluated when trained, true, false", ("model", "true", "false"))
 
 
 @dataclass
@@ -383,6 +400,9 @@ class EvaluateConfig(CommonConfig):
     threshold: str = param("model", "probability threshold: model = the one stored with the model, "
                                     "or a probability")
     batch_size: int = param(16, "slices per forward pass")
+    tta: str = param("model", "test-time mirroring (mean over each slice and its 3 in-plane "
+                              "mirror images): model = as the model was evaluated when trained, "
+                              "true, false", ("model", "true", "false"))
 
 
 

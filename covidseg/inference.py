@@ -18,11 +18,18 @@ from covidseg.device import autocast, inference_batch
 
 
 def stride_of(model: nn.Module) -> int:
+    model = _first_member(model)
     return 8 if type(model).__name__ == "GenesisUnet" else 32
 
 
 def is_3d(model: nn.Module) -> bool:
-    return hasattr(model, "coarse_size")
+    return hasattr(_first_member(model), "coarse_size")
+
+
+def _first_member(model: nn.Module) -> nn.Module:
+    """An ensemble's first member (they share one architecture), or the network itself."""
+    members = getattr(model, "members", None)
+    return members[0] if isinstance(members, nn.ModuleList) else model
 
 
 def to_coarse(volume: torch.Tensor, size: int) -> torch.Tensor:
@@ -48,14 +55,19 @@ def output_classes(model: nn.Module) -> int:
     return int(getattr(model, "covidseg_classes", 1))
 
 
+# test-time mirroring: the slice flipped along y, x and both (dims of an (n, C, H, W) batch)
+MIRRORS = ((3,), (2,), (2, 3))
+
+
 @torch.no_grad()
 def predict_volume(model: nn.Module, image: np.ndarray, device: torch.device,
                    batch_size: int = 16, classes: bool = False,
-                   before_batch=None) -> np.ndarray:
+                   before_batch=None, tta: bool = False) -> np.ndarray:
     """Lesion probability (float32, same shape) of a (z, y, x) preprocessed volume; with
     ``classes`` (multi-class networks) the per-class probabilities, (C, z, y, x).
     ``before_batch``: called before each forward pass (``predict`` sets the CPU thread count
-    there)."""
+    there).  ``tta``: test-time mirroring — the mean of the probabilities of each slice and of its
+    three in-plane mirror images (flipped back), 4 forward passes (nnU-Net's 2D mirroring)."""
     if is_3d(model):
         return _predict_volume_3d(model, image, device)
     was_training = model.training
@@ -76,8 +88,12 @@ def predict_volume(model: nn.Module, image: np.ndarray, device: torch.device,
             before_batch()
         batch = volume[start:start + batch_size].to(device, non_blocking=True)
         with autocast(device):
-            logits = model(batch)
-        prob = lesion_probabilities(logits, classes)[:, :, y0:y0 + ny, x0:x0 + nx]
+            prob = lesion_probabilities(model(batch), classes)
+            if tta:
+                for dims in MIRRORS:
+                    prob += lesion_probabilities(model(batch.flip(dims)), classes).flip(dims)
+                prob /= 1 + len(MIRRORS)
+        prob = prob[:, :, y0:y0 + ny, x0:x0 + nx]
         out[start:start + batch_size] = prob.cpu()
     model.train(was_training)
     out = out.numpy()

@@ -27,6 +27,7 @@ from covidseg.config import (
     PreprocessConfig,
     parse_value,
     threshold_value,
+    tta_value,
 )
 from covidseg.data.geometry import to_canonical_grid
 from covidseg.data.layouts import CaseRecord
@@ -74,10 +75,10 @@ class Predictor:
     """A loaded model plus the preprocessing it was trained with."""
 
     def __init__(self, model: torch.nn.Module, config: dict, device: torch.device,
-                 batch_size: int = 16):
+                 batch_size: int = 16, tta: bool = False):
         self.model, self.config, self.device = place_model(model, device).eval(), config, device
         self.preprocess = preprocess_config_of(config)
-        self.batch_size = batch_size
+        self.batch_size, self.tta = batch_size, tta
         self._weights, self._warned = None, False
         if self.preprocess.lung_method in ("auto", "lungmask"):
             from covidseg.data.lungs import find_lungmask_weights
@@ -86,9 +87,11 @@ class Predictor:
                                                   self.preprocess.lung_model)
 
     @classmethod
-    def from_dir(cls, directory, device: str = "auto", batch_size: int = 16) -> Predictor:
+    def from_dir(cls, directory, device: str = "auto", batch_size: int = 16,
+                 tta: str = "model") -> Predictor:
+        """The model in ``directory``; ``tta``: true, false, or model (what it stored)."""
         model, config = load_model(Path(directory))
-        return cls(model, config, resolve_device(device), batch_size)
+        return cls(model, config, resolve_device(device), batch_size, tta_value(tta, config))
 
     @property
     def threshold(self) -> float:
@@ -102,7 +105,7 @@ class Predictor:
 
     def predict_slices(self, slices: np.ndarray) -> np.ndarray:
         """Lesion probabilities of preprocessed (N, H, W) slices."""
-        return predict_volume(self.model, slices, self.device, self.batch_size)
+        return predict_volume(self.model, slices, self.device, self.batch_size, tta=self.tta)
 
     def predict_file(self, path, output, threshold=None, restrict_to_lungs: bool = True,
                      probabilities: bool = False, lung=None) -> dict:
@@ -136,7 +139,8 @@ class Predictor:
         """The network on a prepared input: its lesion probabilities on the preprocessed grid
         (for a multi-class network the per-class probabilities, (C, z, y, x))."""
         return predict_volume(self.model, prepared[3].image, self.device, self.batch_size,
-                              classes=output_classes(self.model) > 1, before_batch=before_batch)
+                              classes=output_classes(self.model) > 1, before_batch=before_batch,
+                              tta=self.tta)
 
     def finish(self, prepared: tuple, probs: np.ndarray, output, threshold=None,
                restrict_to_lungs: bool = True, probabilities: bool = False) -> dict:
@@ -444,7 +448,8 @@ def predict_entry(cfg: PredictConfig, tracker=None) -> dict:
     tracker = tracker or NullTracker()
     model_dir, source_run = download_model(cfg.model)
     tracker.link_source("model", source_run)
-    predictor = Predictor.from_dir(model_dir, cfg.device, cfg.batch_size)
+    predictor = Predictor.from_dir(model_dir, cfg.device, cfg.batch_size, cfg.tta)
+    tracker.log_params({"tta_used": str(predictor.tta).lower()})
     inputs = list_inputs(cfg.input)
     lungs = lung_masks_for(inputs, cfg.lungs, predictor.preprocess.lung_method)
     out = Path(cfg.output).expanduser()
@@ -493,8 +498,10 @@ def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
     threshold = threshold_value(cfg.threshold, "model")
     threshold = float(config.get("threshold") or 0.5) if threshold is None else threshold
     tracker.log_metrics({"threshold": threshold})
+    tta = tta_value(cfg.tta, config)
+    tracker.log_params({"tta_used": str(tta).lower()})
     ev = evaluate_cases(place_model(model, device), ds, ids, device, cfg.batch_size,
-                        threshold=threshold, keep=3, split=cfg.split)
+                        threshold=threshold, keep=3, split=cfg.split, tta=tta)
     metrics = log_evaluation(tracker, ev, cfg.split)
     return {k: round(v, 4) for k, v in metrics.items()
             if k.endswith(("volume_dice", "nsd", "nsd_area", "dice_thravg"))}

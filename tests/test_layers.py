@@ -34,7 +34,8 @@ LAYERS = [
     ("analysis", ["covidseg.analysis"]),
     # the entry points, by module: where data= is resolved and MLflow upload policy lives
     ("stages", ["covidseg.datasets", "covidseg.preprocessing", "covidseg.train.stage",
-                "covidseg.train.pretrain", "covidseg.train.finetune", "covidseg.semi.pseudolabel",
+                "covidseg.train.pretrain", "covidseg.train.finetune", "covidseg.train.crossval",
+                "covidseg.semi.pseudolabel",
                 "covidseg.semi.meanteacher", "covidseg.analysis.compare", "covidseg.predict",
                 "covidseg.tuning", "covidseg.grid", "covidseg.gridclaims", "covidseg.pipeline"]),
     # what MLflow (a logged model) or a shell starts

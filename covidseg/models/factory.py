@@ -40,16 +40,27 @@ class ModelSpec:
     encoder: str = "resnet34"
     in_channels: int = 1
     classes: int = 1
+    members: int = 1  # > 1: an ensemble of that many such networks (models/ensemble.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def member(self) -> ModelSpec:
+        """The spec of one member network."""
+        return ModelSpec(self.arch, self.encoder, self.in_channels, self.classes)
 
 
 def build_model(spec: ModelSpec, encoder_weights: str | None = None) -> nn.Module:
     """The network of ``spec`` with random weights (or a local encoder weight file); it carries
     ``covidseg_classes`` (1: one lesion logit, sigmoid; > 1: softmax over background + lesion
     classes)."""
-    model = _build(spec, encoder_weights)
+    if spec.members > 1:
+        from covidseg.models.ensemble import EnsembleNet
+
+        model = EnsembleNet([_build(spec.member(), encoder_weights)
+                             for _ in range(spec.members)])
+    else:
+        model = _build(spec, encoder_weights)
     model.covidseg_classes = int(spec.classes)
     return model
 

@@ -62,6 +62,9 @@ class Tag(str, Enum):
     STORAGE = "covidseg.storage"
     TRIAL_STATE = "covidseg.trial_state"
     BEST_TRIAL_RUN = "covidseg.best_trial_run"
+    # cross-validation (finetune cv=K)
+    CV_FOLD = "covidseg.cv_fold"  # the fold a nested fold run trained without
+    ENSEMBLE_OF = "covidseg.ensemble_of"  # the fold runs whose models the ensemble averages
     # pipeline
     PIPELINE_STAGE = "covidseg.pipeline_stage"
     STAGE = "covidseg.stage."  # + stage name: Tag.stage(name)

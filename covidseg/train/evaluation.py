@@ -35,6 +35,7 @@ from covidseg.inference import output_classes, predict_volume
 from covidseg.tracking import Tag
 from covidseg.train import figures
 from covidseg.train.metrics import (
+    Calibration,
     overlap_metrics,
     sensitivity_specificity,
     summarise,
@@ -110,6 +111,7 @@ class Evaluation:
     sens_spec: list[tuple[float, float]] = field(default_factory=list)
     threshold: float = 0.5
     grid: str = "original"
+    calibration: Calibration = field(default_factory=Calibration)
 
     def add_slice(self, prob: np.ndarray, ref: np.ndarray) -> None:
         self.curves.append(threshold_dice_curve(prob, ref))
@@ -118,10 +120,11 @@ class Evaluation:
 
 def evaluate_cases(model, ds: PreprocessedDataset, case_ids, device, batch_size: int = 16,
                    threshold: float = 0.5, keep: int = 0, split: str = "",
-                   area: bool = True) -> Evaluation:
+                   area: bool = True, tta: bool = False) -> Evaluation:
     """Score ``model`` on the labelled ``case_ids`` (original grid, and the preprocessed grid as
     ``*_resampled``); ``keep`` cases with the largest reference lesion are kept for overlays;
-    ``area``: compute the surface-area NSD (original grid only)."""
+    ``area``: compute the surface-area NSD (original grid only); ``tta``: test-time
+    mirroring."""
     ev = Evaluation(threshold=threshold)
     multiclass = output_classes(model) > 1
     for c in case_ids:
@@ -131,9 +134,10 @@ def evaluate_cases(model, ds: PreprocessedDataset, case_ids, device, batch_size:
         meta = ds.cases[c]
         image, ref_labels = np.asarray(image), np.asarray(infection)
         ref = ref_labels > 0
-        probs = predict_volume(model, image, device, batch_size, classes=multiclass)
+        probs = predict_volume(model, image, device, batch_size, classes=multiclass, tta=tta)
         prob = 1.0 - probs[0] if multiclass else probs
         pred = prob > threshold
+        ev.calibration.add(prob, ref, None if meta.get("slice_image") else image != 0)
         row = {"case_id": c, "split": split, "source": meta.get("source", "")}
         resampled = score_case(pred, ref, spacing_zyx(meta), area=False)
         if multiclass:
@@ -227,7 +231,13 @@ def log_evaluation(tracker, ev: Evaluation, split: str, prefix: str | None = Non
     """Metrics ``{prefix}_volume_*`` (prefix: the split's name unless given), the per-case CSV
     and the figures of one split."""
     metrics = summary_metrics(ev, prefix or split)
+    calibration = ev.calibration.summary()
+    metrics.update({f"{prefix or split}_{k}": v for k, v in calibration.items()})
     tracker.log_metrics(metrics)
+    if ev.calibration.count.sum() and split != "train":
+        tracker.log_table(ev.calibration.table(), f"tables/{split}_calibration.csv")
+        tracker.figure(f"figures/{split}_reliability_pixels.png", figures.reliability_diagram,
+                       ev.calibration.table(), split, calibration)
     if ev.grid != "original":
         tracker.set_tags({Tag.EVAL_GRID: ev.grid})
     tracker.log_table(ev.rows, f"tables/{split}_per_volume.csv")

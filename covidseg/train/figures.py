@@ -88,3 +88,26 @@ def grid_figure(table: list[dict]):
     ax.set_title("grid: architecture × init × strategy × regime")
     fig.tight_layout()
     return fig
+
+
+def reliability_diagram(table: list[dict], split: str, summary: dict):
+    """Lesion fraction against mean predicted probability per bin (the diagonal: calibrated),
+    with each bin's share of the pixels."""
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(5.2, 6.2), sharex=True,
+                                  gridspec_kw={"height_ratios": [3, 1]})
+    rows = [r for r in table if r["pixels"]]
+    centres = [(r["bin_low"] + r["bin_high"]) / 2 for r in table]
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="calibrated")
+    ax.plot([r["mean_probability"] for r in rows], [r["lesion_fraction"] for r in rows], "o-",
+            label="this model")
+    ax.set_ylabel("lesion fraction of the pixels")
+    ax.set_title(f"{split}: pixel calibration — ECE {summary['ece']:.4f}, mean p on lesion "
+                 f"{summary['lesion_probability']:.2f}", fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    total = sum(r["pixels"] for r in table) or 1
+    ax2.bar(centres, [r["pixels"] / total for r in table], width=0.9 / len(table))
+    ax2.set_yscale("log")
+    ax2.set_xlabel("predicted lesion probability")
+    ax2.set_ylabel("share of pixels")
+    fig.tight_layout()
+    return fig

@@ -194,7 +194,9 @@ def finalise_segmentation(stage: Stage, model, spec: ModelSpec, result, train_id
             continue
         ev = evaluate_cases(model, ds, ids, device, batch, threshold=threshold,
                             keep=0 if split == "train" else cfg.overlays, split=split,
-                            area=split != "train")  # the costly surface-area NSD: val and test
+                            area=split != "train",  # the costly surface-area NSD: val and test
+                            tta=cfg.tta)
+        stage.evaluations[split] = ev
         # the per-epoch series is val_volume_dice: the best model's final scores are final_*
         prefix = "test" if split == "test" else f"final_{split}"
         metrics = log_evaluation(tracker, ev, split, prefix)
@@ -205,7 +207,8 @@ def finalise_segmentation(stage: Stage, model, spec: ModelSpec, result, train_id
             key = f"{prefix}_slice_dice_thravg"
             summary[key] = round(metrics[key], 4)
     model_dir = save_model(stage.workdir / "model", model, spec,
-                           {**extra, "threshold": threshold, "best_epoch": result.best_epoch,
+                           {**extra, "threshold": threshold, "tta": bool(cfg.tta),
+                            "best_epoch": result.best_epoch,
                             "best_val_volume_dice": result.best_score, "run_id": tracker.run_id})
     uri = tracker.log_model(model_dir, "model", getattr(cfg, "register_as", ""),
                             getattr(cfg, "alias", ""), metrics=scores)
@@ -216,7 +219,19 @@ def finalise_segmentation(stage: Stage, model, spec: ModelSpec, result, train_id
 
 
 def finetune(cfg: FinetuneConfig, tracker=None, on_epoch_end=None, progress: bool = True) -> dict:
-    """The ``finetune`` entry point (also the objective of ``tune``)."""
+    """The ``finetune`` entry point (also the objective of ``tune``); ``cv=K``: K nested fold
+    runs and their ensemble (:mod:`covidseg.train.crossval`)."""
+    if cfg.cv:
+        from covidseg.train.crossval import cross_validate
+
+        return cross_validate(cfg, tracker, progress)
+    return finetune_fold(cfg, tracker, on_epoch_end, progress).summary
+
+
+def finetune_fold(cfg: FinetuneConfig, tracker=None, on_epoch_end=None,
+                  progress: bool = True) -> Stage:
+    """One finetune run on ``cfg.fold``; the stage it leaves holds the summary, the trained
+    network (``stage.model``) and the final evaluations (None on ranks other than 0)."""
     stage = Stage.begin(cfg, tracker, on_epoch_end, progress)
     tracker = stage.tracker
 
@@ -243,5 +258,7 @@ def finetune(cfg: FinetuneConfig, tracker=None, on_epoch_end=None, progress: boo
     extra = model_extra(stage.ds, cfg, "segmentation", "finetune")
     result = stage.train(task, spec, extra)
     if not stage.is_main:
-        return None  # rank 0 evaluates and logs the model
-    return finalise_segmentation(stage, model, spec, result, train_ids, val_ids, extra)
+        return stage  # rank 0 evaluates and logs the model
+    stage.model, stage.spec, stage.extra = model, spec, extra
+    stage.summary = finalise_segmentation(stage, model, spec, result, train_ids, val_ids, extra)
+    return stage

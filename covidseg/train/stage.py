@@ -11,7 +11,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +80,13 @@ class Stage:
     progress: bool = True
     on_epoch_end: list | None = None
     plan: Plan | None = None  # what the dataset decided (finetune, meanteacher)
+    # what a finished run leaves (rank 0): its summary, network, spec, model.json extras and
+    # final evaluations by split
+    summary: dict | None = None
+    model: object = None
+    spec: ModelSpec | None = None
+    extra: dict = field(default_factory=dict)
+    evaluations: dict = field(default_factory=dict)
 
     @classmethod
     def begin(cls, cfg: TrainingConfig, tracker=None, on_epoch_end=None,

@@ -22,7 +22,7 @@ from covidseg.data.store import PreprocessedDataset
 from covidseg.inference import predict_volume, to_coarse
 from covidseg.train.distributed import shard, world
 from covidseg.train.losses import SegmentationLoss
-from covidseg.train.metrics import overlap_metrics
+from covidseg.train.metrics import Calibration, overlap_metrics
 
 
 def default_workers(requested: int = -1) -> int:
@@ -144,8 +144,8 @@ class _Segmentation(_Base):
         return self.loss(self.train_model(images), masks), {}
 
     def validate(self, epoch: int) -> dict:
-        return {"val_volume_dice": volume_dice(self.model, self.ds, self.val_ids, self.device,
-                                               self.eval_batch, self.threshold)}
+        return validation_scores(self.model, self.ds, self.val_ids, self.device, self.eval_batch,
+                                 self.threshold)
 
 
 class SegmentationTask(_Segmentation):
@@ -208,6 +208,28 @@ def labelled_predictions(model, ds: PreprocessedDataset, case_ids, device, batch
         if infection is not None:
             yield (predict_volume(model, np.asarray(image), device, batch_size),
                    np.asarray(infection) > 0)
+
+
+def validation_scores(model, ds: PreprocessedDataset, case_ids, device, batch_size: int = 16,
+                      threshold: float = 0.5, prefix: str = "val_") -> dict:
+    """The per-epoch validation: ``val_volume_dice`` (mean 3D Dice over volumes on the
+    preprocessed grid at ``threshold``) and the calibration of the same probabilities
+    (:class:`~covidseg.train.metrics.Calibration`: ``val_lesion_probability``, ``val_ece``,
+    ``val_background_confident``; CT: over the pixels inside the image, a slice set: all)."""
+    scores, calibration = [], Calibration()
+    for c in case_ids:
+        image, infection, _ = ds.load(c)
+        if infection is None:
+            continue
+        image = np.asarray(image)
+        prob = predict_volume(model, image, device, batch_size)
+        ref = np.asarray(infection) > 0
+        scores.append(overlap_metrics(prob > threshold, ref)["dice"])
+        region = None if ds.cases[c].get("slice_image") else image != 0
+        calibration.add(prob, ref, region)
+    out = {f"{prefix}volume_dice": float(np.mean(scores)) if scores else float("nan")}
+    out.update({f"{prefix}{k}": v for k, v in calibration.summary().items()})
+    return out
 
 
 def volume_dice(model, ds: PreprocessedDataset, case_ids, device, batch_size: int = 16,

@@ -72,10 +72,10 @@ def merge_evaluations(evaluations: list[Evaluation]) -> Evaluation:
     return out
 
 
-def cross_validate(cfg: FinetuneConfig, tracker=None, progress: bool = True) -> dict:
-    """The ``finetune`` entry point with ``cv=K`` (see the module docstring)."""
-    from covidseg.train.finetune import finetune_fold
-
+def cross_validate(cfg: FinetuneConfig, train_fold, tracker=None, progress: bool = True) -> dict:
+    """The ``finetune`` entry point with ``cv=K`` (see the module docstring); ``train_fold``
+    (config, tracker, progress=…) → the :class:`Stage` of one finished fold run
+    (:func:`covidseg.train.finetune.finetune_fold`)."""
     tracker = tracker or NullTracker()
     if world().active:
         raise ConfigError("cv= trains its folds one after another in one process: under "
@@ -99,7 +99,7 @@ def cross_validate(cfg: FinetuneConfig, tracker=None, progress: bool = True) -> 
         fold_cfg = replace(cfg, fold=k, cv=0, register_as="", alias="")
         with fold_run(tracker, k, fold_cfg) as child:
             log.info("cv: fold %d of %d", k + 1, n_folds)
-            stages.append(finetune_fold(fold_cfg, child, progress=progress))
+            stages.append(train_fold(fold_cfg, child, progress=progress))
             runs.append(child.run_id or f"fold-{k}")
     return _ensemble(cfg, tracker, ds, stages, runs)
 

@@ -224,7 +224,7 @@ def finetune(cfg: FinetuneConfig, tracker=None, on_epoch_end=None, progress: boo
     if cfg.cv:
         from covidseg.train.crossval import cross_validate
 
-        return cross_validate(cfg, tracker, progress)
+        return cross_validate(cfg, finetune_fold, tracker, progress)
     return finetune_fold(cfg, tracker, on_epoch_end, progress).summary
 
 

@@ -75,3 +75,36 @@ def test_slice_baseline_benchmark_runs_at_toy_size(tmp_path):
     lines = [ln for ln in out.splitlines() if ln.startswith("RATIOS ")]
     assert len(lines) == 1 and re.fullmatch(
         r"RATIOS covidseg_over_bare=(\S+) covidseg_over_bare_all_labelled=(\S+)", lines[0]), out
+
+
+@pytest.mark.e2e
+def test_real_slices_benchmark_runs_at_toy_size(tmp_path):
+    """benchmarks/real_slices.py on a demo slice export laid out like the real set (train/
+    images + masks): every arm on the same fold's slices, scored per slice, the paired
+    differences and the ratio line printed, the per-slice JSON written."""
+    import json
+
+    from covidseg.data.phantom import export_demo_slices
+
+    export_demo_slices(tmp_path / "slices", n_labelled=8, n_test=0, n_unlabelled=0,
+                       size=(60, 90), phantom_size=96, depth_mm=24, slices_per_volume=2, seed=2)
+    r = run([sys.executable, str(REPO / "benchmarks" / "real_slices.py"), "--data",
+             str(tmp_path / "slices"), "--size", "64", "--steps", "3", "--k", "2", "--folds",
+             "1", "--encoder", "resnet18", "--workers", "0", "--set", "augment=none",
+             "--out", str(tmp_path / "scores.json")], tmp_path, OMP_NUM_THREADS="1")
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    out = r.stdout
+    assert "steps=3" in out and "covidseg_set={'augment': 'none'}" in out
+    for arm in ("covidseg", "thesis", "bare"):
+        assert re.search(rf"^fold 1 {arm}: Dice [0-9.]+ meanDic [0-9.]+", out, re.MULTILINE), out
+    assert re.search(r"covidseg − bare, dice: [+-][0-9.]+ \(95 % CI", out)
+    lines = [ln for ln in out.splitlines() if ln.startswith("RATIOS ")]
+    assert len(lines) == 1 and "covidseg_over_bare_dice=" in lines[0] and \
+        "covidseg_over_thesis_meandic=" in lines[0]
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    by_arm = {}
+    for s in scores["slices"]:
+        by_arm.setdefault(s["arm"], set()).add(s["case_id"])
+        assert 0 <= s["dice"] <= 1 and 0 <= s["meandic"] <= 1 and s["fold"] == 1
+    assert len(by_arm) == 3 and len({frozenset(v) for v in by_arm.values()}) == 1  # same slices
+    assert len(by_arm["bare"]) == 4

@@ -1,0 +1,268 @@
+"""covidseg's training recipe on real CT slices: 5-fold cross-validation of (a) covidseg's
+defaults, (b) the thesis's settings and (c) a bare smp loop, on the same folds, with the same
+initial weights and the same number of optimiser steps.
+
+    python benchmarks/real_slices.py --data ../shared/data/covid-ct-slices          # 2-core CPU
+    python benchmarks/real_slices.py --data ../shared/data/covid-ct-slices \\
+        --size 384 --steps 0 --device cuda                                         # GPU, full size
+
+The labelled slices of ``--data`` (``labelled/images`` + ``labelled/masks``, or ``train/…``; the
+folder is only read, never copied) are preprocessed by covidseg once (each slice resized so its
+longer side is ``--size``, z-scored; no test set held out) and split into ``--k`` folds by
+``--split_seed``.  For each fold in ``--folds``, each arm trains on the other folds and is scored
+on that fold — nothing of the scored fold chooses anything for (a) (it keeps its last weights) or
+(c) (constant lr, last weights); (b) keeps its best epoch *by the scored fold* (the thesis's
+early stopping), which favours it:
+
+* **covidseg** — ``finetune`` with its defaults (``--set key=value`` overrides one, e.g. to
+  measure a candidate), ``epochs × iterations_per_epoch`` = ``--steps``;
+* **thesis** — ``finetune -P recipe=thesis`` (Adam 2e-4, StepLR, one pass an epoch, per-sample
+  Dice, mild augmentation, best epoch, early stop after 30), as many epochs as make ``--steps``;
+* **bare** — the textbook smp loop of ``slice_baseline.py`` (images /255, letterboxed to
+  ``--size``, ``A.Affine`` rotation ±10° / scale 0.9-1.1, BCE + Dice, Adam at a constant
+  ``--bare_lr``, the final weights), ``--steps`` steps.
+
+Every arm starts from the same initial weights (torch seeded alike before the network is built)
+and takes ``--steps`` steps of ``--batch_size`` slices.  Each slice of the scored fold is scored by
+the same code at its **original size** (the probability map resized back): Dice at 0.5 (at the
+model's threshold for covidseg) and the threshold-averaged Dice of Inf-Net's EvaluationTool
+(``meanDic``: the map min-max normalised, 256 thresholds).  Printed: per fold and overall means,
+the paired per-slice differences (a) − (c) and (a) − (b) with a 95 % interval (t over the slices;
+and the per-fold means), and the ratios.  ``--out FILE`` writes every slice's scores as JSON.
+
+``--steps 0``: the plan's number of steps for these slices (what ``finetune`` would run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from bench import header, ratios, table
+from slice_baseline import letterbox, read_gray, read_mask, train_bare
+
+ARMS = ("covidseg", "thesis", "bare")
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``key=value`` overrides of covidseg's finetune parameters (typed by FinetuneConfig)."""
+    from dataclasses import fields
+
+    from covidseg.config import FinetuneConfig, parse_value
+
+    known = {f.name: f for f in fields(FinetuneConfig)}
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in known:
+            raise SystemExit(f"--set {key}: not a finetune parameter")
+        out[key] = parse_value(known[key], value)
+    return out
+
+
+def preprocess(folder: Path, args) -> str:
+    """covidseg's preprocessing of the labelled slices only (no test set, ``--k`` folds)."""
+    from covidseg.config import PreprocessConfig
+    from covidseg.data.layouts import folder_patterns
+    from covidseg.preprocessing import preprocess_dataset
+
+    patterns = folder_patterns(folder)
+    if not patterns:
+        raise SystemExit(f"{folder}: no labelled/images + labelled/masks (or train/…) folders")
+    cfg = PreprocessConfig(data=str(folder), dataset="glob", images=patterns["images"],
+                           masks=patterns["masks"], image_size=args.size, test_cases=0,
+                           folds=args.k, seed=args.split_seed, lung_method="none")
+    return preprocess_dataset(cfg, progress=False)["dataset_path"]
+
+
+def scores_at_original_size(prob: np.ndarray, ref: np.ndarray, threshold: float) -> dict:
+    """Dice at ``threshold`` and Inf-Net's threshold-averaged Dice of one slice."""
+    from covidseg.train.metrics import overlap_metrics, threshold_dice_curve
+
+    return {"dice": overlap_metrics(prob > threshold, ref)["dice"],
+            "meandic": float(threshold_dice_curve(prob, ref).mean())}
+
+
+def covidseg_probabilities(model, ds, case_id: str, device, tta: bool) -> np.ndarray:
+    """A preprocessed slice's lesion probability, back at its original size."""
+    from covidseg.data.geometry import unresize_slices
+    from covidseg.inference import predict_volume
+
+    image = np.asarray(ds.load(case_id)[0], dtype=np.float32)
+    prob = predict_volume(model, image, device, 16, tta=tta)
+    shape = tuple(ds.cases[case_id]["canonical_geometry"]["size"][1::-1])
+    fit = ds.descriptor["config"].get("slice_fit") or "resize"
+    return unresize_slices(prob, shape, fit)[0] if prob.shape[1:] != shape else prob[0]
+
+
+def bare_probabilities(model, record, size: int, device) -> np.ndarray:
+    import cv2
+    import torch
+
+    image = read_gray(record.image)
+    boxed, (y0, x0, nh, nw) = letterbox(image, size, cv2.INTER_AREA)
+    model.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(boxed.astype(np.float32)[None, None] / 255.0).to(device)
+        prob = torch.sigmoid(model(x))[0, 0].float().cpu().numpy()[y0:y0 + nh, x0:x0 + nw]
+    return cv2.resize(prob, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def run_covidseg(dataset: str, fold: int, steps: int, args, recipe: dict) -> tuple:
+    """finetune on the other folds; (model, threshold, tta, summary)."""
+    import shutil
+
+    from covidseg.config import FinetuneConfig
+    from covidseg.models.checkpoint import load_model
+    from covidseg.train.finetune import finetune
+
+    cfg = FinetuneConfig(data=dataset, fold=fold, seed=args.seed, batch_size=args.batch_size,
+                         encoder=args.encoder, device=args.device, workers=args.workers,
+                         checkpoint_every=0, overlays=0, **recipe)
+    summary = finetune(cfg, progress=False)
+    model_dir = Path(summary["model_uri"])
+    model, config = load_model(model_dir)
+    shutil.rmtree(model_dir.parent, ignore_errors=True)  # the local run folder in the cache
+    return model, float(config.get("threshold", 0.5)), bool(config.get("tta")), summary
+
+
+def epochs_for(steps: int, per_epoch: int) -> int:
+    return max(1, math.ceil(steps / per_epoch))
+
+
+def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Mean of a − b and its 95 % t-interval over the pairs."""
+    from scipy import stats
+
+    d = np.asarray(a) - np.asarray(b)
+    if len(d) < 2:
+        return float(d.mean()), float("nan"), float("nan")
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+
+def main() -> None:
+    from covidseg.data.layouts import read_manifest
+    from covidseg.data.splits import fold_split
+    from covidseg.data.store import PreprocessedDataset
+    from covidseg.device import resolve_device
+    from covidseg.train.plan import ITERATIONS_PER_EPOCH, total_iterations
+    from covidseg.train.tasks import default_workers
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True, help="folder with labelled/images, labelled/masks")
+    ap.add_argument("--size", type=int, default=96, help="the longer side slices are resized to "
+                                                         "(multiple of 32)")
+    ap.add_argument("--steps", type=int, default=250, help="optimiser steps of every arm (0: the "
+                                                           "plan's for these slices)")
+    ap.add_argument("--k", type=int, default=5, help="folds")
+    ap.add_argument("--folds", default="", help="the folds to run (default all: 0,…,k-1)")
+    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--split_seed", type=int, default=0, help="seed of the fold split")
+    ap.add_argument("--seed", type=int, default=0, help="training seed of every arm")
+    ap.add_argument("--batch_size", type=int, default=8)
+    ap.add_argument("--encoder", default="resnet34")
+    ap.add_argument("--bare_lr", type=float, default=1e-3)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a covidseg finetune parameter for arm (a), e.g. --set lr=3e-3")
+    ap.add_argument("--workers", type=int, default=-1)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default="", help="write every slice's scores here (JSON)")
+    args = ap.parse_args()
+    if args.size % 32:
+        ap.error("--size must be a multiple of 32")
+    arms = [a for a in args.arms.split(",") if a]
+    if set(arms) - set(ARMS):
+        ap.error(f"--arms: choose from {', '.join(ARMS)}")
+    overrides = parse_sets(args.set)
+    device = resolve_device(args.device)
+    args.workers = default_workers(args.workers)
+    folder = Path(args.data).expanduser()
+
+    t0 = time.perf_counter()
+    dataset = preprocess(folder, args)
+    ds = PreprocessedDataset(Path(dataset))
+    records = {r.case_id: r for r in read_manifest(ds.root / "manifest.csv")}
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else list(range(args.k))
+    n_train = len(fold_split(ds.splits, folds[0])[0])
+    steps = args.steps or total_iterations(n_train, args.batch_size)
+    per_epoch = int(overrides.get("iterations_per_epoch", min(ITERATIONS_PER_EPOCH, steps)))
+    steps = epochs_for(steps, per_epoch) * per_epoch  # whole epochs: every arm takes as many
+    per_pass = max(1, n_train // args.batch_size)
+    thesis_epochs = epochs_for(steps, per_pass)
+    header("real CT slices: covidseg's defaults vs the thesis's settings vs a bare smp loop "
+           "(same folds, same initial weights, same optimiser steps)", device,
+           data=str(folder), size=args.size, k=args.k, folds=",".join(map(str, folds)),
+           split_seed=args.split_seed, seed=args.seed, steps=steps, batch_size=args.batch_size,
+           encoder=args.encoder, training_slices_per_fold=n_train, covidseg_set=overrides or "-",
+           thesis=f"{thesis_epochs} epochs of {per_pass} steps (at most)",
+           bare_lr=args.bare_lr, workers=args.workers,
+           preprocess_s=round(time.perf_counter() - t0, 1))
+
+    if "epochs" in overrides:
+        ap.error("--set epochs: give --steps (every arm takes as many)")
+    covidseg_recipe = {**overrides, "epochs": steps // per_epoch,
+                       "iterations_per_epoch": per_epoch}
+    thesis_recipe = {"recipe": "thesis", "epochs": thesis_epochs}
+    per_slice = {a: [] for a in arms}
+    fold_rows = []
+    for fold in folds:
+        train_ids, val_ids = fold_split(ds.splits, fold)
+        row = {"fold": fold, "val_slices": len(val_ids)}
+        for arm in arms:
+            t = time.perf_counter()
+            if arm == "bare":
+                model = train_bare([records[c] for c in train_ids], args.size, steps,
+                                   args.batch_size, args.bare_lr, args.seed, args.workers,
+                                   device, args.encoder)
+                probs = {c: bare_probabilities(model, records[c], args.size, device)
+                         for c in val_ids}
+                threshold, note = 0.5, ""
+            else:
+                recipe = covidseg_recipe if arm == "covidseg" else thesis_recipe
+                model, threshold, tta, summary = run_covidseg(dataset, fold, steps, args, recipe)
+                model = model.to(device)
+                probs = {c: covidseg_probabilities(model, ds, c, device, tta) for c in val_ids}
+                note = f" (best epoch {summary['best_epoch']})" if arm == "thesis" else ""
+            scores = [{"case_id": c, "arm": arm, "fold": fold,
+                       **scores_at_original_size(probs[c], read_mask(records[c].infection),
+                                                 threshold)} for c in val_ids]
+            per_slice[arm] += scores
+            row[f"{arm} Dice"] = float(np.mean([s["dice"] for s in scores]))
+            row[f"{arm} meanDic"] = float(np.mean([s["meandic"] for s in scores]))
+            row[f"{arm} s"] = round(time.perf_counter() - t, 1)
+            print(f"fold {fold} {arm}: Dice {row[f'{arm} Dice']:.4f} meanDic "
+                  f"{row[f'{arm} meanDic']:.4f}{note} [{row[f'{arm} s']} s]", flush=True)
+            del model
+        fold_rows.append(row)
+
+    table(fold_rows + [{"fold": "mean", "val_slices": sum(r["val_slices"] for r in fold_rows),
+                        **{k: float(np.mean([r[k] for r in fold_rows]))
+                           for k in fold_rows[0] if k not in ("fold", "val_slices")}}],
+          floatfmt="{:.4f}")
+    out = {}
+    for other in [a for a in ("bare", "thesis") if a in arms and "covidseg" in arms]:
+        for metric in ("dice", "meandic"):
+            a = [s[metric] for s in per_slice["covidseg"]]
+            b = [s[metric] for s in per_slice[other]]
+            mean, lo, hi = paired(a, b)
+            by_fold = [float(np.mean([s[metric] for s in per_slice["covidseg"]
+                                      if s["fold"] == f])
+                             - np.mean([s[metric] for s in per_slice[other] if s["fold"] == f]))
+                       for f in folds]
+            print(f"covidseg − {other}, {metric}: {mean:+.4f} (95 % CI {lo:+.4f} … {hi:+.4f} over "
+                  f"{len(a)} slices; per fold {' '.join(f'{d:+.3f}' for d in by_fold)})")
+            out[f"covidseg_over_{other}_{metric}"] = float(np.mean(a) / max(np.mean(b), 1e-9))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"settings": {**vars(args), "steps": steps},
+                                              "folds": fold_rows,
+                                              "slices": sum(per_slice.values(), [])}, indent=1))
+    ratios(**out)
+
+
+if __name__ == "__main__":
+    main()

@@ -407,6 +407,11 @@ class EvaluateConfig(CommonConfig):
 
 
 
+def _finetune_default(name: str):
+    """finetune's default of ``name``: grid and pipeline cells train with the same defaults."""
+    return FinetuneConfig.__dataclass_fields__[name].default
+
+
 @dataclass
 class GridConfig(CommonConfig):
     archs: str = param("unet,attention-unet", "comma-separated architectures")
@@ -423,10 +428,15 @@ class GridConfig(CommonConfig):
                                 "arch=RUN,arch=RUN, or one run/file for all")
     pretrain_epochs: int = param(5, "epochs of those pretrain runs")
     encoder: str = param("resnet34", "encoder of every cell")
-    epochs: int = param(30, "maximum epochs of every cell")
-    patience: int = param(10, "early stop of every cell")
-    lr: float = param(1e-3, "learning rate of every cell")
-    batch_size: int = param(8, "slices per batch")
+    recipe: str = param(_finetune_default("recipe"), "training recipe of every cell (finetune's)",
+                        ("covidseg", "thesis"))
+    epochs: int = param(_finetune_default("epochs"), "epochs of every cell (0: the plan's, as "
+                                                     "finetune)")
+    iterations_per_epoch: int = param(_finetune_default("iterations_per_epoch"),
+                                      "optimiser steps per epoch of every cell (0: the plan's)")
+    patience: int = param(_finetune_default("patience"), "early stop of every cell (0: never)")
+    lr: float = param(_finetune_default("lr"), "peak learning rate of every cell")
+    batch_size: int = param(_finetune_default("batch_size"), "slices per batch")
     workers: int = param(-1, "DataLoader workers (-1: from the CPU count)")
     storage: str = param("", "database where workers on several machines share the grid's cells "
                              "(postgresql://user@host/db, or sqlite:///file on one machine; its "
@@ -448,14 +458,15 @@ PIPELINE_OWN = [
                             "run id or model URI, or a Models Genesis checkpoint file (the "
                             "pretrain stage is skipped)")),
 ]
-# demo-sized defaults for the whole chain on a laptop CPU (each stage's own entry point keeps
-# the thesis defaults)
-PIPELINE_DEFAULTS = {"pretrain_epochs": 5, "pretrain_image_size": 96, "finetune_epochs": 30,
-                     "finetune_patience": 10, "finetune_lr": 1e-3, "finetune_lesion_boost": 3.0,
+# what the chain does differently from each stage's own entry point: a short pretrain, no
+# intermediate checkpoints, the mean teacher's shorter run (finetune keeps its own defaults: the
+# plan's iterations, the recipe chosen by cross-validation)
+PIPELINE_DEFAULTS = {"pretrain_epochs": 5, "pretrain_image_size": 96,
                      "meanteacher_epochs": 20, "meanteacher_patience": 10, "meanteacher_lr": 2e-4,
                      "meanteacher_lesion_boost": 3.0, "rampup_epochs": 6,
                      "compare_mode": "init-vs-final", "pretrain_checkpoint_every": 0,
                      "finetune_checkpoint_every": 0, "meanteacher_checkpoint_every": 0}
+# meanteacher's own: its epochs and patience count epochs of the plan's iterations
 
 
 def _pipeline_config():

@@ -91,8 +91,9 @@ def cell_config(cfg: GridConfig, arch: str, cell: str, regime: str, fold: int,
                           checkpoint_every=0, encoder=cfg.encoder,
                           init="scratch" if scratch else init,
                           strategy="all" if scratch else cell, regime=regime, fold=fold,
-                          epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr,
-                          batch_size=cfg.batch_size, workers=cfg.workers, overlays=1)
+                          recipe=cfg.recipe, epochs=cfg.epochs,
+                          iterations_per_epoch=cfg.iterations_per_epoch, patience=cfg.patience,
+                          lr=cfg.lr, batch_size=cfg.batch_size, workers=cfg.workers, overlays=1)
 
 
 def pretrain_config(cfg: GridConfig, arch: str, mode: str) -> PretrainConfig:

@@ -158,8 +158,8 @@ def test_a_failing_cell_is_retried_once_then_recorded_and_named(tracking_uri, pr
     storage = f"sqlite:///{tmp_path / 'grid.db'}"
     args = ["covidseg", "grid", "--data", preprocess_run, "--experiment", "grid-failing",
             "--archs", "unet", "--strategies", "decoder", "--inits", missing, "--regimes", "10-40",
-            "--folds", "0", "--epochs", "1", "--encoder", "resnet18", "--workers", "0",
-            "--storage", storage]
+            "--folds", "0", "--epochs", "1", "--iterations_per_epoch", "4", "--encoder",
+            "resnet18", "--workers", "0", "--storage", storage]
     r = subprocess.run(args, cwd=tmp_path, capture_output=True, encoding="utf-8",
                        errors="replace", timeout=600,
                        env=subprocess_env(MLFLOW_TRACKING_URI=tracking_uri, OMP_NUM_THREADS=1))

@@ -16,7 +16,8 @@ TINY = {**TINY_DEMO, "pretrain_epochs": 1, "pretrain_image_size": 0, "finetune_e
         "finetune_lr": 3e-3,
         "meanteacher_epochs": 1, "probe_slices": 4, "max_points": 300,
         **{f"{s}_{k}": v for s in ("pretrain", "finetune", "meanteacher")
-           for k, v in {"encoder": "resnet18", "workers": 0}.items()
+           for k, v in {"encoder": "resnet18", "workers": 0, "iterations_per_epoch": 6,
+                        "warmup": 0}.items()
            if f"{s}_{k}" in PipelineConfig.__dataclass_fields__}}
 
 
@@ -75,7 +76,7 @@ def test_grid_cells_nested_aggregated_and_reused(tracking_uri, preprocess_run, t
 
     params = {"data": preprocess_run, "archs": "unet", "strategies": "scratch,decoder",
               "regimes": "10-40", "folds": "0,1", "pretrain_epochs": 1, "epochs": 1,
-              "encoder": "resnet18", "workers": 0}
+              "iterations_per_epoch": 6, "encoder": "resnet18", "workers": 0}
     # two inits: restoration and supervised (the auxiliary non-COVID volumes) pretraining
     first = mlflow_run("grid", {**params, "inits": "restoration,supervised"}, tmp_path,
                        tracking_uri, "grid")
@@ -121,7 +122,8 @@ def test_pipeline_on_a_glob_folder_with_unlabelled_images(tracking_uri, tmp_path
               "lungs": "lungs/*.nii.gz", "lung_method": "provided", "test_cases": 1, "folds": 2,
               "init": "scratch", "strategy": "all", "finetune_epochs": 2, "finetune_lr": 3e-3,
               "meanteacher_epochs": 1,
-              **{k: v for k, v in TINY.items() if k.endswith(("_encoder", "_workers"))}}
+              **{k: v for k, v in TINY.items()
+                 if k.endswith(("_encoder", "_workers", "_iterations_per_epoch", "_warmup"))}}
     parent = mlflow_run("pipeline", params, tmp_path, tracking_uri, "pipeline-glob")
     client = MlflowClient(tracking_uri)
     p = client.get_run(parent)

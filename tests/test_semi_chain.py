@@ -54,7 +54,7 @@ def test_finetune_pseudolabel_meanteacher_chain(tracking_uri, preprocess_run, tm
     ft = mlflow_run("finetune", {"data": preprocess_run, "epochs": 2, **FAST}, tmp_path,
                     tracking_uri, "semi")
     r = run(["covidseg", "finetune", "--data", preprocess_run, "--arch", "unet3d", "--epochs", "2",
-             "--lr", "1e-3", "--experiment", "semi"], tmp_path, MLFLOW_TRACKING_URI=tracking_uri)
+             "--lr", "1e-3", "--warmup", "0", "--experiment", "semi"], tmp_path, MLFLOW_TRACKING_URI=tracking_uri)
     assert r.returncode == 0, r.stderr[-3000:]
     done = re.search(r"^covidseg finetune: done .*\bmodel_uri=(models:/\S+)", r.stdout, re.M)
     assert done, r.stdout[-2000:]
@@ -109,7 +109,8 @@ def test_finetune_pseudolabel_meanteacher_chain(tracking_uri, preprocess_run, tm
     assert names == {"pseudo_label_examples.png"}
 
     mt = mlflow_run("meanteacher", {"data": preprocess_run, "model": ft, "pseudo": pm, "epochs": 2,
-                                    "rampup_epochs": 1, "batch_size": 8, "workers": 0},
+                                    "rampup_epochs": 1, "batch_size": 8, "workers": 0,
+                                    "iterations_per_epoch": 6, "warmup": 0},
                     tmp_path, tracking_uri, "semi")  # no encoder: the student is ft's network
     r = client.get_run(mt)
     t, m = r.data.tags, r.data.metrics

@@ -113,7 +113,8 @@ def test_a_login_protected_server_refuses_strangers_and_serves_members(tmp_path,
         assert r.json()["run"]["info"]["status"] == "FINISHED"
         # a training stage on the protected server; the UI after login shows it with its dataset
         ft = subprocess.run(["covidseg", "finetune", "--data", run_id, "--epochs", "1",
-                             "--encoder", "resnet18", "--batch_size", "8", "--workers", "0",
+                             "--iterations_per_epoch", "4", "--encoder", "resnet18",
+                             "--batch_size", "8", "--workers", "0",
                              "--checkpoint_every", "0", "--overlays", "0"], cwd=tmp_path,
                             capture_output=True, encoding="utf-8", errors="replace", timeout=900,
                             env=subprocess_env(MLFLOW_TRACKING_URI=server.uri,
@@ -175,7 +176,8 @@ def test_optuna_study_on_postgresql_with_two_workers(postgres, tracking_uri, pre
                                                      tmp_path):
     storage = postgres("optuna")
     cmd = ["covidseg", "tune", "--data", preprocess_run, "--params",
-           "epochs=1,encoder=resnet18,batch_size=8,workers=0", "--n_trials", "1", "--study_name",
+           "epochs=1,encoder=resnet18,batch_size=8,workers=0,iterations_per_epoch=4",
+           "--n_trials", "1", "--study_name",
            "pg-study", "--storage", storage, "--experiment", "tune-pg", "--search", "lr"]
     env = subprocess_env(MLFLOW_TRACKING_URI=tracking_uri)
     workers = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,

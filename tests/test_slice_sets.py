@@ -100,7 +100,7 @@ def test_slice_folder_through_mlflow_run_first_try(tracking_uri, tmp_path):
 
     ft = mlflow_run("finetune", data=prep.info.run_id, epochs=3, patience=5, batch_size=4,
                     encoder="resnet18", lr=1e-3, checkpoint_every=0, threshold="auto", overlays=1,
-                    workers=0)
+                    workers=0, iterations_per_epoch=6, warmup=0)
     m = ft.data.metrics
     for key in ("test_volume_dice", "test_volume_dice_resampled", "test_volume_nsd_area",
                 "test_slice_dice_thravg", "test_slice_dice_max", "test_slice_sensitivity",
@@ -217,7 +217,8 @@ def test_multiclass_masks_train_and_score_per_class(tmp_path):
                                             folds=2), progress=False)
     summary = finetune(FinetuneConfig(data=prep["dataset_path"], epochs=2, patience=5,
                                       batch_size=4, encoder="resnet18", checkpoint_every=0,
-                                      overlays=0, workers=0), progress=False)
+                                      overlays=0, workers=0, iterations_per_epoch=6, warmup=0),
+                       progress=False)
     from covidseg.data.store import PreprocessedDataset
     from covidseg.models.checkpoint import load_model
     from covidseg.train.evaluation import evaluate_cases

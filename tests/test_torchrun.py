@@ -29,7 +29,8 @@ pytestmark = pytest.mark.e2e
 
 TORCHRUN = ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "covidseg", "finetune"]
 TINY = ["--encoder", "resnet18", "--batch_size", "4", "--workers", "0", "--patience", "0",
-        "--checkpoint_every", "0", "--overlays", "0"]
+        "--checkpoint_every", "0", "--overlays", "0", "--iterations_per_epoch", "4", "--warmup",
+        "0"]
 
 
 def _kill_tree(pid: int) -> None:

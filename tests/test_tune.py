@@ -11,7 +11,7 @@ import optuna
 
 from tests.conftest import run, subprocess_env
 
-TRIAL = "epochs=2,encoder=resnet18,batch_size=8,workers=0"
+TRIAL = "epochs=2,encoder=resnet18,batch_size=8,workers=0,iterations_per_epoch=6,warmup=0"
 
 
 def tune_cmd(preprocess_run, study, storage, n_trials, extra=()):

@@ -15,7 +15,7 @@ from covidseg.train.pretrain import pretrain
 from tests.conftest import TINY_DEMO
 from tests.helpers import write_genesis_checkpoint
 
-FAST = dict(encoder="resnet18", batch_size=8, workers=0)
+FAST = dict(encoder="resnet18", batch_size=8, workers=0, iterations_per_epoch=6, warmup=0)
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,8 @@ def test_finetune_pseudolabel_meanteacher_chain(tracking_uri, preprocess_run, tm
     ft = mlflow_run("finetune", {"data": preprocess_run, "epochs": 2, **FAST}, tmp_path,
                     tracking_uri, "semi")
     r = run(["covidseg", "finetune", "--data", preprocess_run, "--arch", "unet3d", "--epochs", "2",
-             "--lr", "1e-3", "--warmup", "0", "--experiment", "semi"], tmp_path, MLFLOW_TRACKING_URI=tracking_uri)
+             "--lr", "1e-3", "--warmup", "0", "--experiment", "semi"], tmp_path,
+            MLFLOW_TRACKING_URI=tracking_uri)
     assert r.returncode == 0, r.stderr[-3000:]
     done = re.search(r"^covidseg finetune: done .*\bmodel_uri=(models:/\S+)", r.stdout, re.M)
     assert done, r.stdout[-2000:]

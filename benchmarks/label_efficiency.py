@@ -101,14 +101,13 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def epochs_for(ds, cfg, iterations: int) -> int:
-    """Epochs that make ``iterations`` optimiser steps on ``cfg``'s training volumes."""
-    from covidseg.train.finetune import training_cases
+def schedule_for(iterations: int) -> dict:
+    """``epochs`` × ``iterations_per_epoch`` = ``iterations`` (rounded up to whole epochs of at
+    most the plan's 50 steps): the same number of optimiser steps for every budget."""
+    from covidseg.train.plan import ITERATIONS_PER_EPOCH
 
-    train_ids, _ = training_cases(ds, cfg)
-    slices = sum(ds.cases[c]["shape"][0] for c in train_ids)
-    steps = max(1, slices // cfg.batch_size if slices > cfg.batch_size else 1)
-    return max(1, math.ceil(iterations / steps))
+    per_epoch = max(1, min(ITERATIONS_PER_EPOCH, iterations))
+    return {"epochs": max(1, math.ceil(iterations / per_epoch)), "iterations_per_epoch": per_epoch}
 
 
 def sweep(cfg: SweepConfig, tracker) -> list[dict]:
@@ -121,7 +120,6 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
         PretrainConfig,
         PseudolabelConfig,
     )
-    from covidseg.datasets import resolve_dataset
     from covidseg.pipeline import run_nested
 
     client = MlflowClient()
@@ -132,7 +130,6 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
                                demo_size=cfg.phantom_size, demo_depth=cfg.phantom_depth,
                                test_cases=cfg.test_cases, folds=cfg.folds, **common)
     data, _ = run_nested(tracker, "preprocess", pre_cfg, "preprocess", progress=False)
-    ds, _ = resolve_dataset(data)
     train = {"data": data, "batch_size": cfg.batch_size,
              "workers": cfg.workers, "device": cfg.device, "overlays": 1, "checkpoint_every": 0}
     rows = []
@@ -149,7 +146,7 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
             base = FinetuneConfig(**train, encoder=cfg.encoder, seed=seed, train_cases=budget,
                                   patience=0, lr=cfg.lr,
                                   lesion_boost=3.0)
-            base = replace(base, epochs=epochs_for(ds, base, cfg.iterations))
+            base = replace(base, **schedule_for(cfg.iterations))
             runs, pl_result = {}, {}
             if "scratch" in methods:
                 runs["scratch"], _ = run_nested(tracker, "finetune", base,
@@ -162,7 +159,8 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
                                                  f"finetune-b{budget}-s{seed}",
                                                  {**tags, "covidseg.sweep_method": "finetune"},
                                                  progress=False)
-            mt_epochs = epochs_for(ds, base, cfg.meanteacher_iterations)
+            mt_schedule = schedule_for(cfg.meanteacher_iterations)
+            mt_epochs = mt_schedule["epochs"]
             for method in [m for m in methods if m in SEMI]:
                 (source, consistency), pseudo = SEMI[method], ""
                 if source:
@@ -173,7 +171,7 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
                         tags)
                 mt = MeanteacherConfig(**train, seed=seed, train_cases=budget,
                                        model=runs["finetune"],
-                                       pseudo=pseudo, epochs=mt_epochs, patience=0, lr=2e-4,
+                                       pseudo=pseudo, **mt_schedule, patience=0, lr=2e-4,
                                        lesion_boost=3.0, rampup_epochs=max(1, mt_epochs // 3),
                                        consistency_weight=consistency)
                 runs[method], _ = run_nested(tracker, "meanteacher", mt,

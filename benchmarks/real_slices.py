@@ -28,7 +28,9 @@ the same code at its **original size** (the probability map resized back): Dice 
 model's threshold for covidseg) and the threshold-averaged Dice of Inf-Net's EvaluationTool
 (``meanDic``: the map min-max normalised, 256 thresholds).  Printed: per fold and overall means,
 the paired per-slice differences (a) − (c) and (a) − (b) with a 95 % interval (t over the slices;
-and the per-fold means), and the ratios.  ``--out FILE`` writes every slice's scores as JSON.
+and the per-fold means), what test-time mirroring changes for (a)'s models (each scored both
+ways: inference only, no training), and the ratios.  ``--out FILE`` writes every slice's scores
+as JSON.
 
 ``--steps 0``: the plan's number of steps for these slices (what ``finetune`` would run).
 """
@@ -46,6 +48,8 @@ from bench import header, ratios, table
 from slice_baseline import letterbox, read_gray, read_mask, train_bare
 
 ARMS = ("covidseg", "thesis", "bare")
+# the covidseg arm's model scored once more with test-time mirroring switched (on → off, off → on)
+MIRROR_ARM = {True: "covidseg with tta", False: "covidseg without tta"}
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -228,6 +232,14 @@ def main() -> None:
                 model = model.to(device)
                 probs = {c: covidseg_probabilities(model, ds, c, device, tta) for c in val_ids}
                 note = f" (best epoch {summary['best_epoch']})" if arm == "thesis" else ""
+                if arm == "covidseg":  # the same model with test-time mirroring flipped
+                    mirrored = {c: covidseg_probabilities(model, ds, c, device, not tta)
+                                for c in val_ids}
+                    per_slice.setdefault(MIRROR_ARM[not tta], []).extend(
+                        {"case_id": c, "arm": MIRROR_ARM[not tta], "fold": fold,
+                         **scores_at_original_size(mirrored[c],
+                                                   read_mask(records[c].infection), threshold)}
+                        for c in val_ids)
             scores = [{"case_id": c, "arm": arm, "fold": fold,
                        **scores_at_original_size(probs[c], read_mask(records[c].infection),
                                                  threshold)} for c in val_ids]
@@ -245,6 +257,16 @@ def main() -> None:
                            for k in fold_rows[0] if k not in ("fold", "val_slices")}}],
           floatfmt="{:.4f}")
     out = {}
+    for name in MIRROR_ARM.values():
+        if per_slice.get(name):
+            with_tta = name == MIRROR_ARM[True]
+            a, b = per_slice[name], per_slice["covidseg"]
+            on, off = (a, b) if with_tta else (b, a)
+            for metric in ("dice", "meandic"):
+                mean, lo, hi = paired([s[metric] for s in on], [s[metric] for s in off])
+                print(f"test-time mirroring on − off (covidseg's models), {metric}: {mean:+.4f} "
+                      f"(95 % CI {lo:+.4f} … {hi:+.4f}; with {np.mean([s[metric] for s in on]):.4f}"
+                      f", without {np.mean([s[metric] for s in off]):.4f})")
     for other in [a for a in ("bare", "thesis") if a in arms and "covidseg" in arms]:
         for metric in ("dice", "meandic"):
             a = [s[metric] for s in per_slice["covidseg"]]

@@ -192,15 +192,18 @@ def augment_override(factory):
         ft.augmentation = saved
 
 
-def train_covidseg(dataset_path: str, epochs: int, args, augment=None) -> tuple[dict, object]:
-    """finetune's summary and its best model; ``augment``: a preset name (``augment=``), or a
-    callable returning the augmentation object."""
+def train_covidseg(dataset_path: str, epochs: int, args, augment=None,
+                   per_epoch: int = 0) -> tuple[dict, object]:
+    """finetune's summary and its kept model after ``epochs`` × ``per_epoch`` steps (0: the
+    plan's steps an epoch); ``augment``: a preset name (``augment=``), or a callable returning the
+    augmentation object."""
     from covidseg.config import FinetuneConfig
     from covidseg.models.checkpoint import load_model
     from covidseg.train.finetune import finetune
 
     augment = args.augment if augment is None else augment
-    cfg = FinetuneConfig(data=dataset_path, epochs=epochs, patience=0, lr=args.lr,
+    cfg = FinetuneConfig(data=dataset_path, epochs=epochs, iterations_per_epoch=per_epoch,
+                         patience=0, lr=args.lr,
                          batch_size=args.batch_size, lesion_boost=args.lesion_boost,
                          checkpoint_every=0, overlays=0, fold=args.fold, regime="standard",
                          seed=args.seed, workers=args.workers, device=args.device,
@@ -331,7 +334,7 @@ def main() -> None:
                workers=workers, preprocess_s=round(t_pre, 1))
 
         t0 = time.perf_counter()
-        summary, model = train_covidseg(dataset_path, epochs, args)
+        summary, model = train_covidseg(dataset_path, epochs, args, per_epoch=per_epoch)
         t_ours = time.perf_counter() - t0
         ours = float(np.mean(score_covidseg(model, ds, recs["test"], device,
                                             float(summary.get("threshold", 0.5)))))

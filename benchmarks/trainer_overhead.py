@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import shutil
 import statistics
 import time
@@ -33,8 +34,13 @@ def bare_loop(task, model, cfg, device, epochs: int) -> None:
     from covidseg.device import autocast, grad_scaler, place_model
 
     model = place_model(model, device)  # the layout covidseg trains in: same arithmetic
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+    params = [p for p in model.parameters() if p.requires_grad]
+    # the same work as covidseg's defaults: AdamW, warm-up + cosine set every step, clipping
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total, warm = epochs * task.steps_per_epoch(), cfg.warmup
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else
+                                              0.5 * (1 + math.cos(math.pi * (s - warm)
+                                                                  / max(1, total - warm))))
     scaler = grad_scaler(device)
     step = 0
     for epoch in range(epochs):
@@ -44,10 +50,12 @@ def bare_loop(task, model, cfg, device, epochs: int) -> None:
             with autocast(device):
                 loss, _ = task.training_step(batch, step)
             scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
+            sched.step()
             step += 1
-        sched.step()
         task.validate(epoch)
 
 

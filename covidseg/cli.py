@@ -113,6 +113,41 @@ def render_mlproject() -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_reference() -> str:
+    """``docs/reference.md``: every entry point with what it does and all its parameters (name,
+    default, allowed values, meaning), rendered from the config dataclasses like MLproject."""
+    lines = ["# Entry-point reference", "",
+             "Generated from `covidseg/config.py` by `covidseg reference > docs/reference.md`: "
+             "edit the dataclasses, not this file (a test checks that the two agree).", "",
+             "Every entry point runs three ways with the same parameters: `mlflow run . -e NAME "
+             "--env-manager local -P key=value`, `covidseg NAME --key value`, `python "
+             "entrypoints/NAME.py --key value`. What each logs is in the README.", ""]
+    lines += [f"- [{name}](#{name})" for name in CONFIGS] + [""]
+    for name, cls in CONFIGS.items():
+        lines += [f"## {name}", "", _markdown(description(name) or (cls.__doc__ or "").strip()),
+                  "",
+                  "| parameter | default | values | meaning |", "| --- | --- | --- | --- |"]
+        for f in fields(cls):
+            default = field_default(f)
+            if isinstance(default, bool):
+                default = "true" if default else "false"
+            choices = f.metadata.get("choices")
+            values = ", ".join(f"`{c}`" for c in choices if c != "") if choices else ""
+            shown = f"`{default}`" if default != "" else ""
+            meaning = f.metadata.get("help", "").replace("|", "\\|")
+            lines.append(f"| `{f.name}` | {shown} | {values} | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _markdown(text: str) -> str:
+    """A docstring paragraph as Markdown: Sphinx roles and double backticks to code spans."""
+    import re
+
+    text = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", text)
+    return text.replace("``", "`")
+
+
 def _yaml_scalar(v) -> str:
     s = str(v)
     return f'"{s}"'
@@ -129,11 +164,15 @@ def main(argv: list[str] | None = None, name: str | None = None) -> int:
         if not argv or argv[0] in ("-h", "--help"):
             print("usage: covidseg NAME [--key value ...]\n\nentry points: "
                   + ", ".join(CONFIGS) + "\n\n`covidseg NAME --help` lists a NAME's parameters; "
-                  "`covidseg mlproject` prints the MLproject file.")
+                  "`covidseg mlproject` prints the MLproject file, `covidseg reference` the "
+                  "parameter reference (docs/reference.md).")
             return 0
         name, argv = argv[0], argv[1:]
     if name == "mlproject":
         sys.stdout.write(render_mlproject())
+        return 0
+    if name == "reference":
+        sys.stdout.write(render_reference())
         return 0
     logging.basicConfig(level=os.environ.get("COVIDSEG_LOG", "INFO"),
                         format="%(levelname)s %(name)s: %(message)s")

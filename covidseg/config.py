@@ -51,8 +51,9 @@ def threshold_value(text, allowed: str | None = None, name: str = "threshold") -
 
 @dataclass
 class CommonConfig:
-    data: str = param("demo", "input data: 'demo' (synthetic phantoms), a folder, or for training "
-                              "stages a preprocess run id / runs:/ URI / preprocessed folder")
+    data: str = param("demo", "input data: 'demo' (synthetic phantoms), a data folder, or for "
+                              "training stages a preprocess run id / runs:/ URI / preprocessed "
+                              "folder (a raw folder is preprocessed as its plan says)")
     seed: int = param(0, "random seed (splits, sampling, initialisation)")
     experiment: str = param("", "MLflow experiment name (default: the entry point's name)")
     device: str = param("auto", "compute device", ("auto", "cpu", "cuda"))

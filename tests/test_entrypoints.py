@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from covidseg.cli import render_mlproject
+from covidseg.cli import render_mlproject, render_reference
 from covidseg.config import CONFIGS
 from covidseg.registry import RUNNERS
 from tests.conftest import REPO, TINY_DEMO, free_port, subprocess_env
@@ -22,6 +22,16 @@ TINY_ARGS = [f"--{k}={v}" for k, v in TINY_DEMO.items()]
 def run(cmd, tmp_path, **env):
     return subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(**env), capture_output=True,
                           encoding="utf-8", errors="replace", timeout=600)
+
+
+def test_the_parameter_reference_is_rendered_from_the_configs():
+    text = (REPO / "docs" / "reference.md").read_text()
+    assert text == render_reference(), \
+        "docs/reference.md is stale: run `covidseg reference > docs/reference.md`"
+    for name, cls in CONFIGS.items():
+        assert f"\n## {name}\n" in text
+        for f in cls.__dataclass_fields__:
+            assert f"| `{f}` |" in text, (name, f)
 
 
 def test_mlproject_is_rendered_from_the_configs():

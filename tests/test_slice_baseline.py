@@ -106,5 +106,7 @@ def test_real_slices_benchmark_runs_at_toy_size(tmp_path):
     for s in scores["slices"]:
         by_arm.setdefault(s["arm"], set()).add(s["case_id"])
         assert 0 <= s["dice"] <= 1 and 0 <= s["meandic"] <= 1 and s["fold"] == 1
-    assert len(by_arm) == 3 and len({frozenset(v) for v in by_arm.values()}) == 1  # same slices
+    assert set(by_arm) == {"covidseg", "covidseg with tta", "thesis", "bare"}
+    assert len({frozenset(v) for v in by_arm.values()}) == 1  # the same slices
+    assert re.search(r"test-time mirroring on − off \(covidseg's models\), dice: [+-]", out)
     assert len(by_arm["bare"]) == 4

@@ -29,7 +29,9 @@ model's threshold for covidseg) and the threshold-averaged Dice of Inf-Net's Eva
 (``meanDic``: the map min-max normalised, 256 thresholds).  Printed: per fold and overall means,
 the paired per-slice differences (a) − (c) and (a) − (b) with a 95 % interval (t over the slices;
 and the per-fold means), what test-time mirroring changes for (a)'s models (each scored both
-ways: inference only, no training), and the ratios.  ``--out FILE`` writes every slice's scores
+ways: inference only, no training), each arm's pixel calibration over its out-of-fold slices
+(expected calibration error, mean probability on lesion pixels, share of background pixels at
+p ≤ 0.03), and the ratios.  ``--out FILE`` writes every slice's scores
 as JSON.
 
 ``--steps 0``: the plan's number of steps for these slices (what ``finetune`` would run).
@@ -154,6 +156,7 @@ def main() -> None:
     from covidseg.data.splits import fold_split
     from covidseg.data.store import PreprocessedDataset
     from covidseg.device import resolve_device
+    from covidseg.train.metrics import Calibration
     from covidseg.train.plan import ITERATIONS_PER_EPOCH, total_iterations
     from covidseg.train.tasks import default_workers
 
@@ -213,6 +216,7 @@ def main() -> None:
                        "iterations_per_epoch": per_epoch}
     thesis_recipe = {"recipe": "thesis", "epochs": thesis_epochs}
     per_slice = {a: [] for a in arms}
+    calibration = {}  # arm → pixel calibration of its out-of-fold probabilities
     fold_rows = []
     for fold in folds:
         train_ids, val_ids = fold_split(ds.splits, fold)
@@ -244,6 +248,9 @@ def main() -> None:
                        **scores_at_original_size(probs[c], read_mask(records[c].infection),
                                                  threshold)} for c in val_ids]
             per_slice[arm] += scores
+            for c in val_ids:
+                calibration.setdefault(arm, Calibration()).add(
+                    probs[c], read_mask(records[c].infection))
             row[f"{arm} Dice"] = float(np.mean([s["dice"] for s in scores]))
             row[f"{arm} meanDic"] = float(np.mean([s["meandic"] for s in scores]))
             row[f"{arm} s"] = round(time.perf_counter() - t, 1)
@@ -256,6 +263,8 @@ def main() -> None:
                         **{k: float(np.mean([r[k] for r in fold_rows]))
                            for k in fold_rows[0] if k not in ("fold", "val_slices")}}],
           floatfmt="{:.4f}")
+    table([{"arm": arm, **cal.summary()}
+           for arm, cal in calibration.items()], floatfmt="{:.4f}")
     out = {}
     for name in MIRROR_ARM.values():
         if per_slice.get(name):

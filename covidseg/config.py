@@ -159,8 +159,9 @@ class TrainingConfig(CommonConfig):
     epochs: int = param(0, "epochs of iterations_per_epoch optimiser steps each, a validation "
                            "after each (0: the plan's — finetune and meanteacher derive it "
                            "from the dataset, see plan.json)")
-    iterations_per_epoch: int = param(0, "optimiser steps per epoch (0: the plan's; one pass "
-                                         "over the training slices with recipe=thesis)")
+    iterations_per_epoch: int = param(0, "optimiser steps per epoch (0: finetune and "
+                                         "meanteacher the plan's — one pass over the training "
+                                         "slices with recipe=thesis; pretrain one pass)")
     patience: int = param(0, "early stop after this many epochs without validation improvement "
                              "(0: never)")
     batch_size: int = param(8, "slices per batch (per process under torchrun: the global batch "

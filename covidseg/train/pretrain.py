@@ -49,7 +49,7 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
         task = SegmentationTask(model, ds, train_ids, val_ids, SegmentationLoss("ce+dice"), device,
                                 batch_size=cfg.batch_size, seed=cfg.seed, workers=workers,
                                 augment=SliceAugment(), crop=cfg.image_size,
-                                lesion_boost=cfg.lesion_boost)
+                                lesion_boost=cfg.lesion_boost, iterations=cfg.iterations_per_epoch)
     else:
         test = set(ds.splits["test"])
         ids = [c for c in ds.ids() if c not in test]
@@ -58,7 +58,8 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
                               f"{len(ids)}")
         train_ids, val_ids = split_cases(ids, cfg.seed, 0.1)
         task = RestorationTask(model, ds, train_ids, val_ids, device, batch_size=cfg.batch_size,
-                               seed=cfg.seed, workers=workers, crop=cfg.image_size)
+                               seed=cfg.seed, workers=workers, crop=cfg.image_size,
+                               iterations=cfg.iterations_per_epoch)
     stage.record_split(train_ids, val_ids)
     extra = model_extra(ds, cfg, cfg.mode, "pretrain")
     result = stage.train(task, spec, extra)

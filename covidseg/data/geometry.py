@@ -100,12 +100,30 @@ def unresize_slices(array: np.ndarray, shape_yx, fit: str = "resize") -> np.ndar
 
 def resize_slices(array: np.ndarray, size: int, label: bool = False, fill=0,
                   fit: str = "resize") -> np.ndarray:
-    """Scale each slice as ``fit`` says (aspect kept), then pad to size × size."""
+    """Scale each slice as ``fit`` says (aspect kept), then pad to size × size.
+
+    Shrinking averages the pixels each new pixel covers (OpenCV's area interpolation): an image
+    shrunk 4× by linear interpolation alone samples one pixel in 16 and aliases (speckle, jagged
+    edges) — measured on the real COVID slices at 96 px, a network trained on them scored below
+    one trained on area-averaged slices.  A binary mask shrinks the same way and keeps the pixels
+    at least half covered by lesion (the lesion's area is kept; nearest neighbour would keep or
+    drop whole bands of small lesions); a multi-class label map takes the nearest label.
+    Enlarging is linear (images) or nearest (labels)."""
     from scipy import ndimage as ndi
 
-    scale, _, corner = _resize_layout(array.shape[1:], size, fit)
-    zoomed = array if scale == 1.0 else ndi.zoom(array, (1, scale, scale), order=0 if label else 1,
-                                                 grid_mode=True, mode="nearest")
+    scale, (zy, zx), corner = _resize_layout(array.shape[1:], size, fit)
+    if scale == 1.0:
+        zoomed = array
+    elif scale < 1.0 and (not label or int(array.max(initial=0)) <= 1):
+        import cv2
+
+        planes = [cv2.resize(np.asarray(a, dtype=np.float32), (zx, zy),
+                             interpolation=cv2.INTER_AREA) for a in array]
+        zoomed = np.stack(planes).astype(np.float32)
+        zoomed = (zoomed >= 0.5).astype(array.dtype) if label else zoomed.astype(array.dtype)
+    else:
+        zoomed = ndi.zoom(array, (1, scale, scale), order=0 if label else 1, grid_mode=True,
+                          mode="nearest")
     return crop_or_pad_in_plane(zoomed, size, corner, fill)
 
 

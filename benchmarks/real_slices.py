@@ -70,8 +70,9 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
-def preprocess(folder: Path, args) -> str:
-    """covidseg's preprocessing of the labelled slices only (no test set, ``--k`` folds)."""
+def preprocess(folder: Path, args, size: int) -> str:
+    """covidseg's preprocessing of the labelled slices only at ``size`` (no test set, ``--k``
+    folds: the same folds at any size)."""
     from covidseg.config import PreprocessConfig
     from covidseg.data.layouts import folder_patterns
     from covidseg.preprocessing import preprocess_dataset
@@ -80,7 +81,7 @@ def preprocess(folder: Path, args) -> str:
     if not patterns:
         raise SystemExit(f"{folder}: no labelled/images + labelled/masks (or train/…) folders")
     cfg = PreprocessConfig(data=str(folder), dataset="glob", images=patterns["images"],
-                           masks=patterns["masks"], image_size=args.size, test_cases=0,
+                           masks=patterns["masks"], image_size=size, test_cases=0,
                            folds=args.k, seed=args.split_seed, lung_method="none")
     return preprocess_dataset(cfg, progress=False)["dataset_path"]
 
@@ -164,6 +165,10 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="folder with labelled/images, labelled/masks")
     ap.add_argument("--size", type=int, default=96, help="the longer side slices are resized to "
                                                          "(multiple of 32)")
+    ap.add_argument("--covidseg_size", type=int, default=0,
+                    help="arm (a)'s preprocessing side when it differs from --size (with --set "
+                         "image_size=CROP: patch training at a higher resolution for the same "
+                         "pixels per step)")
     ap.add_argument("--steps", type=int, default=250, help="optimiser steps of every arm (0: the "
                                                            "plan's for these slices)")
     ap.add_argument("--k", type=int, default=5, help="folds")
@@ -180,8 +185,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="", help="write every slice's scores here (JSON)")
     args = ap.parse_args()
-    if args.size % 32:
-        ap.error("--size must be a multiple of 32")
+    if args.size % 32 or args.covidseg_size % 32:
+        ap.error("--size and --covidseg_size must be multiples of 32")
     arms = [a for a in args.arms.split(",") if a]
     if set(arms) - set(ARMS):
         ap.error(f"--arms: choose from {', '.join(ARMS)}")
@@ -191,8 +196,12 @@ def main() -> None:
     folder = Path(args.data).expanduser()
 
     t0 = time.perf_counter()
-    dataset = preprocess(folder, args)
+    dataset = preprocess(folder, args, args.size)
     ds = PreprocessedDataset(Path(dataset))
+    own_size = args.covidseg_size or args.size
+    own_dataset = preprocess(folder, args, own_size) if own_size != args.size else dataset
+    own_ds = PreprocessedDataset(Path(own_dataset))
+    assert own_ds.splits["folds"] == ds.splits["folds"]
     records = {r.case_id: r for r in read_manifest(ds.root / "manifest.csv")}
     folds = [int(f) for f in args.folds.split(",")] if args.folds else list(range(args.k))
     n_train = len(fold_split(ds.splits, folds[0])[0])
@@ -203,7 +212,8 @@ def main() -> None:
     thesis_epochs = epochs_for(steps, per_pass)
     header("real CT slices: covidseg's defaults vs the thesis's settings vs a bare smp loop "
            "(same folds, same initial weights, same optimiser steps)", device,
-           data=str(folder), size=args.size, k=args.k, folds=",".join(map(str, folds)),
+           data=str(folder), size=args.size, covidseg_size=own_size, k=args.k,
+           folds=",".join(map(str, folds)),
            split_seed=args.split_seed, seed=args.seed, steps=steps, batch_size=args.batch_size,
            encoder=args.encoder, training_slices_per_fold=n_train, covidseg_set=overrides or "-",
            thesis=f"{thesis_epochs} epochs of {per_pass} steps (at most)",
@@ -232,12 +242,16 @@ def main() -> None:
                 threshold, note = 0.5, ""
             else:
                 recipe = covidseg_recipe if arm == "covidseg" else thesis_recipe
-                model, threshold, tta, summary = run_covidseg(dataset, fold, steps, args, recipe)
+                arm_dataset, arm_ds = ((own_dataset, own_ds) if arm == "covidseg"
+                                       else (dataset, ds))
+                model, threshold, tta, summary = run_covidseg(arm_dataset, fold, steps, args,
+                                                              recipe)
                 model = model.to(device)
-                probs = {c: covidseg_probabilities(model, ds, c, device, tta) for c in val_ids}
+                probs = {c: covidseg_probabilities(model, arm_ds, c, device, tta)
+                         for c in val_ids}
                 note = f" (best epoch {summary['best_epoch']})" if arm == "thesis" else ""
                 if arm == "covidseg":  # the same model with test-time mirroring flipped
-                    mirrored = {c: covidseg_probabilities(model, ds, c, device, not tta)
+                    mirrored = {c: covidseg_probabilities(model, arm_ds, c, device, not tta)
                                 for c in val_ids}
                     per_slice.setdefault(MIRROR_ARM[not tta], []).extend(
                         {"case_id": c, "arm": MIRROR_ARM[not tta], "fold": fold,

@@ -23,6 +23,10 @@ def param(default, help: str, choices: tuple | None = None, search: tuple | None
                                             "searched_by_default": searched_by_default})
 
 
+def field_default(f):
+    return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+
+
 def tta_value(text, model_config: dict) -> bool:
     """predict/evaluate's ``tta``: ``true``/``false``, or ``model`` = what the model stored."""
     if str(text).lower() == "model":
@@ -153,7 +157,12 @@ def _encoder_weights():
 
 @dataclass
 class TrainingConfig(CommonConfig):
-    """What every stage that trains a network shares (they all run the one training loop)."""
+    """What every stage that trains a network shares (they all run the one training loop).
+
+    For finetune and meanteacher, the parameters a recipe sets (:data:`RECIPES`) default to
+    "the recipe's" — ``""`` for a name, ``-1`` for a number (``0`` for ``lr``) — and
+    :meth:`SupervisedConfig.__post_init__` fills them in, so that a value given explicitly always
+    wins and the logged parameters are the values that ran.  pretrain has fixed defaults."""
 
     image_size: int = param(0, "random training crop side in pixels (0: whole padded slices)")
     epochs: int = param(0, "epochs of iterations_per_epoch optimiser steps each, a validation "
@@ -162,27 +171,29 @@ class TrainingConfig(CommonConfig):
     iterations_per_epoch: int = param(0, "optimiser steps per epoch (0: finetune and "
                                          "meanteacher the plan's — one pass over the training "
                                          "slices with recipe=thesis; pretrain one pass)")
-    patience: int = param(0, "early stop after this many epochs without validation improvement "
-                             "(0: never)")
+    patience: int = param(-1, "early stop after this many epochs without validation improvement "
+                              "(0: never; -1: the recipe's)")
     batch_size: int = param(8, "slices per batch (per process under torchrun: the global batch "
                                "is batch_size × processes)")
-    optimizer: str = param("adamw", "optimiser (sgd: Nesterov, momentum 0.99)",
-                           ("adamw", "sgd", "adam"))
-    lr: float = param(1e-3, "peak learning rate", search=(1e-4, 1e-2, "log"))
-    weight_decay: float = param(1e-4, "weight decay (adamw: decoupled; sgd/adam: L2)",
-                                search=(1e-6, 1e-2, "log"), searched_by_default=False)
-    schedule: str = param("cosine", "learning rate per iteration after the warm-up: cosine or "
-                                    "poly (to 0 at the last iteration), step (×lr_gamma every "
-                                    "lr_step epochs: the thesis)", ("cosine", "poly", "step"))
-    warmup: int = param(50, "linear warm-up (iterations)")
+    optimizer: str = param("", "optimiser (sgd: Nesterov, momentum 0.99; empty: the recipe's)",
+                           ("", "adamw", "sgd", "adam"))
+    lr: float = param(0.0, "peak learning rate (0: the recipe's)", search=(1e-4, 1e-2, "log"))
+    weight_decay: float = param(-1.0, "weight decay (adamw: decoupled; sgd/adam: L2; -1: the "
+                                      "recipe's)", search=(1e-6, 1e-2, "log"),
+                                searched_by_default=False)
+    schedule: str = param("", "learning rate per iteration after the warm-up: cosine or poly (to "
+                              "0 at the last iteration), step (×lr_gamma every lr_step epochs: "
+                              "the thesis); empty: the recipe's", ("", "cosine", "poly", "step"))
+    warmup: int = param(-1, "linear warm-up in iterations, at most a fifth of the run (-1: the "
+                            "recipe's)")
     lr_step: int = param(25, "schedule=step: epochs between decays", search=(5, 50),
                          searched_by_default=False)
     lr_gamma: float = param(0.8, "schedule=step: decay factor", search=(0.5, 0.95),
                             searched_by_default=False)
-    grad_clip: float = param(12.0, "clip the gradient norm to this (0: off)")
-    keep: str = param("last", "the model kept: last (the final weights: the schedule ends at "
-                              "lr 0, and no held-out case chooses them) or best (by validation "
-                              "Dice, the thesis)", ("last", "best"))
+    grad_clip: float = param(-1.0, "clip the gradient norm to this (0: off; -1: the recipe's)")
+    keep: str = param("", "the model kept: last (the final weights: the schedule ends at lr 0, "
+                          "and no held-out case chooses them) or best (by validation Dice, the "
+                          "thesis); empty: the recipe's", ("", "last", "best"))
     lesion_boost: float = param(1.0, "draw slices that contain lesion this many times more often")
     checkpoint_every: int = param(100, "log an intermediate checkpoint (float16) every N "
                                        "iterations for SVCCA (thesis: 100), the first 10, then the "
@@ -212,7 +223,7 @@ class PretrainConfig(TrainingConfig):
     schedule: str = param("step", "learning rate per iteration after the warm-up: cosine, "
                                   "poly, or step (×lr_gamma every lr_step epochs)",
                           ("cosine", "poly", "step"))
-    warmup: int = param(0, "linear warm-up (iterations)")
+    warmup: int = param(0, "linear warm-up (iterations, at most a fifth of the run)")
     grad_clip: float = param(0.0, "clip the gradient norm to this (0: off)")
     keep: str = param("best", "the model kept: best (by validation restoration error) or last",
                       ("last", "best"))
@@ -220,28 +231,35 @@ class PretrainConfig(TrainingConfig):
                               "(0: never)")
 
 
-# The thesis's training settings (Adam 2e-4, StepLR ×0.8 / 25 epochs, 500 epochs of one pass,
-# early stop after 30, best checkpoint, per-sample Dice, mild augmentation): `recipe=thesis`
-# puts them in place of every default left untouched.
-THESIS_RECIPE = {"optimizer": "adam", "lr": 2e-4, "weight_decay": 0.0, "schedule": "step",
-                 "warmup": 0, "grad_clip": 0.0, "epochs": 500, "patience": 30, "keep": "best",
-                 "dice": "sample"}
+# What a recipe sets (SupervisedConfig.recipe), in place of every parameter left at "the
+# recipe's".  covidseg: chosen by cross-validation on real CT slices (README, "The training recipe
+# on real CT"); thesis: Adam 2e-4, StepLR ×0.8 / 25 epochs (of one pass: the plan), 500 epochs,
+# early stop after 30, the best epoch, per-sample Dice, the mild augmentation (augmentation()).
+RECIPES = {
+    "covidseg": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "cosine",
+                 "warmup": 50, "grad_clip": 12.0, "patience": 0, "keep": "last",
+                 "dice": "batch"},
+    "thesis": {"optimizer": "adam", "lr": 2e-4, "weight_decay": 0.0, "schedule": "step",
+               "warmup": 0, "grad_clip": 0.0, "patience": 30, "keep": "best", "dice": "sample"},
+}
+RECIPE_AUTO = {"optimizer": "", "lr": 0.0, "weight_decay": -1.0, "schedule": "", "warmup": -1,
+               "grad_clip": -1.0, "patience": -1, "keep": "", "dice": ""}
 
 
 @dataclass
 class SupervisedConfig(TrainingConfig):
     """What the stages that train on labelled volumes share (finetune, meanteacher)."""
 
-    recipe: str = param("covidseg", "training recipe: covidseg (chosen by cross-validation on "
-                                    "real CT slices: AdamW, warm-up + cosine in iterations, "
-                                    "batch Dice + CE, strong augmentation, the last weights) or "
-                                    "thesis (Adam 2e-4, StepLR, 500 epochs, early stop 30, the "
-                                    "best epoch, per-sample Dice, mild augmentation); sets every "
-                                    "parameter left at its default", ("covidseg", "thesis"))
+    recipe: str = param("covidseg", "training recipe: covidseg (AdamW 1e-3, warm-up + cosine in "
+                                    "iterations, batch Dice + CE, strong augmentation, the last "
+                                    "weights) or thesis (Adam 2e-4, StepLR, 500 epochs of one "
+                                    "pass, early stop 30, the best epoch, per-sample Dice, mild "
+                                    "augmentation); fills every parameter left at 'the "
+                                    "recipe's'", ("covidseg", "thesis"))
     loss: str = param("ce+dice", "loss", ("ce", "dice", "ce+dice", "hausdorff"))
-    dice: str = param("batch", "the Dice term: batch (summed over the whole batch, nnU-Net's "
-                               "batch_dice) or sample (per image, smoothing 1: the thesis)",
-                      ("batch", "sample"))
+    dice: str = param("", "the Dice term: batch (summed over the whole batch, nnU-Net's "
+                          "batch_dice) or sample (per image, smoothing 1: the thesis); empty: "
+                          "the recipe's", ("", "batch", "sample"))
     pos_weight: float = param(0.0, "ce: weight of the lesion class (0: unweighted)")
     fold: int = param(0, "cross-validation fold")
     regime: str = param("standard", "standard/40-10: train on k-1 folds; inverse/10-40: train on "
@@ -272,16 +290,14 @@ class SupervisedConfig(TrainingConfig):
                            "predict -P model=models:/NAME@champion); needs register_as")
 
     def __post_init__(self):
-        if self.recipe == "thesis":
-            apply_recipe(self, THESIS_RECIPE)
+        apply_recipe(self, RECIPES.get(self.recipe, RECIPES["covidseg"]))
 
 
 def apply_recipe(cfg, recipe: dict) -> None:
-    """Put ``recipe``'s values in place of the parameters of ``cfg`` still at their default (a
-    parameter given explicitly wins; one given equal to the default counts as left)."""
-    defaults = {f.name: field_default(f) for f in fields(cfg)}
+    """Put ``recipe``'s values in place of the parameters of ``cfg`` left at "the recipe's"
+    (:data:`RECIPE_AUTO`); a parameter given explicitly wins."""
     for name, value in recipe.items():
-        if getattr(cfg, name) == defaults[name]:
+        if getattr(cfg, name) == RECIPE_AUTO[name]:
             setattr(cfg, name, value)
 
 
@@ -343,7 +359,8 @@ class MeanteacherConfig(SupervisedConfig):
     ema_alpha: float = param(0.99, "teacher EMA factor", search=(0.9, 0.999))
     consistency_weight: float = param(1.0, "weight of the consistency loss after ramp-up",
                                       search=(0.1, 10.0, "log"))
-    rampup_epochs: int = param(30, "sigmoid ramp-up of the consistency weight (epochs)")
+    rampup_epochs: int = param(0, "sigmoid ramp-up of the consistency weight (epochs; 0: the "
+                                  "first third of the run)")
 
 
 @dataclass
@@ -368,7 +385,7 @@ class TuneConfig(CommonConfig):
     params: str = param("", "fixed parameters of every trial: key=value,key=value "
                             "(e.g. epochs=30,train_cases=4; meanteacher: model=RUN,pseudo=RUN)")
     search: str = param("", "comma-separated parameters to search (default: all the target's "
-                            "searchable ones: lr, lr_step, lr_gamma; meanteacher adds ema_alpha, "
+                            "searchable ones: lr; meanteacher adds ema_alpha, "
                             "consistency_weight, pseudo_weight and, without a fixed pseudo, the "
                             "pseudo-label threshold that acts: confidence)")
     warmup_epochs: int = param(3, "epochs before the median pruner may stop a trial")
@@ -411,7 +428,7 @@ class EvaluateConfig(CommonConfig):
 
 def _finetune_default(name: str):
     """finetune's default of ``name``: grid and pipeline cells train with the same defaults."""
-    return FinetuneConfig.__dataclass_fields__[name].default
+    return field_default(FinetuneConfig.__dataclass_fields__[name])
 
 
 @dataclass
@@ -436,8 +453,10 @@ class GridConfig(CommonConfig):
                                                      "finetune)")
     iterations_per_epoch: int = param(_finetune_default("iterations_per_epoch"),
                                       "optimiser steps per epoch of every cell (0: the plan's)")
-    patience: int = param(_finetune_default("patience"), "early stop of every cell (0: never)")
-    lr: float = param(_finetune_default("lr"), "peak learning rate of every cell")
+    patience: int = param(_finetune_default("patience"), "early stop of every cell (0: never; "
+                                                         "-1: the recipe's)")
+    lr: float = param(_finetune_default("lr"), "peak learning rate of every cell (0: the "
+                                               "recipe's)")
     batch_size: int = param(_finetune_default("batch_size"), "slices per batch")
     workers: int = param(-1, "DataLoader workers (-1: from the CPU count)")
     storage: str = param("", "database where workers on several machines share the grid's cells "
@@ -542,8 +561,6 @@ def parse_value(f, raw: str):
     return str(raw)
 
 
-def field_default(f):
-    return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
 
 
 PipelineConfig = _pipeline_config()

@@ -1,12 +1,14 @@
 """``tune``: an Optuna study around the training functions (finetune or meanteacher).
 
 * The search space is declared once, on the config dataclasses (``param(..., search=(low, high
-  [, "log"]))``): learning rate, StepLR step and gamma; for meanteacher also the EMA α, the
+  [, "log"]))``): the learning rate (``search=`` adds weight decay, the StepLR step and gamma,
+  the threshold); for meanteacher also the EMA α, the
   consistency weight and — when no fixed ``pseudo`` run is given — the pseudo-label threshold that
   acts under pseudolabel's defaults (``confidence`` for self-training; it would be
   ``accept_fraction`` or the absolute band for the similarity method) — each trial then runs
   pseudolabel first.
-* Objective: the best validation volume Dice of the trial.  A median pruner reads the per-epoch
+* Objective: the validation volume Dice of the trial's kept model (its last epoch under
+  ``keep=last``, the default; its best under ``keep=best``).  A median pruner reads the per-epoch
   ``val_volume_dice`` reported by the training loop's ``on_epoch_end`` hook.
 * MLflow: this invocation's run is the parent; every trial is a nested run (tag
   ``mlflow.parentRunId`` set explicitly — optuna-integration's MLflowCallback is deprecated and
@@ -158,6 +160,9 @@ def tune(cfg: TuneConfig, tracker) -> dict:
     fixed = {"checkpoint_every": 0, **parse_fixed(cfg.params, target_cls)}
     if cfg.target == "meanteacher" and not fixed.get("model"):
         raise ConfigError("target=meanteacher needs params=model=<finetune run>[,pseudo=<run>]")
+    if fixed.get("cv"):
+        raise ConfigError("tune scores each trial on one validation fold: params=cv=… is not "
+                          "for trials (cross-validate the chosen parameters afterwards)")
     space = search_space(cfg, fixed)
     study, url = open_study(cfg)
     tracker.set_tags({Tag.STUDY: cfg.study_name,

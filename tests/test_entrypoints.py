@@ -25,7 +25,7 @@ def run(cmd, tmp_path, **env):
 
 
 def test_the_parameter_reference_is_rendered_from_the_configs():
-    text = (REPO / "docs" / "reference.md").read_text()
+    text = (REPO / "docs" / "reference.md").read_text(encoding="utf-8")
     assert text == render_reference(), \
         "docs/reference.md is stale: run `covidseg reference > docs/reference.md`"
     for name, cls in CONFIGS.items():
@@ -59,10 +59,14 @@ def test_spec_parameter_names_and_defaults():
                                                                   25, 0.8)
     assert (f.recipe, f.optimizer, f.schedule, f.epochs, f.iterations_per_epoch, f.keep) == (
         "covidseg", "adamw", "cosine", 0, 0, "last")  # epochs: the plan's
-    t = FinetuneConfig(recipe="thesis")
-    assert (t.optimizer, t.lr, t.schedule, t.lr_step, t.lr_gamma, t.epochs, t.patience, t.keep,
-            t.dice) == ("adam", 2e-4, "step", 25, 0.8, 500, 30, "best", "sample")
-    assert FinetuneConfig(recipe="thesis", lr=5e-4, epochs=40).lr == 5e-4  # given: kept
+    t = FinetuneConfig(recipe="thesis")  # its 500 epochs of one pass: the plan's
+    assert (t.optimizer, t.lr, t.schedule, t.lr_step, t.lr_gamma, t.patience, t.keep,
+            t.dice) == ("adam", 2e-4, "step", 25, 0.8, 30, "best", "sample")
+    # a value given explicitly wins, even one equal to the other recipe's
+    given = FinetuneConfig(recipe="thesis", lr=1e-3, keep="last", dice="batch", patience=0)
+    assert (given.lr, given.keep, given.dice, given.patience, given.optimizer) == (
+        1e-3, "last", "batch", 0, "adam")
+    assert FinetuneConfig(lr=2e-4, optimizer="adam").schedule == "cosine"
     s = PseudolabelConfig()
     assert (s.patch_size, s.labelled_patches, s.patches_per_volume, s.rule, s.sim_low,
             s.sim_high, s.sim_min) == (68, 120, 32, "top1-band", 0.87, 0.96, 0.90)

@@ -87,7 +87,7 @@ def compare(cfg: CompareConfig, tracker=None) -> dict:
         run_id = _run_id(refs[0])
         tracker.link_source("run", run_id)
         final_dir, _ = download_model(run_id)
-        final = acts(load_model(final_dir)[0])
+        final = acts(load_model(final_dir, single=True)[0])
         steps = sorted(int(p.rsplit("_", 1)[-1]) for p in list_run_artifacts(run_id, "checkpoints")
                        if p.rsplit("/", 1)[-1].startswith("step_"))
         if not steps:
@@ -95,7 +95,7 @@ def compare(cfg: CompareConfig, tracker=None) -> dict:
                               "(train it with checkpoint_every=N)")
         for step in steps:
             path = download_run_artifacts(run_id, f"checkpoints/step_{step:06d}")
-            sims = layer_similarity(acts(load_model(path)[0]), final, cfg.keep)
+            sims = layer_similarity(acts(load_model(path, single=True)[0]), final, cfg.keep)
             rows += [{"iteration": step, "layer": k, "svcca": v} for k, v in sims.items()]
             tracker.log_metrics({"svcca_mean": float(np.nanmean(list(sims.values())))}, step=step)
         tracker.figure("figures/svcca_checkpoints_vs_final.png", figures.checkpoint_heatmap, rows)
@@ -112,7 +112,7 @@ def compare(cfg: CompareConfig, tracker=None) -> dict:
         models = []
         for role, rid in pairs:
             tracker.link_source(role, rid)
-            models.append(load_model(download_model(rid)[0])[0])
+            models.append(load_model(download_model(rid)[0], single=True)[0])
         sims = layer_similarity(acts(models[0]), acts(models[1]), cfg.keep)
         if not sims:
             raise ConfigError("the two networks have no layer in common to compare")

@@ -256,8 +256,9 @@ class StrongAugment:
             out = cv2.GaussianBlur(out, (0, 0), float(rng.uniform(*self.blur_sigma)))
         if rng.random() < self.p_brightness:
             out = out * np.float32(rng.uniform(*self.brightness))
-        if rng.random() < self.p_contrast:
-            lo, hi, mean = out.min(), out.max(), out.mean()
+        if rng.random() < self.p_contrast:  # statistics of the lungs (zero) or the slice (min)
+            vals = out[region] if region is not None and region.any() else out
+            lo, hi, mean = vals.min(), vals.max(), vals.mean()
             out = np.clip((out - mean) * np.float32(rng.uniform(*self.contrast)) + mean, lo, hi)
         if rng.random() < self.p_low_res:
             h, w = out.shape
@@ -267,7 +268,7 @@ class StrongAugment:
             out = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
         for inverted, p in ((True, self.p_gamma_inverted), (False, self.p_gamma)):
             if rng.random() < p:
-                out = _gamma_keep_stats(out, rng.uniform(*self.gamma), inverted)
+                out = _gamma_keep_stats(out, rng.uniform(*self.gamma), inverted, region)
         if region is not None:  # outside the lungs stays exactly 0
             out = np.where(region, out, np.float32(0))
         for axis in (0, 1):
@@ -276,18 +277,25 @@ class StrongAugment:
         return np.ascontiguousarray(out, dtype=np.float32), np.ascontiguousarray(mask)
 
 
-def _gamma_keep_stats(image: np.ndarray, gamma: float, inverted: bool) -> np.ndarray:
+def _gamma_keep_stats(image: np.ndarray, gamma: float, inverted: bool,
+                      region: np.ndarray | None = None) -> np.ndarray:
     """Gamma on the image mapped to [0, 1] (of the inverted image with ``inverted``), its mean
-    and standard deviation restored after (nnU-Net's ``retain_stats``)."""
-    lo, hi = float(image.min()), float(image.max())
+    and standard deviation restored after (nnU-Net's ``retain_stats``); with ``region`` the
+    range and statistics are those of the region's pixels (the lungs), and only they change."""
+    inside = region if region is not None and region.any() else np.ones(image.shape, bool)
+    vals = image[inside]
+    lo, hi = float(vals.min()), float(vals.max())
     if hi - lo < 1e-6:
         return image
-    mean, std = float(image.mean()), float(image.std())
-    x = (image - lo) / (hi - lo)
+    mean, std = float(vals.mean()), float(vals.std())
+    x = np.clip((vals - lo) / (hi - lo), 0.0, 1.0)
     x = 1 - (1 - x) ** gamma if inverted else x ** gamma
     new_std = float(x.std())
-    x = (x - float(x.mean())) / new_std * std + mean if new_std > 1e-8 else image
-    return x.astype(np.float32)
+    if new_std <= 1e-8:
+        return image
+    out = image.copy()
+    out[inside] = (x - float(x.mean())) / new_std * std + mean
+    return out.astype(np.float32)
 
 
 def parse_augment(text: str) -> tuple[str, dict]:

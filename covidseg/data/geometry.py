@@ -99,7 +99,7 @@ def unresize_slices(array: np.ndarray, shape_yx, fit: str = "resize") -> np.ndar
 
 
 def resize_slices(array: np.ndarray, size: int, label: bool = False, fill=0,
-                  fit: str = "resize") -> np.ndarray:
+                  fit: str = "resize", binary: bool = True) -> np.ndarray:
     """Scale each slice as ``fit`` says (aspect kept), then pad to size × size.
 
     Shrinking averages the pixels each new pixel covers (OpenCV's area interpolation): an image
@@ -107,14 +107,15 @@ def resize_slices(array: np.ndarray, size: int, label: bool = False, fill=0,
     edges) — measured on the real COVID slices at 96 px, a network trained on them scored below
     one trained on area-averaged slices.  A binary mask shrinks the same way and keeps the pixels
     at least half covered by lesion (the lesion's area is kept; nearest neighbour would keep or
-    drop whole bands of small lesions); a multi-class label map takes the nearest label.
+    drop whole bands of small lesions); a multi-class label map (``binary=False``) takes the
+    nearest label.
     Enlarging is linear (images) or nearest (labels)."""
     from scipy import ndimage as ndi
 
     scale, (zy, zx), corner = _resize_layout(array.shape[1:], size, fit)
     if scale == 1.0:
         zoomed = array
-    elif scale < 1.0 and (not label or int(array.max(initial=0)) <= 1):
+    elif scale < 1.0 and (not label or binary):
         import cv2
 
         planes = [cv2.resize(np.asarray(a, dtype=np.float32), (zx, zy),

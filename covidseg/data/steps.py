@@ -115,7 +115,8 @@ def resample(case: Case, cfg: PreprocessConfig) -> Case:
         def move(mask):
             if mask is None or not size:
                 return mask
-            out = resize_slices(mask.astype(np.uint8), size, label=True, fit=fit)
+            binary = mask.dtype == bool or cfg.labels != "multiclass" or mask is not case.infection
+            out = resize_slices(mask.astype(np.uint8), size, label=True, fit=fit, binary=binary)
             return out.astype(bool) if mask.dtype == bool else out
 
         array = resize_slices(case.array, size, fill=case.fill, fit=fit) if size else case.array

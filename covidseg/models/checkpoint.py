@@ -33,13 +33,21 @@ def save_model(directory: Path, model: nn.Module, spec: ModelSpec, extra: dict |
     return directory
 
 
-def load_model(directory: Path, map_location="cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the network from ``model.json`` and load ``model.pt`` (weights only)."""
+def load_model(directory: Path, map_location="cpu",
+               single: bool = False) -> tuple[nn.Module, dict]:
+    """Rebuild the network from ``model.json`` and load ``model.pt`` (weights only).
+    ``single``: refuse an ensemble (a cross-validation run's model) where one network is needed
+    (an init, a student, an encoder for features, SVCCA)."""
     directory = Path(directory)
     cfg_path, pt_path = directory / "model.json", directory / "model.pt"
     if not cfg_path.exists() or not pt_path.exists():
         raise ConfigError(f"{directory}: not a covidseg model (needs model.json and model.pt)")
     config = json.loads(cfg_path.read_text())
+    members = int(config["model"].get("members", 1))
+    if single and members > 1:
+        runs = ", ".join(config.get("ensemble_of", [])) or "its fold runs"
+        raise ConfigError(f"the model of run {config.get('run_id', directory)} is an ensemble of "
+                          f"{members} networks (cv=): give one network here, e.g. one of {runs}")
     model = build_model(ModelSpec(**config["model"]))
     try:
         state = torch.load(pt_path, map_location=map_location, weights_only=True)

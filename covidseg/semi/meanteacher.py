@@ -41,7 +41,7 @@ from covidseg.train.finetune import (
     segmentation_task,
     training_cases,
 )
-from covidseg.train.plan import make_plan
+from covidseg.train.plan import make_plan, planned
 from covidseg.train.stage import Stage, model_extra
 from covidseg.train.tasks import SegmentationTask, volume_dice
 
@@ -195,6 +195,8 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
     if not cfg.model:
         raise ConfigError("meanteacher needs model=<finetune run> (and pseudo=<pseudolabel run> "
                           "for pseudo-labels)")
+    if cfg.cv:
+        raise ConfigError("cv= is finetune's: meanteacher trains one fold (fold=)")
     stage = Stage.begin(cfg, tracker, on_epoch_end, progress)
     tracker = stage.tracker
 
@@ -205,7 +207,7 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
                               "trains with finetune")
         model_dir, model_run = download_model(cfg.model)
         pseudo, pseudo_run = load_pseudo_set(cfg.pseudo) if cfg.pseudo else (None, None)
-        return (ds, *load_model(model_dir), model_run, pseudo, pseudo_run,
+        return (ds, *load_model(model_dir, single=True), model_run, pseudo, pseudo_run,
                 unlabelled_slices(cfg, ds, pseudo))
 
     stage.ds, model, config, model_run, pseudo, pseudo_run, unlabelled = from_main(resolve)
@@ -231,7 +233,9 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
                              cls=MeanTeacherTask,
                              pseudo=pseudo, unlabelled=unlabelled, ema_alpha=cfg.ema_alpha,
                              consistency_weight=cfg.consistency_weight,
-                             rampup_epochs=cfg.rampup_epochs, pseudo_weight=cfg.pseudo_weight)
+                             rampup_epochs=cfg.rampup_epochs
+                             or max(1, planned(stage.plan, "epochs") // 3),
+                             pseudo_weight=cfg.pseudo_weight)
     extra = model_extra(ds, cfg, "segmentation", "meanteacher")
     result = stage.train(task, spec, extra)
     if not stage.is_main:

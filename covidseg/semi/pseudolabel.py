@@ -95,7 +95,7 @@ def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
     device = resolve_device(cfg.device)
     model_dir, model_run = download_model(cfg.model)
     tracker.link_source("model", model_run)
-    model, config = load_model(model_dir)
+    model, config = load_model(model_dir, single=True)
     ds = open_dataset(cfg.data, tracker)
     multiclass = ds.descriptor["config"].get("labels") == "multiclass"
     if config["model"].get("classes", 1) > 1 or multiclass:
@@ -139,7 +139,7 @@ def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta
     if cfg.coarse_model:
         coarse_dir, coarse_run = download_model(cfg.coarse_model)
         tracker.link_source("coarse_model", coarse_run)
-        coarse, coarse_cfg = load_model(coarse_dir)
+        coarse, coarse_cfg = load_model(coarse_dir, single=True)
         if coarse_cfg["model"]["arch"] != "unet3d":
             raise ConfigError(f"coarse_model={cfg.coarse_model} is a {coarse_cfg['model']['arch']} "
                               "model; expected arch=unet3d")

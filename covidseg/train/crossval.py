@@ -50,8 +50,9 @@ def fold_run(parent, fold: int, cfg: FinetuneConfig):
     return child_run(parent, f"fold-{fold}", "finetune", cfg, tags={Tag.CV_FOLD: str(fold)})
 
 
-def merge_evaluations(evaluations: list[Evaluation]) -> Evaluation:
-    """One evaluation of the cases of several (each case scored by its own fold's model)."""
+def merge_evaluations(evaluations: list[Evaluation], keep: int = 0) -> Evaluation:
+    """One evaluation of the cases of several (each case scored by its own fold's model), with
+    each row's ``fold``; ``keep``: overlay cases kept (the first ones)."""
     out = Evaluation(threshold=evaluations[0].threshold)
     for fold, ev in enumerate(evaluations):
         out.rows += [{**r, "fold": fold} for r in ev.rows]
@@ -59,16 +60,10 @@ def merge_evaluations(evaluations: list[Evaluation]) -> Evaluation:
         out.sens_spec += ev.sens_spec
         if ev.grid != "original":
             out.grid = ev.grid
-        for name in ("count", "prob_sum", "lesion"):
-            setattr(out.calibration, name,
-                    getattr(out.calibration, name) + getattr(ev.calibration, name))
-        cal, other = out.calibration, ev.calibration
-        cal.lesion_prob_sum += other.lesion_prob_sum
-        cal.lesion_n += other.lesion_n
-        cal.background_confident += other.background_confident
-        cal.background_n += other.background_n
+        out.calibration.merge(ev.calibration)
         for case_id, kept in ev.kept.items():
-            out.kept[case_id] = kept
+            if len(out.kept) < keep:
+                out.kept[case_id] = kept
     return out
 
 
@@ -83,6 +78,9 @@ def cross_validate(cfg: FinetuneConfig, train_fold, tracker=None, progress: bool
     if cfg.regime not in ("standard", "40-10"):
         raise ConfigError(f"cv= trains each fold on the others (regime=standard), not "
                           f"regime={cfg.regime}")
+    if cfg.arch == "unet3d":
+        raise ConfigError("cv= averages 2D networks: the coarse 3D U-Net (arch=unet3d) trains "
+                          "one fold at a time (fold=)")
     if cfg.resume:
         raise ConfigError("cv= cannot resume: resume the fold run that was killed "
                           "(resume=<its run id>) and run the ensemble again")
@@ -107,7 +105,7 @@ def cross_validate(cfg: FinetuneConfig, train_fold, tracker=None, progress: bool
 def _ensemble(cfg: FinetuneConfig, tracker, ds, stages: list[Stage], runs: list[str]) -> dict:
     """Out-of-fold evaluation, the per-fold table, and the ensemble as the parent run's model."""
     device = stages[0].device
-    oof = merge_evaluations([s.evaluations["val"] for s in stages])
+    oof = merge_evaluations([s.evaluations["val"] for s in stages], cfg.overlays)
     oof_metrics = log_evaluation(tracker, oof, "oof", "cv")
     folds = []
     for k, (stage, run) in enumerate(zip(stages, runs)):

@@ -43,6 +43,7 @@ from covidseg.train.metrics import (
     threshold_dice_curve,
     volume_metrics,
 )
+from covidseg.train.tasks import calibration_region, labelled_predictions
 
 log = logging.getLogger("covidseg.evaluation")
 
@@ -137,7 +138,7 @@ def evaluate_cases(model, ds: PreprocessedDataset, case_ids, device, batch_size:
         probs = predict_volume(model, image, device, batch_size, classes=multiclass, tta=tta)
         prob = 1.0 - probs[0] if multiclass else probs
         pred = prob > threshold
-        ev.calibration.add(prob, ref, None if meta.get("slice_image") else image != 0)
+        ev.calibration.add(prob, ref, calibration_region(image, meta))
         row = {"case_id": c, "split": split, "source": meta.get("source", "")}
         resampled = score_case(pred, ref, spacing_zyx(meta), area=False)
         if multiclass:
@@ -180,16 +181,14 @@ THRESHOLD_SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
 
 
 def choose_threshold(model, ds: PreprocessedDataset, case_ids, device,
-                     batch_size: int = 16) -> tuple[float, list[dict]]:
+                     batch_size: int = 16, tta: bool = False) -> tuple[float, list[dict]]:
     """``threshold=auto``: the lesion-probability threshold (0.05 … 0.95) with the best mean
     volume Dice over the validation cases (preprocessed grid, as the per-epoch score; ties go to
     the threshold nearest 0.5); returns it and the sweep's table.  Each case's probabilities are
     reduced to per-threshold counts at once (no map is kept)."""
-    from covidseg.train.tasks import labelled_predictions
-
     thresholds = np.asarray(THRESHOLD_SWEEP)
     dices = []
-    for prob, ref in labelled_predictions(model, ds, case_ids, device, batch_size):
+    for prob, ref, _ in labelled_predictions(model, ds, case_ids, device, batch_size, tta):
         # voxels above each threshold, overall and inside the reference (sorted once)
         n_pred = prob.size - np.searchsorted(np.sort(prob, axis=None), thresholds, side="right")
         inside = np.sort(prob[ref])

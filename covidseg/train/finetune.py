@@ -97,7 +97,7 @@ def _initial_model(cfg: TrainingConfig, init: str, classes: int) -> tuple:
     from covidseg.tracking import download_model
 
     model_dir, source_run = download_model(init)
-    model, config = load_model(model_dir)
+    model, config = load_model(model_dir, single=True)
     spec = ModelSpec(**config["model"])
     if (spec.arch, spec.encoder) != (cfg.arch, cfg.encoder):
         log.warning("init model is %s/%s: that architecture is used (arch=%s encoder=%s ignored)",
@@ -180,7 +180,7 @@ def finalise_segmentation(stage: Stage, model, spec: ModelSpec, result, train_id
     batch = max(cfg.batch_size, 16)
     threshold = threshold_value(cfg.threshold, allowed="auto")
     if threshold is None:
-        threshold, sweep = choose_threshold(model, ds, val_ids, device, batch)
+        threshold, sweep = choose_threshold(model, ds, val_ids, device, batch, cfg.tta)
         tracker.log_table(sweep, "tables/threshold_sweep.csv")
         log.info("threshold=auto: %.2f (validation volume Dice %.4f; %.4f at 0.5)", threshold,
                  max(r["val_volume_dice_resampled"] for r in sweep),

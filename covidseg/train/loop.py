@@ -240,7 +240,12 @@ class Trainer:
                               f"(now {self.world.size})")
         self.model.load_state_dict(d["model"])
         self.optimiser.load_state_dict(d["optimizer"])
-        self.scheduler.load_state_dict(d["scheduler"])
+        scheduler = dict(d["scheduler"])
+        if "lr_lambdas" not in scheduler:  # a per-epoch StepLR state (before iteration counting)
+            scheduler = {**self.scheduler.state_dict(), "last_epoch": int(d["step"])}
+        self.scheduler.load_state_dict(scheduler)
+        for group, factor in zip(self.optimiser.param_groups, self.scheduler.base_lrs):
+            group["lr"] = factor * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
         self.scaler.load_state_dict(d["scaler"])
         self.state.load_state_dict(d)
         torch.set_rng_state(d["rng"])

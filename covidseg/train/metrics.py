@@ -308,6 +308,16 @@ class Calibration:
         self.background_confident += int((p[~r] <= 0.03).sum())
         self.background_n += int((~r).sum())
 
+    def merge(self, other: Calibration) -> None:
+        """Add another accumulator's pixels (e.g. the folds of a cross-validation)."""
+        self.count = self.count + other.count
+        self.prob_sum = self.prob_sum + other.prob_sum
+        self.lesion = self.lesion + other.lesion
+        self.lesion_prob_sum += other.lesion_prob_sum
+        self.lesion_n += other.lesion_n
+        self.background_confident += other.background_confident
+        self.background_n += other.background_n
+
     def table(self) -> list[dict]:
         rows = []
         for b in range(self.bins):

@@ -5,7 +5,8 @@ steps between two validations, not a pass over a small labelled set: 40 slices i
 would make 5 steps an epoch).  The learning rate at iteration ``s`` (0-based, the step about to be
 taken) is ``lr × factor(s)``:
 
-* a linear warm-up over the first ``warmup`` iterations: ``(s + 1) / warmup``;
+* a linear warm-up over the first ``warmup`` iterations (at most a fifth of the run):
+  ``(s + 1) / warmup``;
 * then, with ``t = (s - warmup) / (total - warmup)`` running from 0 to 1 over the rest:
 
   - ``cosine``: ``½ (1 + cos πt)`` (SGDR without restarts; nnU-Net's newer AdamW presets);
@@ -63,6 +64,7 @@ def make_scheduler(optimiser, schedule: str, total: int, warmup: int = 0,
                    iterations_per_epoch: int = 1, lr_step: int = 25, lr_gamma: float = 0.8):
     """A per-iteration :class:`~torch.optim.lr_scheduler.LambdaLR` of :func:`lr_factor`."""
     lr_factor(0, schedule, total)  # an unknown schedule fails here, not at the first step
+    warmup = min(int(warmup), total // 5)  # a short run still reaches its peak and decays
 
     def factor(step: int) -> float:
         return lr_factor(step, schedule, total, warmup, iterations_per_epoch, lr_step, lr_gamma)

@@ -92,7 +92,9 @@ def make_plan(ds, train_ids, cfg, three_d: bool = False) -> Plan:
     shapes = [ds.cases[c]["shape"] for c in train_ids]
     slices = int(sum(s[0] for s in shapes))
     median = [int(np.median([s[1] for s in shapes])), int(np.median([s[2] for s in shapes]))]
-    batch = int(cfg.batch_size)
+    from covidseg.train.distributed import world
+
+    batch = int(cfg.batch_size) * world().size  # the global batch: passes count all processes
     recipe = getattr(cfg, "recipe", "covidseg")
     why = {}
     if three_d:

@@ -46,7 +46,8 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
                               f"(splits.auxiliary); this dataset has {len(ids)}: "
                               "use mode=restoration")
         train_ids, val_ids = split_cases(ids, cfg.seed, 0.2)
-        task = SegmentationTask(model, ds, train_ids, val_ids, SegmentationLoss("ce+dice"), device,
+        loss = SegmentationLoss("ce+dice", dice="sample")  # pretrain keeps the thesis's loss
+        task = SegmentationTask(model, ds, train_ids, val_ids, loss, device,
                                 batch_size=cfg.batch_size, seed=cfg.seed, workers=workers,
                                 augment=SliceAugment(), crop=cfg.image_size,
                                 lesion_boost=cfg.lesion_boost, iterations=cfg.iterations_per_epoch)

@@ -108,6 +108,10 @@ def config_of_run(name: str, run_id: str, world_size: int = 1):
                           f"as many (torchrun --nproc_per_node…), not {world_size}")
     kwargs = {f.name: parse_value(f, params[f.name].strip("'")) if f.name in params
               else field_default(f) for f in fields(cls)}
+    if "recipe" in kwargs and "recipe" not in params:
+        # started before recipes (and the iteration-counted loop): it trained with the thesis's
+        # settings, one pass an epoch — continue it with them
+        kwargs["recipe"] = "thesis"
     kwargs["resume"] = run_id
     cfg = cls(**kwargs)
     cfg.validate()

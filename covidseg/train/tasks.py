@@ -65,11 +65,18 @@ class EpochSampler(Sampler):
         g = torch.Generator().manual_seed(self.seed * 100_003 + int(self.epoch))
         count = self._count()
         if self.weights is not None:
-            order = torch.multinomial(self.weights, count, replacement=True, generator=g)
+            order = torch.multinomial(self.weights, count, replacement=True, generator=g).tolist()
         else:
-            passes = -(-count // max(1, self.n))
-            order = torch.cat([torch.randperm(self.n, generator=g) for _ in range(passes)])
-        return iter([(self.epoch, i) for i in shard(order[:count].tolist(), self.batch_size)])
+            order = shuffled_passes(self.n, count, g)
+        return iter([(self.epoch, i) for i in shard(order, self.batch_size)])
+
+
+def shuffled_passes(n: int, count: int, generator: torch.Generator) -> list[int]:
+    """``count`` indices of ``0 … n-1``: successive shuffles of all of them (each index once
+    before any twice), the last one cut."""
+    passes = -(-count // max(1, n))
+    return torch.cat([torch.randperm(n, generator=generator) for _ in range(passes)])[
+        :count].tolist() if n else []
 
 
 class EpochLoader:
@@ -182,12 +189,10 @@ class VolumeTask(_Segmentation):
     def _order(self, epoch: int) -> list[int]:
         """This rank's volumes of one epoch, one per step: ``iterations`` of them (successive
         shuffles; over all ranks) when > 0, else one shuffled pass."""
-        rng = np.random.default_rng([self.seed, epoch])
+        g = torch.Generator().manual_seed(self.seed * 100_003 + int(epoch))
         n = len(self.train_ids)
         count = self.iterations * world().size if self.iterations > 0 else n
-        passes = -(-count // max(1, n))
-        order = [int(i) for _ in range(passes) for i in rng.permutation(n)]
-        return shard(order[:count], 1)
+        return shard(shuffled_passes(n, count, g), 1)
 
     def steps_per_epoch(self) -> int:
         return len(self._order(0))
@@ -200,44 +205,45 @@ class VolumeTask(_Segmentation):
                    to_coarse(torch.from_numpy(np.array(infection, np.float32)), size))
 
 
-def labelled_predictions(model, ds: PreprocessedDataset, case_ids, device, batch_size: int = 16):
-    """``(lesion probability, reference lesion)`` on the preprocessed grid, one labelled case at
-    a time (cases without a mask skipped)."""
+def calibration_region(image: np.ndarray, meta: dict) -> np.ndarray | None:
+    """The pixels a case's calibration counts: a 2D slice image all of them (None); a CT volume
+    those inside the image, where preprocessing left values (outside the lungs is exactly 0)."""
+    return None if meta.get("slice_image") else np.asarray(image) != 0
+
+
+def labelled_predictions(model, ds: PreprocessedDataset, case_ids, device, batch_size: int = 16,
+                         tta: bool = False):
+    """``(lesion probability, reference lesion, calibration region)`` on the preprocessed grid,
+    one labelled case at a time (cases without a mask skipped); ``tta``: test-time mirroring."""
     for c in case_ids:
         image, infection, _ = ds.load(c)
         if infection is not None:
-            yield (predict_volume(model, np.asarray(image), device, batch_size),
-                   np.asarray(infection) > 0)
+            image = np.asarray(image)
+            yield (predict_volume(model, image, device, batch_size, tta=tta),
+                   np.asarray(infection) > 0, calibration_region(image, ds.cases[c]))
 
 
 def validation_scores(model, ds: PreprocessedDataset, case_ids, device, batch_size: int = 16,
-                      threshold: float = 0.5, prefix: str = "val_") -> dict:
+                      threshold: float = 0.5) -> dict:
     """The per-epoch validation: ``val_volume_dice`` (mean 3D Dice over volumes on the
     preprocessed grid at ``threshold``) and the calibration of the same probabilities
     (:class:`~covidseg.train.metrics.Calibration`: ``val_lesion_probability``, ``val_ece``,
-    ``val_background_confident``; CT: over the pixels inside the image, a slice set: all)."""
+    ``val_background_confident``)."""
     scores, calibration = [], Calibration()
-    for c in case_ids:
-        image, infection, _ = ds.load(c)
-        if infection is None:
-            continue
-        image = np.asarray(image)
-        prob = predict_volume(model, image, device, batch_size)
-        ref = np.asarray(infection) > 0
+    for prob, ref, region in labelled_predictions(model, ds, case_ids, device, batch_size):
         scores.append(overlap_metrics(prob > threshold, ref)["dice"])
-        region = None if ds.cases[c].get("slice_image") else image != 0
         calibration.add(prob, ref, region)
-    out = {f"{prefix}volume_dice": float(np.mean(scores)) if scores else float("nan")}
-    out.update({f"{prefix}{k}": v for k, v in calibration.summary().items()})
+    out = {"val_volume_dice": float(np.mean(scores)) if scores else float("nan")}
+    out.update({f"val_{k}": v for k, v in calibration.summary().items()})
     return out
 
 
 def volume_dice(model, ds: PreprocessedDataset, case_ids, device, batch_size: int = 16,
                 threshold: float = 0.5) -> float:
-    """Mean 3D Dice over volumes on the preprocessed grid at ``threshold`` (the per-epoch
-    validation score; a multi-class network's lesion union)."""
+    """Mean 3D Dice over volumes on the preprocessed grid at ``threshold`` (a multi-class
+    network's lesion union)."""
     scores = [overlap_metrics(prob > threshold, ref)["dice"]
-              for prob, ref in labelled_predictions(model, ds, case_ids, device, batch_size)]
+              for prob, ref, _ in labelled_predictions(model, ds, case_ids, device, batch_size)]
     return float(np.mean(scores)) if scores else float("nan")
 
 

@@ -1,10 +1,10 @@
 """Does the data pipeline outrun the model?  (SPEC §6: the GPU must never be starved.)
 
 Slices per second of the real training input — the finetune task's DataLoader (memory-mapped
-slices, padding, elastic/rotation/gamma/noise augmentation in ``workers`` processes, pinned memory
-on CUDA, workers kept between epochs) — against slices per second of one training step of the
-default model (forward, ce+dice loss, backward, Adam step; AMP on CUDA) on batches already on the
-device, at 256² and 512².
+slices, padding, the default augmentation in ``workers`` processes, pinned memory on CUDA, workers
+kept between epochs) — against slices per second of one training step of the default model
+(forward, ce+dice loss, backward, optimiser step; AMP on CUDA) on batches already on the device,
+at 256² and 512².
 
     python benchmarks/data_pipeline.py [--sizes 256,512] [--steps 4] [--epochs 3] [--workers -1]
 
@@ -43,7 +43,7 @@ def model_rate(task, cfg, device, steps: int) -> float:
     model = place_model(task.model, device).train()
     images, masks = next(iter(task.batches(0)))
     images, masks = images.to(device), masks.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = grad_scaler(device)
 
     def step():

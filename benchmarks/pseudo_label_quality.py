@@ -38,7 +38,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=96, help="phantom side in pixels")
     ap.add_argument("--depth", type=int, default=32, help="phantom length in mm")
     ap.add_argument("--train_cases", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--iterations", type=int, default=400,
+                    help="optimiser steps of the finetune run (epochs of 50)")
     ap.add_argument("--encoder", default="resnet18")
     ap.add_argument("--model", default="", help="a fine-tuned model folder / run instead")
     ap.add_argument("--seed", type=int, default=0)
@@ -52,13 +53,15 @@ def main() -> None:
 
     header("pseudo-label quality against the phantoms' truth", resolve_device("auto"),
            cohort=f"{args.labelled} labelled + {args.unlabelled} unlabelled, {args.size} px",
-           train_cases=args.train_cases, epochs=args.epochs, encoder=args.encoder)
+           train_cases=args.train_cases, iterations=args.iterations, encoder=args.encoder)
     data = str(demo_dataset(args.labelled, args.size, args.depth, unlabelled=args.unlabelled,
                             test_cases=8, folds=6).root)
     model = args.model
     if not model:
         ft = finetune(FinetuneConfig(data=data, encoder=args.encoder, train_cases=args.train_cases,
-                                     epochs=args.epochs, patience=0, lr=1e-3, lesion_boost=3.0,
+                                     epochs=max(1, -(-args.iterations // 50)),
+                                     iterations_per_epoch=min(50, args.iterations), patience=0,
+                                     lr=1e-3, lesion_boost=3.0,
                                      seed=args.seed, overlays=0, workers=0, checkpoint_every=0),
                      progress=False)
         model = ft["model_uri"]

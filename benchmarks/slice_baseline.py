@@ -278,10 +278,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=96, help="training side (multiple of 32)")
     ap.add_argument("--seed", type=int, default=0, help="training seed of both arms (initial "
                                                         "weights, sampling, augmentation)")
-    ap.add_argument("--augment", default="slice", choices=("ct", "slice", "none"),
+    ap.add_argument("--augment", default="slice", choices=("strong", "ct", "slice", "none"),
                     help="covidseg's augmentation preset")
     ap.add_argument("--batch_size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of both arms")
+    ap.add_argument("--lr", type=float, default=1e-3,
+                    help="peak learning rate of both arms (covidseg: AdamW + cosine, bare: "
+                         "constant Adam)")
     ap.add_argument("--lesion_boost", type=float, default=1.0, help="covidseg's lesion_boost")
     ap.add_argument("--threshold", default="0.5", help="covidseg's decision threshold: a "
                                                       "probability, or auto (chosen on its "

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import shutil
 import statistics
 import time
@@ -32,15 +31,18 @@ def bare_loop(task, model, cfg, device, epochs: int) -> None:
     import torch
 
     from covidseg.device import autocast, grad_scaler, place_model
+    from covidseg.train.optim import lr_factor
 
     model = place_model(model, device)  # the layout covidseg trains in: same arithmetic
     params = [p for p in model.parameters() if p.requires_grad]
-    # the same work as covidseg's defaults: AdamW, warm-up + cosine set every step, clipping
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total, warm = epochs * task.steps_per_epoch(), cfg.warmup
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warm if s < warm else
-                                              0.5 * (1 + math.cos(math.pi * (s - warm)
-                                                                  / max(1, total - warm))))
+    # the same work as covidseg's loop with cfg: the optimiser, the per-step schedule, clipping
+    opt = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}.get(
+        cfg.optimizer, torch.optim.AdamW)(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = epochs * task.steps_per_epoch()
+    warm = min(cfg.warmup, total // 5)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, cfg.schedule, total, warm, task.steps_per_epoch(),
+                                 cfg.lr_step, cfg.lr_gamma))
     scaler = grad_scaler(device)
     step = 0
     for epoch in range(epochs):
@@ -50,8 +52,9 @@ def bare_loop(task, model, cfg, device, epochs: int) -> None:
             with autocast(device):
                 loss, _ = task.training_step(batch, step)
             scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            if cfg.grad_clip > 0:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
             sched.step()

@@ -7,8 +7,9 @@ starts N processes with ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set.  Each joins 
 * every rank draws the same global epoch order (seeded by seed and epoch) and takes its own
   slice of each global batch (:func:`shard`): the global batch is ``world_size × batch_size``
   and is exactly the batch a single process with that batch size would see;
-* gradients are averaged by DDP; the epoch's training loss and the task's extra logs are
-  averaged over ranks (one reduction per epoch);
+* gradients are averaged by DDP; batch Dice sums its terms over the global batch
+  (:func:`global_sum`), so the loss is the single process's too; the epoch's training loss
+  and the task's extra logs are averaged over ranks (one reduction per epoch);
 * validation, checkpoints, the resume state and the final evaluation run on rank 0; its
   metrics are broadcast, so every rank takes the same best-epoch and early-stop decisions;
 * exactly one MLflow run per job: rank 0 starts and logs it, the other ranks get a null tracker
@@ -133,6 +134,19 @@ def average(values: dict[str, torch.Tensor | float], device: torch.device) -> di
         dist.all_reduce(t)
         t /= _world.size
     return dict(zip(keys, t.tolist()))
+
+
+def global_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over the ranks while training, the gradient flowing back to every rank's own
+    part (``torch.distributed.nn.functional.all_reduce``): a batch statistic that does not split
+    into a mean of per-rank terms — the sums of batch Dice — is then the global batch's, and the
+    gradients DDP averages are the single process's.  As is in one process and without grad
+    (validation runs on rank 0 alone)."""
+    if not _world.active or not torch.is_grad_enabled():
+        return t
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(t)
 
 
 def shard(order: list[int], batch_size: int, w: World | None = None) -> list[int]:

@@ -4,8 +4,9 @@ pseudo-labels).
 * ``ce`` — binary cross-entropy on logits, optionally class-weighted (``pos_weight``);
 * ``dice`` — soft Dice, summed over the whole batch by default (``dice="batch"``, nnU-Net's
   ``batch_dice``): 1 − (2Σpg + ε) / (Σp + Σg + ε), the sums over every pixel of every image,
-  ε = 1e-5.  A lesion-free slice then costs only what its false positives add to the batch's
-  denominator.  ``dice="sample"`` (the thesis) takes the Dice of each image with smoothing 1 and
+  ε = 1e-5 (under torchrun the sums are the global batch's).  A lesion-free slice then costs
+  only what its false positives add to the batch's denominator.  ``dice="sample"`` (the
+  thesis) takes the Dice of each image with smoothing 1 and
   averages: 1 − (2Σpg + 1) / (Σp + Σg + 1); there a lesion-free slice's Dice is 1/(Σp + 1), so
   any probability mass on it costs up to a whole sample's loss.  The denominator is Σp + Σg —
   the soft form of 2TP / (2TP + FP + FN), the Dice the runs report (nnU-Net's and MONAI's
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from covidseg.errors import ConfigError
+from covidseg.train.distributed import global_sum
 
 LOSSES = ("ce", "dice", "ce+dice", "hausdorff")
 DICE_MODES = ("batch", "sample")
@@ -82,8 +84,8 @@ def batch_dice_loss_prob(p, target, weight=None, smooth: float = BATCH_DICE_SMOO
         w = weight.to(p.dtype).expand_as(target)
     else:
         w = weight.to(p.dtype).reshape(-1, *([1] * (p.dim() - 1))).expand_as(p)
-    inter = (w * p * target).sum()
-    return 1 - (2 * inter + smooth) / ((w * p).sum() + (w * target).sum() + smooth).clamp_min(1e-8)
+    sums = global_sum(torch.stack([(w * p * target).sum(), (w * p).sum(), (w * target).sum()]))
+    return 1 - (2 * sums[0] + smooth) / (sums[1] + sums[2] + smooth).clamp_min(1e-8)
 
 
 def dice_term(p, target, weight=None, mode: str = "batch"):

@@ -232,9 +232,11 @@ class PretrainConfig(TrainingConfig):
 
 
 # What a recipe sets (SupervisedConfig.recipe), in place of every parameter left at "the
-# recipe's".  covidseg: chosen by cross-validation on real CT slices (README, "The training recipe
-# on real CT"); thesis: Adam 2e-4, StepLR ×0.8 / 25 epochs (of one pass: the plan), 500 epochs,
-# early stop after 30, the best epoch, per-sample Dice, the mild augmentation (augmentation()).
+# recipe's".  covidseg: nnU-Net's 2D recipe (AdamW, warm-up + cosine, batch Dice + CE, strong
+# augmentation), cross-validated on real CT slices in README "The training recipe on real CT"
+# (where, at a reduced size and budget, it does not yet beat a bare smp loop); thesis: Adam
+# 2e-4, StepLR ×0.8 / 25 epochs (of one pass: the plan), 500 epochs, early stop after 30, the
+# best epoch, per-sample Dice, the mild augmentation (augmentation()).
 RECIPES = {
     "covidseg": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "cosine",
                  "warmup": 50, "grad_clip": 12.0, "patience": 0, "keep": "last",
@@ -290,15 +292,20 @@ class SupervisedConfig(TrainingConfig):
                            "predict -P model=models:/NAME@champion); needs register_as")
 
     def __post_init__(self):
-        apply_recipe(self, RECIPES.get(self.recipe, RECIPES["covidseg"]))
+        # what the recipe filled in, logged as recipe_<name> (runs.start_run): under `mlflow run`
+        # the parameter itself was logged as given ('' / -1 / 0) before covidseg started
+        self.recipe_filled = apply_recipe(self, RECIPES.get(self.recipe, RECIPES["covidseg"]))
 
 
-def apply_recipe(cfg, recipe: dict) -> None:
+def apply_recipe(cfg, recipe: dict) -> dict:
     """Put ``recipe``'s values in place of the parameters of ``cfg`` left at "the recipe's"
-    (:data:`RECIPE_AUTO`); a parameter given explicitly wins."""
+    (:data:`RECIPE_AUTO`); a parameter given explicitly wins.  Returns what it filled in."""
+    filled = {}
     for name, value in recipe.items():
         if getattr(cfg, name) == RECIPE_AUTO[name]:
             setattr(cfg, name, value)
+            filled[name] = value
+    return filled
 
 
 @dataclass
@@ -481,7 +488,7 @@ PIPELINE_OWN = [
 ]
 # what the chain does differently from each stage's own entry point: a short pretrain, no
 # intermediate checkpoints, the mean teacher's shorter run (finetune keeps its own defaults: the
-# plan's iterations, the recipe chosen by cross-validation)
+# plan's iterations and the default recipe)
 PIPELINE_DEFAULTS = {"pretrain_epochs": 5, "pretrain_image_size": 96,
                      "meanteacher_epochs": 20, "meanteacher_patience": 10, "meanteacher_lr": 2e-4,
                      "meanteacher_lesion_boost": 3.0, "rampup_epochs": 6,

@@ -66,6 +66,9 @@ def test_spec_parameter_names_and_defaults():
     given = FinetuneConfig(recipe="thesis", lr=1e-3, keep="last", dice="batch", patience=0)
     assert (given.lr, given.keep, given.dice, given.patience, given.optimizer) == (
         1e-3, "last", "batch", 0, "adam")
+    # what the recipe filled in (logged as recipe_<name>), and nothing that was given
+    assert given.recipe_filled == {"optimizer": "adam", "weight_decay": 0.0, "schedule": "step",
+                                   "warmup": 0, "grad_clip": 0.0}
     assert FinetuneConfig(lr=2e-4, optimizer="adam").schedule == "cosine"
     s = PseudolabelConfig()
     assert (s.patch_size, s.labelled_patches, s.patches_per_volume, s.rule, s.sim_low,

@@ -101,7 +101,11 @@ def test_slice_folder_through_mlflow_run_first_try(tracking_uri, tmp_path):
     ft = mlflow_run("finetune", data=prep.info.run_id, epochs=3, patience=5, batch_size=4,
                     encoder="resnet18", lr=1e-3, checkpoint_every=0, threshold="auto", overlays=1,
                     workers=0, iterations_per_epoch=6, warmup=0)
-    m = ft.data.metrics
+    p, m = ft.data.params, ft.data.metrics
+    # `mlflow run` logged the parameters as given; what the recipe filled in is recipe_<name>
+    assert (p["optimizer"], p["recipe_optimizer"], p["recipe_schedule"]) == ("''", "adamw",
+                                                                           "cosine")
+    assert p["lr"] == "0.001" and "recipe_lr" not in p  # given explicitly: no recipe value
     for key in ("test_volume_dice", "test_volume_dice_resampled", "test_volume_nsd_area",
                 "test_slice_dice_thravg", "test_slice_dice_max", "test_slice_sensitivity",
                 "test_slice_specificity", "threshold"):

@@ -140,6 +140,10 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
                     "it (PGPASSWORD / ~/.pgpass) or through "
                     f"{STORAGE_VARIABLES.get(entry_point, 'COVIDSEG_OPTUNA_STORAGE')}")
             tracker.log_params({k: v for k, v in cfg.to_params().items() if k not in logged})
+            # the values a recipe gave the parameters left at "the recipe's" (which `mlflow run`
+            # has logged as given: '' / -1 / 0): what ran, whichever door started the run
+            tracker.log_params({f"recipe_{k}": str(v)
+                                for k, v in getattr(cfg, "recipe_filled", {}).items()})
         yield tracker
         status = "FINISHED"
     except KeyboardInterrupt:

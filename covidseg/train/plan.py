@@ -20,8 +20,8 @@ stand (early stop after 30).  Any of these given as a parameter (``epochs``,
 ``iterations_per_epoch``, ``image_size`` of preprocess) wins over the plan, and ``plan.json``
 records both what the plan said and what ran.
 
-The numbers are the ones chosen by cross-validation on real CT slices (README, "The training
-recipe"); see :func:`total_iterations`.
+The numbers follow nnU-Net's 2D plans scaled to small label sets; they are measured on real CT
+slices in README, "The training recipe on real CT"; see :func:`total_iterations`.
 """
 
 from __future__ import annotations

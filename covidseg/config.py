@@ -105,8 +105,11 @@ class PreprocessConfig(CommonConfig):
     sources: str = param("", "a YAML/JSON file listing several sources to combine into one "
                              "dataset (each: data, dataset, task, role, name, glob patterns); "
                              "replaces data/dataset/images/…")
-    intensity: str = param("auto", "intensity scheme, decided per case with auto",
-                           ("auto", "hu", "image"))
+    intensity: str = param("auto", "intensity scheme, decided per case with auto: hu (Hounsfield "
+                                   "units: lung window, z-score over the lungs), display (8-bit "
+                                   "exports: every image mapped alike, 0…255 to -2…2), image "
+                                   "(anything else: z-score per image)",
+                           ("auto", "hu", "display", "image"))
     lung_method: str = param("auto", "lung extraction: auto = lungmask if its weights are local, "
                                      "else classical; provided = the dataset's lung masks",
                              ("auto", "lungmask", "classical", "provided", "none"))

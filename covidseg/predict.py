@@ -14,7 +14,7 @@ import csv
 import json
 import logging
 import os
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from covidseg.config import (
     tta_value,
 )
 from covidseg.data.geometry import to_canonical_grid
+from covidseg.data.intensity import looks_like_display
 from covidseg.data.layouts import CaseRecord
 from covidseg.data.readers import (
     VOLUME_SUFFIXES,
@@ -79,7 +80,7 @@ class Predictor:
         self.model, self.config, self.device = place_model(model, device).eval(), config, device
         self.preprocess = preprocess_config_of(config)
         self.batch_size, self.tta = batch_size, tta
-        self._weights, self._warned = None, False
+        self._weights, self._warned, self._warned_intensity = None, False, False
         if self.preprocess.lung_method in ("auto", "lungmask"):
             from covidseg.data.lungs import find_lungmask_weights
 
@@ -124,10 +125,20 @@ class Predictor:
         case_id = path.name if path.is_dir() else stem_of(path)
         original = read_image(path)
         prep = preprocess_case(CaseRecord(case_id=case_id, image=str(path),
-                                          lung=str(lung) if lung else None), self.preprocess,
-                               self._weights, force_cpu=self.device.type != "cuda",
-                               original=original)
+                                          lung=str(lung) if lung else None),
+                               self.preprocess_for(original), self._weights,
+                               force_cpu=self.device.type != "cuda", original=original)
         return path, case_id, original, prep
+
+    def preprocess_for(self, original) -> PreprocessConfig:
+        """The preprocessing of one input: the model's.  A model trained with ``intensity=auto``
+        before the ``display`` scheme existed (no ``intensity_modes`` in ``model.json``) saw
+        8-bit images z-scored per image, so its 8-bit inputs still are."""
+        cfg = self.preprocess
+        if (cfg.intensity == "auto" and "intensity_modes" not in self.config
+                and looks_like_display(sitk.GetArrayViewFromImage(original))):
+            return replace(cfg, intensity="image")
+        return cfg
 
     def predict_prepared(self, prepared: tuple, output, threshold=None,
                          restrict_to_lungs: bool = True, probabilities: bool = False) -> dict:
@@ -155,6 +166,11 @@ class Predictor:
             log.warning("lung extraction here is %s, the model was trained on %s lungs (lungmask "
                         "weights present on one machine only?): predictions may differ",
                         prep.meta["lung_method"], "/".join(trained))
+        modes = self.config.get("intensity_modes") or []
+        if modes and prep.meta["intensity"] not in modes and not self._warned_intensity:
+            self._warned_intensity = True
+            log.warning("%s: intensities here are %s, the model was trained on %s images: "
+                        "predictions may differ", path, prep.meta["intensity"], "/".join(modes))
         multiclass = probs.ndim == 4
         prob = 1.0 - probs[0] if multiclass else probs
         prob_o = self._to_original(prob, prep.meta, original)
@@ -487,6 +503,9 @@ def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
     differs = sorted(k for k in ("intensity", "lung_method", "image_size", "window_min",
                                  "window_max", "hist_eq", "slice_fit", "labels")
                      if k in trained_with and trained_with[k] != ds.descriptor["config"].get(k))
+    modes = sorted({m.get("intensity", "") for m in ds.cases.values()})
+    if config.get("intensity_modes") and set(modes) - set(config["intensity_modes"]):
+        differs.append("intensity_modes")
     if differs:
         log.warning("the dataset was preprocessed differently from the model's training data (%s)",
                     ", ".join(differs))

@@ -27,6 +27,11 @@ CASE_COLUMNS = ("case_id", "source", "labelled", "intensity", "looked_like_hu", 
                 "infection_in_lung", "lung_volume_ml", "lesion_volume_ml")
 
 
+INTENSITY_WORDS = {"hu": "are in HU (lung window, z-scored over the lungs)",
+                   "display": "are 8-bit display values (mapped alike: intensity=display)",
+                   "image": "are neither (z-scored per image: intensity=image)"}
+
+
 def preprocess_dataset(cfg: PreprocessConfig, tracker=None, progress: bool = True) -> dict:
     """Build (or find in the cache) the preprocessed dataset; log it; return a summary."""
     tracker = tracker or NullTracker()
@@ -77,10 +82,11 @@ def _log_dataset(ds: PreprocessedDataset, tracker, cfg, cache_hit: bool, seconds
     tracker.set_tags({Tag.DATASET_UPLOADED: str(uploaded).lower(),
                       **({Tag.DATASET_RUN: holder} if holder else {})})
     modes = {m["intensity"] for m in desc["cases"]}
-    if len(modes) > 1 or cfg.intensity == "auto" and "image" in modes:
-        n_img = sum(m["intensity"] == "image" for m in desc["cases"])
-        log.warning("intensity=auto: %d of %d cases are not in HU and were z-scored as images "
-                    "(column 'intensity' of preprocess/cases.csv)", n_img, len(desc["cases"]))
+    if len(modes) > 1 or cfg.intensity == "auto" and modes - {"hu"}:
+        counts = {mode: sum(m["intensity"] == mode for m in desc["cases"]) for mode in modes}
+        log.warning("intensity=%s: of %d cases %s (column 'intensity' of preprocess/cases.csv)",
+                    cfg.intensity, len(desc["cases"]),
+                    ", ".join(f"{n} {INTENSITY_WORDS[mode]}" for mode, n in sorted(counts.items())))
     return {"dataset_path": str(root), "key": ds.key, "cache_hit": cache_hit,
             "n_cases": desc["n_cases"], "n_failed": desc["n_failed"], "size_mb": size_mb,
             "uploaded": uploaded, "run_id": tracker.run_id}

@@ -81,7 +81,8 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert "unrecognized arguments: --bogus 1" in r.stderr
     r = run(["covidseg", "preprocess", "--intensity", "hounsfield"], tmp_path)
-    assert r.returncode == 2 and "intensity='hounsfield' is not one of auto, hu, image" in r.stderr
+    assert r.returncode == 2
+    assert "intensity='hounsfield' is not one of auto, hu, display, image" in r.stderr
     r = run(["covidseg", "preprocess", "--folds", "two"], tmp_path)
     assert r.returncode == 2 and "folds='two' is not a valid int" in r.stderr
     r = run(["covidseg", "finetune", "--strategy", "everything"], tmp_path)

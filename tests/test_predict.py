@@ -171,3 +171,33 @@ def test_the_written_lung_mask_is_the_extraction_on_the_input_grid(model_dir, tm
     expected = classical_lung_mask(np.round(ph.image).astype(np.float32), ph.spacing, hu=True)
     assert np.array_equal(lung.astype(bool), expected)
     assert not np.array_equal(lung.astype(bool), expected[:, ::-1, ::-1])  # left ≠ right here
+
+
+def test_8bit_inputs_get_the_intensity_scheme_the_model_was_trained_with(tmp_path, caplog):
+    """A model from before intensity=display (no intensity_modes in model.json) saw 8-bit slices
+    z-scored per image with intensity=auto: its 8-bit inputs still are; a model that records its
+    schemes gets auto's choice (display), and a warning when an input's scheme is not one it
+    was trained on."""
+    from tests.helpers import write_png_slice
+
+    torch.manual_seed(0)
+    spec = ModelSpec("unet", "resnet18")
+    pre = PreprocessConfig(image_size=64).to_params()
+    old = save_model(tmp_path / "old", build_model(spec), spec,
+                     {"preprocess": pre, "task": "segmentation"})
+    new = save_model(tmp_path / "new", build_model(spec), spec,
+                     {"preprocess": pre, "task": "segmentation", "intensity_modes": ["display"]})
+    hu_only = save_model(tmp_path / "hu", build_model(spec), spec,
+                         {"preprocess": pre, "task": "segmentation", "intensity_modes": ["hu"]})
+    yy, xx = np.mgrid[:80, :72]
+    body = ((yy - 40) / 36) ** 2 + ((xx - 36) / 32) ** 2 < 1
+    lungs = ((yy - 40) / 20) ** 2 + ((np.abs(xx - 36) - 14) / 9) ** 2 < 1
+    png = write_png_slice(np.where(lungs, 40, np.where(body, 180, 0)), tmp_path / "slice.png")
+    prep_old = Predictor.from_dir(old).prepare(png)[3]
+    prep_new = Predictor.from_dir(new).prepare(png)[3]
+    assert prep_old.meta["intensity"] == "image" and prep_new.meta["intensity"] == "display"
+    assert prep_old.meta["norm_mean"] > 150  # z-scored by its own foreground (the body)
+    assert (prep_new.meta["norm_mean"], prep_new.meta["norm_std"]) == (127.5, 63.75)
+    with caplog.at_level("WARNING", logger="covidseg"):
+        Predictor.from_dir(hu_only).predict_file(png, tmp_path / "out")
+    assert "intensities here are display, the model was trained on hu images" in caplog.text

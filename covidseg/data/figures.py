@@ -70,31 +70,33 @@ def spacing_scatter(metas: list[dict]):
 
 def intensity_histograms(metas: list[dict], bins_hu, bins_display, bins_z):
     fig, axes = plt.subplots(2, 1, figsize=(7.5, 6.4))
-    for mode, bins, title in (("hu", bins_hu, "HU"), ("image", bins_display, "display value")):
+    colours = {"hu": "tab:blue", "display": "tab:orange", "image": "tab:green"}
+    for mode, bins, title in (("hu", bins_hu, "HU"), ("display", bins_display, "8-bit display "
+                                                      "value, mapped alike"),
+                              ("image", bins_display, "value, z-scored per image")):
         ms = [m for m in metas if m["intensity"] == mode]
         if not ms:
             continue
         centres = (np.asarray(bins)[:-1] + np.asarray(bins)[1:]) / 2
         for m in ms[:40]:
             h = np.asarray(m["hist_before"], float)
-            axes[0].plot(centres, h / max(h.sum(), 1), alpha=0.35, lw=0.9,
-                         color="tab:blue" if mode == "hu" else "tab:orange")
-        axes[0].plot([], [], color="tab:blue" if mode == "hu" else "tab:orange",
+            axes[0].plot(centres, h / max(h.sum(), 1), alpha=0.35, lw=0.9, color=colours[mode])
+        axes[0].plot([], [], color=colours[mode],
                      label=f"{mode}: {len(ms)} cases ({title})")
     axes[0].set_title("Before: intensities inside the lungs, or the foreground where there are "
                       "none (one line per case)", fontsize=10)
-    axes[0].set_xlabel("HU (blue) / display value 0-255 (orange)")
+    axes[0].set_xlabel("HU (blue) / value 0-255 (orange: 8-bit display, green: other)")
     axes[0].set_ylabel("fraction of voxels")
     axes[0].legend(fontsize=8)
     centres_z = (np.asarray(bins_z)[:-1] + np.asarray(bins_z)[1:]) / 2
     for m in metas[:40]:
         h = np.asarray(m["hist_after"], float)
         axes[1].plot(centres_z, h / max(h.sum(), 1), alpha=0.35, lw=0.9,
-                     color="tab:blue" if m["intensity"] == "hu" else "tab:orange")
+                     color=colours.get(m["intensity"], "tab:gray"))
     axes[1].axvline(0, color="k", lw=0.6)
-    axes[1].set_title("After: z-scored intensities in the same region (mean 0, std 1 per case)",
-                      fontsize=10)
-    axes[1].set_xlabel("z-score")
+    axes[1].set_title("After: normalised intensities in the same region (HU and per-image: mean "
+                      "0, std 1 per case)", fontsize=10)
+    axes[1].set_xlabel("normalised value")
     axes[1].set_ylabel("fraction of voxels")
     fig.tight_layout()
     return fig

@@ -1,7 +1,14 @@
-"""Intensity normalisation: lung-window z-score for HU data, foreground z-score otherwise.
+"""Intensity normalisation: lung-window z-score for HU data, one fixed map for 8-bit display
+values, foreground z-score otherwise.
 
 Pure functions over numpy arrays.  The scheme is decided per case (``intensity=auto``): public
 sets mix CT stored in Hounsfield units with CT stored as 0-255 display values.
+
+8-bit exports (PNG/JPG slices) went through a viewing window that already fixed what a value
+means: the same grey is the same tissue on every slice of the set.  ``display`` keeps that and maps
+every image alike, (v − 127.5) / 63.75 (0…255 to −2…2).  A per-image z-score (``image``) would
+move each slice by what it happens to show — more lung, a darker mean, every value shifted —
+and on real COVID-19 slices that cost Dice (README, "The training recipe on real CT").
 """
 
 from __future__ import annotations
@@ -10,7 +17,8 @@ import numpy as np
 
 from covidseg.errors import NotHounsfield
 
-HU_MODES = ("auto", "hu", "image")
+HU_MODES = ("auto", "hu", "display", "image")
+DISPLAY_CENTRE, DISPLAY_SCALE = 127.5, 63.75
 
 
 def looks_like_hu(array: np.ndarray) -> bool:
@@ -27,6 +35,15 @@ def looks_like_hu(array: np.ndarray) -> bool:
     return bool(p1 < -500 and p99 > -200)
 
 
+def looks_like_display(array: np.ndarray) -> bool:
+    """True when the values are 8-bit display values: whole numbers within 0…255."""
+    sample = array[:: max(1, array.shape[0] // 16)].ravel()
+    if sample.size > 400_000:
+        sample = sample[:: sample.size // 400_000]
+    return bool(sample.size and sample.min() >= 0 and sample.max() <= 255
+                and np.array_equal(sample, np.round(sample)))
+
+
 def intensity_summary(array: np.ndarray) -> str:
     p1, p99 = np.percentile(array, [1, 99])
     return (f"range {float(array.min()):.0f}..{float(array.max()):.0f}, "
@@ -34,7 +51,9 @@ def intensity_summary(array: np.ndarray) -> str:
 
 
 def choose_intensity_mode(array: np.ndarray, requested: str, path) -> tuple[str, bool]:
-    """(mode used, whether the values looked like HU).  ``hu`` on non-HU data is an error."""
+    """(mode used, whether the values looked like HU).  ``auto``: ``hu`` for Hounsfield units,
+    ``display`` for 8-bit values, ``image`` for anything else; ``hu`` on non-HU data and
+    ``display`` on values outside 0…255 are errors."""
     if requested not in HU_MODES:
         raise ValueError(f"intensity must be one of {HU_MODES}")
     hu_like = looks_like_hu(array)
@@ -42,8 +61,14 @@ def choose_intensity_mode(array: np.ndarray, requested: str, path) -> tuple[str,
         raise NotHounsfield(path, "intensities are not Hounsfield units "
                                   f"({intensity_summary(array)}); "
                                   "use intensity=image or intensity=auto")
+    if requested == "display" and not looks_like_display(array):
+        raise NotHounsfield(path, "intensities are not 8-bit display values "
+                                  f"({intensity_summary(array)}); "
+                                  "use intensity=image or intensity=auto")
     if requested == "auto":
-        return ("hu" if hu_like else "image"), hu_like
+        if hu_like:
+            return "hu", True
+        return ("display" if looks_like_display(array) else "image"), False
     return requested, hu_like
 
 
@@ -97,6 +122,21 @@ def lung_window_zscore(array: np.ndarray, lung: np.ndarray, window=(-1250.0, 250
     out, mean, std = zscore(clipped, lung)
     out[~lung] = 0.0
     return out, {"norm_mean": mean, "norm_std": std}
+
+
+def display_map(array: np.ndarray, region: np.ndarray | None, equalise: bool = False,
+                zero_outside: bool = False) -> tuple[np.ndarray, dict]:
+    """Display scheme (8-bit values): (v − 127.5) / 63.75 for every image alike; ``region`` (the
+    lungs if known, else the foreground) is where ``equalise`` acts and, with ``zero_outside``,
+    what is kept."""
+    region = foreground_mask(array) if region is None else region
+    arr = array.astype(np.float32)
+    if equalise:
+        arr = equalise_histogram(arr, region)
+    out = ((arr - DISPLAY_CENTRE) / DISPLAY_SCALE).astype(np.float32)
+    if zero_outside:
+        out[~region] = 0.0
+    return out, {"norm_mean": DISPLAY_CENTRE, "norm_std": DISPLAY_SCALE}
 
 
 def image_zscore(array: np.ndarray, region: np.ndarray | None, equalise: bool = False,

@@ -37,6 +37,7 @@ from covidseg.data.geometry import (
 )
 from covidseg.data.intensity import (
     choose_intensity_mode,
+    display_map,
     foreground_mask,
     image_zscore,
     lung_window_zscore,
@@ -148,7 +149,8 @@ def normalise(case: Case, cfg: PreprocessConfig) -> Case:
         out, stats = lung_window_zscore(array, region, (cfg.window_min, cfg.window_max),
                                         cfg.hist_eq)
     else:
-        out, stats = image_zscore(array, region, cfg.hist_eq, zero_outside=region is not None)
+        scheme = display_map if case.intensity == "display" else image_zscore
+        out, stats = scheme(array, region, cfg.hist_eq, zero_outside=region is not None)
         if region is None:
             region = foreground_mask(array)
     return replace(case, normalised=out, region=region, stats=stats)

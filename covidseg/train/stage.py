@@ -52,6 +52,8 @@ def model_extra(ds, cfg, task: str, entry_point: str) -> dict:
             "dataset_key": ds.key, "training": cfg.to_params(),
             # the lung extraction each training case really got (auto picks per machine/case)
             "lung_methods": sorted({m.get("lung_method", "") for m in ds.cases.values()}),
+            # and the intensity scheme (auto picks per case: hu, display or image)
+            "intensity_modes": sorted({m.get("intensity", "") for m in ds.cases.values()}),
             "threshold": threshold_value(getattr(cfg, "threshold", 0.5), "auto") or 0.5}
 
 

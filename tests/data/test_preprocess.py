@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage as ndi
 
 from covidseg.config import PreprocessConfig
 from covidseg.data.layouts import CaseRecord, build_manifest
@@ -64,15 +65,43 @@ def test_intensity_auto_is_per_case_and_hu_on_display_values_is_an_error(tmp_pat
     disp = make_phantom(42, size=64, depth_mm=16, hu=False)
     write_phantom(hu, tmp_path / "hu.nii.gz", tmp_path / "hu_m.nii.gz")
     write_phantom(disp, tmp_path / "disp.nii.gz", tmp_path / "disp_m.nii.gz")
+    # the same display values scaled to 0…4095 (12-bit scanner values, not HU, not 8-bit)
+    raw = sitk.Cast(sitk.ReadImage(str(tmp_path / "disp.nii.gz")), sitk.sitkFloat32) * 16.0
+    sitk.WriteImage(raw, str(tmp_path / "raw.nii.gz"))
     rec_hu = CaseRecord("hu", str(tmp_path / "hu.nii.gz"), str(tmp_path / "hu_m.nii.gz"))
     rec_disp = CaseRecord("disp", str(tmp_path / "disp.nii.gz"), str(tmp_path / "disp_m.nii.gz"))
+    rec_raw = CaseRecord("raw", str(tmp_path / "raw.nii.gz"), str(tmp_path / "disp_m.nii.gz"))
     a = preprocess_case(rec_hu, _cfg(intensity="auto"), None)
     b = preprocess_case(rec_disp, _cfg(intensity="auto"), None)
-    assert (a.meta["intensity"], b.meta["intensity"]) == ("hu", "image")
+    r = preprocess_case(rec_raw, _cfg(intensity="auto"), None)
+    assert (a.meta["intensity"], b.meta["intensity"], r.meta["intensity"]) == (
+        "hu", "display", "image")
+    # 8-bit display values: one fixed map for every image, (v - 127.5) / 63.75, lungs kept
     assert b.meta["lung_method"] == "classical" and b.lung.any()
-    assert abs(float(b.image[b.lung].mean())) < 1e-4 and np.all(b.image[~b.lung] == 0)
+    assert (b.meta["norm_mean"], b.meta["norm_std"]) == (127.5, 63.75)
+    assert abs(float(b.image[b.lung].mean())) > 0.05 and np.all(b.image[~b.lung] == 0)
+    # the same slices 20 grey levels darker come out 20 / 63.75 lower (a per-image z-score would
+    # remove the shift): every image is mapped alike
+    dark = sitk.Maximum(sitk.Cast(sitk.ReadImage(str(tmp_path / "disp.nii.gz")), sitk.sitkFloat32)
+                        - 20.0, 0.0)
+    sitk.WriteImage(dark, str(tmp_path / "dark.nii.gz"))
+    write_phantom(disp, tmp_path / "unused.nii.gz", lung_path=tmp_path / "lung.nii.gz",
+                  image=False)
+    lungs = {"lung": str(tmp_path / "lung.nii.gz")}
+    d0 = preprocess_case(CaseRecord("d0", str(tmp_path / "disp.nii.gz"), **lungs),
+                         _cfg(lung_method="provided"), None)
+    d1 = preprocess_case(CaseRecord("d1", str(tmp_path / "dark.nii.gz"), **lungs),
+                         _cfg(lung_method="provided"), None)
+    assert d1.meta["intensity"] == "display"
+    inner = ndi.binary_erosion(d0.lung, iterations=2)
+    assert inner.sum() > 100
+    assert np.allclose(d1.image[inner], d0.image[inner] - 20 / 63.75, atol=1e-4)
+    # any other non-HU values: z-scored per image
+    assert abs(float(r.image[r.lung].mean())) < 1e-4 and np.all(r.image[~r.lung] == 0)
     with pytest.raises(NotHounsfield, match=r"disp\.nii\.gz: intensities are not Hounsfield units"):
         preprocess_case(rec_disp, _cfg(intensity="hu"), None)
+    with pytest.raises(NotHounsfield, match=r"raw\.nii\.gz: intensities are not 8-bit display"):
+        preprocess_case(rec_raw, _cfg(intensity="display"), None)
     c = preprocess_case(rec_hu, _cfg(intensity="image"), None)
     assert c.meta["intensity"] == "image"
 
@@ -143,7 +172,7 @@ def test_image_size_crops_around_the_lungs(phantom_files):
     assert np.all(big.image[~big.lung] == 0)
 
 
-def test_2d_slice_images_resized_with_image_mode(tmp_path):
+def test_2d_slice_images_resized_with_display_mode(tmp_path):
     ph = make_phantom(61, size=80, depth_mm=4, hu=False)
     for i, (h, w) in enumerate([(80, 80), (60, 80), (80, 50)]):
         write_png_slice(ph.image[0][:h, :w], tmp_path / "img" / f"s{i}.png")
@@ -152,7 +181,7 @@ def test_2d_slice_images_resized_with_image_mode(tmp_path):
     outs = [preprocess_case(r, _cfg(image_size=64), None) for r in recs]
     for o in outs:
         assert o.image.shape == (1, 64, 64) and o.infection.shape == (1, 64, 64)
-        assert o.meta["intensity"] == "image" and o.meta["lung_method"] == "none"
+        assert o.meta["intensity"] == "display" and o.meta["lung_method"] == "none"
         assert o.meta["slice_image"] and o.meta["spacing"] is None
     assert outs[0].infection.sum() > 0
 

@@ -504,7 +504,9 @@ def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
                                  "window_max", "hist_eq", "slice_fit", "labels")
                      if k in trained_with and trained_with[k] != ds.descriptor["config"].get(k))
     modes = sorted({m.get("intensity", "") for m in ds.cases.values()})
-    if config.get("intensity_modes") and set(modes) - set(config["intensity_modes"]):
+    # a model from before intensity=display saw 8-bit images z-scored per image (image)
+    trained_modes = config.get("intensity_modes") or ["hu", "image"]
+    if set(modes) - set(trained_modes):
         differs.append("intensity_modes")
     if differs:
         log.warning("the dataset was preprocessed differently from the model's training data (%s)",

@@ -14,9 +14,10 @@ Three presets (:func:`make_augment`, names in :data:`AUGMENT_PRESETS`):
 * ``ct`` — :class:`SliceAugment` above, for slices of preprocessed CT volumes (lungs z-scored,
   everything outside them exactly 0);
 * ``slice`` — :class:`AffineSliceAugment`, for 2D slice datasets (PNG/JPG exports): these are
-  z-scored over the whole foreground and padded with the slice's minimum, so their background
-  is *not* 0 and the whole image carries signal.  A random affine (rotation, scale, shift) filled
-  with the slice's own background value, then gamma and noise over the whole image.
+  normalised over the whole image (8-bit: ``intensity=display``) and padded with the slice's
+  minimum, so their background is *not* 0 and the whole image carries signal.  A random affine
+  (rotation, scale, shift) filled with the slice's own background value, then gamma and noise
+  over the whole image.
 
 ``ct`` is the thesis's augmentation and ``slice`` round two's; both stay selectable by name.
 """
@@ -193,7 +194,7 @@ class StrongAugment:
     * mirroring of each axis with probability ``mirror`` (0: never — left and right lungs are not
       mirror images; set it only where it measures better).
 
-    ``background``: ``min`` for 2D slice sets (z-scored over the whole foreground and padded with
+    ``background``: ``min`` for 2D slice sets (normalised over the whole image and padded with
     the slice's minimum: rotations reveal that value, every pixel is intensity-augmented), ``zero``
     for slices of preprocessed CT volumes (lungs z-scored, everything outside exactly 0: the
     intensity transforms act inside the lungs only and the outside stays 0).  Values are never

@@ -21,6 +21,13 @@ HU_MODES = ("auto", "hu", "display", "image")
 DISPLAY_CENTRE, DISPLAY_SCALE = 127.5, 63.75
 
 
+def _sample(array: np.ndarray) -> np.ndarray:
+    """At most ~400,000 values of a volume (every 16th-or-so slice, then a stride): enough to
+    tell its value range."""
+    sample = array[:: max(1, array.shape[0] // 16)].ravel()
+    return sample[:: sample.size // 400_000] if sample.size > 400_000 else sample
+
+
 def looks_like_hu(array: np.ndarray) -> bool:
     """True when the values look like Hounsfield units: air far below zero and dense tissue above.
 
@@ -28,18 +35,13 @@ def looks_like_hu(array: np.ndarray) -> bool:
     1st percentile is far negative; display-value images (0-255) and raw unsigned scanner values
     are never negative.
     """
-    sample = array[:: max(1, array.shape[0] // 16)].ravel()
-    if sample.size > 400_000:
-        sample = sample[:: sample.size // 400_000]
-    p1, p99 = np.percentile(sample, [1, 99])
+    p1, p99 = np.percentile(_sample(array), [1, 99])
     return bool(p1 < -500 and p99 > -200)
 
 
 def looks_like_display(array: np.ndarray) -> bool:
     """True when the values are 8-bit display values: whole numbers within 0…255."""
-    sample = array[:: max(1, array.shape[0] // 16)].ravel()
-    if sample.size > 400_000:
-        sample = sample[:: sample.size // 400_000]
+    sample = _sample(array)
     return bool(sample.size and sample.min() >= 0 and sample.max() <= 255
                 and np.array_equal(sample, np.round(sample)))
 
@@ -129,24 +131,27 @@ def display_map(array: np.ndarray, region: np.ndarray | None, equalise: bool = F
     """Display scheme (8-bit values): (v − 127.5) / 63.75 for every image alike; ``region`` (the
     lungs if known, else the foreground) is where ``equalise`` acts and, with ``zero_outside``,
     what is kept."""
-    region = foreground_mask(array) if region is None else region
-    arr = array.astype(np.float32)
-    if equalise:
-        arr = equalise_histogram(arr, region)
-    out = ((arr - DISPLAY_CENTRE) / DISPLAY_SCALE).astype(np.float32)
-    if zero_outside:
-        out[~region] = 0.0
-    return out, {"norm_mean": DISPLAY_CENTRE, "norm_std": DISPLAY_SCALE}
+    return _non_hu(array, region, equalise, zero_outside, (DISPLAY_CENTRE, DISPLAY_SCALE))
 
 
 def image_zscore(array: np.ndarray, region: np.ndarray | None, equalise: bool = False,
                  zero_outside: bool = False) -> tuple[np.ndarray, dict]:
     """Image scheme (non-HU data): z-score over the region (the lungs if known, else foreground)."""
+    return _non_hu(array, region, equalise, zero_outside, None)
+
+
+def _non_hu(array, region, equalise: bool, zero_outside: bool, fixed) -> tuple[np.ndarray, dict]:
+    """The display and image schemes: ``fixed`` (centre, scale) or, when None, the region's own
+    mean and std."""
     region = foreground_mask(array) if region is None else region
     arr = array.astype(np.float32)
     if equalise:
         arr = equalise_histogram(arr, region)
-    out, mean, std = zscore(arr, region)
+    if fixed is None:
+        out, mean, std = zscore(arr, region)
+    else:
+        mean, std = fixed
+        out = ((arr - mean) / std).astype(np.float32)
     if zero_outside:
         out[~region] = 0.0
     return out, {"norm_mean": mean, "norm_std": std}

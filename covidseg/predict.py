@@ -64,6 +64,12 @@ def severity_class(percent: float | None) -> str | None:
     return "CT-4"
 
 
+def trained_intensity_modes(model_config: dict) -> list[str]:
+    """The intensity schemes a model's training cases got; a model from before
+    ``intensity=display`` (none recorded) saw HU volumes and everything else z-scored per image."""
+    return list(model_config.get("intensity_modes") or ("hu", "image"))
+
+
 def preprocess_config_of(model_config: dict) -> PreprocessConfig:
     """The PreprocessConfig a model was trained with (stored as strings in ``model.json``)."""
     stored = model_config.get("preprocess") or {}
@@ -166,8 +172,8 @@ class Predictor:
             log.warning("lung extraction here is %s, the model was trained on %s lungs (lungmask "
                         "weights present on one machine only?): predictions may differ",
                         prep.meta["lung_method"], "/".join(trained))
-        modes = self.config.get("intensity_modes") or []
-        if modes and prep.meta["intensity"] not in modes and not self._warned_intensity:
+        modes = trained_intensity_modes(self.config)
+        if prep.meta["intensity"] not in modes and not self._warned_intensity:
             self._warned_intensity = True
             log.warning("%s: intensities here are %s, the model was trained on %s images: "
                         "predictions may differ", path, prep.meta["intensity"], "/".join(modes))
@@ -504,9 +510,7 @@ def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
                                  "window_max", "hist_eq", "slice_fit", "labels")
                      if k in trained_with and trained_with[k] != ds.descriptor["config"].get(k))
     modes = sorted({m.get("intensity", "") for m in ds.cases.values()})
-    # a model from before intensity=display saw 8-bit images z-scored per image (image)
-    trained_modes = config.get("intensity_modes") or ["hu", "image"]
-    if set(modes) - set(trained_modes):
+    if set(modes) - set(trained_intensity_modes(config)):
         differs.append("intensity_modes")
     if differs:
         log.warning("the dataset was preprocessed differently from the model's training data (%s)",

@@ -8,6 +8,7 @@ artifacts, and the arrays themselves once per dataset key (when under ``log_data
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 from covidseg.config import PreprocessConfig
@@ -83,7 +84,7 @@ def _log_dataset(ds: PreprocessedDataset, tracker, cfg, cache_hit: bool, seconds
                       **({Tag.DATASET_RUN: holder} if holder else {})})
     modes = {m["intensity"] for m in desc["cases"]}
     if len(modes) > 1 or cfg.intensity == "auto" and modes - {"hu"}:
-        counts = {mode: sum(m["intensity"] == mode for m in desc["cases"]) for mode in modes}
+        counts = Counter(m["intensity"] for m in desc["cases"])
         log.warning("intensity=%s: of %d cases %s (column 'intensity' of preprocess/cases.csv)",
                     cfg.intensity, len(desc["cases"]),
                     ", ".join(f"{n} {INTENSITY_WORDS[mode]}" for mode, n in sorted(counts.items())))

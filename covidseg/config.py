@@ -122,6 +122,13 @@ class PreprocessConfig(CommonConfig):
                                      "longer side scaled to image_size, then padded square; pad = "
                                      "padded, scaled down only when larger (never cut)",
                            ("resize", "pad"))
+    min_size: int = param(32, "refuse (as a failed case) images smaller than this in-plane "
+                              "(pixels)")
+    max_field_of_view_mm: float = param(1000.0, "refuse volumes whose in-plane field of view "
+                                                "(size x spacing) is wider than this: CT bores "
+                                                "are at most ~850 mm, a wrong spacing is not")
+    max_voxels: float = param(1e9, "refuse volumes whose 1 mm grid would hold more voxels than "
+                                   "this (1e9: 4 GB as float32; 0: no cap)")
     labels: str = param("binary", "infection masks: binary (0/1 or 0/255), or multiclass (0 "
                                   "background, 1 ground-glass, 2 consolidation: trained as 3 "
                                   "classes, scored per class and for their union)",

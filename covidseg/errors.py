@@ -80,6 +80,13 @@ class MissingSpacing(CaseError):
     kind = "missing spacing"
 
 
+class ImplausibleGeometry(CaseError):
+    """Too small to segment, or a size × spacing no CT scanner makes (checked before anything is
+    resampled: a wrong spacing would ask gigabytes)."""
+
+    kind = "implausible geometry"
+
+
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first non-empty line of ``exc``'s message, at most ``limit`` characters: how a library's
     multi-line error is quoted inside a covidseg one-line error (the full error stays attached as

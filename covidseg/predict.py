@@ -381,6 +381,9 @@ def prepare_workers(prefetch: int) -> int:
     return max(1, min(prefetch, (os.cpu_count() or 2) // 2))
 
 
+FAILED_COLUMNS = ["input", "kind", "error"]  # failed.csv next to the masks: an input a row
+
+
 def predict_inputs(predictor: Predictor, inputs: list[Path], output, threshold=None,
                    restrict_to_lungs: bool = True, probabilities: bool = False,
                    lungs: dict | None = None, prefetch: int = 2, progress: bool = True,
@@ -456,7 +459,7 @@ def predict_inputs(predictor: Predictor, inputs: list[Path], output, threshold=N
     reports, failed = [], []
     for path, res in zip(inputs, results):
         if isinstance(res, CaseError):
-            failed.append({"input": path.name, "kind": res.kind, "error": str(res)})
+            failed.append(dict(zip(FAILED_COLUMNS, (path.name, res.kind, str(res)))))
             log.warning("%s", res)
         else:
             reports.append(res)
@@ -478,14 +481,13 @@ def predict_entry(cfg: PredictConfig, tracker=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     reports, failed = predict_inputs(predictor, inputs, out, cfg.threshold, cfg.restrict_to_lungs,
                                      cfg.probabilities, lungs, cfg.prefetch)
-    with open(out / "predictions.csv", "w", newline="") as fh:
-        keys = list(reports[0]) if reports else ["case_id"]
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(reports)
+    for name, rows, columns in (("predictions.csv", reports, ["case_id"]),
+                                ("failed.csv", failed, FAILED_COLUMNS)):
+        with open(out / name, "w", newline="") as fh:  # a header alone when there is no row
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else columns)
+            w.writeheader()
+            w.writerows(rows)
     tracker.log_artifacts(out, "predictions")
-    if failed:
-        tracker.log_table(failed, "predictions/failed.csv")
     tracker.log_metrics({"n_predicted": len(reports), "n_failed": len(failed)})
     if not reports:
         first = failed[0]["error"] if failed else "none"

@@ -7,11 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+# Under pytest-xdist (the test command runs one worker per core, up to 4) the cores are shared out:
+# each worker and the processes it starts use cores / workers threads, set before torch loads.
+# Two 2-thread processes on 2 cores ran a training subset 1.5x slower than one 1-thread process
+# per core (benchmarks aside, tests never time anything).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if _WORKERS:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
+import pytest  # noqa: E402
 
 # one throw-away server implementation for tests and benchmarks
-from covidseg.tracking.local_server import LocalServer as MlflowServer
-from covidseg.tracking.local_server import free_port  # noqa: F401  (tests import it from here)
+from covidseg.tracking.local_server import LocalServer as MlflowServer  # noqa: E402
+from covidseg.tracking.local_server import free_port  # noqa: E402, F401  (tests import it here)
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = str(Path(sys.executable).parent)

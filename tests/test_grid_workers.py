@@ -11,7 +11,7 @@ from tests.conftest import subprocess_env
 
 GRID = {"archs": "unet", "strategies": "scratch,decoder", "inits": "restoration",
         "regimes": "10-40", "folds": "0,1", "pretrain_epochs": 1, "epochs": 1,
-        "encoder": "resnet18", "workers": 0,
+        "iterations_per_epoch": 10, "encoder": "resnet18", "workers": 0,
         "lr": 0.002}  # not the other grid tests' cells (a FINISHED twin would be reused)
 SECRET = "Gr1dS3cretPw"
 

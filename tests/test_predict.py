@@ -78,11 +78,16 @@ def test_predict_folder_records_bad_inputs_and_goes_on(model_dir, tmp_path):
            (0, 0, 0), inp / "good.nii.gz")
     good = (inp / "good.nii.gz").read_bytes()
     (inp / "cut.nii.gz").write_bytes(good[: len(good) // 2])
+    # 200 mm pixels: refused before the 1 mm grid (12,800² a slice) is allocated
+    _write(np.round(ph.image).astype(np.int16), (200.0, 200.0, ph.spacing[2]),
+           (1, 0, 0, 0, 1, 0, 0, 0, 1), (0, 0, 0), inp / "huge.nii.gz")
     summary = predict_entry(PredictConfig(model=str(model_dir), input=str(inp),
                                           output=str(tmp_path / "out")))
-    assert summary["n_predicted"] == 1 and summary["n_failed"] == 1
+    assert summary["n_predicted"] == 1 and summary["n_failed"] == 2
     assert (tmp_path / "out" / "good_infection.nii.gz").exists()
     assert "good" in (tmp_path / "out" / "predictions.csv").read_text()
+    failed = (tmp_path / "out" / "failed.csv").read_text()
+    assert "huge.nii.gz: field of view 12800 x 12800 mm" in failed and "cut.nii.gz" in failed
 
 
 def test_a_model_trained_on_provided_lungs_predicts_with_given_lungs(phantom_files, tmp_path,

@@ -6,6 +6,32 @@ import numpy as np
 import SimpleITK as sitk
 
 
+def check_geometry(image: sitk.Image, path, slice_mode: bool, min_size: int,
+                   max_field_of_view_mm: float, max_voxels: float) -> None:
+    """Refuse, before any allocation, an image smaller than ``min_size`` pixels in-plane and —
+    for volumes, which go to a 1 mm grid — a field of view (size × spacing) wider than
+    ``max_field_of_view_mm`` or a 1 mm grid of more than ``max_voxels`` voxels (0: no cap)."""
+    from covidseg.errors import ImplausibleGeometry
+
+    size, spacing = image.GetSize(), image.GetSpacing()
+    if min(size[:2]) < min_size:
+        raise ImplausibleGeometry(path, f"{size[0]} x {size[1]} pixels in-plane, smaller than "
+                                        f"min_size={min_size}")
+    if slice_mode:
+        return  # no physical spacing: fitted to image_size
+    fov = [size[i] * spacing[i] for i in range(2)]
+    if max_field_of_view_mm and max(fov) > max_field_of_view_mm:
+        raise ImplausibleGeometry(path, f"field of view {fov[0]:.0f} x {fov[1]:.0f} mm "
+                                        f"({size[0]} x {size[1]} voxels of {spacing[0]:g} x "
+                                        f"{spacing[1]:g} mm) is wider than max_field_of_view_mm="
+                                        f"{max_field_of_view_mm:g}: is the spacing right?")
+    voxels = fov[0] * fov[1] * size[2]
+    if max_voxels and voxels > max_voxels:
+        raise ImplausibleGeometry(path, f"its 1 mm grid would hold {voxels:.3g} voxels "
+                                        f"({fov[0]:.0f} x {fov[1]:.0f} x {size[2]}), more than "
+                                        f"max_voxels={max_voxels:g}")
+
+
 def in_plane_grid(image: sitk.Image, spacing_mm: float = 1.0) -> dict:
     """The grid (size, spacing, origin, direction) of ``image`` resampled in-plane to
     ``spacing_mm``, slice spacing unchanged, physical extent kept centred."""

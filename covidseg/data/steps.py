@@ -30,6 +30,7 @@ import SimpleITK as sitk
 from covidseg.config import PreprocessConfig
 from covidseg.data.case import Case, CaseMeta, CaseOutput
 from covidseg.data.geometry import (
+    check_geometry,
     crop_box_in_plane,
     crop_or_pad_in_plane,
     resample_in_plane,
@@ -55,6 +56,9 @@ def read_case(record: CaseRecord, cfg: PreprocessConfig,
     its image, when the caller has read it already)."""
     original = original if original is not None else read_image(record.image)
     image = to_canonical(original)
+    slice_mode = is_slice_image(Path(record.image)) or image.GetSize()[2] == 1
+    check_geometry(image, record.image, slice_mode, cfg.min_size, cfg.max_field_of_view_mm,
+                   cfg.max_voxels)
     arr = sitk.GetArrayFromImage(image).astype(np.float32)
     n_bad = int(arr.size - np.isfinite(arr).sum())
     if n_bad:
@@ -64,7 +68,7 @@ def read_case(record: CaseRecord, cfg: PreprocessConfig,
     truth = read_mask(record.truth, image, record.image, "infection") if record.truth else None
     mode, hu_like = choose_intensity_mode(arr, cfg.intensity, record.image)
     return Case(record, image, geometry_of(original),
-                slice_mode=is_slice_image(Path(record.image)) or image.GetSize()[2] == 1,
+                slice_mode=slice_mode,
                 array=arr, infection=infection, truth=truth, intensity=mode,
                 looked_like_hu=hu_like, infection_original=infection, fill=float(arr.min()))
 

@@ -259,6 +259,16 @@ def _bad_inputs(tmp_path: Path, good_case):
     recs.append(CaseRecord("nothu", str(d / "display.nii.gz")))
     recs.append(CaseRecord("emptypath", ""))
     recs.append(CaseRecord("missing", str(d / "gone.nii.gz")))
+    # a 64² volume with 200 mm pixels: its 1 mm grid would be 12,800² a slice (~5 GB)
+    huge = sitk.ReadImage(str(good_case["image"]))
+    huge.SetSpacing((200.0, 200.0, ph.spacing[2]))
+    sitk.WriteImage(huge, str(d / "spacing200.nii.gz"))
+    recs.append(CaseRecord("spacing200", str(d / "spacing200.nii.gz")))
+    dot = sitk.GetImageFromArray(np.full((1, 1, 1), -700, np.int16))  # a 1 x 1 image
+    sitk.WriteImage(dot, str(d / "dot.nii.gz"))
+    dot_mask = sitk.GetImageFromArray(np.ones((1, 1, 1), np.uint8))
+    sitk.WriteImage(dot_mask, str(d / "dot_mask.nii.gz"))
+    recs.append(CaseRecord("dot", str(d / "dot.nii.gz"), str(d / "dot_mask.nii.gz")))
     recs.append(CaseRecord("good2", str(good_case["image"])))
     return recs
 
@@ -273,6 +283,8 @@ EXPECTED_FAILURES = {
     "nothu": ("not HU", "display.nii.gz: intensities are not Hounsfield units"),
     "emptypath": ("missing input", "<empty path>: no file given (empty path)"),
     "missing": ("missing input", "gone.nii.gz: file does not exist"),
+    "spacing200": ("implausible geometry", "spacing200.nii.gz: field of view 12800 x 12800 mm"),
+    "dot": ("implausible geometry", "dot.nii.gz: 1 x 1 pixels in-plane, smaller than min_size=32"),
 }
 
 

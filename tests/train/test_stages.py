@@ -62,7 +62,8 @@ def dice_by_hand(dataset_path, summary) -> float:
 def test_finetune_from_a_models_genesis_checkpoint(tiny_path, tmp_path):
     path, state = write_genesis_checkpoint(tmp_path / "Genesis_Chest_CT.pt")
     ft = finetune(FinetuneConfig(data=tiny_path, init=str(path), strategy="freeze-encoder-half",
-                                 epochs=2, batch_size=4, workers=0), progress=False)
+                                 epochs=2, batch_size=4, workers=0, iterations_per_epoch=6,
+                                 warmup=0), progress=False)
     model, config = load_model(Path(ft["model_uri"]))
     assert config["model"]["arch"] == "genesis-unet"
     # the frozen half kept the released weights and got statistics of the target's slices

@@ -154,8 +154,8 @@ class Postgres:
     """A throw-away PostgreSQL cluster on a free loopback port (as the `postgres` user when
     root)."""
 
-    def __init__(self, root: Path):
-        self.root, self.port = root, free_port()
+    def __init__(self, root: Path, host_auth: str = "trust"):
+        self.root, self.port, self.host_auth = root, free_port(), host_auth
         self.data, self.sock = root / "data", root / "sock"
 
     def _as_owner(self, cmd: list[str]) -> list[str]:
@@ -170,7 +170,8 @@ class Postgres:
             shutil.chown(self.root, "postgres")
             shutil.chown(self.sock, "postgres")
         subprocess.run(self._as_owner([_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres",
-                                       "--auth=trust", "-E", "UTF8"]),
+                                       "--auth-local=trust", f"--auth-host={self.host_auth}",
+                                       "-E", "UTF8"]),
                        check=True, capture_output=True, timeout=120)
         subprocess.run(self._as_owner([_pg_bin("pg_ctl"), "-D", str(self.data), "-l",
                                        str(self.root / "pg.log"), "-w", "-o",

@@ -5,13 +5,22 @@ shares a PostgreSQL study between two workers."""
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 
 from covidseg.tracking.local_server import server_command
-from tests.conftest import REPO, TINY_DEMO, MlflowServer, mlflow_run, subprocess_env
+from tests.conftest import (
+    REPO,
+    TINY_DEMO,
+    MlflowServer,
+    Postgres,
+    _pg_bin,
+    mlflow_run,
+    subprocess_env,
+)
 
 
 def compose_resolved() -> dict:
@@ -33,7 +42,9 @@ def test_compose_mlflow_command_is_the_one_the_tests_run():
                               auth=True)
     assert cmd == expected and cmd[-2:] == ["--app-name", "basic-auth"]
     env = services["mlflow"]["environment"]
-    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://covidseg:<POSTGRES_PASSWORD>@")
+    # no secret inside a URL: libpq takes the role and its password from the environment
+    assert env["MLFLOW_BACKEND_STORE_URI"] == "postgresql://postgres:5432/mlflow"
+    assert (env["PGUSER"], env["PGPASSWORD"]) == ("covidseg", "<POSTGRES_PASSWORD>")
     assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "<MLFLOW_ADMIN_PASSWORD>"
     assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == "<MLFLOW_SECRET_KEY>"
     assert "mlflow:*" in cmd[cmd.index("--allowed-hosts") + 1]
@@ -77,14 +88,66 @@ def test_compose_file_validates_only_with_its_secrets(tmp_path):
 
     r = config([])
     assert r.returncode != 0 and "POSTGRES_PASSWORD" in r.stderr + r.stdout
-    secrets = ["POSTGRES_PASSWORD=pg-S3cret", "MLFLOW_ADMIN_USERNAME=admin",
-               "MLFLOW_ADMIN_PASSWORD=ml-S3cret", "MLFLOW_SECRET_KEY=k3y"]
+    # every secret with the characters that break a URL
+    secrets = ["POSTGRES_PASSWORD=pg@S3:c/r%e#t", "MLFLOW_ADMIN_USERNAME=admin",
+               "MLFLOW_ADMIN_PASSWORD=ml@S3:c/r%e#t", "MLFLOW_SECRET_KEY=k3y@:/%#"]
     r = config(secrets)
     assert r.returncode != 0 and "WORKER_DB_PASSWORD" in r.stderr + r.stdout
-    r = config(secrets + ["WORKER_DB_PASSWORD=wk-S3cret"])
+    r = config(secrets + ["WORKER_DB_PASSWORD=wk@S3:c/r%e#t"])
     assert r.returncode == 0, r.stderr
-    assert "postgresql://covidseg:pg-S3cret@postgres:5432/mlflow" in r.stdout
+    rendered = yaml.safe_load(r.stdout)["services"]
+    env = rendered["mlflow"]["environment"]
+    assert env["MLFLOW_BACKEND_STORE_URI"] == "postgresql://postgres:5432/mlflow"
+    assert env["PGPASSWORD"] == "pg@S3:c/r%e#t" and env["MLFLOW_AUTH_ADMIN_PASSWORD"] == \
+        "ml@S3:c/r%e#t" and env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == "k3y@:/%#"
+    assert rendered["optuna-dashboard"]["environment"]["WORKER_DB_PASSWORD"] == "wk@S3:c/r%e#t"
     assert "127.0.0.1" in r.stdout and "basic-auth" in r.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(_pg_bin("initdb") is None, reason="PostgreSQL binaries not installed")
+def test_the_compose_servers_environment_with_url_characters_in_every_secret(tmp_path,
+                                                                              monkeypatch):
+    """The mlflow service's environment from docker-compose.yml, secrets holding @ : / % #, on a
+    real PostgreSQL that checks passwords (scram over TCP): the server starts on it, the admin
+    logs in, a run is written and read back."""
+    import uuid
+
+    import psycopg
+    from mlflow.tracking import MlflowClient
+    from psycopg import sql
+
+    secret = "pg@S3:c/r%2F#t"
+    root = Path("/tmp") / f"covidseg-pg-{uuid.uuid4().hex[:8]}"  # reachable by `postgres`
+    pg = Postgres(root, host_auth="scram-sha-256").start()
+    try:
+        with psycopg.connect(host=str(pg.sock), port=pg.port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE ROLE covidseg LOGIN PASSWORD {}").format(
+                sql.Literal(secret)))
+            conn.execute("CREATE DATABASE mlflow OWNER covidseg")
+        env = compose_resolved()["services"]["mlflow"]["environment"]
+        uri = env["MLFLOW_BACKEND_STORE_URI"].replace("postgres:5432", f"127.0.0.1:{pg.port}")
+        assert secret not in uri and "@" not in uri
+        monkeypatch.setenv("PGUSER", env["PGUSER"])
+        monkeypatch.setenv("PGPASSWORD", env["PGPASSWORD"].replace("<POSTGRES_PASSWORD>", secret))
+        admin = ("admin", "Adm1n@:/%#-long")
+        server = MlflowServer(tmp_path / "server", backend_store_uri=uri, auth=admin).start()
+        try:
+            monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin[0])
+            monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])
+            client = MlflowClient(server.uri)
+            run = client.create_run(client.create_experiment("url-characters")).info.run_id
+            client.log_param(run, "checked", "yes")
+            assert client.get_run(run).data.params == {"checked": "yes"}
+        finally:
+            server.stop()
+        monkeypatch.setenv("PGPASSWORD", "wrong")  # the password is really checked
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(host="127.0.0.1", port=pg.port, dbname="mlflow").close()
+    finally:
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.e2e

@@ -13,11 +13,21 @@ def test_urls_and_key_values_lose_their_secrets():
         "storage postgresql://u:p@h/db failed": "storage postgresql://u:***@h/db failed",
         "https://u:tok@host/x?token=abc&y=1": "https://u:***@host/x?token=***&y=1",
         "host=db password=hunter2 user=x": "host=db password=*** user=x",
+        # issue 25: a token as a web URL's user, JSON, quoted values, api keys, YAML
+        "https://ghp_T0k3n@github.com/lab/repo.git": "https://***@github.com/lab/repo.git",
+        '{"user": "bob", "password": "hun ter2"}': '{"user": "bob", "password": "***"}',
+        "password='two words' done": "password='***' done",
+        'conn(password = "a\\"b", x=1)': 'conn(password = "***", x=1)',
+        "api_key=abc123&page=2": "api_key=***&page=2",
+        "MLFLOW_TRACKING_TOKEN=abc": "MLFLOW_TRACKING_TOKEN=***",
+        "client_secret: s3cr3t\nlr: 0.1": "client_secret: ***\nlr: 0.1",
+        "{'Api-Key': 'k'}": "{'Api-Key': '***'}",
     }
     for raw, clean in cases.items():
         assert redact(raw) == clean
     for untouched in ("postgresql://alice@db/optuna", "sqlite:////tmp/s.db", "http://h:5000/#/x",
-                      "lr=0.001", "runs:/0123/model", 3.5, None):
+                      "lr=0.001", "runs:/0123/model", "n_tokens=5", "tokens: 5",
+                      "secretary: x", "time: 12:30", 3.5, None):
         assert redact(untouched) == untouched
 
 

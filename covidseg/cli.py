@@ -71,6 +71,7 @@ def parse_config(name: str, argv: list[str]) -> CommonConfig:
 
 def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
     """Run one entry point with its own MLflow run (or without tracking)."""
+    from covidseg.registry import check_inputs
     from covidseg.tracking import NullTracker, quiet_mlflow_warnings, start_run
     from covidseg.train import distributed
     from covidseg.train.resume import config_of_run
@@ -88,6 +89,8 @@ def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
         cfg = distributed.broadcast(cfg)  # under torchrun: rank 0's (a resumed run's) config
         if not world.is_main:  # one MLflow run per job: rank 0's; the other ranks never log
             return fn(cfg, NullTracker())
+        if not resume:
+            check_inputs(name, cfg)  # before a run (and its experiment) is created
         with start_run(name, cfg, enabled=tracking, run_id=resume if tracking else None) as tracker:
             return fn(cfg, tracker)
     finally:

@@ -299,7 +299,14 @@ def list_inputs(inp: str) -> list[Path]:
         return images
     other_files = [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")]
     subdirs = sorted(d for d in p.iterdir() if d.is_dir())
+    if not other_files and not subdirs:
+        raise ConfigError(f"{p}: empty folder: no CT volume, slice image or DICOM series in it")
     return subdirs if subdirs and not other_files else [p]  # folders of series, or one series
+
+
+def check_inputs(cfg: PredictConfig) -> None:
+    """``predict``'s check before its run exists: ``input=`` names something to predict."""
+    list_inputs(cfg.input)
 
 
 def lung_masks_for(inputs: list[Path], lungs: str, lung_method: str) -> dict[Path, Path]:

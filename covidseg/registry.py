@@ -24,7 +24,22 @@ RUNNERS: dict[str, str] = {
 }
 
 
+# What an entry point checks of its inputs before any run or experiment exists: a wrong folder is
+# one line, not a FAILED run in a new experiment.  Each takes the config and raises ConfigError.
+CHECKS: dict[str, str] = {
+    "preprocess": "covidseg.data.inputs:check_inputs",
+    "predict": "covidseg.predict:check_inputs",
+}
+
+
 def runner(name: str):
     """The function that runs entry point ``name`` (imported now)."""
     module, func = RUNNERS[name].split(":")
     return getattr(importlib.import_module(module), func)
+
+
+def check_inputs(name: str, cfg) -> None:
+    """Run entry point ``name``'s input check (:data:`CHECKS`), if it has one."""
+    if name in CHECKS:
+        module, func = CHECKS[name].split(":")
+        getattr(importlib.import_module(module), func)(cfg)

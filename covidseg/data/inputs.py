@@ -51,6 +51,18 @@ def resolve_inputs(cfg: PreprocessConfig,
     return root, dataset, _with_task(records, cfg)
 
 
+def check_inputs(cfg: PreprocessConfig) -> None:
+    """``preprocess``'s check before its run exists: the data resolves to at least one case
+    (the synthetic cohort, built by the run itself, always does)."""
+    if cfg.data == "demo" and not cfg.sources and not any(
+            getattr(cfg, k) for k in ("images", "masks", "test_images", "test_masks",
+                                      "unlabelled", "lungs")):
+        return
+    root, dataset, records = resolve_inputs(cfg, progress=False)
+    if not records:
+        raise ConfigError(f"{root}: no cases found (dataset={dataset})")
+
+
 def _glob_inputs(cfg: PreprocessConfig, patterns: dict, given: dict):
     """The glob adapter for patterns given on the command line: relative to ``data`` (a folder),
     or absolute (then ``data`` may stay ``demo`` or empty: the patterns say where the data is)."""

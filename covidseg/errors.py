@@ -24,6 +24,10 @@ class TrainingDiverged(CovidsegError):
     """The training loss became NaN or infinite."""
 
 
+class DiskFull(CovidsegError):
+    """A result could not be written (no space left, quota): says what was kept where."""
+
+
 class CellsFailed(CovidsegError):
     """Cells of a grid failed for good (recorded with their errors; the other cells finished)."""
 

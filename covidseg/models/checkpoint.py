@@ -13,6 +13,26 @@ from covidseg.errors import ConfigError, first_line
 from covidseg.models.factory import ModelSpec, build_model
 
 
+def save_atomically(obj, path: Path) -> None:
+    """``torch.save`` through ``path.tmp``: a kill mid-write leaves the previous complete file; a
+    write the file system refuses leaves no partial file and raises :class:`OSError` (torch
+    reports a full disk as a ``RuntimeError`` of its stream writer)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        torch.save(obj, tmp)
+        tmp.replace(path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, RuntimeError) and not isinstance(exc, OSError):
+            import shutil
+
+            free = shutil.disk_usage(path.parent).free / 2**20
+            raise OSError(f"{free:.0f} MB free on its disk; torch: "
+                          f"{(str(exc).splitlines() or [''])[0][:100]}") from exc
+        raise
+
+
 def save_model(directory: Path, model: nn.Module, spec: ModelSpec, extra: dict | None = None,
                dtype: torch.dtype | None = None) -> Path:
     """Write ``model.pt`` (state dict; the parameters as ``dtype`` when given — loading casts them
@@ -25,9 +45,7 @@ def save_model(directory: Path, model: nn.Module, spec: ModelSpec, extra: dict |
         params = {k for k, _ in model.named_parameters()}
         state = {k: v.to(dtype) if k in params and v.is_floating_point() else v
                  for k, v in state.items()}
-    tmp = directory / "model.pt.tmp"
-    torch.save(state, tmp)
-    tmp.replace(directory / "model.pt")
+    save_atomically(state, directory / "model.pt")
     (directory / "model.json").write_text(json.dumps({"model": spec.to_dict(), **(extra or {})},
                                                      indent=1))
     return directory

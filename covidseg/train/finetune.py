@@ -20,7 +20,7 @@ from covidseg.data.store import PreprocessedDataset
 from covidseg.datasets import open_dataset
 from covidseg.errors import ConfigError
 from covidseg.inference import is_3d
-from covidseg.models.checkpoint import load_model, save_model
+from covidseg.models.checkpoint import load_model
 from covidseg.models.factory import ModelSpec, build_model, load_encoder_weights
 from covidseg.models.genesis import (
     flatten_genesis_3d,
@@ -206,10 +206,11 @@ def finalise_segmentation(stage: Stage, model, spec: ModelSpec, result, train_id
         if f"{prefix}_slice_dice_thravg" in metrics:
             key = f"{prefix}_slice_dice_thravg"
             summary[key] = round(metrics[key], 4)
-    model_dir = save_model(stage.workdir / "model", model, spec,
-                           {**extra, "threshold": threshold, "tta": bool(cfg.tta),
-                            "best_epoch": result.best_epoch,
-                            "best_val_volume_dice": result.best_score, "run_id": tracker.run_id})
+    model_dir = stage.save_final_model(model, spec,
+                                       {**extra, "threshold": threshold, "tta": bool(cfg.tta),
+                                        "best_epoch": result.best_epoch,
+                                        "best_val_volume_dice": result.best_score,
+                                        "run_id": tracker.run_id})
     uri = tracker.log_model(model_dir, "model", getattr(cfg, "register_as", ""),
                             getattr(cfg, "alias", ""), metrics=scores)
     summary["model_uri"] = uri or str(model_dir)

@@ -381,11 +381,21 @@ class CheckpointSaver:
 
     def start(self, trainer: Trainer, resumed: bool) -> None:
         if self.every > 0 and not resumed:
-            self.save(trainer.model, 0)  # the starting point: SVCCA of any run, however short
+            self._save(trainer.model, 0)  # the starting point: SVCCA of any run, however short
 
     def step(self, trainer: Trainer, step: int) -> None:
         if checkpoint_due(step, self.every):
-            self.save(trainer.model, step)
+            self._save(trainer.model, step)
+
+    def _save(self, model: nn.Module, step: int) -> None:
+        """A checkpoint the file system refuses (disk full) is warned about once and ends the
+        intermediate checkpoints; training goes on."""
+        try:
+            self.save(model, step)
+        except OSError as exc:
+            self.every = 0
+            log.warning("could not write the checkpoint of iteration %d (%s): training goes on "
+                        "without intermediate checkpoints", step, exc.strerror or exc)
 
 
 def run_epochs(trainer: Trainer, handlers: list, checkpoints: CheckpointSaver | None,

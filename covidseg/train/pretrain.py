@@ -17,7 +17,6 @@ from covidseg.config import PretrainConfig
 from covidseg.data.augment import SliceAugment
 from covidseg.datasets import open_dataset
 from covidseg.errors import ConfigError
-from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.train.distributed import from_main
 from covidseg.train.losses import SegmentationLoss
@@ -67,9 +66,8 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
     if not stage.is_main:
         return None  # rank 0 logs the model
     model.load_state_dict(result.best_state)
-    model_dir = save_model(stage.workdir / "model", model, spec,
-                           {**extra, "best_epoch": result.best_epoch,
-                            task.monitor: result.best_score})
+    model_dir = stage.save_final_model(model, spec, {**extra, "best_epoch": result.best_epoch,
+                                                     task.monitor: result.best_score})
     tracker.log_artifacts(model_dir, "model")
     stage.finish()
     return {"mode": cfg.mode, "best_epoch": result.best_epoch,

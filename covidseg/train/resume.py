@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import fields
 from pathlib import Path
@@ -17,14 +18,15 @@ from pathlib import Path
 import torch
 
 from covidseg.errors import ConfigError
+from covidseg.models.checkpoint import save_atomically
 from covidseg.tracking import Tag
+
+log = logging.getLogger("covidseg.train")
 
 
 def save_resume_state(path: Path, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    save_atomically(state, path)
 
 
 def load_resume_state(path: Path) -> dict:
@@ -44,15 +46,20 @@ def snapshot(obj):
 
 class ResumeWriter:
     """Writes resume states to ``path`` in a background thread, one at a time, atomically (a kill
-    mid-write leaves the previous complete state).  :meth:`wait` re-raises a write error."""
+    mid-write leaves the previous complete state).  A write the file system refuses (disk full,
+    quota) is warned about once, its partial file removed, and the run goes on without resume
+    (no later write is tried); :meth:`wait` re-raises any other error."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.disabled: OSError | None = None  # the write error that switched resume off
 
     def submit(self, state: dict) -> None:
         self.wait()
+        if self.disabled is not None:
+            return
         self._thread = threading.Thread(target=self._write, args=(state,), daemon=True,
                                         name="covidseg-resume-writer")
         self._thread.start()
@@ -67,9 +74,15 @@ class ResumeWriter:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        if self._error is not None:
-            exc, self._error = self._error, None
+        if self._error is None:
+            return
+        exc, self._error = self._error, None
+        if not isinstance(exc, OSError):
             raise exc
+        self.disabled = exc
+        self.path.unlink(missing_ok=True)  # an older state would resume the wrong epoch
+        log.warning("could not write the resume state %s (%s): training goes on, but this run "
+                    "cannot be resumed if it stops", self.path, exc.strerror or exc)
 
 
 def find_resume_state(run_id: str, workdir: Path) -> dict:

@@ -156,10 +156,13 @@ class Stage:
             resume_state = distributed.broadcast(resume_state)
 
         def save_checkpoint(model, step: int) -> None:
-            d = save_model(workdir / "checkpoints" / f"step_{step:06d}", model, spec,
-                           {**model_extra, "iteration": step}, dtype=torch.float16)
-            tracker.log_artifacts(d, f"checkpoints/step_{step:06d}")
-            shutil.rmtree(d, ignore_errors=True)
+            d = workdir / "checkpoints" / f"step_{step:06d}"
+            try:
+                save_model(d, model, spec, {**model_extra, "iteration": step},
+                           dtype=torch.float16)
+                tracker.log_artifacts(d, f"checkpoints/step_{step:06d}")
+            finally:  # uploaded, or a partial write (disk full): nothing stays behind
+                shutil.rmtree(d, ignore_errors=True)
 
         try:
             result = fit(task, loop_settings(cfg, self.progress, self.plan), self.device, tracker,
@@ -179,6 +182,23 @@ class Stage:
             tracker.figure("figures/training_curves.png", figures.training_curves,
                            result.history, task.monitor)
         return result
+
+    def save_final_model(self, model, spec: ModelSpec, extra: dict) -> Path:
+        """The trained model written to the work folder (to be logged).  When the file system
+        refuses it (disk full) the partial folder is removed and one line says what the run has
+        kept: its metrics and evaluation are logged already."""
+        from covidseg.errors import DiskFull
+
+        target = self.workdir / "model"
+        try:
+            return save_model(target, model, spec, extra)
+        except OSError as exc:
+            shutil.rmtree(target, ignore_errors=True)
+            kept = (f"run {self.tracker.run_id} keeps its metrics and evaluation"
+                    if self.tracker.enabled else "nothing was kept")
+            raise DiskFull(f"could not write the trained model to {target} "
+                           f"({exc.strerror or exc}); {kept}; free space there (or set "
+                           "COVIDSEG_CACHE to a larger disk) and train again") from exc
 
     def finish(self) -> None:
         """The model is uploaded: the local training state is no longer needed."""

@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None, name: str | None = None) -> int:
             print("usage: covidseg NAME [--key value ...]\n\nentry points: "
                   + ", ".join(CONFIGS) + "\n\n`covidseg NAME --help` lists a NAME's parameters; "
                   "`covidseg mlproject` prints the MLproject file, `covidseg reference` the "
-                  "parameter reference (docs/reference.md).")
+                  "parameter reference (docs/reference.md), `covidseg add-member NAME` makes "
+                  "NAME a member of the group server (as its admin).")
             return 0
         name, argv = argv[0], argv[1:]
     if name == "mlproject":
@@ -177,6 +178,8 @@ def main(argv: list[str] | None = None, name: str | None = None) -> int:
     if name == "reference":
         sys.stdout.write(render_reference())
         return 0
+    if name == "add-member":
+        return add_member_command(argv)
     logging.basicConfig(level=os.environ.get("COVIDSEG_LOG", "INFO"),
                         format="%(levelname)s %(name)s: %(message)s")
     redact_logging()  # no log line shows a password
@@ -199,6 +202,31 @@ def main(argv: list[str] | None = None, name: str | None = None) -> int:
     if isinstance(result, dict):
         print(f"covidseg {name}: done " + " ".join(f"{k}={redact(str(v))}"
                                                    for k, v in result.items()))
+    return 0
+
+
+def add_member_command(argv: list[str]) -> int:
+    """``covidseg add-member NAME``: as the group server's admin (MLFLOW_TRACKING_USERNAME /
+    _PASSWORD), make NAME a member (:mod:`covidseg.tracking.members`); a new login's password
+    from ``COVIDSEG_MEMBER_PASSWORD``, else asked for."""
+    from covidseg.tracking.client import tracking_uri
+    from covidseg.tracking.members import add_member
+
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: covidseg add-member NAME   (as the server's admin: MLFLOW_TRACKING_URI, "
+              "MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD; a new login's password in "
+              "COVIDSEG_MEMBER_PASSWORD or typed)", file=sys.stderr)
+        return 2
+    password = os.environ.get("COVIDSEG_MEMBER_PASSWORD")
+    try:
+        if password is None and sys.stdin.isatty():
+            import getpass
+
+            password = getpass.getpass(f"password for {argv[0]} (if new, 12+ characters): ")
+        print(f"covidseg add-member: {add_member(argv[0], password, tracking_uri())}")
+    except CovidsegError as exc:
+        print(f"covidseg add-member: error: {redact(str(exc))}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -151,6 +151,76 @@ def test_the_compose_servers_environment_with_url_characters_in_every_secret(tmp
 
 
 @pytest.mark.e2e
+def test_a_member_logs_to_other_members_experiments_and_cannot_delete_their_work(tmp_path,
+                                                                                 monkeypatch):
+    """`covidseg add-member` as the admin: bob runs `covidseg preprocess` in alice's experiment and
+    logs to the Default one, but may not delete her run or experiment nor re-permission it; a
+    login that is not a member gets one line naming user, permission, experiment and the grant."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import get_app_client
+    from mlflow.tracking import MlflowClient
+
+    admin = ("admin", "Adm1n-passw0rd-long")
+    server = MlflowServer(tmp_path / "server", auth=admin).start()
+
+    def covidseg(user, *args, **extra):
+        env = subprocess_env(MLFLOW_TRACKING_URI=server.uri, MLFLOW_TRACKING_USERNAME=user,
+                             MLFLOW_TRACKING_PASSWORD=f"{user}-passw0rd-long"
+                             if user != "admin" else admin[1], **extra)
+        return subprocess.run(["covidseg", *args], cwd=tmp_path, capture_output=True,
+                              encoding="utf-8", errors="replace", timeout=600, env=env)
+
+    def as_user(user):
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD",
+                           admin[1] if user == "admin" else f"{user}-passw0rd-long")
+        return MlflowClient(server.uri)
+
+    try:
+        for user in ("alice", "bob"):
+            r = covidseg("admin", "add-member", user,
+                         COVIDSEG_MEMBER_PASSWORD=f"{user}-passw0rd-long")
+            assert r.returncode == 0, r.stderr[-2000:]
+            assert f"{user} (new login) is a member" in r.stdout
+        r = covidseg("admin", "add-member", "bob")  # again: nothing changes, no password needed
+        assert r.returncode == 0 and "bob (existing login) is a member" in r.stdout
+        r = covidseg("bob", "add-member", "mallory", COVIDSEG_MEMBER_PASSWORD="x" * 16)
+        assert r.returncode == 2 and "needs the server's admin" in r.stderr.strip().splitlines()[-1]
+        as_user("admin")
+        get_app_client("basic-auth", tracking_uri=server.uri).create_user(
+            "carol", "carol-passw0rd-long")  # a login, not a member
+
+        alice = as_user("alice")
+        exp = alice.create_experiment("alice-exp")
+        her_run = alice.create_run(exp).info.run_id
+        r = covidseg("bob", "preprocess", *[f"--{k}={v}" for k, v in TINY_DEMO.items()],
+                     "--experiment=alice-exp")
+        assert r.returncode == 0, r.stderr[-3000:]
+        bob = as_user("bob")
+        bobs = [x for x in bob.search_runs([exp]) if x.info.run_id != her_run]
+        assert len(bobs) == 1 and bobs[0].info.status == "FINISHED"
+        bob.log_metric(bob.create_run("0").info.run_id, "m", 1.0)  # the Default experiment
+        for forbidden in (lambda: bob.delete_run(her_run), lambda: bob.delete_experiment(exp),
+                          lambda: get_app_client("basic-auth", tracking_uri=server.uri)
+                          .grant_user_permission("bob", "experiment", exp, "MANAGE")):
+            with pytest.raises(MlflowException) as denied:
+                forbidden()
+            assert denied.value.error_code == "PERMISSION_DENIED"
+        assert alice.get_run(her_run).info.lifecycle_stage == "active"
+
+        r = covidseg("carol", "preprocess", *[f"--{k}={v}" for k, v in TINY_DEMO.items()],
+                     "--experiment=alice-exp")
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines()[-1] == (
+            "covidseg preprocess: error: user carol may not create runs in experiment "
+            "'alice-exp' (MLflow: Permission denied; it needs EDIT): the server's admin grants "
+            "it to every experiment with `covidseg add-member carol`, the experiment's owner to "
+            "this one in the MLflow UI")
+    finally:
+        server.stop()
+
+
+@pytest.mark.e2e
 def test_a_login_protected_server_refuses_strangers_and_serves_members(tmp_path, monkeypatch):
     """MLflow's basic-auth app, started as the compose file starts it: an anonymous request gets
     401, the admin gets in; covidseg runs with the credentials finish (the UI after login shows

@@ -120,7 +120,15 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
             mlflow.set_experiment(experiment)
         except Exception as exc:  # e.g. a deleted experiment of that name
             raise ConfigError(f"experiment={experiment!r}: {first_line(exc)}") from exc
-        active = mlflow.start_run(run_name=run_name(entry_point), log_system_metrics=system)
+        try:
+            active = mlflow.start_run(run_name=run_name(entry_point), log_system_metrics=system)
+        except Exception as exc:  # a 403: one line saying who lacks what, and who grants it
+            from covidseg.tracking.members import permission_denied
+
+            denied = permission_denied(exc, "create runs", experiment)
+            if denied is None:
+                raise
+            raise denied from exc
     tracker = MlflowTracker(active.info.run_id)
     tags = {Tag.ENTRY_POINT: entry_point, Tag.VERSION: __version__,
             **run_identity(entry_point, active.data.tags, renamed=bool(env_run and not run_id))}

@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None, name: str | None = None) -> int:
                   + ", ".join(CONFIGS) + "\n\n`covidseg NAME --help` lists a NAME's parameters; "
                   "`covidseg mlproject` prints the MLproject file, `covidseg reference` the "
                   "parameter reference (docs/reference.md), `covidseg add-member NAME` makes "
-                  "NAME a member of the group server (as its admin).")
+                  "NAME a member of the group server (as its admin), `covidseg tidy "
+                  "[EXPERIMENT …]` marks runs whose process died FAILED.")
             return 0
         name, argv = argv[0], argv[1:]
     if name == "mlproject":
@@ -180,6 +181,8 @@ def main(argv: list[str] | None = None, name: str | None = None) -> int:
         return 0
     if name == "add-member":
         return add_member_command(argv)
+    if name == "tidy":
+        return tidy_command(argv)
     logging.basicConfig(level=os.environ.get("COVIDSEG_LOG", "INFO"),
                         format="%(levelname)s %(name)s: %(message)s")
     redact_logging()  # no log line shows a password
@@ -227,6 +230,34 @@ def add_member_command(argv: list[str]) -> int:
     except CovidsegError as exc:
         print(f"covidseg add-member: error: {redact(str(exc))}", file=sys.stderr)
         return 2
+    return 0
+
+
+def tidy_command(argv: list[str]) -> int:
+    """``covidseg tidy [EXPERIMENT …]``: mark FAILED the RUNNING runs whose process stopped
+    sending heartbeats (:mod:`covidseg.tracking.heartbeat`); every experiment when none is
+    named.  Every stage does it in its own experiment when it starts."""
+    from covidseg.tracking.client import connect
+    from covidseg.tracking.heartbeat import grace_s, tidy_runs
+
+    try:
+        connect()
+        ids = None
+        if argv:
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient()
+            found = {n: client.get_experiment_by_name(n) for n in argv}
+            missing = [n for n, e in found.items() if e is None]
+            if missing:
+                raise ConfigError(f"no experiment named {', '.join(missing)}")
+            ids = [e.experiment_id for e in found.values()]
+        closed = tidy_runs(ids)
+    except CovidsegError as exc:
+        print(f"covidseg tidy: error: {redact(str(exc))}", file=sys.stderr)
+        return 2
+    print(f"covidseg tidy: {len(closed)} run(s) silent for over {grace_s():.0f} s marked FAILED"
+          + (": " + " ".join(closed) if closed else ""))
     return 0
 
 

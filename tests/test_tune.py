@@ -120,6 +120,24 @@ def test_two_workers_share_a_study_and_a_killed_worker_leaves_it_usable(tracking
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(30)
     time.sleep(4)  # past the grace period: the heartbeat has stopped
+    # its parent run and its trial's run were left RUNNING: `covidseg tidy` closes them
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("tune-test").experiment_id
+    orphans = client.search_runs([exp], "attributes.status = 'RUNNING'")
+    # the worker's parent run, and its trial's run once the trial had opened it
+    assert 1 <= len(orphans) <= 2 and all("covidseg.heartbeat" in o.data.tags for o in orphans)
+    assert any(o.data.tags.get("covidseg.entry_point") == "tune" for o in orphans)
+    r = subprocess.run(["covidseg", "tidy", "tune-test"], cwd=tmp_path, capture_output=True,
+                       encoding="utf-8", errors="replace", timeout=120,
+                       env={**env, "COVIDSEG_HEARTBEAT_S": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"{len(orphans)} run(s) silent for over 5 s marked FAILED" in r.stdout, r.stdout
+    for o in orphans:
+        info = client.get_run(o.info.run_id)
+        assert info.info.status == "FAILED"
+        assert "stopped sending heartbeats" in info.data.tags["covidseg.error"]
     r = subprocess.run(tune_cmd(preprocess_run, "shared", storage, 1), cwd=tmp_path, env=env,
                        capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

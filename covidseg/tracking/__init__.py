@@ -8,6 +8,8 @@
 ``runs``            :func:`start_run` / :func:`child_run`: open, name, identify and end runs
 ``refs``            run ids, ``runs:/`` and ``models:/`` URIs → runs and cached local files
 ``client``          where the tracking server is, and whether it answers (fails fast)
+``heartbeat``       a heartbeat on every open run; :func:`tidy_runs` fails the silent ones
+``members``         the group server's members (``covidseg add-member``), 403s as one line
 ``logged_model``    requirements and signature of a logged model
 ``pyfunc_model``    the MLflow model itself ("models from code"; MLflow imports it, we do not)
 ``local_server``    the ``mlflow server`` command line and a throw-away server for the tests and

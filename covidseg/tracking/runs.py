@@ -18,6 +18,7 @@ from covidseg.errors import ConfigError, TrackingUnavailable, first_line
 from covidseg.redact import redact
 from covidseg.tracking.base import NullTracker
 from covidseg.tracking.client import connect, server_lost, tracking_uri
+from covidseg.tracking.heartbeat import heartbeat, start_beating, stop_beating, tidy_runs
 from covidseg.tracking.mlflow_tracker import MlflowTracker
 from covidseg.tracking.tags import Tag
 
@@ -134,6 +135,9 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
             **run_identity(entry_point, active.data.tags, renamed=bool(env_run and not run_id))}
     status = "FAILED"
     try:
+        start_beating(tracker.run_id)
+        with contextlib.suppress(Exception):  # runs of this experiment whose process died
+            tidy_runs([active.info.experiment_id], exclude=tracker.run_id)
         mark_training_experiment(tracker.client, active.info.experiment_id)
         tracker.set_tags(tags)
         if not run_id:
@@ -167,6 +171,7 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
             tracker.set_tags(_error_tag(exc))
         raise
     finally:
+        stop_beating(tracker.run_id)
         with contextlib.suppress(Exception):
             mlflow.end_run(status=status)
 
@@ -189,7 +194,8 @@ def child_run(parent, name: str, entry_point: str, cfg=None, tags: dict | None =
     if cfg is not None:
         tracker.log_params(cfg.to_params())
     try:
-        yield tracker
+        with heartbeat(tracker.run_id):
+            yield tracker
     except BaseException as exc:
         status = getattr(exc, "run_status", "FAILED")
         with contextlib.suppress(Exception):

@@ -1,0 +1,114 @@
+"""Runs whose process died: a heartbeat on every open run, and ``tidy`` to close the silent ones.
+
+While a covidseg run is open (an entry point's run, a nested fold/trial/stage run) one daemon
+thread of its process sets the tag ``covidseg.heartbeat`` (unix seconds) every
+``COVIDSEG_HEARTBEAT_S`` seconds (60).  A process killed by SIGKILL, the OOM killer or a lost
+machine leaves its runs RUNNING; :func:`tidy_runs` — ``covidseg tidy``, and the start of every
+stage in its own experiment — marks a RUNNING run whose heartbeat is older than
+``COVIDSEG_HEARTBEAT_GRACE_S`` (five beats) FAILED, with the reason in ``covidseg.error``.  Runs
+without the tag (other tools', older covidseg's) are left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+
+from covidseg.tracking.tags import Tag
+
+HEARTBEAT_TAG = Tag.HEARTBEAT.value
+
+
+def interval_s() -> float:
+    return float(os.environ.get("COVIDSEG_HEARTBEAT_S", "60"))
+
+
+def grace_s() -> float:
+    return float(os.environ.get("COVIDSEG_HEARTBEAT_GRACE_S", str(5 * interval_s())))
+
+
+class _Beater:
+    """The process's one heartbeat thread, beating for every run in :attr:`runs`."""
+
+    def __init__(self):
+        self.runs: set[str] = set()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def beat(self, run_id: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        with contextlib.suppress(Exception):  # a missed beat is not an error; a late one is
+            MlflowClient().set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(interval_s())
+            with self.lock:
+                runs = list(self.runs)
+            for run_id in runs:
+                self.beat(run_id)
+
+    def add(self, run_id: str) -> None:
+        self.beat(run_id)
+        with self.lock:
+            self.runs.add(run_id)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, daemon=True,
+                                               name="covidseg-heartbeat")
+                self.thread.start()
+
+    def remove(self, run_id: str) -> None:
+        with self.lock:
+            self.runs.discard(run_id)
+
+
+_BEATER = _Beater()
+
+
+def start_beating(run_id: str) -> None:
+    """Beat for ``run_id`` (now, then every :func:`interval_s`) until :func:`stop_beating`."""
+    _BEATER.add(run_id)
+
+
+def stop_beating(run_id: str) -> None:
+    _BEATER.remove(run_id)
+
+
+@contextlib.contextmanager
+def heartbeat(run_id: str):
+    """Beat for ``run_id`` while the block runs."""
+    start_beating(run_id)
+    try:
+        yield
+    finally:
+        stop_beating(run_id)
+
+
+def tidy_runs(experiment_ids: list[str] | None = None, exclude: str = "") -> list[str]:
+    """Mark FAILED the RUNNING runs (of ``experiment_ids``; None: every experiment) whose
+    heartbeat stopped more than :func:`grace_s` ago; their ids."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    from covidseg.tracking.runs import fail_abandoned_run
+
+    client = MlflowClient()
+    if experiment_ids is None:
+        experiment_ids = [e.experiment_id for e in client.search_experiments(ViewType.ACTIVE_ONLY)]
+    if not experiment_ids:
+        return []
+    now, limit, closed = time.time(), grace_s(), []
+    for run in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'",
+                                  max_results=5000):
+        beat = run.data.tags.get(HEARTBEAT_TAG)
+        if run.info.run_id == exclude or beat is None or now - float(beat) <= limit:
+            continue
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(beat)))
+        fail_abandoned_run(run.info.run_id, f"its process stopped sending heartbeats at {when} "
+                                            "(killed, out of memory, machine lost?): marked "
+                                            "FAILED by covidseg tidy")
+        closed.append(run.info.run_id)
+    return closed

@@ -189,7 +189,8 @@ def test_no_logged_value_holds_the_storage_password(tracking_uri, preprocess_run
                                                     tmp_path):
     """A study on PostgreSQL with the password in the URL: no parameter, tag, artifact or output
     line of the tune run (parent and trials) holds it; under `mlflow run`, where MLflow logs the
-    -P values itself, the run stops at once and says what to do."""
+    -P values itself, the run deletes itself at once and gives the admin's `mlflow gc`."""
+    import re
     import sys
 
     from mlflow.tracking import MlflowClient
@@ -224,3 +225,10 @@ def test_no_logged_value_holds_the_storage_password(tracking_uri, preprocess_run
     assert r.returncode != 0
     out = r.stdout + r.stderr
     assert "storage holds a password" in out and "COVIDSEG_OPTUNA_STORAGE" in out
+    # the run deleted itself: no member lists it; the admin's `mlflow gc` erases it for good
+    leaked = re.search(r"parameter of run ([0-9a-f]{32}): covidseg deleted that run", out)
+    assert leaked and f"mlflow gc --backend-store-uri <the server's database> --run-ids " \
+        f"{leaked.group(1)}" in out
+    assert client.get_run(leaked.group(1)).info.lifecycle_stage == "deleted"
+    assert not client.search_runs([client.get_experiment_by_name(
+        "tune-secret-mlflow-run").experiment_id])

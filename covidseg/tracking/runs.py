@@ -146,11 +146,7 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
             logged = tracker.client.get_run(tracker.run_id).data.params if env_run else {}
             leaked = sorted(k for k, v in logged.items() if redact(v) != v)
             if leaked:  # `mlflow run` logged the -P values before covidseg ran: too late to redact
-                raise ConfigError(
-                    f"{', '.join(leaked)} holds a password, and `mlflow run` has logged it as a "
-                    f"parameter of run {tracker.run_id}: delete that run, and give the URL without "
-                    "it (PGPASSWORD / ~/.pgpass) or through "
-                    f"{STORAGE_VARIABLES.get(entry_point, 'COVIDSEG_OPTUNA_STORAGE')}")
+                raise leaked_secret(tracker, leaked, entry_point)
             tracker.log_params({k: v for k, v in cfg.to_params().items() if k not in logged})
             # the values a recipe gave the parameters left at "the recipe's" (which `mlflow run`
             # has logged as given: '' / -1 / 0): what ran, whichever door started the run
@@ -174,6 +170,26 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
         stop_beating(tracker.run_id)
         with contextlib.suppress(Exception):
             mlflow.end_run(status=status)
+
+
+def leaked_secret(tracker, leaked: list[str], entry_point: str) -> ConfigError:
+    """``mlflow run`` logged a password as a parameter before covidseg ran: the run deletes
+    itself (members can no longer list it) and the error gives the admin's ``mlflow gc`` that
+    erases it from the database — a deleted run's parameters stay there until then."""
+    with contextlib.suppress(Exception):
+        tracker.set_tags({Tag.ERROR: f"{', '.join(leaked)} held a password: run deleted"})
+    deleted = False
+    with contextlib.suppress(Exception):
+        tracker.client.set_terminated(tracker.run_id, "FAILED")
+        tracker.client.delete_run(tracker.run_id)
+        deleted = True
+    done = ("covidseg deleted that run; the server's admin erases it for good with `mlflow gc "
+            f"--backend-store-uri <the server's database> --run-ids {tracker.run_id}`"
+            if deleted else f"delete run {tracker.run_id} and have the admin run `mlflow gc`")
+    return ConfigError(
+        f"{', '.join(leaked)} holds a password, and `mlflow run` logged it as a parameter of run "
+        f"{tracker.run_id}: {done}. Give the URL without it (PGPASSWORD / ~/.pgpass) or through "
+        f"{STORAGE_VARIABLES.get(entry_point, 'COVIDSEG_OPTUNA_STORAGE')}")
 
 
 @contextlib.contextmanager

@@ -24,6 +24,11 @@ class TrainingDiverged(CovidsegError):
     """The training loss became NaN or infinite."""
 
 
+class DatabaseUnavailable(CovidsegError):
+    """A shared database (grid claims, Optuna studies) did not answer for the whole retry
+    window."""
+
+
 class DiskFull(CovidsegError):
     """A result could not be written (no space left, quota): says what was kept where."""
 

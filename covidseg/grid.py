@@ -257,10 +257,14 @@ def _run_cell(cfg: GridConfig, claim, claims: GridClaims, tracker, name: str, sh
             claims.release(claim)  # not the cell's fault: another worker may take it now
         raise
     except Exception as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
+        error = exc
+    else:
+        error = None
+    if error is not None:  # recorded outside the handler: a database error there is its own
+        message = " ".join(str(error).split()) or type(error).__name__
         state = claims.fail(claim, message)
         if not shared:
-            raise
+            raise error
         log.warning("grid %s: cell %s failed (%s); %s", name, claim.key, redact(message)[:300],
                     "it will be tried again" if state == "pending" else "recorded as failed")
         return 0

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from covidseg.errors import ConfigError, first_line
+from covidseg.errors import ConfigError, DatabaseUnavailable, first_line
 from covidseg.redact import redact
 
 log = logging.getLogger("covidseg.gridclaims")
@@ -151,6 +151,30 @@ class GridClaims:
             self._now = (sa.func.julianday("now") - 2440587.5) * 86400.0
         self._create_tables()
 
+    # --- the database, through outages -----------------------------------------------------
+    def _db(self, work, write: bool = True):
+        """``work(conn)`` in one transaction (``write``) or connection, retried with backoff
+        (1, 2, 4 … 15 s) while the database does not answer — a restart, a failover — for up to
+        ``COVIDSEG_DB_OUTAGE_S`` seconds (90), then :class:`DatabaseUnavailable` in one line."""
+        window = float(os.environ.get("COVIDSEG_DB_OUTAGE_S", "90"))
+        deadline, wait = time.monotonic() + window, 1.0
+        while True:
+            try:
+                with self.engine.begin() if write else self.engine.connect() as conn:
+                    return work(conn)
+            except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                if time.monotonic() + wait > deadline:
+                    raise DatabaseUnavailable(
+                        f"storage {self.shown} has not answered for {window:.0f} s "
+                        f"({_first_line(exc)}); this worker stops — its cell goes back to the "
+                        "queue (or to another worker once its heartbeat is older than "
+                        f"{self.grace_s:.0f} s); start it again when the database is back") \
+                        from exc
+                log.warning("grid %s: storage %s does not answer (%s): trying again in %.0f s",
+                            self.grid, self.shown, _first_line(exc), wait)
+                time.sleep(wait)
+                wait = min(15.0, wait * 2)
+
     # --- setup ------------------------------------------------------------------------------
     def _create_tables(self) -> None:
         for attempt in range(8):  # workers starting together race to create the tables
@@ -175,11 +199,13 @@ class GridClaims:
     def register(self, fingerprint: str, new_cells: list[Cell]) -> None:
         """Record the grid (or check that its name means the same parameters) and insert its
         cells; a cell another worker inserted first is left as it is."""
-        with self.engine.begin() as conn:
+        def record(conn):
             conn.execute(self._insert(grids).values(grid=self.grid, fingerprint=fingerprint,
                                                     created=time.time()))
-            known = conn.execute(sa.select(grids.c.fingerprint)
-                                 .where(grids.c.grid == self.grid)).scalar_one()
+            return conn.execute(sa.select(grids.c.fingerprint)
+                                .where(grids.c.grid == self.grid)).scalar_one()
+
+        known = self._db(record)
         if known != fingerprint:
             raise ConfigError(f"grid {self.grid!r} in {self.shown} was started with other "
                               "parameters: give this grid another grid_name (or the same "
@@ -188,9 +214,11 @@ class GridClaims:
                  "info": json.dumps(c.info, sort_keys=True), "state": PENDING, "token": "",
                  "failures": 0, "worker": "", "run_id": "", "reused": False, "error": ""}
                 for c in new_cells]
-        with self.engine.begin() as conn:
+        def insert(conn):
             for start in range(0, len(rows), 500):
                 conn.execute(self._insert(cells), rows[start:start + 500])
+
+        self._db(insert)
 
     def reopen_failed(self) -> int:
         """A grid that has settled (nothing pending or running) with failed cells: make them
@@ -199,21 +227,19 @@ class GridClaims:
         other = cells.alias("other")
         busy = sa.exists().where(other.c.grid == self.grid,
                                  other.c.state.in_((PENDING, RUNNING)))
-        with self.engine.begin() as conn:
-            return conn.execute(
-                cells.update()
-                .where(cells.c.grid == self.grid, cells.c.state == FAILED, ~busy)
-                .values(state=PENDING, failures=0, worker="", heartbeat=None,
-                        error="retried after: " + cells.c.error, updated=self._now)).rowcount
+        return self._db(lambda conn: conn.execute(
+            cells.update()
+            .where(cells.c.grid == self.grid, cells.c.state == FAILED, ~busy)
+            .values(state=PENDING, failures=0, worker="", heartbeat=None,
+                    error="retried after: " + cells.c.error, updated=self._now)).rowcount)
 
     # --- reading ----------------------------------------------------------------------------
     def rows(self) -> list[dict]:
         """Every cell of the grid in order, with ``age`` = seconds since its last heartbeat."""
         age = (self._now - cells.c.heartbeat).label("age")
-        with self.engine.connect() as conn:
-            result = conn.execute(sa.select(cells, age).where(cells.c.grid == self.grid)
-                                  .order_by(cells.c.position))
-            out = [dict(r._mapping) for r in result]
+        out = self._db(lambda conn: [dict(r._mapping) for r in conn.execute(
+            sa.select(cells, age).where(cells.c.grid == self.grid).order_by(cells.c.position))],
+            write=False)
         for r in out:
             r["info"] = json.loads(r["info"])
         return out
@@ -258,18 +284,21 @@ class GridClaims:
             failures = row["failures"] + (1 if stale else 0)
             error = f"worker {row['worker']} stopped sending heartbeats" if stale else row["error"]
             token = uuid.uuid4().hex
-            with self.engine.begin() as conn:
-                if needed is not None and needed["state"] == FAILED:
-                    self._set_if(conn, row, {"state": FAILED, "token": token,
-                                             "error": f"needs {needed['cell']}, which failed"})
-                    continue
-                if failures > self.retries:
-                    self._set_if(conn, row, {"state": FAILED, "token": token,
-                                             "failures": failures, "error": error})
-                    continue
-                won = self._set_if(conn, row, {"state": RUNNING, "token": token, "worker": worker,
-                                               "heartbeat": self._now, "failures": failures,
-                                               "error": error, "run_id": ""})
+            if needed is not None and needed["state"] == FAILED:
+                self._db(lambda conn, row=row, token=token, needed=needed: self._set_if(
+                    conn, row, {"state": FAILED, "token": token,
+                                "error": f"needs {needed['cell']}, which failed"}))
+                continue
+            if failures > self.retries:
+                self._db(lambda conn, row=row, token=token, failures=failures, error=error:
+                         self._set_if(conn, row, {"state": FAILED, "token": token,
+                                                  "failures": failures, "error": error}))
+                continue
+            won = self._db(lambda conn, row=row, token=token, failures=failures, error=error:
+                           self._set_if(conn, row, {"state": RUNNING, "token": token,
+                                                    "worker": worker, "heartbeat": self._now,
+                                                    "failures": failures, "error": error,
+                                                    "run_id": ""}))
             if won == 1:
                 if stale:
                     log.warning("grid %s: cell %s taken over from %s (no heartbeat for %.0f s)",
@@ -281,11 +310,11 @@ class GridClaims:
 
     # --- the holder's updates ---------------------------------------------------------------
     def _update_held(self, claim: Claim, values: dict) -> bool:
-        with self.engine.begin() as conn:
-            n = conn.execute(cells.update()
-                             .where(cells.c.grid == self.grid, cells.c.cell == claim.key,
-                                    cells.c.token == claim.token, cells.c.state == RUNNING)
-                             .values(**values, updated=self._now)).rowcount
+        n = self._db(lambda conn: conn.execute(
+            cells.update()
+            .where(cells.c.grid == self.grid, cells.c.cell == claim.key,
+                   cells.c.token == claim.token, cells.c.state == RUNNING)
+            .values(**values, updated=self._now)).rowcount)
         if n != 1:
             claim.lost = True
         return n == 1

@@ -6,4 +6,5 @@ RUN pip install --no-cache-dir "mlflow[auth]==3.17.2" "psycopg[binary]==3.3.9" "
         "optuna-dashboard==0.21.0"
 COPY docker/basic_auth.ini /etc/mlflow/basic_auth.ini
 COPY docker/dashboard.sh /usr/local/bin/covidseg-dashboard
+COPY docker/dashboard.py /usr/local/lib/covidseg/dashboard.py
 EXPOSE 5000 8080

@@ -177,3 +177,69 @@ def test_a_failing_cell_is_retried_once_then_recorded_and_named(tracking_uri, pr
     assert "failed" in table.read_text()
     (row,) = GridClaims(storage, parent.data.tags["covidseg.grid"]).rows()
     assert row["state"] == "failed" and row["failures"] == 2 and row["error"]
+
+
+def test_a_grid_worker_rides_out_a_20_s_postgresql_stop(tmp_path):
+    """PostgreSQL holds both MLflow's store and the grid's claims, and stops for 20 s while a cell
+    trains (a restart, a failover): MLflow's calls and the claims are retried, the worker
+    finishes every cell, no traceback, no cell left running."""
+    import re
+    import shutil
+    import time
+    import uuid
+
+    import pytest
+
+    from tests.conftest import TINY_DEMO, MlflowServer, Postgres, _pg_bin, run
+
+    if not (_pg_bin("initdb") and _pg_bin("pg_ctl")):
+        pytest.skip("no PostgreSQL binaries")
+    root = Path("/tmp") / f"covidseg-pg-{uuid.uuid4().hex[:8]}"
+    pg = Postgres(root).start()
+    server = None
+    try:
+        server = MlflowServer(tmp_path / "server", backend_store_uri=pg.create_db("mlflow"))
+        server.start()
+        storage = pg.create_db("claims")
+        r = run(["covidseg", "preprocess", *[f"--{k}={v}" for k, v in TINY_DEMO.items()]],
+                tmp_path, MLFLOW_TRACKING_URI=server.uri)
+        assert r.returncode == 0, r.stderr[-2000:]
+        data = re.search(r"run_id=([0-9a-f]{32})", r.stdout).group(1)
+        args = ["covidseg", "grid", "--data", data, "--experiment", "grid-outage", "--archs",
+                "unet", "--strategies", "scratch", "--regimes", "10-40",
+                "--folds", "0,1", "--epochs", "6", "--iterations_per_epoch", "4", "--encoder",
+                "resnet18", "--workers", "0", "--storage", storage]
+        worker = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
+                                  env=subprocess_env(MLFLOW_TRACKING_URI=server.uri,
+                                                     COVIDSEG_GRID_HEARTBEAT_S=1))
+        claims = GridClaims(storage, "unused")
+        deadline = time.time() + 300
+        while time.time() < deadline and worker.poll() is None:
+            with claims.engine.connect() as conn:
+                states = [s for (s,) in
+                          conn.exec_driver_sql("SELECT state FROM covidseg_grid_cells")]
+            if "running" in states:
+                break
+            time.sleep(0.5)
+        claims.close()
+        assert worker.poll() is None and "running" in states, "no cell started"
+        time.sleep(2)  # inside the cell's training
+        subprocess.run(pg._as_owner([_pg_bin("pg_ctl"), "-D", str(pg.data), "-m", "fast",
+                                     "stop"]), check=True, capture_output=True, timeout=60)
+        time.sleep(20)
+        subprocess.run(pg._as_owner([_pg_bin("pg_ctl"), "-D", str(pg.data), "-l",
+                                     str(pg.root / "pg.log"), "-w", "-o",
+                                     f"-p {pg.port} -k {pg.sock} -c listen_addresses=127.0.0.1",
+                                     "start"]), check=True, capture_output=True, timeout=120)
+        out, err = worker.communicate(timeout=900)
+        assert worker.returncode == 0, err[-3000:]
+        assert "Traceback" not in err
+        assert "does not answer" in err  # the outage was met, and waited out
+        rows = GridClaims(storage, re.search(r"grid=(grid-\w+)", out).group(1)).rows()
+        assert len(rows) == 2 and {r["state"] for r in rows} == {DONE}
+    finally:
+        if server is not None:
+            server.stop()
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -69,7 +69,9 @@ def test_compose_mlflow_command_is_the_one_the_tests_run():
     # BIND_ADDRESS says; the workers' role has its own required password
     assert pg["ports"] == ["127.0.0.1:5432:5432"]
     assert pg["environment"]["WORKER_DB_PASSWORD"] == "<WORKER_DB_PASSWORD>"
-    assert "WORKER_DB_PASSWORD" in (REPO / "docker" / "dashboard.sh").read_text()
+    assert "WORKER_DB_PASSWORD" in (REPO / "docker" / "dashboard.py").read_text()
+    assert "dashboard.py" in (REPO / "docker" / "dashboard.sh").read_text()
+    assert "COPY docker/dashboard.py /usr/local/lib/covidseg/dashboard.py" in dockerfile
     assert any(v.startswith("mlartifacts:") for v in services["mlflow"]["volumes"])
 
 
@@ -321,3 +323,50 @@ def test_optuna_study_on_postgresql_with_two_workers(postgres, tracking_uri, pre
         assert w.returncode == 0, err[-3000:]
     trials = optuna.load_study(study_name="pg-study", storage=storage).trials
     assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+@pytest.mark.e2e
+def test_the_dashboard_is_read_only_and_checks_the_host(postgres, tmp_path):
+    """docker/dashboard.py, run as the container runs it, on a PostgreSQL Optuna database: the
+    dashboard shows the study to a known Host, refuses an anonymous DELETE of it (405: the study
+    stays) and any other Host (403: no DNS rebinding)."""
+    import sys
+    import time
+
+    import requests
+
+    from tests.conftest import free_port
+
+    url = postgres("dashboard")  # postgresql://postgres@127.0.0.1:PORT/NAME
+    study = optuna.create_study(study_name="kept", storage=url)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    port = free_port()
+    host_port, name = url.split("@", 1)[1].split("/", 1)
+    env = {**subprocess_env(), "WORKER_DB_USER": "postgres", "WORKER_DB_PASSWORD": "w@:/%#x",
+           "OPTUNA_DB": name, "DASHBOARD_DB_HOST": host_port, "DASHBOARD_BIND": "127.0.0.1",
+           "DASHBOARD_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, str(REPO / "docker" / "dashboard.py")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                ok = requests.get(f"{base}/api/studies", headers={"Host": "localhost"}, timeout=5)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+                time.sleep(0.5)
+        assert ok.status_code == 200 and "kept" in ok.text
+        sid = study._study_id
+        r = requests.delete(f"{base}/api/studies/{sid}", headers={"Host": "localhost"},
+                            timeout=5)
+        assert r.status_code == 405 and "read-only" in r.text
+        r = requests.get(f"{base}/api/studies", headers={"Host": "evil.example"}, timeout=5)
+        assert r.status_code == 403 and "kept" not in r.text
+        r = requests.get(f"{base}/api/studies", headers={"Host": "127.0.0.1:8080"}, timeout=5)
+        assert r.status_code == 200
+        assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["kept"]
+    finally:
+        proc.terminate()
+        proc.wait(10)

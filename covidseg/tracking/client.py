@@ -14,8 +14,9 @@ from covidseg.errors import TrackingUnavailable
 
 def configure_http() -> None:
     """Bound MLflow's HTTP retries (unless the user set them): MLflow retries a dead server for
-    minutes by default; a user should learn at once."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    minutes by default; six retries backing off 2, 4 … 32 s ride out ~60 s of a server (or its
+    database) restarting, and then say so."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "6")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
 
@@ -75,5 +76,8 @@ def server_lost(exc: Exception) -> bool:
     try:
         check_server(timeout=3.0)
     except TrackingUnavailable:
+        # gone, not restarting: the closing calls (end the run, upload the resume state) fail
+        # at once instead of each retrying for a minute
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
         return True
     return False

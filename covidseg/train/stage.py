@@ -22,6 +22,7 @@ from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec
 from covidseg.paths import cache_root
 from covidseg.tracking import Tag
+from covidseg.tracking.client import server_lost
 from covidseg.train import distributed, figures
 from covidseg.train.loop import AbortTraining, FitResult, LoopSettings, fit
 from covidseg.train.plan import Plan, planned
@@ -170,8 +171,9 @@ class Stage:
                          self.on_epoch_end, already_logged_epoch=logged)
         except AbortTraining:
             raise  # abandoned on purpose (a pruned trial): nothing to resume
-        except BaseException:
-            if main and (workdir / "last.pt").exists() and tracker.enabled:
+        except BaseException as exc:
+            if (main and (workdir / "last.pt").exists() and tracker.enabled
+                    and not (isinstance(exc, Exception) and server_lost(exc))):
                 with contextlib.suppress(Exception):
                     tracker.log_artifact(workdir / "last.pt", "resume")
             raise

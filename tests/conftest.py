@@ -138,59 +138,9 @@ def preprocess_run(mlflow_server, tmp_path_factory):
     return re.search(r"run_id=([0-9a-f]{32})", r.stdout).group(1)
 
 
-# --- a real PostgreSQL (the group server's backend store) ------------------------------------
-def _pg_bin(name: str) -> str | None:
-    import glob
-    import shutil
-
-    found = shutil.which(name)
-    if found:
-        return found
-    hits = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return hits[-1] if hits else None
-
-
-class Postgres:
-    """A throw-away PostgreSQL cluster on a free loopback port (as the `postgres` user when
-    root)."""
-
-    def __init__(self, root: Path, host_auth: str = "trust"):
-        self.root, self.port, self.host_auth = root, free_port(), host_auth
-        self.data, self.sock = root / "data", root / "sock"
-
-    def _as_owner(self, cmd: list[str]) -> list[str]:
-        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-    def start(self) -> Postgres:
-        import shutil
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.sock.mkdir(exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres")
-            shutil.chown(self.sock, "postgres")
-        subprocess.run(self._as_owner([_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres",
-                                       "--auth-local=trust", f"--auth-host={self.host_auth}",
-                                       "-E", "UTF8"]),
-                       check=True, capture_output=True, timeout=120)
-        subprocess.run(self._as_owner([_pg_bin("pg_ctl"), "-D", str(self.data), "-l",
-                                       str(self.root / "pg.log"), "-w", "-o",
-                                       f"-p {self.port} -k {self.sock} "
-                                       "-c listen_addresses=127.0.0.1",
-                                       "start"]), check=True, capture_output=True, timeout=120)
-        return self
-
-    def create_db(self, name: str) -> str:
-        import psycopg
-
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres",
-                             autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
-
-    def stop(self) -> None:
-        subprocess.run(self._as_owner([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast",
-                                       "stop"]), capture_output=True, timeout=60)
+# --- a real PostgreSQL (the group server's backend store): covidseg.tracking.local_server ----
+from covidseg.tracking.local_server import LocalPostgres as Postgres  # noqa: E402
+from covidseg.tracking.local_server import pg_bin as _pg_bin  # noqa: E402
 
 
 @pytest.fixture(scope="session")

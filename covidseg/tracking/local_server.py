@@ -69,7 +69,7 @@ class LocalServer:
     loopback port: the tests and the benchmarks start one when no server is given."""
 
     def __init__(self, root: Path, backend_store_uri: str | None = None,
-                 auth: tuple[str, str] | None = None):
+                 auth: tuple[str, str] | None = None, workers: int = 1):
         import sys
 
         self.root = Path(root)
@@ -77,7 +77,7 @@ class LocalServer:
         self.uri = f"http://127.0.0.1:{self.port}"
         backend = backend_store_uri or f"sqlite:///{self.root / 'mlflow.db'}"
         self.cmd = server_command(backend, str(self.root / "artifacts"), host="127.0.0.1",
-                                  port=self.port, workers=1,
+                                  port=self.port, workers=workers,
                                   executable=[sys.executable, "-m", "mlflow"], auth=bool(auth))
         self.auth = auth
         self.proc = None
@@ -124,3 +124,59 @@ class LocalServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def pg_bin(name: str) -> str | None:
+    import glob
+    import shutil
+
+    found = shutil.which(name)
+    if found:
+        return found
+    hits = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return hits[-1] if hits else None
+
+
+class LocalPostgres:
+    """A throw-away PostgreSQL cluster on a free loopback port from the local binaries (as the
+    `postgres` user when root), for the tests and benchmarks; ``host_auth`` scram-sha-256 makes
+    TCP logins check passwords."""
+
+    def __init__(self, root: Path, host_auth: str = "trust"):
+        self.root, self.port, self.host_auth = root, free_port(), host_auth
+        self.data, self.sock = root / "data", root / "sock"
+
+    def _as_owner(self, cmd: list[str]) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+    def start(self) -> LocalPostgres:
+        import shutil
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.sock.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+            shutil.chown(self.sock, "postgres")
+        if not (self.data / "PG_VERSION").exists():  # a second start restarts the cluster
+            subprocess.run(self._as_owner([pg_bin("initdb"), "-D", str(self.data), "-U",
+                                           "postgres", "--auth-local=trust",
+                                           f"--auth-host={self.host_auth}", "-E", "UTF8"]),
+                           check=True, capture_output=True, timeout=120)
+        subprocess.run(self._as_owner([pg_bin("pg_ctl"), "-D", str(self.data), "-l",
+                                       str(self.root / "pg.log"), "-w", "-o",
+                                       f"-p {self.port} -k {self.sock} "
+                                       "-c listen_addresses=127.0.0.1",
+                                       "start"]), check=True, capture_output=True, timeout=120)
+        return self
+
+    def create_db(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        subprocess.run(self._as_owner([pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast",
+                                       "stop"]), capture_output=True, timeout=60)

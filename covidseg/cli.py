@@ -140,6 +140,11 @@ def render_reference() -> str:
             meaning = f.metadata.get("help", "").replace("|", "\\|")
             lines.append(f"| `{f.name}` | {shown} | {values} | {meaning} |")
         lines.append("")
+    lines += ["## Commands for the group server", ""]
+    for command, fn in (("covidseg add-member NAME", add_member_command),
+                        ("covidseg tidy [EXPERIMENT …]", tidy_command)):
+        lines += [f"### `{command}`", "", _markdown(" ".join(fn.__doc__.split()[1:])
+                                                     .split(": ", 1)[-1]), ""]
     return "\n".join(lines)
 
 

@@ -111,7 +111,7 @@ def one_config(workers: int, args, db_url: str) -> dict:
         return {"workers": workers, "runs": len(runs), "ops_per_s": ops / wall,
                 "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
                 "p95_ms": 1000 * latencies[int(0.95 * (ops - 1))] if latencies else float("nan"),
-                "error_rate": errors / max(1, errors + ops),
+                "error_rate": errors / max(1, errors + len(runs)),  # of create-log-end passes
                 "values_lost": sum(s - f for s, f in zip(sent, found))}
     finally:
         server.stop()

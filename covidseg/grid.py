@@ -64,10 +64,11 @@ def grid_fingerprint(cfg: GridConfig) -> str:
 
 def grid_settings() -> tuple[float, float]:
     """(heartbeat interval, grace period) in seconds of shared grid cells; env
-    COVIDSEG_GRID_HEARTBEAT_S / COVIDSEG_GRID_GRACE_S (10, 60)."""
+    COVIDSEG_GRID_HEARTBEAT_S / COVIDSEG_GRID_GRACE_S (10, 150: longer than the 90 s a worker
+    waits out a database outage, so that no live worker's cell is taken over)."""
     try:
         return (float(os.environ.get("COVIDSEG_GRID_HEARTBEAT_S", 10)),
-                float(os.environ.get("COVIDSEG_GRID_GRACE_S", 60)))
+                float(os.environ.get("COVIDSEG_GRID_GRACE_S", 150)))
     except ValueError as exc:
         raise ConfigError(f"COVIDSEG_GRID_HEARTBEAT_S / _GRACE_S: {exc}") from exc
 

@@ -136,7 +136,7 @@ def open_engine(url: str) -> sa.Engine:
 class GridClaims:
     """The cells of grid ``grid`` in the database at ``url`` (see the module docstring)."""
 
-    def __init__(self, url: str, grid: str, *, heartbeat_s: float = 10.0, grace_s: float = 60.0,
+    def __init__(self, url: str, grid: str, *, heartbeat_s: float = 10.0, grace_s: float = 150.0,
                  retries: int = 1):
         if grace_s <= heartbeat_s:
             raise ConfigError(f"grid claims: the grace period ({grace_s} s) must exceed the "

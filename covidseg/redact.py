@@ -16,10 +16,10 @@ _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[
 # http(s)://TOKEN@host: a web URL's user part alone is an access token (GitHub, GitLab, …)
 _WEB_TOKEN = re.compile(r"(?P<scheme>https?://)(?P<token>[^:/@\s]+)@", re.IGNORECASE)
 # the names of secrets: password, token, secret, api_key, access_key, client_secret, X_TOKEN, …
-_KEY = (r"\b(?:[A-Za-z0-9]+_)*(?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|"
+_KEY = (r"\b\w*?(?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|"
         r"private[_-]?key)\b")
 # key="value", 'key': 'value', "key": "value" (JSON), key = 'value' — quoted, spaces allowed
-_QUOTED = re.compile(rf"(?P<key>[\"']?{_KEY}[\"']?\s*[:=]\s*)(?P<q>[\"'])(?:\\.|(?!(?P=q)).)*"
+_QUOTED = re.compile(rf"(?P<key>[\"']?{_KEY}[\"']?\s*[:=]\s*)(?P<q>[\"'])(?:\\.|(?!(?P=q))[^\\])*"
                      rf"(?P=q)", re.IGNORECASE)
 # key=value in query and connection strings, key: value in YAML and log lines (unquoted)
 _KEY_VALUE = re.compile(rf"(?P<key>{_KEY}(?:=|\s*:\s+))(?P<value>[^&\s;,'\"}}]+)",

@@ -22,12 +22,16 @@ def test_urls_and_key_values_lose_their_secrets():
         "MLFLOW_TRACKING_TOKEN=abc": "MLFLOW_TRACKING_TOKEN=***",
         "client_secret: s3cr3t\nlr: 0.1": "client_secret: ***\nlr: 0.1",
         "{'Api-Key': 'k'}": "{'Api-Key': '***'}",
+        "PGPASSWORD=abc DBPASSWORD=d mytoken=e": "PGPASSWORD=*** DBPASSWORD=*** mytoken=***",
     }
     for raw, clean in cases.items():
         assert redact(raw) == clean
+    # an unclosed quote after many escapes: linear, not exponential (this hung the old pattern)
+    cut = '{"token": "' + "\\n" * 40
+    assert redact(cut) == cut
     for untouched in ("postgresql://alice@db/optuna", "sqlite:////tmp/s.db", "http://h:5000/#/x",
                       "lr=0.001", "runs:/0123/model", "n_tokens=5", "tokens: 5",
-                      "secretary: x", "time: 12:30", 3.5, None):
+                      "secretary: x", "time: 12:30", "password_file=/run/secrets/pg", 3.5, None):
         assert redact(untouched) == untouched
 
 

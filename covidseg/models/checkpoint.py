@@ -12,6 +12,9 @@ from torch import nn
 from covidseg.errors import ConfigError, first_line
 from covidseg.models.factory import ModelSpec, build_model
 
+# how torch's stream writer reports a write the file system refused (disk full, quota)
+WRITE_FAILURES = ("iostream error", "failed writing", "file write failed", "unexpected pos")
+
 
 def save_atomically(obj, path: Path) -> None:
     """``torch.save`` through ``path.tmp``: a kill mid-write leaves the previous complete file; a
@@ -24,12 +27,12 @@ def save_atomically(obj, path: Path) -> None:
         tmp.replace(path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, RuntimeError) and not isinstance(exc, OSError):
+        text = (str(exc).splitlines() or [""])[0]
+        if isinstance(exc, RuntimeError) and any(w in text for w in WRITE_FAILURES):
             import shutil
 
             free = shutil.disk_usage(path.parent).free / 2**20
-            raise OSError(f"{free:.0f} MB free on its disk; torch: "
-                          f"{(str(exc).splitlines() or [''])[0][:100]}") from exc
+            raise OSError(f"{free:.0f} MB free on its disk; torch: {text[:100]}") from exc
         raise
 
 

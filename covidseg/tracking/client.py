@@ -76,8 +76,5 @@ def server_lost(exc: Exception) -> bool:
     try:
         check_server(timeout=3.0)
     except TrackingUnavailable:
-        # gone, not restarting: the closing calls (end the run, upload the resume state) fail
-        # at once instead of each retrying for a minute
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
         return True
     return False

@@ -11,7 +11,7 @@ the login (when new) and assigns the role.  ``covidseg add-member NAME`` does it
 
 from __future__ import annotations
 
-from covidseg.errors import ConfigError, TrackingUnavailable
+from covidseg.errors import ConfigError, TrackingUnavailable, first_line
 
 MEMBERS_ROLE = "members"
 MEMBER_PERMISSION = "EDIT"
@@ -73,8 +73,7 @@ def add_member(username: str, password: str | None, uri: str) -> str:
         if exc.error_code in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
             raise ConfigError("add-member needs the server's admin: set MLFLOW_TRACKING_USERNAME "
                               "/ MLFLOW_TRACKING_PASSWORD to the admin's login") from exc
-        raise TrackingUnavailable(f"add-member {username}: {exc.message.splitlines()[0]}") \
-            from exc
+        raise TrackingUnavailable(f"add-member {username}: {first_line(exc)}") from exc
     return (f"{username} ({'new login' if created else 'existing login'}) is a member: may log "
             f"runs to every experiment of {uri}, the Default one included, and may not delete "
             "or re-permission other members' work")

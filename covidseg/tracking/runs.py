@@ -159,6 +159,9 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
         raise
     except Exception as exc:
         if server_lost(exc):
+            # gone, not restarting, and this process is ending: its closing call (end the run)
+            # fails at once instead of retrying for a minute
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
             raise TrackingUnavailable(
                 f"the MLflow tracking server {tracking_uri()} stopped answering during run "
                 f"{tracker.run_id}; the training state stays in this machine's cache — restart "

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from covidseg.config import TrainingConfig
+from covidseg.errors import CovidsegError
 from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec
 from covidseg.paths import cache_root
@@ -172,8 +173,9 @@ class Stage:
         except AbortTraining:
             raise  # abandoned on purpose (a pruned trial): nothing to resume
         except BaseException as exc:
-            if (main and (workdir / "last.pt").exists() and tracker.enabled
-                    and not (isinstance(exc, Exception) and server_lost(exc))):
+            lost = (isinstance(exc, Exception) and not isinstance(exc, CovidsegError)
+                    and server_lost(exc))  # no minute of retries for an upload that cannot land
+            if main and (workdir / "last.pt").exists() and tracker.enabled and not lost:
                 with contextlib.suppress(Exception):
                     tracker.log_artifact(workdir / "last.pt", "resume")
             raise

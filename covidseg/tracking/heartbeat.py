@@ -4,14 +4,18 @@ While a covidseg run is open (an entry point's run, a nested fold/trial/stage ru
 thread of its process sets the tag ``covidseg.heartbeat`` (unix seconds) every
 ``COVIDSEG_HEARTBEAT_S`` seconds (60).  A process killed by SIGKILL, the OOM killer or a lost
 machine leaves its runs RUNNING; :func:`tidy_runs` — ``covidseg tidy``, and the start of every
-stage in its own experiment — marks a RUNNING run whose heartbeat is older than
-``COVIDSEG_HEARTBEAT_GRACE_S`` (five beats) FAILED, with the reason in ``covidseg.error``.  Runs
-without the tag (other tools', older covidseg's) are left alone.
+stage in its own experiment — marks a RUNNING run whose heartbeat is older than five of its own
+beats (``covidseg.heartbeat_s`` records its interval; at least ``COVIDSEG_HEARTBEAT_GRACE_S``)
+FAILED, with the reason in ``covidseg.error``.  Runs without the tag (other tools', older
+covidseg's) are left alone.  A run failed so while its process lived (its beats late: a long
+outage) is set RUNNING again by its next beat.  The beats are the clients' clocks: keep the
+machines' clocks in sync (NTP).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -19,6 +23,9 @@ import time
 from covidseg.tracking.tags import Tag
 
 HEARTBEAT_TAG = Tag.HEARTBEAT.value
+INTERVAL_TAG = Tag.HEARTBEAT_S.value
+SILENT = "its process stopped sending heartbeats"  # how tidy's error tag begins
+log = logging.getLogger("covidseg.tracking")
 
 
 def interval_s() -> float:
@@ -38,10 +45,20 @@ class _Beater:
         self.thread: threading.Thread | None = None
 
     def beat(self, run_id: str) -> None:
+        """Set the beat; a run another process's tidy failed while this one was alive (its beats
+        late: a long outage, a slow link) is set RUNNING again."""
         from mlflow.tracking import MlflowClient
 
         with contextlib.suppress(Exception):  # a missed beat is not an error; a late one is
-            MlflowClient().set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+            client = MlflowClient()
+            client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+            run = client.get_run(run_id)
+            if (run.info.status == "FAILED"
+                    and run.data.tags.get(Tag.ERROR.value, "").startswith(SILENT)):
+                client.update_run(run_id, status="RUNNING")
+                client.delete_tag(run_id, Tag.ERROR.value)
+                log.warning("run %s had been marked FAILED by covidseg tidy while its process "
+                            "was alive (its heartbeats came late): RUNNING again", run_id)
 
     def _loop(self) -> None:
         while True:
@@ -52,6 +69,10 @@ class _Beater:
                 self.beat(run_id)
 
     def add(self, run_id: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        with contextlib.suppress(Exception):  # the interval tidy judges this run's beats by
+            MlflowClient().set_tag(run_id, INTERVAL_TAG, f"{interval_s():g}")
         self.beat(run_id)
         with self.lock:
             self.runs.add(run_id)
@@ -100,15 +121,19 @@ def tidy_runs(experiment_ids: list[str] | None = None, exclude: str = "") -> lis
         experiment_ids = [e.experiment_id for e in client.search_experiments(ViewType.ACTIVE_ONLY)]
     if not experiment_ids:
         return []
-    now, limit, closed = time.time(), grace_s(), []
+    now, closed = time.time(), []
     for run in client.search_runs(experiment_ids, "attributes.status = 'RUNNING'",
                                   max_results=5000):
-        beat = run.data.tags.get(HEARTBEAT_TAG)
+        beat, tags = run.data.tags.get(HEARTBEAT_TAG), run.data.tags
+        # five of the run's own beats (as its process was told to send them), at least the grace
+        limit = max(grace_s(), 5 * float(tags.get(INTERVAL_TAG) or interval_s()))
         if run.info.run_id == exclude or beat is None or now - float(beat) <= limit:
             continue
+        again = client.get_run(run.info.run_id)  # a beat (a resume) since the search: alive
+        if again.data.tags.get(HEARTBEAT_TAG) != beat:
+            continue
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(beat)))
-        fail_abandoned_run(run.info.run_id, f"its process stopped sending heartbeats at {when} "
-                                            "(killed, out of memory, machine lost?): marked "
-                                            "FAILED by covidseg tidy")
+        fail_abandoned_run(run.info.run_id, f"{SILENT} at {when} (killed, out of memory, machine "
+                                            "lost?): marked FAILED by covidseg tidy")
         closed.append(run.info.run_id)
     return closed

@@ -115,7 +115,13 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
         MlflowClient().set_tag(env_run, Tag.CONTINUED_IN.value, run_id)
     system = system_metrics_enabled()
     if run_id or env_run:
-        active = mlflow.start_run(run_id=run_id or env_run, log_system_metrics=system)
+        if run_id:  # resuming: beat first, so that no tidy fails the run as it reopens
+            start_beating(run_id)
+        try:
+            active = mlflow.start_run(run_id=run_id or env_run, log_system_metrics=system)
+        except BaseException:
+            stop_beating(run_id or env_run)
+            raise
     else:
         try:
             mlflow.set_experiment(experiment)

@@ -25,6 +25,7 @@ class Tag(str, Enum):
     CONTINUED_IN = "covidseg.continued_in"  # a run `mlflow run -P resume=ID` opened in vain
     STOP_REASON = "covidseg.stop_reason"
     HEARTBEAT = "covidseg.heartbeat"  # unix seconds, set every minute while the run is open
+    HEARTBEAT_S = "covidseg.heartbeat_s"  # the interval of those beats
     # lineage: the runs this run used, and the model it logged
     SOURCE = "covidseg.source."  # + role (data, init, model, pseudo, …): Tag.source(role)
     SOURCES = "covidseg.sources"  # every source run, comma-separated

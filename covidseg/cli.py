@@ -247,17 +247,7 @@ def tidy_command(argv: list[str]) -> int:
 
     try:
         connect()
-        ids = None
-        if argv:
-            from mlflow.tracking import MlflowClient
-
-            client = MlflowClient()
-            found = {n: client.get_experiment_by_name(n) for n in argv}
-            missing = [n for n, e in found.items() if e is None]
-            if missing:
-                raise ConfigError(f"no experiment named {', '.join(missing)}")
-            ids = [e.experiment_id for e in found.values()]
-        closed = tidy_runs(ids)
+        closed = tidy_runs(names=argv or None)
     except CovidsegError as exc:
         print(f"covidseg tidy: error: {redact(str(exc))}", file=sys.stderr)
         return 2

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-# Under pytest-xdist (the test command runs one worker per core, up to 4) the cores are shared out:
+# Under pytest-xdist (the test command runs a worker per core plus one, up to 4) the cores are
+# shared:
 # each worker and the processes it starts use cores / workers threads, set before torch loads.
 # Two 2-thread processes on 2 cores ran a training subset 1.5x slower than one 1-thread process
 # per core (benchmarks aside, tests never time anything).
@@ -28,6 +29,12 @@ VENV_BIN = str(Path(sys.executable).parent)
 # PostgreSQL cluster): a test that uses one is end-to-end. Tests that start such processes
 # themselves (subprocess entry points, benchmark scripts, Chromium) carry @pytest.mark.e2e.
 E2E_FIXTURES = frozenset({"mlflow_server", "tracking_uri", "preprocess_run", "postgres"})
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker more than cores (at most 4) — much of an end-to-end test is waiting
+    for a subprocess or a server to start, when another worker can use the core."""
+    return min(4, (os.cpu_count() or 1) + 1)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -23,7 +23,9 @@ def test_server_killed_mid_run_then_resumed(tmp_path):
     root = tmp_path / "server"
     root.mkdir()
     server = MlflowServer(root).start()
-    env = {"MLFLOW_TRACKING_URI": server.uri}
+    # two retries: this test is about what a dead server leaves and how the run resumes; riding
+    # out a restart (six retries over ~60 s, the default) is test_grid_workers' outage test
+    env = {"MLFLOW_TRACKING_URI": server.uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
     r = run(["covidseg", "preprocess", *[f"--{k}={v}" for k, v in TINY_DEMO.items()]], tmp_path,
             **env)
     assert r.returncode == 0, r.stderr[-2000:]

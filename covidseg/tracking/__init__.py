@@ -22,6 +22,7 @@ MLflow itself is imported inside the functions that use it, so importing this pa
 
 from covidseg.tracking.base import NullTracker, Tracker
 from covidseg.tracking.client import check_server, tracking_uri
+from covidseg.tracking.heartbeat import fail_abandoned_run
 from covidseg.tracking.mlflow_tracker import MlflowTracker, rows_to_csv
 from covidseg.tracking.refs import (
     RUN_ID_RE,
@@ -36,7 +37,6 @@ from covidseg.tracking.runs import (
     EXPERIMENT_KIND,
     STORAGE_VARIABLES,
     child_run,
-    fail_abandoned_run,
     git_commit,
     quiet_mlflow_warnings,
     run_identity,

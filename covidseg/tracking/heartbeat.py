@@ -108,15 +108,35 @@ def heartbeat(run_id: str):
         stop_beating(run_id)
 
 
-def tidy_runs(experiment_ids: list[str] | None = None, exclude: str = "") -> list[str]:
-    """Mark FAILED the RUNNING runs (of ``experiment_ids``; None: every experiment) whose
-    heartbeat stopped more than :func:`grace_s` ago; their ids."""
+def fail_abandoned_run(run_id: str, reason: str) -> None:
+    """A run its process left RUNNING (the process died): mark it FAILED, with ``reason`` as its
+    error tag.  Nothing happens when it ended meanwhile or the server refuses."""
+    from mlflow.tracking import MlflowClient
+
+    with contextlib.suppress(Exception):
+        client = MlflowClient()
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, Tag.ERROR.value, reason)
+            client.set_terminated(run_id, "FAILED")
+
+
+def tidy_runs(experiment_ids: list[str] | None = None, exclude: str = "",
+              names: list[str] | None = None) -> list[str]:
+    """Mark FAILED the RUNNING runs (of ``experiment_ids``, or the experiments called ``names``;
+    neither: every experiment) whose heartbeat stopped more than five of their beats ago; their
+    ids."""
     from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
 
-    from covidseg.tracking.runs import fail_abandoned_run
+    from covidseg.errors import ConfigError
 
     client = MlflowClient()
+    if names:
+        found = {n: client.get_experiment_by_name(n) for n in names}
+        missing = [n for n, e in found.items() if e is None]
+        if missing:
+            raise ConfigError(f"no experiment named {', '.join(missing)}")
+        experiment_ids = [e.experiment_id for e in found.values()]
     if experiment_ids is None:
         experiment_ids = [e.experiment_id for e in client.search_experiments(ViewType.ACTIVE_ONLY)]
     if not experiment_ids:

@@ -237,18 +237,6 @@ def run_metrics(run_id: str) -> dict[str, float]:
     return MlflowClient().get_run(run_id).data.metrics
 
 
-def fail_abandoned_run(run_id: str, reason: str) -> None:
-    """A run its process left RUNNING (the process died): mark it FAILED, with ``reason`` as its
-    error tag.  Nothing happens when it ended meanwhile or the server refuses."""
-    from mlflow.tracking import MlflowClient
-
-    with contextlib.suppress(Exception):
-        client = MlflowClient()
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_tag(run_id, Tag.ERROR.value, reason)
-            client.set_terminated(run_id, "FAILED")
-
-
 def quiet_mlflow_warnings() -> None:
     """MLflow's own deprecation chatter is not for our users' terminals."""
     warnings.filterwarnings("ignore", module=r"mlflow\..*", category=FutureWarning)

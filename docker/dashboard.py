@@ -4,7 +4,7 @@ optuna-dashboard has no login: anyone who reaches it may delete a study (``DELET
 /api/studies/<id>``), and it answers any Host header, so a page on another site could reach it
 through a member's SSH tunnel by DNS rebinding.  Here it serves only ``GET``/``HEAD`` (405
 otherwise) and only to the host names in ``DASHBOARD_ALLOWED_HOSTS`` (403 otherwise).  Its
-database URL — with the workers' password — is built here from the environment (quoted: a
+database URL (with the workers' password) is built here from the environment (quoted: a
 password may hold ``@ : / % #``), never on a command line.  Standalone (the image has no
 covidseg): ``python dashboard.py``; the tests run this file as the container does.
 """

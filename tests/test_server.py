@@ -26,7 +26,7 @@ from tests.conftest import (
 def compose_resolved() -> dict:
     """docker-compose.yml with ${VAR:-default} replaced by the documented defaults and the
     required secrets ${VAR:?message} by a placeholder."""
-    text = (REPO / "docker-compose.yml").read_text()
+    text = (REPO / "docker-compose.yml").read_text(encoding="utf-8")
     text = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: m.group(2), text)
     text = re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: f"<{m.group(1)}>", text)
     return yaml.safe_load(text)
@@ -57,7 +57,7 @@ def test_compose_mlflow_command_is_the_one_the_tests_run():
         assert image and not image.endswith(":latest") and re.search(r":\d+\.\d+", image), image
         assert "healthcheck" in svc, name
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "<POSTGRES_PASSWORD>"
-    dockerfile = (REPO / "docker" / "mlflow.Dockerfile").read_text()
+    dockerfile = (REPO / "docker" / "mlflow.Dockerfile").read_text(encoding="utf-8")
     import mlflow
 
     assert f"mlflow[auth]=={mlflow.__version__}" in dockerfile
@@ -69,8 +69,8 @@ def test_compose_mlflow_command_is_the_one_the_tests_run():
     # BIND_ADDRESS says; the workers' role has its own required password
     assert pg["ports"] == ["127.0.0.1:5432:5432"]
     assert pg["environment"]["WORKER_DB_PASSWORD"] == "<WORKER_DB_PASSWORD>"
-    assert "WORKER_DB_PASSWORD" in (REPO / "docker" / "dashboard.py").read_text()
-    assert "dashboard.py" in (REPO / "docker" / "dashboard.sh").read_text()
+    assert "WORKER_DB_PASSWORD" in (REPO / "docker" / "dashboard.py").read_text(encoding="utf-8")
+    assert "dashboard.py" in (REPO / "docker" / "dashboard.sh").read_text(encoding="utf-8")
     assert "COPY docker/dashboard.py /usr/local/lib/covidseg/dashboard.py" in dockerfile
     assert any(v.startswith("mlartifacts:") for v in services["mlflow"]["volumes"])
 
@@ -159,8 +159,9 @@ def test_a_member_logs_to_other_members_experiments_and_cannot_delete_their_work
     logs to the Default one, but may not delete her run or experiment nor re-permission it; a
     login that is not a member gets one line naming user, permission, experiment and the grant."""
     from mlflow.exceptions import MlflowException
-    from mlflow.server import get_app_client
     from mlflow.tracking import MlflowClient
+
+    from covidseg.tracking.members import _auth_client
 
     admin = ("admin", "Adm1n-passw0rd-long")
     server = MlflowServer(tmp_path / "server", auth=admin).start()
@@ -189,8 +190,7 @@ def test_a_member_logs_to_other_members_experiments_and_cannot_delete_their_work
         r = covidseg("bob", "add-member", "mallory", COVIDSEG_MEMBER_PASSWORD="x" * 16)
         assert r.returncode == 2 and "needs the server's admin" in r.stderr.strip().splitlines()[-1]
         as_user("admin")
-        get_app_client("basic-auth", tracking_uri=server.uri).create_user(
-            "carol", "carol-passw0rd-long")  # a login, not a member
+        _auth_client(server.uri).create_user("carol", "carol-passw0rd-long")  # not a member
 
         alice = as_user("alice")
         exp = alice.create_experiment("alice-exp")
@@ -203,7 +203,7 @@ def test_a_member_logs_to_other_members_experiments_and_cannot_delete_their_work
         assert len(bobs) == 1 and bobs[0].info.status == "FINISHED"
         bob.log_metric(bob.create_run("0").info.run_id, "m", 1.0)  # the Default experiment
         for forbidden in (lambda: bob.delete_run(her_run), lambda: bob.delete_experiment(exp),
-                          lambda: get_app_client("basic-auth", tracking_uri=server.uri)
+                          lambda: _auth_client(server.uri)
                           .grant_user_permission("bob", "experiment", exp, "MANAGE")):
             with pytest.raises(MlflowException) as denied:
                 forbidden()

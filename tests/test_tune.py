@@ -92,7 +92,7 @@ def test_two_workers_share_a_study_and_a_killed_worker_leaves_it_usable(tracking
                                                                        preprocess_run, tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     env = subprocess_env(MLFLOW_TRACKING_URI=tracking_uri, COVIDSEG_TUNE_HEARTBEAT_S="1",
-                         COVIDSEG_TUNE_GRACE_S="3")
+                         COVIDSEG_TUNE_GRACE_S="3", COVIDSEG_HEARTBEAT_S="1")
     workers = [subprocess.Popen(tune_cmd(preprocess_run, "shared", storage, 2), cwd=tmp_path,
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 encoding="utf-8", errors="replace")

@@ -22,6 +22,21 @@ WORKSPACE = "default"  # MLflow's only workspace while workspaces are off
 
 
 def _auth_client(uri: str):
+    """MLflow's basic-auth client.  Importing it reads an auth config file even on the client;
+    MLflow's own holds non-ASCII text that an ASCII locale (a bare CI shell) cannot decode, so
+    without ``MLFLOW_AUTH_CONFIG_PATH`` a minimal one is written (the server's config is the
+    server's; the client uses none of it)."""
+    import os
+    import tempfile
+
+    if not os.environ.get("MLFLOW_AUTH_CONFIG_PATH"):
+        ini = os.path.join(tempfile.mkdtemp(prefix="covidseg-auth-"), "client.ini")
+        with open(ini, "w", encoding="ascii") as fh:
+            fh.write("[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite://\n"
+                     "admin_username = admin\nadmin_password = unused-on-the-client\n"
+                     "authorization_function = "
+                     "mlflow.server.auth:authenticate_request_basic_auth\n")
+        os.environ["MLFLOW_AUTH_CONFIG_PATH"] = ini
     from mlflow.server import get_app_client
 
     return get_app_client("basic-auth", tracking_uri=uri)

@@ -152,6 +152,78 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
     return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
 
 
+def report(per_slice: dict, fold_rows: list[dict], calibration: dict) -> None:
+    """The tables, the paired differences and the ratio line of one run or of several combined
+    (``per_slice``: arm → every scored slice; ``fold_rows``: one row per fold; ``calibration``:
+    arm → its out-of-fold pixels)."""
+    folds = [r["fold"] for r in fold_rows]
+    columns = dict.fromkeys(k for r in fold_rows for k in r if k not in ("fold", "val_slices"))
+    table(fold_rows + [{"fold": "mean", "val_slices": sum(r["val_slices"] for r in fold_rows),
+                        **{k: float(np.mean([r[k] for r in fold_rows if k in r]))
+                           for k in columns}}],
+          floatfmt="{:.4f}")
+    table([{"arm": arm, **cal.summary()}
+           for arm, cal in calibration.items()], floatfmt="{:.4f}")
+    out = {}
+    for name in MIRROR_ARM.values():
+        if per_slice.get(name):
+            with_tta = name == MIRROR_ARM[True]
+            a, b = per_slice[name], per_slice["covidseg"]
+            on, off = (a, b) if with_tta else (b, a)
+            for metric in ("dice", "meandic"):
+                mean, lo, hi = paired([s[metric] for s in on], [s[metric] for s in off])
+                print(f"test-time mirroring on − off (covidseg's models), {metric}: {mean:+.4f} "
+                      f"(95 % CI {lo:+.4f} … {hi:+.4f}; with {np.mean([s[metric] for s in on]):.4f}"
+                      f", without {np.mean([s[metric] for s in off]):.4f})")
+    for other in [a for a in ("bare", "thesis") if a in per_slice and "covidseg" in per_slice]:
+        for metric in ("dice", "meandic"):
+            a = [s[metric] for s in per_slice["covidseg"]]
+            b = [s[metric] for s in per_slice[other]]
+            mean, lo, hi = paired(a, b)
+            by_fold = [float(np.mean([s[metric] for s in per_slice["covidseg"]
+                                      if s["fold"] == f])
+                             - np.mean([s[metric] for s in per_slice[other] if s["fold"] == f]))
+                       for f in folds]
+            print(f"covidseg − {other}, {metric}: {mean:+.4f} (95 % CI {lo:+.4f} … {hi:+.4f} over "
+                  f"{len(a)} slices; per fold {' '.join(f'{d:+.3f}' for d in by_fold)})")
+            out[f"covidseg_over_{other}_{metric}"] = float(np.mean(a) / max(np.mean(b), 1e-9))
+    ratios(**out)
+
+
+def combine(paths: list[str]) -> None:
+    """Report the ``--out`` files of several runs (folds or arms run apart, e.g. in parallel on
+    one GPU) as one: the same folds of one split, every slice scored once per arm."""
+    from covidseg.train.metrics import Calibration
+
+    per_slice, rows, calibration, settings = {}, {}, {}, set()
+    for path in paths:
+        run = json.loads(Path(path).read_text())
+        s = run["settings"]
+        settings.add((s["size"], s["steps"], s["k"], s["split_seed"], s["seed"]))
+        for row in run["folds"]:
+            rows.setdefault(row["fold"], {}).update(row)
+        for item in run["slices"]:
+            per_slice.setdefault(item["arm"], []).append(item)
+        for arm, state in run.get("calibration", {}).items():
+            cal = Calibration.from_dict(state)
+            if arm in calibration:
+                calibration[arm].merge(cal)
+            else:
+                calibration[arm] = cal
+    if len(settings) > 1:
+        raise SystemExit(f"--combine: the runs differ in (size, steps, k, split_seed, seed): "
+                         f"{sorted(settings)}")
+    for arm, items in per_slice.items():
+        seen = [(s["fold"], s["case_id"]) for s in items]
+        if len(seen) != len(set(seen)):
+            raise SystemExit(f"--combine: arm {arm} scores a slice twice (a fold run twice?)")
+        items.sort(key=lambda s: (s["fold"], s["case_id"]))
+    size, steps, k, split_seed, seed = settings.pop()
+    print(f"combined {len(paths)} runs: size={size} steps={steps} k={k} split_seed={split_seed} "
+          f"seed={seed}, folds {','.join(map(str, sorted(rows)))}")
+    report(per_slice, [rows[f] for f in sorted(rows)], calibration)
+
+
 def main() -> None:
     from covidseg.data.layouts import read_manifest
     from covidseg.data.splits import fold_split
@@ -162,7 +234,7 @@ def main() -> None:
     from covidseg.train.tasks import default_workers
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", required=True, help="folder with labelled/images, labelled/masks")
+    ap.add_argument("--data", help="folder with labelled/images, labelled/masks")
     ap.add_argument("--size", type=int, default=96, help="the longer side slices are resized to "
                                                          "(multiple of 32)")
     ap.add_argument("--covidseg_size", type=int, default=0,
@@ -184,12 +256,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=-1)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="", help="write every slice's scores here (JSON)")
+    ap.add_argument("--combine", nargs="+", metavar="OUT", help="report the --out files of "
+                    "runs made apart (other folds or arms of the same split) as one; trains "
+                    "nothing")
     args = ap.parse_args()
+    if args.combine:
+        return combine(args.combine)
     if args.size % 32 or args.covidseg_size % 32:
         ap.error("--size and --covidseg_size must be multiples of 32")
     arms = [a for a in args.arms.split(",") if a]
     if set(arms) - set(ARMS):
         ap.error(f"--arms: choose from {', '.join(ARMS)}")
+    if not args.data:
+        ap.error("--data is required (unless --combine)")
     overrides = parse_sets(args.set)
     device = resolve_device(args.device)
     args.workers = default_workers(args.workers)
@@ -273,41 +352,12 @@ def main() -> None:
             del model
         fold_rows.append(row)
 
-    table(fold_rows + [{"fold": "mean", "val_slices": sum(r["val_slices"] for r in fold_rows),
-                        **{k: float(np.mean([r[k] for r in fold_rows]))
-                           for k in fold_rows[0] if k not in ("fold", "val_slices")}}],
-          floatfmt="{:.4f}")
-    table([{"arm": arm, **cal.summary()}
-           for arm, cal in calibration.items()], floatfmt="{:.4f}")
-    out = {}
-    for name in MIRROR_ARM.values():
-        if per_slice.get(name):
-            with_tta = name == MIRROR_ARM[True]
-            a, b = per_slice[name], per_slice["covidseg"]
-            on, off = (a, b) if with_tta else (b, a)
-            for metric in ("dice", "meandic"):
-                mean, lo, hi = paired([s[metric] for s in on], [s[metric] for s in off])
-                print(f"test-time mirroring on − off (covidseg's models), {metric}: {mean:+.4f} "
-                      f"(95 % CI {lo:+.4f} … {hi:+.4f}; with {np.mean([s[metric] for s in on]):.4f}"
-                      f", without {np.mean([s[metric] for s in off]):.4f})")
-    for other in [a for a in ("bare", "thesis") if a in arms and "covidseg" in arms]:
-        for metric in ("dice", "meandic"):
-            a = [s[metric] for s in per_slice["covidseg"]]
-            b = [s[metric] for s in per_slice[other]]
-            mean, lo, hi = paired(a, b)
-            by_fold = [float(np.mean([s[metric] for s in per_slice["covidseg"]
-                                      if s["fold"] == f])
-                             - np.mean([s[metric] for s in per_slice[other] if s["fold"] == f]))
-                       for f in folds]
-            print(f"covidseg − {other}, {metric}: {mean:+.4f} (95 % CI {lo:+.4f} … {hi:+.4f} over "
-                  f"{len(a)} slices; per fold {' '.join(f'{d:+.3f}' for d in by_fold)})")
-            out[f"covidseg_over_{other}_{metric}"] = float(np.mean(a) / max(np.mean(b), 1e-9))
     if args.out:
-        Path(args.out).write_text(json.dumps({"settings": {**vars(args), "steps": steps},
-                                              "folds": fold_rows,
-                                              "slices": sum(per_slice.values(), [])}, indent=1))
-    ratios(**out)
-
+        Path(args.out).write_text(json.dumps(
+            {"settings": {**vars(args), "steps": steps}, "folds": fold_rows,
+             "slices": sum(per_slice.values(), []),
+             "calibration": {arm: cal.to_dict() for arm, cal in calibration.items()}}, indent=1))
+    report(per_slice, fold_rows, calibration)
 
 if __name__ == "__main__":
     main()

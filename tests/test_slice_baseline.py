@@ -110,3 +110,20 @@ def test_real_slices_benchmark_runs_at_toy_size(tmp_path):
     assert len({frozenset(v) for v in by_arm.values()}) == 1  # the same slices
     assert re.search(r"test-time mirroring on − off \(covidseg's models\), dice: [+-]", out)
     assert len(by_arm["bare"]) == 4
+    # the same run split by arm (as runs made apart in parallel) and combined reports the same
+    for part, arms in (("a", {"covidseg", "covidseg with tta"}), ("b", {"thesis", "bare"})):
+        cols = {k for a in arms for k in scores["folds"][0] if k.startswith(a.split()[0] + " ")}
+        (tmp_path / f"{part}.json").write_text(json.dumps({
+            "settings": scores["settings"],
+            "folds": [{k: v for k, v in row.items() if k in ("fold", "val_slices") or k in cols}
+                      for row in scores["folds"]],
+            "slices": [s for s in scores["slices"] if s["arm"] in arms],
+            "calibration": {a: c for a, c in scores["calibration"].items() if a in arms}}))
+    c = run([sys.executable, str(REPO / "benchmarks" / "real_slices.py"), "--combine",
+             str(tmp_path / "a.json"), str(tmp_path / "b.json")], tmp_path)
+    assert c.returncode == 0, (c.stdout[-3000:], c.stderr[-3000:])
+    report = out[out.index("fold  val_slices"):]
+    assert c.stdout[c.stdout.index("fold  val_slices"):] == report, (c.stdout, report)
+    twice = run([sys.executable, str(REPO / "benchmarks" / "real_slices.py"), "--combine",
+                 str(tmp_path / "a.json"), str(tmp_path / "a.json")], tmp_path)
+    assert twice.returncode != 0 and "scores a slice twice" in twice.stderr

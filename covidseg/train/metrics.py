@@ -318,6 +318,18 @@ class Calibration:
         self.background_confident += other.background_confident
         self.background_n += other.background_n
 
+    def to_dict(self) -> dict:
+        """The accumulated counts (JSON-ready): :meth:`from_dict` gives the accumulator back, so
+        folds run apart (on several machines) merge into one."""
+        return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in vars(self).items()}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> Calibration:
+        cal = cls(int(state["bins"]))
+        for k, v in state.items():
+            setattr(cal, k, np.asarray(v, dtype=np.float64) if isinstance(v, list) else v)
+        return cal
+
     def table(self) -> list[dict]:
         rows = []
         for b in range(self.bins):

@@ -56,3 +56,27 @@ def test_slice_level_and_summary():
     assert [r["dice"] for r in rows] == [1.0, 1.0, 0.0]
     s = summarise(rows, prefix="slice_")
     assert s["slice_dice"] == pytest.approx(2 / 3) and s["slice_hd95_undefined"] == 1.0
+
+
+def test_calibration_state_round_trips_and_merges_like_one_accumulator():
+    """Folds scored apart (to_dict → JSON → from_dict, then merge) give the summary of one
+    accumulator that saw every pixel."""
+    import json
+
+    from covidseg.train.metrics import Calibration
+
+    rng = np.random.default_rng(0)
+    probs = [rng.random((20, 30)) for _ in range(3)]
+    refs = [rng.random((20, 30)) < p for p in probs]
+    whole = Calibration()
+    for p, r in zip(probs, refs):
+        whole.add(p, r)
+    first, second = Calibration(), Calibration()
+    first.add(probs[0], refs[0])
+    for p, r in zip(probs[1:], refs[1:]):
+        second.add(p, r)
+    merged = Calibration.from_dict(json.loads(json.dumps(first.to_dict())))
+    merged.merge(Calibration.from_dict(json.loads(json.dumps(second.to_dict()))))
+    assert merged.summary() == pytest.approx(whole.summary())
+    assert all(a == pytest.approx(b) for a, b in zip(merged.table(), whole.table()))
+    assert whole.summary()["background_confident"] > 0

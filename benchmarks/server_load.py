@@ -22,6 +22,7 @@ import multiprocessing as mp
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -33,15 +34,17 @@ METRICS_PER_RUN, PARAMS_PER_RUN = 10, 3
 
 
 def writer(uri: str, experiment_id: str, seconds: float, seed: int, out) -> None:
-    """One client: runs until ``seconds`` are up; puts (latencies, errors, sent runs) on ``out``."""
+    """One client: runs until ``seconds`` are up; puts (latencies, errors, sent runs) on ``out``
+    (errors: the first line of each exception left after the client's retries → its count)."""
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    sys.stdout = open(os.devnull, "w")  # MLflow prints a "View run" line for every ended run
     from covidseg.tracking.client import configure_http
 
     configure_http()
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    client, latencies, errors, runs = MlflowClient(uri), [], 0, []
+    client, latencies, errors, runs = MlflowClient(uri), [], {}, []
     blob = Path(tempfile.mkdtemp()) / "note.txt"
     blob.write_text("x" * 4096)
     end = time.time() + seconds
@@ -62,8 +65,9 @@ def writer(uri: str, experiment_id: str, seconds: float, seed: int, out) -> None
             t4 = time.perf_counter()
             latencies += [t1 - t0, t2 - t1, t3 - t2, t4 - t3]
             runs.append(run_id)
-        except Exception:  # what is left after the client's retries
-            errors += 1
+        except Exception as exc:  # what is left after the client's retries
+            line = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"
+            errors[line] = errors.get(line, 0) + 1
     shutil.rmtree(blob.parent, ignore_errors=True)
     out.put((latencies, errors, runs))
 
@@ -103,7 +107,11 @@ def one_config(workers: int, args, db_url: str) -> dict:
             p.join(60)
         wall = time.time() - t0
         latencies = sorted(x for r in results for x in r[0])
-        errors = sum(r[1] for r in results)
+        messages = {}
+        for r in results:
+            for line, n in r[1].items():
+                messages[line] = messages.get(line, 0) + n
+        errors = sum(messages.values())
         runs = [x for r in results for x in r[2]]
         found = count_back(server.uri, runs)
         sent = (len(runs) * PARAMS_PER_RUN, len(runs) * METRICS_PER_RUN, len(runs))
@@ -112,7 +120,8 @@ def one_config(workers: int, args, db_url: str) -> dict:
                 "p50_ms": 1000 * statistics.median(latencies) if latencies else float("nan"),
                 "p95_ms": 1000 * latencies[int(0.95 * (ops - 1))] if latencies else float("nan"),
                 "error_rate": errors / max(1, errors + len(runs)),  # of create-log-end passes
-                "values_lost": sum(s - f for s, f in zip(sent, found))}
+                "values_lost": sum(s - f for s, f in zip(sent, found)),
+                "errors": messages}
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -150,6 +159,8 @@ def main() -> None:
             create = pg.create_db
         for w in counts:
             rows.append(one_config(w, args, create(f"load_{w}_{uuid.uuid4().hex[:6]}")))
+            for line, n in rows[-1].pop("errors").items():
+                print(f"workers {w}: {n} × {line}")
             table(rows[-1:])
     finally:
         if pg is not None:

@@ -47,6 +47,7 @@ def test_compose_mlflow_command_is_the_one_the_tests_run():
     assert (env["PGUSER"], env["PGPASSWORD"]) == ("covidseg", "<POSTGRES_PASSWORD>")
     assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "<MLFLOW_ADMIN_PASSWORD>"
     assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == "<MLFLOW_SECRET_KEY>"
+    assert str(env["MLFLOW_DISABLE_TELEMETRY"]).lower() == "true"  # nothing calls out
     assert "mlflow:*" in cmd[cmd.index("--allowed-hosts") + 1]
     # no secret on any command line, no default password, loopback ports, pinned images
     for name, svc in services.items():

@@ -108,3 +108,22 @@ def test_tidy_judges_each_run_by_its_own_beat_and_a_live_run_revives(tracking_ur
     run = client.get_run(silent)
     assert run.info.status == "RUNNING" and "covidseg.error" not in run.data.tags
     assert float(run.data.tags["covidseg.heartbeat"]) > float(minute_ago)
+
+
+def test_importing_covidseg_turns_mlflows_telemetry_off_unless_the_user_turned_it_on():
+    """MLflow 3 sends usage events to the internet from every process that imports it (unless
+    it thinks it runs in CI): covidseg switches that off before mlflow is imported."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import covidseg, mlflow; from mlflow.telemetry.client import get_telemetry_client;"
+             " print(type(get_telemetry_client()).__name__)")
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("PYTEST_CURRENT_TEST", "CI", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")}
+    off = subprocess.run([sys.executable, "-c", probe], env=clean, capture_output=True,
+                         text=True, timeout=120)
+    assert off.returncode == 0 and off.stdout.split()[-1] == "NoneType", off.stderr[-2000:]
+    on = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                        env={**clean, "MLFLOW_DISABLE_TELEMETRY": "false"}, timeout=120)
+    assert on.returncode == 0 and on.stdout.split()[-1] == "TelemetryClient", on.stderr[-2000:]

@@ -202,6 +202,7 @@ def test_a_member_logs_to_other_members_experiments_and_cannot_delete_their_work
         bob = as_user("bob")
         bobs = [x for x in bob.search_runs([exp]) if x.info.run_id != her_run]
         assert len(bobs) == 1 and bobs[0].info.status == "FINISHED"
+        assert bobs[0].data.tags["mlflow.user"] == "bob"  # the login, not the machine's user
         bob.log_metric(bob.create_run("0").info.run_id, "m", 1.0)  # the Default experiment
         for forbidden in (lambda: bob.delete_run(her_run), lambda: bob.delete_experiment(exp),
                           lambda: _auth_client(server.uri)

@@ -127,3 +127,16 @@ def test_importing_covidseg_turns_mlflows_telemetry_off_unless_the_user_turned_i
     on = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                         env={**clean, "MLFLOW_DISABLE_TELEMETRY": "false"}, timeout=120)
     assert on.returncode == 0 and on.stdout.split()[-1] == "TelemetryClient", on.stderr[-2000:]
+
+
+def test_the_login_is_the_runs_user_over_the_machines(monkeypatch):
+    """`mlflow run` tags the machine's user name (root in a container, the same for every
+    member); on a login server covidseg puts the login there, and leaves a run alone without one."""
+    from covidseg.tracking.runs import run_identity
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+    assert run_identity("finetune", {"mlflow.user": "root"}, renamed=False)["mlflow.user"] == "bob"
+    assert "mlflow.user" not in run_identity("finetune", {"mlflow.user": "bob"}, renamed=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+    assert "mlflow.user" not in run_identity("finetune", {"mlflow.user": "root"}, renamed=False)
+    assert run_identity("finetune", {}, renamed=False)["mlflow.user"]

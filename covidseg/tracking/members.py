@@ -37,9 +37,13 @@ def _auth_client(uri: str):
                      "authorization_function = "
                      "mlflow.server.auth:authenticate_request_basic_auth\n")
         os.environ["MLFLOW_AUTH_CONFIG_PATH"] = ini
-    from mlflow.server import get_app_client
+    import warnings
 
-    return get_app_client("basic-auth", tracking_uri=uri)
+    with warnings.catch_warnings():  # MLflow's server module imports a deprecated Starlette part
+        warnings.filterwarnings("ignore", message=r".*starlette\.middleware\.wsgi is deprecated")
+        from mlflow.server import get_app_client
+
+        return get_app_client("basic-auth", tracking_uri=uri)
 
 
 def members_role(client):

@@ -19,13 +19,10 @@ covidseg imports it (importing it registers the model with ``mlflow.models.set_m
 
 from __future__ import annotations
 
-import warnings
-
 import mlflow
+import numpy as np
+import pandas as pd
 from mlflow.pyfunc import PythonModel
-
-# inputs are arrays of any shape or a DataFrame of paths: no schema to infer from type hints
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
 
 
 class CovidsegSegmenter(PythonModel):
@@ -34,10 +31,10 @@ class CovidsegSegmenter(PythonModel):
 
         self.predictor = Predictor.from_dir(context.artifacts["weights"])
 
-    def predict(self, context, model_input, params=None):
-        import numpy as np
-        import pandas as pd
-
+    # ``model_input``: a DataFrame of paths or an array (above).  The hint is one MLflow infers no
+    # schema from (the logged signature stands) and keeps it from warning, on every model logged,
+    # that predict has no type hints (a warning filter cannot: MLflow resets the filters there).
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         params = params or {}
         threshold = self.predictor.decision_threshold(params.get("threshold"))
         if isinstance(model_input, pd.DataFrame):

@@ -53,7 +53,9 @@ def run_name(entry_point: str) -> str:
 def run_identity(entry_point: str, existing: dict, renamed: bool = True) -> dict:
     """Tags every covidseg run carries whatever started it: its name (``mlflow run`` picks a
     random one), the git commit (``mlflow run`` sets ``mlflow.source.git.commit`` itself, the
-    other doors did not) and the user (a client-created nested run has none)."""
+    other doors did not) and the user: the server login when there is one (MLflow itself tags
+    the machine's user name, ``root`` for everyone in a container), else the machine's (a
+    client-created nested run has none)."""
     import getpass
 
     tags = {}
@@ -64,9 +66,12 @@ def run_identity(entry_point: str, existing: dict, renamed: bool = True) -> dict
         tags[Tag.GIT_COMMIT] = commit
         if "mlflow.source.git.commit" not in existing:
             tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
-    if "mlflow.user" not in existing:
+    login = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if login and existing.get("mlflow.user") != login:
+        tags["mlflow.user"] = login  # on a login server the login ran it (MLflow tags the OS user)
+    elif "mlflow.user" not in existing:
         with contextlib.suppress(Exception):
-            tags["mlflow.user"] = os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+            tags["mlflow.user"] = getpass.getuser()
     return tags
 
 

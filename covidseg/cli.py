@@ -124,7 +124,7 @@ def render_reference() -> str:
              "edit the dataclasses, not this file (a test checks that the two agree).", "",
              "Every entry point runs three ways with the same parameters: `mlflow run . -e NAME "
              "--env-manager local -P key=value`, `covidseg NAME --key value`, `python "
-             "entrypoints/NAME.py --key value`. What each logs is in the README.", ""]
+             "entrypoints/NAME.py --key value`. What each logs is in docs/entry-points.md.", ""]
     lines += [f"- [{name}](#{name})" for name in CONFIGS] + [""]
     for name, cls in CONFIGS.items():
         lines += [f"## {name}", "", _markdown(description(name) or (cls.__doc__ or "").strip()),

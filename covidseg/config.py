@@ -243,10 +243,10 @@ class PretrainConfig(TrainingConfig):
 
 # What a recipe sets (SupervisedConfig.recipe), in place of every parameter left at "the
 # recipe's".  covidseg: nnU-Net's 2D recipe (AdamW, warm-up + cosine, batch Dice + CE, strong
-# augmentation), cross-validated on real CT slices in README "The training recipe on real CT"
-# (at full size +0.013 Dice over a bare smp loop, not yet the +0.03 sought); thesis: Adam
-# 2e-4, StepLR ×0.8 / 25 epochs (of one pass: the plan), 500 epochs, early stop after 30, the
-# best epoch, per-sample Dice, the mild augmentation (augmentation()).
+# augmentation), cross-validated on real CT slices in docs/benchmarks.md, "The training recipe
+# on real CT" (at full size +0.013 Dice over a bare smp loop, not yet the +0.03 sought);
+# thesis: Adam 2e-4, StepLR ×0.8 / 25 epochs (of one pass: the plan), 500 epochs, early stop
+# after 30, the best epoch, per-sample Dice, the mild augmentation (augmentation()).
 RECIPES = {
     "covidseg": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "schedule": "cosine",
                  "warmup": 50, "grad_clip": 12.0, "patience": 0, "keep": "last",

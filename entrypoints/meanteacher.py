@@ -1,5 +1,5 @@
-"""MLflow entry point `meanteacher` (see MLproject and README): parameters in, covidseg call,
-nothing else."""
+"""MLflow entry point `meanteacher` (see MLproject and docs/entry-points.md): parameters in,
+covidseg call, nothing else."""
 
 import sys
 

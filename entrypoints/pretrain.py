@@ -1,5 +1,5 @@
-"""MLflow entry point `pretrain` (see MLproject and README): parameters in, covidseg call,
-nothing else."""
+"""MLflow entry point `pretrain` (see MLproject and docs/entry-points.md): parameters in,
+covidseg call, nothing else."""
 
 import sys
 

@@ -8,7 +8,7 @@ sets mix CT stored in Hounsfield units with CT stored as 0-255 display values.
 means: the same grey is the same tissue on every slice of the set.  ``display`` keeps that and maps
 every image alike, (v − 127.5) / 63.75 (0…255 to −2…2).  A per-image z-score (``image``) would
 move each slice by what it happens to show — more lung, a darker mean, every value shifted —
-and on real COVID-19 slices that cost Dice (README, "The training recipe on real CT").
+and on real COVID-19 slices that cost Dice (docs/benchmarks.md, "The training recipe on real CT").
 """
 
 from __future__ import annotations

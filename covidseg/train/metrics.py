@@ -3,7 +3,7 @@
 All functions take binary numpy masks and the voxel spacing in the array's axis order
 (``(z, y, x)`` for volumes, ``(y, x)`` for slices).
 
-Empty-case policy (documented in README, used everywhere):
+Empty-case policy (documented in docs/explanation.md, used everywhere):
 
 * reference and prediction both empty → Dice 1, IoU 1, HD95 0, NSD 1, sensitivity 1, precision 1
   (the model correctly found nothing);

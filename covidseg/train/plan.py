@@ -21,7 +21,7 @@ stand (early stop after 30).  Any of these given as a parameter (``epochs``,
 records both what the plan said and what ran.
 
 The numbers follow nnU-Net's 2D plans scaled to small label sets; they are measured on real CT
-slices in README, "The training recipe on real CT"; see :func:`total_iterations`.
+slices in docs/benchmarks.md, "The training recipe on real CT"; see :func:`total_iterations`.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def demo_dataset(labelled: int, size: int, depth_mm: int, unlabelled: int = 0,
     """A preprocessed phantom dataset (built once, then found in covidseg's cache)."""
     from covidseg.config import PreprocessConfig
     from covidseg.data.store import PreprocessedDataset
-    from covidseg.preprocessing import preprocess_dataset
+    from covidseg.stages.preprocess import preprocess_dataset
 
     cfg = PreprocessConfig(data="demo", demo_labelled=labelled, demo_unlabelled=unlabelled,
                            demo_noncovid=noncovid, demo_size=size, demo_depth=depth_mm,

@@ -120,7 +120,7 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
         PretrainConfig,
         PseudolabelConfig,
     )
-    from covidseg.pipeline import run_nested
+    from covidseg.stages.pipeline import run_nested
 
     client = MlflowClient()
     methods = [m.strip() for m in cfg.methods.split(",") if m.strip()]
@@ -194,7 +194,7 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
 
 def aggregate(rows: list[dict]) -> list[dict]:
     """Mean ± std over seeds of test Dice and NSD per (method, budget), method-major."""
-    from covidseg.grid import mean_std_by
+    from covidseg.stages.grid import mean_std_by
 
     methods = list(dict.fromkeys(r["method"] for r in rows))
     out = mean_std_by(rows, ("method", "budget"), {"dice": "test_dice", "nsd": "test_nsd"},

@@ -47,9 +47,9 @@ def main() -> None:
 
     from covidseg.config import FinetuneConfig, PseudolabelConfig
     from covidseg.device import resolve_device
-    from covidseg.semi.pseudolabel import pseudolabel
+    from covidseg.stages.finetune import finetune
+    from covidseg.stages.pseudolabel import pseudolabel
     from covidseg.tracking import NullTracker
-    from covidseg.train.finetune import finetune
 
     header("pseudo-label quality against the phantoms' truth", resolve_device("auto"),
            cohort=f"{args.labelled} labelled + {args.unlabelled} unlabelled, {args.size} px",

@@ -75,7 +75,7 @@ def preprocess(folder: Path, args, size: int) -> str:
     folds: the same folds at any size)."""
     from covidseg.config import PreprocessConfig
     from covidseg.data.layouts import folder_patterns
-    from covidseg.preprocessing import preprocess_dataset
+    from covidseg.stages.preprocess import preprocess_dataset
 
     patterns = folder_patterns(folder)
     if not patterns:
@@ -125,7 +125,7 @@ def run_covidseg(dataset: str, fold: int, steps: int, args, recipe: dict) -> tup
 
     from covidseg.config import FinetuneConfig
     from covidseg.models.checkpoint import load_model
-    from covidseg.train.finetune import finetune
+    from covidseg.stages.finetune import finetune
 
     cfg = FinetuneConfig(data=dataset, fold=fold, seed=args.seed, batch_size=args.batch_size,
                          encoder=args.encoder, device=args.device, workers=args.workers,

@@ -182,7 +182,7 @@ def score_bare(model, records, size: int, device) -> list[float]:
 def augment_override(factory):
     """Make ``finetune`` train with ``factory()`` as its augmentation (variants of a preset that
     ``augment=`` cannot name: the measurements that chose the ``slice`` preset)."""
-    import covidseg.train.finetune as ft
+    import covidseg.stages.finetune as ft
 
     saved = ft.augmentation
     ft.augmentation = lambda cfg, ds: factory()
@@ -199,7 +199,7 @@ def train_covidseg(dataset_path: str, epochs: int, args, augment=None,
     augmentation object."""
     from covidseg.config import FinetuneConfig
     from covidseg.models.checkpoint import load_model
-    from covidseg.train.finetune import finetune
+    from covidseg.stages.finetune import finetune
 
     augment = args.augment if augment is None else augment
     cfg = FinetuneConfig(data=dataset_path, epochs=epochs, iterations_per_epoch=per_epoch,
@@ -237,7 +237,7 @@ def score_covidseg(model, ds, records, device, threshold: float = 0.5) -> list[f
 
 def preprocess(folder: Path, patterns: dict, args) -> str:
     from covidseg.config import PreprocessConfig
-    from covidseg.preprocessing import preprocess_dataset
+    from covidseg.stages.preprocess import preprocess_dataset
 
     cfg = PreprocessConfig(data=str(folder), dataset="glob", image_size=args.size,
                            test_cases=args.test_cases, folds=args.folds, lung_method="none",

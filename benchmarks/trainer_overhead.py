@@ -63,8 +63,8 @@ def bare_loop(task, model, cfg, device, epochs: int) -> None:
 
 
 def covidseg_loop(task, cfg, device, spec, extra) -> None:
+    from covidseg.stages.stage import Stage
     from covidseg.tracking import start_run
-    from covidseg.train.stage import Stage
 
     with start_run("benchmark-trainer", cfg) as tracker:
         stage = Stage(cfg, tracker, device, progress=False)
@@ -77,8 +77,8 @@ def main() -> None:
     from covidseg.data.splits import fold_split
     from covidseg.device import resolve_device
     from covidseg.models.factory import ModelSpec, build_model
-    from covidseg.train.finetune import segmentation_task
-    from covidseg.train.stage import model_extra, seed_everything
+    from covidseg.stages.stage import model_extra, seed_everything
+    from covidseg.train.supervised import segmentation_task
     from covidseg.train.tasks import default_workers
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -11,12 +11,12 @@ random weights: the time does not depend on them) three ways:
   (:func:`covidseg.device.place_model`), then :func:`covidseg.inference.predict_volume`: slices
   padded once, batches of ``--batch_size`` slices on CUDA with pinned memory and AMP (on the CPU
   at most ~64k pixels per pass, where larger batches measured slower);
-* ``predict (end to end)``: :meth:`covidseg.predict.Predictor.predict_file` on that one file.
+* ``predict (end to end)``: :meth:`covidseg.stages.predict.Predictor.predict_file` on that one file.
 
 Both network arms see the same preprocessed volume and must give the same probabilities.
 
 Then a folder of ``--volumes`` phantoms of that size (different seeds, so different spacings;
-classical lung extraction) goes through :func:`covidseg.predict.predict_inputs`, what the
+classical lung extraction) goes through :func:`covidseg.stages.predict.predict_inputs`, what the
 ``predict`` entry point runs:
 
 * ``network only``: :meth:`Predictor.network` on each volume already read and preprocessed, all
@@ -26,7 +26,7 @@ classical lung extraction) goes through :func:`covidseg.predict.predict_inputs`,
 * ``pipelined``: ``prefetch=--prefetch`` — the next volumes read and preprocessed in a thread
   while the network works, the previous one written by another; once per entry of ``--threads``:
   0 = predict's own choice (the network on fewer threads while the other stages work,
-  :class:`covidseg.predict.CpuShare`), -1 = all cores throughout, k = k threads throughout.
+  :class:`covidseg.stages.predict.CpuShare`), -1 = all cores throughout, k = k threads throughout.
 
 The arms run in ``--rounds`` rounds (each arm once per round, one after the other) and the best
 round counts: other work on the machine only adds time.  Every arm runs after the network has met
@@ -147,7 +147,7 @@ def folder_benchmark(predictor, inputs: list[Path], tmp: Path, prefetch: int,
 
     from covidseg.data.lungs import classical_lung_mask
     from covidseg.data.readers import read_image, to_canonical
-    from covidseg.predict import predict_inputs
+    from covidseg.stages.predict import predict_inputs
 
     n, cores = len(inputs), torch.get_num_threads()
     steps = {k: 0.0 for k in ("read", "lungs", "prepare", "network", "finish")}
@@ -221,7 +221,7 @@ def main() -> None:
     from covidseg.device import place_model, resolve_device
     from covidseg.inference import predict_volume
     from covidseg.models.factory import ModelSpec, build_model
-    from covidseg.predict import Predictor
+    from covidseg.stages.predict import Predictor
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=512, help="in-plane pixels of the CT volume")

@@ -10,17 +10,17 @@ from __future__ import annotations
 import importlib
 
 RUNNERS: dict[str, str] = {
-    "preprocess": "covidseg.preprocessing:preprocess_dataset",
-    "pretrain": "covidseg.train.pretrain:pretrain",
-    "finetune": "covidseg.train.finetune:finetune",
-    "pseudolabel": "covidseg.semi.pseudolabel:pseudolabel",
-    "meanteacher": "covidseg.semi.meanteacher:meanteacher",
-    "compare": "covidseg.analysis.compare:compare",
-    "tune": "covidseg.tuning:tune",
-    "predict": "covidseg.predict:predict_entry",
-    "evaluate": "covidseg.predict:evaluate_entry",
-    "pipeline": "covidseg.pipeline:pipeline",
-    "grid": "covidseg.grid:grid",
+    "preprocess": "covidseg.stages.preprocess:preprocess_dataset",
+    "pretrain": "covidseg.stages.pretrain:pretrain",
+    "finetune": "covidseg.stages.finetune:finetune",
+    "pseudolabel": "covidseg.stages.pseudolabel:pseudolabel",
+    "meanteacher": "covidseg.stages.meanteacher:meanteacher",
+    "compare": "covidseg.stages.compare:compare",
+    "tune": "covidseg.stages.tune:tune",
+    "predict": "covidseg.stages.predict:predict_entry",
+    "evaluate": "covidseg.stages.predict:evaluate_entry",
+    "pipeline": "covidseg.stages.pipeline:pipeline",
+    "grid": "covidseg.stages.grid:grid",
 }
 
 
@@ -28,7 +28,7 @@ RUNNERS: dict[str, str] = {
 # one line, not a FAILED run in a new experiment.  Each takes the config and raises ConfigError.
 CHECKS: dict[str, str] = {
     "preprocess": "covidseg.data.inputs:check_inputs",
-    "predict": "covidseg.predict:check_inputs",
+    "predict": "covidseg.stages.predict:check_inputs",
 }
 
 

@@ -14,9 +14,9 @@ def test_cv_parent_nested_folds_and_the_ensemble(tracking_uri, preprocess_run, t
     import torch
     from mlflow.tracking import MlflowClient
 
-    from covidseg.datasets import resolve_dataset
     from covidseg.inference import predict_volume
     from covidseg.models.checkpoint import load_model
+    from covidseg.stages.datasets import resolve_dataset
     from covidseg.tracking import download_model
     from covidseg.train.metrics import overlap_metrics
 

@@ -173,8 +173,8 @@ def test_preprocess_three_ways_against_a_real_server(tracking_uri, tmp_path):
             "custom_model_development"
 
     # a later stage finds the dataset from the run id alone, even with an empty local cache
-    from covidseg.datasets import resolve_dataset
     from covidseg.paths import cache_root
+    from covidseg.stages.datasets import resolve_dataset
 
     ds, source = resolve_dataset(run_id)
     assert source == run_id and ds.key == key

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from covidseg.config import GridConfig
-from covidseg.gridclaims import DONE, Cell, GridClaims
+from covidseg.stages.gridclaims import DONE, Cell, GridClaims
 from tests.conftest import subprocess_env
 
 GRID = {"archs": "unet", "strategies": "scratch,decoder", "inits": "restoration",
@@ -20,7 +20,7 @@ def test_two_grid_workers_on_one_postgresql_database_split_the_cells(tracking_ur
                                                                      postgres, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from covidseg.grid import grid_fingerprint, plan_cells
+    from covidseg.stages.grid import grid_fingerprint, plan_cells
 
     # the throw-away cluster trusts local connections: the password only has to stay unlogged
     storage = postgres("grid_workers").replace("postgresql://postgres@",

@@ -1,6 +1,6 @@
-"""Claims on grid cells (``covidseg.gridclaims``) on a real PostgreSQL and an SQLite file: no cell
-held twice by concurrent claimers, a stale claim taken over and a fresh one not, failures retried
-a bounded number of times, dependencies respected, registration idempotent."""
+"""Claims on grid cells (``covidseg.stages.gridclaims``) on a real PostgreSQL and an SQLite file:
+no cell held twice by concurrent claimers, a stale claim taken over and a fresh one not, failures
+retried a bounded number of times, dependencies respected, registration idempotent."""
 
 import threading
 import time
@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from covidseg.errors import ConfigError
-from covidseg.gridclaims import DONE, FAILED, PENDING, RUNNING, Cell, GridClaims
+from covidseg.stages.gridclaims import DONE, FAILED, PENDING, RUNNING, Cell, GridClaims
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])

@@ -10,10 +10,11 @@ included).  Lowest first:
     train     the loop, tasks, losses, metrics, evaluation, torchrun
     semi      pseudo-label methods, the mean-teacher task
     analysis  SVCCA
-    stages    the entry points (named in LAYERS: datasets, preprocess, pretrain, finetune, …,
-              predict, tune, grid, pipeline): they resolve ``data=``, decide what MLflow
-              receives, run the layers below
-    cli       the command line, and the pyfunc model MLflow loads
+    stages    covidseg/stages/: the entry points (datasets, preprocess, pretrain, finetune, …,
+              predict, tune, grid, pipeline) and the Stage context: they resolve ``data=``,
+              decide what MLflow receives, run the layers below
+    cli       the command line, the pyfunc model MLflow loads (and ``covidseg.predict``, where
+              models logged before covidseg/stages/ existed find their predictor)
 """
 
 from __future__ import annotations
@@ -32,14 +33,11 @@ LAYERS = [
     ("train", ["covidseg.train"]),
     ("semi", ["covidseg.semi"]),
     ("analysis", ["covidseg.analysis"]),
-    # the entry points, by module: where data= is resolved and MLflow upload policy lives
-    ("stages", ["covidseg.datasets", "covidseg.preprocessing", "covidseg.train.stage",
-                "covidseg.train.pretrain", "covidseg.train.finetune", "covidseg.train.crossval",
-                "covidseg.semi.pseudolabel",
-                "covidseg.semi.meanteacher", "covidseg.analysis.compare", "covidseg.predict",
-                "covidseg.tuning", "covidseg.grid", "covidseg.gridclaims", "covidseg.pipeline"]),
+    # the entry points (covidseg/stages/): where data= is resolved and MLflow upload policy lives
+    ("stages", ["covidseg.stages"]),
     # what MLflow (a logged model) or a shell starts
-    ("cli", ["covidseg.cli", "covidseg.__main__", "covidseg.tracking.pyfunc_model"]),
+    ("cli", ["covidseg.cli", "covidseg.__main__", "covidseg.tracking.pyfunc_model",
+             "covidseg.predict"]),  # the predictor's old address, for models logged before
 ]
 
 
@@ -149,3 +147,12 @@ def test_the_checker_sees_an_upward_import_and_a_cycle(tmp_path):
     src = tmp_path / "m.py"
     src.write_text("def f():\n    from covidseg.train.loop import fit\n")
     assert "covidseg.train.loop" in imports(src, modules())
+
+
+def test_models_logged_before_the_stages_package_find_their_predictor():
+    """Each logged model runs its own copy of the pyfunc file; those logged before covidseg/stages/
+    import ``covidseg.predict.Predictor``."""
+    import covidseg.predict
+    import covidseg.stages.predict
+
+    assert covidseg.predict.Predictor is covidseg.stages.predict.Predictor

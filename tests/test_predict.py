@@ -13,7 +13,7 @@ from covidseg.data.lungs import classical_lung_mask
 from covidseg.data.phantom import make_phantom
 from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec, build_model
-from covidseg.predict import Predictor, predict_entry, severity_class
+from covidseg.stages.predict import Predictor, predict_entry, severity_class
 
 
 @pytest.fixture(scope="module")

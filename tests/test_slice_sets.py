@@ -19,7 +19,7 @@ from covidseg.data.layouts import CaseRecord
 from covidseg.data.phantom import make_phantom
 from covidseg.data.steps import preprocess_case
 from covidseg.errors import ConfigError
-from covidseg.preprocessing import preprocess_dataset
+from covidseg.stages.preprocess import preprocess_dataset
 from covidseg.train.metrics import overlap_metrics, surface_dice_area
 from tests.conftest import REPO
 from tests.test_entrypoints import _run_id, run
@@ -209,8 +209,8 @@ def test_a_figure_that_cannot_be_drawn_is_skipped(tmp_path, caplog):
 def test_multiclass_masks_train_and_score_per_class(tmp_path):
     """0/1/2 masks with labels=multiclass: a 3-class network, per-class and union Dice; the
     same masks without it are refused with a hint."""
-    from covidseg.predict import Predictor
-    from covidseg.train.finetune import finetune
+    from covidseg.stages.finetune import finetune
+    from covidseg.stages.predict import Predictor
 
     root = write_slice_set(tmp_path / "mc", labels="multiclass", n_train=6, n_test=2)
     prep = preprocess_dataset(PreprocessConfig(**_patterns(root), image_size=64, test_cases=2,

@@ -152,7 +152,7 @@ def test_two_workers_share_a_study_and_a_killed_worker_leaves_it_usable(tracking
 def test_meanteacher_search_space_holds_only_acting_thresholds():
     """tune searches only parameters that act: the pseudo-label threshold of the default method."""
     from covidseg.config import PseudolabelConfig, TuneConfig
-    from covidseg.tuning import acting_thresholds, search_space
+    from covidseg.stages.tune import acting_thresholds, search_space
 
     space = search_space(TuneConfig(target="meanteacher"), {"model": "x"})
     assert "confidence" in space and "pseudo_weight" in space
@@ -173,7 +173,7 @@ def test_the_decision_threshold_is_searched_only_when_named():
 
     from covidseg.config import FinetuneConfig, TuneConfig, threshold_value
     from covidseg.errors import ConfigError
-    from covidseg.tuning import search_space
+    from covidseg.stages.tune import search_space
 
     assert "threshold" not in search_space(TuneConfig(target="finetune"), {})
     space = search_space(TuneConfig(target="finetune", search="lr,threshold"), {})

@@ -1,7 +1,7 @@
 """A manifest of cases into the cached preprocessed dataset (its on-disk format:
 :mod:`covidseg.data.store`): each case through :func:`~covidseg.data.steps.preprocess_case`, then
 splits, fingerprint, figures and ``dataset.json``.  No MLflow here: what a run logs of the
-dataset is decided by the stage, :mod:`covidseg.preprocessing`.
+dataset is decided by the stage, :mod:`covidseg.stages.preprocess`.
 
 Each labelled case also keeps its reference mask on the original grid (canonical orientation,
 ``original.npz``) with that grid's geometry, so that evaluation can score predictions where

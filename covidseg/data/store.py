@@ -1,5 +1,5 @@
 """The preprocessed dataset on disk, keyed by a content hash (the stages resolve a user's
-``data=`` to one in :mod:`covidseg.datasets`).
+``data=`` to one in :mod:`covidseg.stages.datasets`).
 
 Layout of one dataset (``$COVIDSEG_CACHE/preprocessed/<key>/``)::
 

@@ -27,7 +27,7 @@ from mlflow.pyfunc import PythonModel
 
 class CovidsegSegmenter(PythonModel):
     def load_context(self, context):
-        from covidseg.predict import Predictor
+        from covidseg.stages.predict import Predictor
 
         self.predictor = Predictor.from_dir(context.artifacts["weights"])
 

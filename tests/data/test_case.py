@@ -17,7 +17,7 @@ from covidseg.data import preprocess as build
 from covidseg.data.case import CaseMeta
 from covidseg.data.layouts import CaseRecord, read_manifest
 from covidseg.data.steps import preprocess_case
-from covidseg.preprocessing import preprocess_dataset
+from covidseg.stages.preprocess import preprocess_dataset
 
 # meta.json / dataset.json "cases": every case has these, in this order (class_pixels follows
 # with labels=multiclass)

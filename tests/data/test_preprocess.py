@@ -15,7 +15,7 @@ from covidseg.data.splits import fold_split, make_splits
 from covidseg.data.steps import preprocess_case
 from covidseg.data.store import PreprocessedDataset
 from covidseg.errors import CaseError, ConfigError, EmptyMask, MissingInput, NotHounsfield
-from covidseg.preprocessing import preprocess_dataset, preprocess_records
+from covidseg.stages.preprocess import preprocess_dataset, preprocess_records
 from tests.helpers import PATIENT_ID, PATIENT_NAME, write_dicom_series, write_png_slice
 
 
@@ -351,7 +351,7 @@ def test_demo_unlabelled_truth_is_stored_apart_and_never_loaded_for_training():
     from covidseg.config import PreprocessConfig
     from covidseg.data.layouts import read_manifest
     from covidseg.data.store import PreprocessedDataset
-    from covidseg.preprocessing import preprocess_dataset
+    from covidseg.stages.preprocess import preprocess_dataset
     from tests.conftest import TINY_DEMO
 
     summary = preprocess_dataset(PreprocessConfig(**{**TINY_DEMO, "demo_noncovid": 0}),

@@ -8,7 +8,7 @@ from covidseg.data.augment import SliceAugment
 from covidseg.data.slices import SliceDataset, pad_to, slice_sampling_weights
 from covidseg.data.splits import fold_split
 from covidseg.data.store import PreprocessedDataset
-from covidseg.preprocessing import preprocess_dataset
+from covidseg.stages.preprocess import preprocess_dataset
 
 
 def _dataset(phantom_files):

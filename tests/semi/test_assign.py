@@ -10,8 +10,8 @@ from covidseg.errors import ConfigError
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.semi.assign import assign_pseudo_labels, top_k_cosine
 from covidseg.semi.encode import encode_patches
-from covidseg.semi.meanteacher import ema_update, sigmoid_rampup
 from covidseg.semi.patches import box_of, enlarge_box, sample_in_box
+from covidseg.semi.teacher import ema_update, sigmoid_rampup
 
 
 def brute_force(u, lab, masks, rule, lo=0.87, hi=0.96, mn=0.90):

@@ -15,7 +15,7 @@ from covidseg.config import PreprocessConfig
 from covidseg.data.splits import fold_split
 from covidseg.data.store import PreprocessedDataset
 from covidseg.errors import ConfigError
-from covidseg.preprocessing import preprocess_dataset
+from covidseg.stages.preprocess import preprocess_dataset
 from covidseg.train import distributed
 from covidseg.train.distributed import World, shard
 from covidseg.train.loop import LoopSettings, fit

@@ -12,7 +12,7 @@ from covidseg.data.restoration import GenesisDistort, in_painting, out_painting
 from covidseg.data.splits import fold_split
 from covidseg.data.store import PreprocessedDataset
 from covidseg.models.factory import ModelSpec, build_model
-from covidseg.preprocessing import preprocess_dataset
+from covidseg.stages.preprocess import preprocess_dataset
 from covidseg.train.loop import LoopSettings, checkpoint_due, fit
 from covidseg.train.losses import SegmentationLoss
 from covidseg.train.resume import load_resume_state

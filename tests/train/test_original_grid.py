@@ -15,8 +15,8 @@ from covidseg.config import PreprocessConfig
 from covidseg.data.store import PreprocessedDataset
 from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec, build_model
-from covidseg.predict import Predictor
-from covidseg.preprocessing import preprocess_dataset
+from covidseg.stages.predict import Predictor
+from covidseg.stages.preprocess import preprocess_dataset
 from covidseg.train.evaluation import evaluate_cases
 from covidseg.train.metrics import overlap_metrics, surface_dice_area, surface_metrics
 

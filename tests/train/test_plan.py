@@ -68,7 +68,7 @@ def test_a_raw_slice_folder_is_preprocessed_at_the_planned_size(tmp_path):
     resized to the plan's side, no test set held out without an official one."""
     import cv2
 
-    from covidseg.datasets import raw_preprocess_config, resolve_dataset
+    from covidseg.stages.datasets import raw_preprocess_config, resolve_dataset
 
     rng = np.random.default_rng(0)
     for sub in ("labelled/images", "labelled/masks", "unlabelled/images"):

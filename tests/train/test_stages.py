@@ -9,9 +9,9 @@ import torch
 from covidseg.config import FinetuneConfig, PreprocessConfig, PretrainConfig
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model
-from covidseg.preprocessing import preprocess_dataset
-from covidseg.train.finetune import finetune
-from covidseg.train.pretrain import pretrain
+from covidseg.stages.finetune import finetune
+from covidseg.stages.preprocess import preprocess_dataset
+from covidseg.stages.pretrain import pretrain
 from tests.conftest import TINY_DEMO
 from tests.helpers import write_genesis_checkpoint
 

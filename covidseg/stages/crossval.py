@@ -28,15 +28,15 @@ from dataclasses import replace
 import numpy as np
 
 from covidseg.config import FinetuneConfig, threshold_value
-from covidseg.datasets import open_dataset
 from covidseg.device import place_model
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import save_model
 from covidseg.models.ensemble import EnsembleNet
+from covidseg.stages.datasets import open_dataset
+from covidseg.stages.stage import Stage, workdir_for
 from covidseg.tracking import NullTracker, Tag
 from covidseg.train.distributed import world
 from covidseg.train.evaluation import Evaluation, evaluate_cases, log_evaluation
-from covidseg.train.stage import Stage, workdir_for
 
 log = logging.getLogger("covidseg.crossval")
 
@@ -70,7 +70,7 @@ def merge_evaluations(evaluations: list[Evaluation], keep: int = 0) -> Evaluatio
 def cross_validate(cfg: FinetuneConfig, train_fold, tracker=None, progress: bool = True) -> dict:
     """The ``finetune`` entry point with ``cv=K`` (see the module docstring); ``train_fold``
     (config, tracker, progress=…) → the :class:`Stage` of one finished fold run
-    (:func:`covidseg.train.finetune.finetune_fold`)."""
+    (:func:`covidseg.stages.finetune.finetune_fold`)."""
     tracker = tracker or NullTracker()
     if world().active:
         raise ConfigError("cv= trains its folds one after another in one process: under "

@@ -10,7 +10,7 @@ of its full configuration) is reused, not retrained.
 
 **Workers on several machines** (``storage`` / ``$COVIDSEG_GRID_STORAGE`` = a database URL): the
 cells — pretrain cells, then finetune cells, each finetune of a pretrained init *needing* its
-pretrain cell — live in a claims table (:mod:`covidseg.gridclaims`) that every worker started
+pretrain cell — live in a claims table (:mod:`covidseg.stages.gridclaims`) that every worker started
 with the same parameters joins (the grid's name is a hash of them, or ``grid_name``).  Each worker
 claims a free cell atomically, runs it nested under its own parent run with a heartbeat, and
 claims the next; a cell whose worker stopped sending heartbeats is taken over (its orphan run
@@ -34,9 +34,9 @@ import numpy as np
 from covidseg.config import FinetuneConfig, GridConfig, PretrainConfig
 from covidseg.data.splits import REGIME_ALIASES
 from covidseg.errors import CellsFailed, ConfigError
-from covidseg.gridclaims import DONE, FAILED, Cell, GridClaims, worker_name
 from covidseg.models.surgery import STRATEGIES
 from covidseg.redact import redact
+from covidseg.stages.gridclaims import DONE, FAILED, Cell, GridClaims, worker_name
 from covidseg.tracking import Tag, fail_abandoned_run, run_metrics
 
 log = logging.getLogger("covidseg.grid")
@@ -152,7 +152,7 @@ def plan_cells(cfg: GridConfig) -> list[Cell]:
 
 
 def grid(cfg: GridConfig, tracker) -> dict:
-    from covidseg.datasets import open_dataset
+    from covidseg.stages.datasets import open_dataset
     from covidseg.train.figures import grid_figure
 
     if not tracker.enabled:
@@ -223,7 +223,7 @@ def _run_cell(cfg: GridConfig, claim, claims: GridClaims, tracker, name: str, sh
     """Run the claimed cell (reusing a FINISHED finetune with the same grid key); record it done,
     or failed.  Returns 1 when this worker trained it, else 0.  Without shared storage a failure
     stops the grid (it is raised); with it the failure is recorded and the worker goes on."""
-    from covidseg.pipeline import run_nested
+    from covidseg.stages.pipeline import run_nested
 
     info = claim.info
     if claim.stale_run:

@@ -181,7 +181,7 @@ def tune(cfg: TuneConfig, tracker) -> dict:
         run_cfg = target_cls(**{**common, **fixed, **train_values, "experiment": ""})
         run_cfg.validate()
         if cfg.target == "meanteacher" and "pseudo" not in fixed:
-            from covidseg.semi.pseudolabel import pseudolabel
+            from covidseg.stages.pseudolabel import pseudolabel
 
             pl_values = {k: v for k, v in values.items() if k not in trial_fields}
             pl_cfg = PseudolabelConfig(**common, model=fixed["model"], **pl_values)
@@ -215,10 +215,10 @@ def tune(cfg: TuneConfig, tracker) -> dict:
 
 def _trainer(target: str):
     if target == "finetune":
-        from covidseg.train.finetune import finetune
+        from covidseg.stages.finetune import finetune
 
         return finetune
-    from covidseg.semi.meanteacher import meanteacher
+    from covidseg.stages.meanteacher import meanteacher
 
     return meanteacher
 

@@ -25,7 +25,7 @@ never silently means two different grids) and ``covidseg_grid_cells``, one row p
   endless retry of a cell that cannot succeed.  A cell may ``need`` another (a finetune cell its
   pretrain cell): it is claimable once that one is done, and fails when that one fails.
 
-No MLflow here: the grid (``covidseg.grid``) maps cells to runs.
+No MLflow here: the grid (``covidseg.stages.grid``) maps cells to runs.
 """
 
 from __future__ import annotations

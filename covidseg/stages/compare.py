@@ -23,9 +23,9 @@ from covidseg.analysis.activations import collect_activations
 from covidseg.analysis.svcca import svcca
 from covidseg.config import CompareConfig
 from covidseg.data.slices import pad_to
-from covidseg.datasets import open_dataset
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model
+from covidseg.stages.datasets import open_dataset
 from covidseg.tracking import (
     NullTracker,
     Tag,

@@ -34,7 +34,6 @@ import numpy as np
 
 from covidseg.config import PseudolabelConfig
 from covidseg.data.slices import pad_to
-from covidseg.datasets import open_dataset
 from covidseg.device import resolve_device
 from covidseg.errors import ConfigError
 from covidseg.inference import predict_volume
@@ -52,8 +51,9 @@ from covidseg.semi.patches import (
 )
 from covidseg.semi.pseudoset import PSEUDO_FILE, PseudoSet
 from covidseg.semi.selftrain import model_pseudo_labels
+from covidseg.stages.datasets import open_dataset
+from covidseg.stages.stage import workdir_for
 from covidseg.tracking import NullTracker, Tag, download_model
-from covidseg.train.stage import workdir_for
 
 log = logging.getLogger("covidseg.pseudolabel")
 

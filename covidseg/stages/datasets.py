@@ -46,7 +46,7 @@ def resolve_dataset(data: str) -> tuple[PreprocessedDataset, str | None]:
 
     if data == "demo":
         from covidseg.config import PreprocessConfig
-        from covidseg.preprocessing import preprocess_dataset
+        from covidseg.stages.preprocess import preprocess_dataset
 
         summary = preprocess_dataset(PreprocessConfig(), progress=True)
         return PreprocessedDataset(Path(summary["dataset_path"])), None
@@ -110,7 +110,7 @@ def image_shape(path: Path) -> tuple[int, int]:
 def preprocess_raw(path: Path) -> PreprocessedDataset:
     """A raw data folder preprocessed as :func:`raw_preprocess_config` says (cached: a second run
     on the same files finds it)."""
-    from covidseg.preprocessing import preprocess_dataset
+    from covidseg.stages.preprocess import preprocess_dataset
 
     summary = preprocess_dataset(raw_preprocess_config(path), progress=True)
     return PreprocessedDataset(Path(summary["dataset_path"]))

@@ -15,12 +15,12 @@ import numpy as np
 
 from covidseg.config import PretrainConfig
 from covidseg.data.augment import SliceAugment
-from covidseg.datasets import open_dataset
 from covidseg.errors import ConfigError
 from covidseg.models.factory import ModelSpec, build_model
+from covidseg.stages.datasets import open_dataset
+from covidseg.stages.stage import Stage, model_extra
 from covidseg.train.distributed import from_main
 from covidseg.train.losses import SegmentationLoss
-from covidseg.train.stage import Stage, model_extra
 from covidseg.train.tasks import RestorationTask, SegmentationTask, default_workers
 
 

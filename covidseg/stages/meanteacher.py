@@ -1,0 +1,93 @@
+"""``meanteacher``: the fine-tuned model A' as student, an EMA copy as teacher (thesis 5.3.5).
+
+This module is the stage (its data, starting model, plan, run and results); the method — the
+losses, the EMA update, the weak and strong views — is :mod:`covidseg.semi.teacher`."""
+
+from __future__ import annotations
+
+from covidseg.config import MeanteacherConfig
+from covidseg.data.slices import SliceDataset
+from covidseg.errors import ConfigError
+from covidseg.models.checkpoint import load_model
+from covidseg.models.factory import ModelSpec
+from covidseg.semi.pseudoset import PseudoSet, load_pseudo_set
+from covidseg.semi.teacher import MeanTeacherTask
+from covidseg.stages.datasets import open_dataset
+from covidseg.stages.finetune import finalise_segmentation
+from covidseg.stages.stage import Stage, model_extra
+from covidseg.tracking import NullTracker, Tag, download_model
+from covidseg.train.distributed import from_main
+from covidseg.train.plan import make_plan, planned
+from covidseg.train.supervised import (
+    augmentation,
+    dataset_classes,
+    segmentation_task,
+    training_cases,
+)
+
+
+def unlabelled_slices(cfg: MeanteacherConfig, ds, pseudo: PseudoSet | None) -> SliceDataset | None:
+    """Every slice of the unlabelled volumes (augmented like the training slices, no mask)."""
+    ref = cfg.unlabelled or (pseudo.unlabelled_data if pseudo is not None else "")
+    uds = open_dataset(ref, NullTracker()) if ref else ds
+    ids = uds.splits.get("unlabelled", []) if uds is ds else uds.ids()
+    if not ids:
+        return None
+    return SliceDataset(uds, ids, augment=augmentation(cfg, ds), seed=cfg.seed + 7919,
+                        require_mask=False, crop=cfg.image_size)
+
+
+def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
+                progress: bool = True) -> dict:
+    if not cfg.model:
+        raise ConfigError("meanteacher needs model=<finetune run> (and pseudo=<pseudolabel run> "
+                          "for pseudo-labels)")
+    if cfg.cv:
+        raise ConfigError("cv= is finetune's: meanteacher trains one fold (fold=)")
+    stage = Stage.begin(cfg, tracker, on_epoch_end, progress)
+    tracker = stage.tracker
+
+    def resolve():  # under torchrun: rank 0 alone, the other ranks receive the result
+        ds = open_dataset(cfg.data, tracker)
+        if dataset_classes(ds) > 1:
+            raise ConfigError("meanteacher learns binary lesion masks: labels=multiclass data "
+                              "trains with finetune")
+        model_dir, model_run = download_model(cfg.model)
+        pseudo, pseudo_run = load_pseudo_set(cfg.pseudo) if cfg.pseudo else (None, None)
+        return (ds, *load_model(model_dir, single=True), model_run, pseudo, pseudo_run,
+                unlabelled_slices(cfg, ds, pseudo))
+
+    stage.ds, model, config, model_run, pseudo, pseudo_run, unlabelled = from_main(resolve)
+    ds = stage.ds
+    tracker.link_source("model", model_run)
+    if pseudo is not None:
+        tracker.link_source("pseudo", pseudo_run)
+    spec = ModelSpec(**config["model"])
+    if spec.classes > 1:
+        raise ConfigError(f"model={cfg.model} is a multi-class network: meanteacher learns binary "
+                          "lesion masks (labels=multiclass trains with finetune)")
+    train_ids, val_ids = training_cases(ds, cfg)
+    if pseudo is None and unlabelled is None:
+        raise ConfigError("meanteacher has nothing unlabelled to learn from: give pseudo=<run> or "
+                          "unlabelled=<preprocess run id or folder>")
+    stage.record_network(spec, **{Tag.PSEUDO_SOURCE: pseudo.source if pseudo is not None
+                                  else "none"})
+    stage.record_split(train_ids, val_ids, ds.splits["test"],
+                       pseudo_items=len(pseudo) if pseudo is not None else 0,
+                       unlabelled_slices=len(unlabelled) if unlabelled is not None else 0)
+    stage.record_plan(make_plan(ds, train_ids, cfg))
+    task = segmentation_task(model, ds, train_ids, val_ids, cfg, stage.device, stage.plan,
+                             cls=MeanTeacherTask,
+                             pseudo=pseudo, unlabelled=unlabelled, ema_alpha=cfg.ema_alpha,
+                             consistency_weight=cfg.consistency_weight,
+                             rampup_epochs=cfg.rampup_epochs
+                             or max(1, planned(stage.plan, "epochs") // 3),
+                             pseudo_weight=cfg.pseudo_weight)
+    extra = model_extra(ds, cfg, "segmentation", "meanteacher")
+    result = stage.train(task, spec, extra)
+    if not stage.is_main:
+        return None  # rank 0 evaluates and logs the model
+    tracker.set_tags({Tag.BEST_NETWORK: task.best_is})
+    summary = finalise_segmentation(stage, model, spec, result, train_ids, val_ids,
+                                    {**extra, "best_network": task.best_is})
+    return {**summary, "best_network": task.best_is}

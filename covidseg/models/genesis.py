@@ -27,8 +27,6 @@ from torch import nn
 
 from covidseg.errors import ConfigError, first_line
 
-GENESIS_BLOCKS = ("down_tr64", "down_tr128", "down_tr256", "down_tr512", "up_tr256", "up_tr128",
-                  "up_tr64", "out_tr")
 NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 

@@ -43,7 +43,7 @@ from covidseg.device import place_model, resolve_device
 from covidseg.errors import CaseError, ConfigError
 from covidseg.inference import output_classes, predict_volume
 from covidseg.models.checkpoint import load_model
-from covidseg.tracking import NullTracker
+from covidseg.tracking import NullTracker, Tag
 
 log = logging.getLogger("covidseg.predict")
 
@@ -524,7 +524,7 @@ def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
     if differs:
         log.warning("the dataset was preprocessed differently from the model's training data (%s)",
                     ", ".join(differs))
-        tracker.set_tags({"covidseg.preprocessing_differs": ",".join(differs)})
+        tracker.set_tags({Tag.PREPROCESSING_DIFFERS: ",".join(differs)})
     ids = ds.splits["test"] if cfg.split == "test" else ds.ids(labelled=True)
     if not ids:
         raise ConfigError(f"data={cfg.data!r} has no {cfg.split} cases with masks")

@@ -35,6 +35,12 @@ p ≤ 0.03), and the ratios.  ``--out FILE`` writes every slice's scores
 as JSON.
 
 ``--steps 0``: the plan's number of steps for these slices (what ``finetune`` would run).
+
+``--combine OUT…`` trains nothing: it reports the ``--out`` files of runs made apart (each fold or
+arm its own process, e.g. eight at a time on one GPU) as one run — the same tables, paired
+differences (joined slice by slice) and calibration (``--out`` keeps each arm's pixel counts).
+The runs must share the data, split, seeds, size, steps, batch and encoder, arm (a) its
+``--set`` and (c) its ``--bare_lr``, and every arm must cover the same folds.
 """
 
 from __future__ import annotations
@@ -141,11 +147,17 @@ def epochs_for(steps: int, per_epoch: int) -> int:
     return max(1, math.ceil(steps / per_epoch))
 
 
-def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    """Mean of a − b and its 95 % t-interval over the pairs."""
+def paired(a: list[dict], b: list[dict], metric: str) -> tuple[float, float, float]:
+    """Mean of ``metric`` a − b and its 95 % t-interval, slice by slice (joined on fold and case:
+    both arms must have scored the same slices)."""
     from scipy import stats
 
-    d = np.asarray(a) - np.asarray(b)
+    left = {(s["fold"], s["case_id"]): s[metric] for s in a}
+    right = {(s["fold"], s["case_id"]): s[metric] for s in b}
+    if set(left) != set(right):
+        raise SystemExit(f"{a[0]['arm']} and {b[0]['arm']} scored different slices "
+                         f"({len(set(left) ^ set(right))} not in both): run both on the same folds")
+    d = np.asarray([left[k] - right[k] for k in sorted(left)])
     if len(d) < 2:
         return float(d.mean()), float("nan"), float("nan")
     half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
@@ -171,7 +183,7 @@ def report(per_slice: dict, fold_rows: list[dict], calibration: dict) -> None:
             a, b = per_slice[name], per_slice["covidseg"]
             on, off = (a, b) if with_tta else (b, a)
             for metric in ("dice", "meandic"):
-                mean, lo, hi = paired([s[metric] for s in on], [s[metric] for s in off])
+                mean, lo, hi = paired(on, off, metric)
                 print(f"test-time mirroring on − off (covidseg's models), {metric}: {mean:+.4f} "
                       f"(95 % CI {lo:+.4f} … {hi:+.4f}; with {np.mean([s[metric] for s in on]):.4f}"
                       f", without {np.mean([s[metric] for s in off]):.4f})")
@@ -179,7 +191,7 @@ def report(per_slice: dict, fold_rows: list[dict], calibration: dict) -> None:
         for metric in ("dice", "meandic"):
             a = [s[metric] for s in per_slice["covidseg"]]
             b = [s[metric] for s in per_slice[other]]
-            mean, lo, hi = paired(a, b)
+            mean, lo, hi = paired(per_slice["covidseg"], per_slice[other], metric)
             by_fold = [float(np.mean([s[metric] for s in per_slice["covidseg"]
                                       if s["fold"] == f])
                              - np.mean([s[metric] for s in per_slice[other] if s["fold"] == f]))
@@ -195,32 +207,52 @@ def combine(paths: list[str]) -> None:
     one GPU) as one: the same folds of one split, every slice scored once per arm."""
     from covidseg.train.metrics import Calibration
 
-    per_slice, rows, calibration, settings = {}, {}, {}, set()
+    per_slice, rows, calibration, settings = {}, {}, {}, {}
+    uncalibrated = set()
+    shared = ("data", "size", "covidseg_size", "steps", "k", "split_seed", "seed", "batch_size",
+              "encoder")
     for path in paths:
         run = json.loads(Path(path).read_text())
         s = run["settings"]
-        settings.add((s["size"], s["steps"], s["k"], s["split_seed"], s["seed"]))
+        arms = {item["arm"] for item in run["slices"]}
+        settings.setdefault("the split and training", set()).add(tuple(s[k] for k in shared))
+        if "covidseg" in arms:  # the --set overrides make it another arm (a)
+            settings.setdefault("--set", set()).add(json.dumps(s.get("set", []), sort_keys=True))
+        if "bare" in arms:
+            settings.setdefault("--bare_lr", set()).add(s["bare_lr"])
         for row in run["folds"]:
             rows.setdefault(row["fold"], {}).update(row)
         for item in run["slices"]:
             per_slice.setdefault(item["arm"], []).append(item)
-        for arm, state in run.get("calibration", {}).items():
+        states = run.get("calibration", {})
+        uncalibrated |= {a for a in arms if a in ("covidseg", "thesis", "bare")
+                         and a not in states}
+        for arm, state in states.items():
             cal = Calibration.from_dict(state)
             if arm in calibration:
                 calibration[arm].merge(cal)
             else:
                 calibration[arm] = cal
-    if len(settings) > 1:
-        raise SystemExit(f"--combine: the runs differ in (size, steps, k, split_seed, seed): "
-                         f"{sorted(settings)}")
+    for what, values in settings.items():
+        if len(values) > 1:
+            if what == "the split and training":
+                what = ", ".join(k for i, k in enumerate(shared) if len({v[i] for v in values}) > 1)
+            raise SystemExit(f"--combine: the runs differ in {what}: {sorted(map(str, values))}")
     for arm, items in per_slice.items():
         seen = [(s["fold"], s["case_id"]) for s in items]
         if len(seen) != len(set(seen)):
             raise SystemExit(f"--combine: arm {arm} scores a slice twice (a fold run twice?)")
+        folds = sorted({f for f, _ in seen})
+        if folds != sorted(rows):
+            raise SystemExit(f"--combine: arm {arm} ran folds {folds}, the runs together "
+                             f"{sorted(rows)}: give every arm the same folds")
         items.sort(key=lambda s: (s["fold"], s["case_id"]))
-    size, steps, k, split_seed, seed = settings.pop()
-    print(f"combined {len(paths)} runs: size={size} steps={steps} k={k} split_seed={split_seed} "
-          f"seed={seed}, folds {','.join(map(str, sorted(rows)))}")
+    for arm in uncalibrated:  # a run written before --out kept it: not every fold's pixels
+        calibration.pop(arm, None)
+        print(f"(no calibration for {arm}: a run of it has none)")
+    data, size, _, steps, k, split_seed, seed, *_ = next(iter(settings["the split and training"]))
+    print(f"combined {len(paths)} runs: data={data} size={size} steps={steps} k={k} "
+          f"split_seed={split_seed} seed={seed}, folds {','.join(map(str, sorted(rows)))}")
     report(per_slice, [rows[f] for f in sorted(rows)], calibration)
 
 
@@ -358,6 +390,7 @@ def main() -> None:
              "slices": sum(per_slice.values(), []),
              "calibration": {arm: cal.to_dict() for arm, cal in calibration.items()}}, indent=1))
     report(per_slice, fold_rows, calibration)
+
 
 if __name__ == "__main__":
     main()

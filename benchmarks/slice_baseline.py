@@ -182,14 +182,14 @@ def score_bare(model, records, size: int, device) -> list[float]:
 def augment_override(factory):
     """Make ``finetune`` train with ``factory()`` as its augmentation (variants of a preset that
     ``augment=`` cannot name: the measurements that chose the ``slice`` preset)."""
-    import covidseg.stages.finetune as ft
+    import covidseg.train.supervised as sv  # where segmentation_task looks it up
 
-    saved = ft.augmentation
-    ft.augmentation = lambda cfg, ds: factory()
+    saved = sv.augmentation
+    sv.augmentation = lambda cfg, ds: factory()
     try:
         yield
     finally:
-        ft.augmentation = saved
+        sv.augmentation = saved
 
 
 def train_covidseg(dataset_path: str, epochs: int, args, augment=None,

@@ -127,3 +127,17 @@ def test_real_slices_benchmark_runs_at_toy_size(tmp_path):
     twice = run([sys.executable, str(REPO / "benchmarks" / "real_slices.py"), "--combine",
                  str(tmp_path / "a.json"), str(tmp_path / "a.json")], tmp_path)
     assert twice.returncode != 0 and "scores a slice twice" in twice.stderr
+    # runs that do not belong together are refused in one line: another --set for arm (a), an
+    # arm missing a fold the others ran
+    other = json.loads((tmp_path / "a.json").read_text())
+    other["settings"]["set"] = ["lr=0.003"]
+    (tmp_path / "a2.json").write_text(json.dumps(other))
+    b0 = json.loads((tmp_path / "b.json").read_text())
+    for item in b0["slices"] + b0["folds"]:
+        item["fold"] = 0
+    (tmp_path / "b0.json").write_text(json.dumps(b0))
+    for files, message in ((["a.json", "a2.json", "b.json"], "differ in --set"),
+                           (["a.json", "b.json", "b0.json"], "give every arm the same folds")):
+        bad = run([sys.executable, str(REPO / "benchmarks" / "real_slices.py"), "--combine",
+                   *[str(tmp_path / f) for f in files]], tmp_path)
+        assert bad.returncode != 0 and message in bad.stderr, (files, bad.stderr[-2000:])

@@ -110,7 +110,7 @@ def test_tidy_judges_each_run_by_its_own_beat_and_a_live_run_revives(tracking_ur
     assert float(run.data.tags["covidseg.heartbeat"]) > float(minute_ago)
 
 
-def test_importing_covidseg_turns_mlflows_telemetry_off_unless_the_user_turned_it_on():
+def test_importing_covidseg_turns_mlflows_telemetry_off_unless_the_user_turned_it_on(tmp_path):
     """MLflow 3 sends usage events to the internet from every process that imports it (unless
     it thinks it runs in CI): covidseg switches that off before mlflow is imported."""
     import os
@@ -119,8 +119,13 @@ def test_importing_covidseg_turns_mlflows_telemetry_off_unless_the_user_turned_i
 
     probe = ("import covidseg, mlflow; from mlflow.telemetry.client import get_telemetry_client;"
              " print(type(get_telemetry_client()).__name__)")
+    ci = ("PYTEST_CURRENT_TEST", "GITHUB_ACTIONS", "CI", "CIRCLECI", "GITLAB_CI", "JENKINS_URL",
+          "TRAVIS", "TF_BUILD", "BITBUCKET_BUILD_NUMBER", "CODEBUILD_BUILD_ARN", "BUILDKITE",
+          "TEAMCITY_VERSION", "CLOUD_RUN_EXECUTION", "RUNBOT_HOST_URL", "RUNBOT_BUILD_NAME",
+          "RUNBOT_WORKER_ID")  # MLflow keeps its telemetry off where one of these is set
     clean = {k: v for k, v in os.environ.items()
-             if k not in ("PYTEST_CURRENT_TEST", "CI", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")}
+             if k not in (*ci, "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")}
+    clean["XDG_CONFIG_HOME"] = str(tmp_path)  # where MLflow would keep its installation id
     off = subprocess.run([sys.executable, "-c", probe], env=clean, capture_output=True,
                          text=True, timeout=120)
     assert off.returncode == 0 and off.stdout.split()[-1] == "NoneType", off.stderr[-2000:]
@@ -137,6 +142,9 @@ def test_the_login_is_the_runs_user_over_the_machines(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
     assert run_identity("finetune", {"mlflow.user": "root"}, renamed=False)["mlflow.user"] == "bob"
     assert "mlflow.user" not in run_identity("finetune", {"mlflow.user": "bob"}, renamed=False)
+    # a member resuming another's run leaves who started it
+    assert "mlflow.user" not in run_identity("finetune", {"mlflow.user": "alice"}, renamed=False,
+                                             fresh=False)
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
     assert "mlflow.user" not in run_identity("finetune", {"mlflow.user": "root"}, renamed=False)
     assert run_identity("finetune", {}, renamed=False)["mlflow.user"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -141,7 +142,7 @@ def _build(cfg, records, weights, out: Path, dataset: str, root: Path, key: str,
         "fingerprint": fp,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    tmp = out / "dataset.json.tmp"
+    tmp = out / f"dataset.json.{os.getpid()}.tmp"  # processes building the same key at once
     tmp.write_text(json.dumps(descriptor, indent=1, default=float))
     tmp.replace(out / "dataset.json")
 

@@ -50,7 +50,8 @@ def run_name(entry_point: str) -> str:
     return f"{entry_point}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def run_identity(entry_point: str, existing: dict, renamed: bool = True) -> dict:
+def run_identity(entry_point: str, existing: dict, renamed: bool = True,
+                 fresh: bool = True) -> dict:
     """Tags every covidseg run carries whatever started it: its name (``mlflow run`` picks a
     random one), the git commit (``mlflow run`` sets ``mlflow.source.git.commit`` itself, the
     other doors did not) and the user: the server login when there is one (MLflow itself tags
@@ -67,7 +68,7 @@ def run_identity(entry_point: str, existing: dict, renamed: bool = True) -> dict
         if "mlflow.source.git.commit" not in existing:
             tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
     login = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    if login and existing.get("mlflow.user") != login:
+    if fresh and login and existing.get("mlflow.user") != login:  # a resumed run keeps its user
         tags["mlflow.user"] = login  # on a login server the login ran it (MLflow tags the OS user)
     elif "mlflow.user" not in existing:
         with contextlib.suppress(Exception):
@@ -143,7 +144,8 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
             raise denied from exc
     tracker = MlflowTracker(active.info.run_id)
     tags = {Tag.ENTRY_POINT: entry_point, Tag.VERSION: __version__,
-            **run_identity(entry_point, active.data.tags, renamed=bool(env_run and not run_id))}
+            **run_identity(entry_point, active.data.tags, renamed=bool(env_run and not run_id),
+                         fresh=not run_id)}
     status = "FAILED"
     try:
         start_beating(tracker.run_id)

@@ -310,6 +310,8 @@ class Calibration:
 
     def merge(self, other: Calibration) -> None:
         """Add another accumulator's pixels (e.g. the folds of a cross-validation)."""
+        if other.bins != self.bins:
+            raise ValueError(f"cannot merge calibrations of {other.bins} and {self.bins} bins")
         self.count = self.count + other.count
         self.prob_sum = self.prob_sum + other.prob_sum
         self.lesion = self.lesion + other.lesion

@@ -5,7 +5,8 @@
   with any of its encoders;
 * ``attention-unet`` — U-Net with Oktay additive attention gates (smp has none);
 * ``unet3d`` — a small 3D U-Net for the coarse 3D segmentation;
-* ``genesis-unet`` — the 2D twin of the Models Genesis UNet3D (``init`` from its 3D weights).
+* ``genesis-unet`` — the 2D twin of the Models Genesis UNet3D (``init`` from its 3D weights);
+* any architecture added with :func:`register_architecture` (covidseg's own three are).
 
 Nothing is ever downloaded: smp is always called with ``encoder_weights=None`` and encoder weights
 come only from a local file (``encoder_weights=/path/to/state_dict.pt``).
@@ -13,6 +14,7 @@ come only from a local file (``encoder_weights=/path/to/state_dict.pt``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,8 +22,6 @@ import torch
 from torch import nn
 
 from covidseg.errors import ConfigError, first_line
-
-OWN_ARCHITECTURES = ("attention-unet", "unet3d", "genesis-unet")
 
 
 def smp_architectures() -> dict[str, str]:
@@ -65,39 +65,71 @@ def build_model(spec: ModelSpec, encoder_weights: str | None = None) -> nn.Modul
     return model
 
 
-def _build(spec: ModelSpec, encoder_weights: str | None) -> nn.Module:
-    arch = spec.arch.lower()
-    if arch == "unet3d":
-        return _3d(spec)
-    if arch == "genesis-unet":
-        from covidseg.models.genesis_unet.model import GenesisUnet
+@dataclass(frozen=True)
+class Architecture:
+    """A network covidseg builds itself: ``build(spec)`` makes it with random weights;
+    ``encoder_weights``: it has an smp-style ``encoder`` a local weight file can fill."""
 
-        return GenesisUnet(in_channels=spec.in_channels, classes=spec.classes)
-    if arch == "attention-unet":
-        from covidseg.models.attention_unet.model import AttentionUnet
-
-        model = _with_encoder_errors(spec, lambda: AttentionUnet(
-            encoder_name=spec.encoder, encoder_weights=None, in_channels=spec.in_channels,
-            classes=spec.classes))
-    else:
-        import segmentation_models_pytorch as smp
-
-        known = smp_architectures()
-        if known and arch not in known:
-            raise ConfigError(f"arch={spec.arch!r} is not one of "
-                              f"{', '.join(sorted([*known, *OWN_ARCHITECTURES]))}")
-        model = _with_encoder_errors(spec, lambda: smp.create_model(
-            arch, encoder_name=spec.encoder, encoder_weights=None, in_channels=spec.in_channels,
-            classes=spec.classes))
-    if encoder_weights:
-        load_encoder_weights(model, encoder_weights)
-    return model
+    build: Callable[[ModelSpec], nn.Module]
+    encoder_weights: bool = True
 
 
-def _3d(spec: ModelSpec) -> nn.Module:
+# covidseg's own architectures by name (``arch=``); every other name goes to smp.create_model
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register_architecture(name: str, encoder_weights: bool = True):
+    """Decorator: ``build(spec) -> nn.Module`` becomes ``arch=name`` everywhere (finetune, the
+    grid, saved models).  A contract test (tests/test_models.py) checks any architecture in a
+    few lines."""
+    def add(build):
+        ARCHITECTURES[name] = Architecture(build, encoder_weights)
+        return build
+    return add
+
+
+@register_architecture("attention-unet")
+def _attention_unet(spec: ModelSpec) -> nn.Module:
+    from covidseg.models.attention_unet.model import AttentionUnet
+
+    return _with_encoder_errors(spec, lambda: AttentionUnet(
+        encoder_name=spec.encoder, encoder_weights=None, in_channels=spec.in_channels,
+        classes=spec.classes))
+
+
+@register_architecture("unet3d", encoder_weights=False)
+def _unet3d(spec: ModelSpec) -> nn.Module:
     from covidseg.models.unet3d.model import UNet3D
 
     return UNet3D(in_channels=spec.in_channels, classes=spec.classes)
+
+
+@register_architecture("genesis-unet", encoder_weights=False)
+def _genesis_unet(spec: ModelSpec) -> nn.Module:
+    from covidseg.models.genesis_unet.model import GenesisUnet
+
+    return GenesisUnet(in_channels=spec.in_channels, classes=spec.classes)
+
+
+def _smp(spec: ModelSpec) -> nn.Module:
+    import segmentation_models_pytorch as smp
+
+    arch = spec.arch.lower()
+    known = smp_architectures()
+    if known and arch not in known:
+        raise ConfigError(f"arch={spec.arch!r} is not one of "
+                          f"{', '.join(sorted([*known, *ARCHITECTURES]))}")
+    return _with_encoder_errors(spec, lambda: smp.create_model(
+        arch, encoder_name=spec.encoder, encoder_weights=None, in_channels=spec.in_channels,
+        classes=spec.classes))
+
+
+def _build(spec: ModelSpec, encoder_weights: str | None) -> nn.Module:
+    own = ARCHITECTURES.get(spec.arch.lower())
+    model = own.build(spec) if own else _smp(spec)
+    if encoder_weights and (own is None or own.encoder_weights):
+        load_encoder_weights(model, encoder_weights)
+    return model
 
 
 def _with_encoder_errors(spec: ModelSpec, make):

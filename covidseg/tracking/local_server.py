@@ -87,8 +87,8 @@ class LocalServer:
         import requests
 
         self.root.mkdir(parents=True, exist_ok=True)
-        env = {"MLFLOW_DISABLE_TELEMETRY": "true", **os.environ,
-               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        # (MLFLOW_DISABLE_TELEMETRY is in os.environ already: importing covidseg sets it)
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         if self.auth:
             env.update(auth_environment(self.root, *self.auth, secret_key=os.urandom(16).hex()))
         with open(self.root / "server.log", "ab") as log:

@@ -13,6 +13,10 @@ methods, all through covidseg's own entry-point functions:
   (``source=similarity``, its defaults: centred GAP features, quantile band, tissue sampling);
 * ``meanteacher-consistency`` — the mean teacher alone (Tarvainen & Valpola): no pseudo-labels,
   only the consistency between student and teacher on the unlabelled slices;
+* ``unimatch`` — the online method (UniMatch: the EMA teacher's confident pixels as targets for
+  two CutMix-ed strong views and a feature-perturbed weak view; no pseudolabel run);
+* ``oracle`` — the upper bound: the mean teacher with the unlabelled phantoms' *true* masks as
+  its pseudo-labels (``pseudolabel -P source=oracle``), so the headroom is visible;
 * ``continued`` — the control for the mean-teacher's extra steps: the fine-tuned network trained
   as many more steps by the mean-teacher task with no pseudo-labels and no consistency (only the
   labelled slices and the EMA teacher), so a gain can be told from "trained longer".
@@ -43,10 +47,14 @@ from bench import header, ratios, table, tracking_server
 from covidseg.config import CommonConfig, param, parse_value
 
 METHODS = ("scratch", "finetune", "meanteacher", "meanteacher-similarity",
-           "meanteacher-consistency", "continued")
-# method → (pseudo-label source or None, consistency weight)
-SEMI = {"meanteacher": ("model", 1.0), "meanteacher-similarity": ("similarity", 1.0),
-        "meanteacher-consistency": (None, 1.0), "continued": (None, 0.0)}
+           "meanteacher-consistency", "unimatch", "oracle", "continued")
+# method → (pseudo-label source or None, consistency weight, meanteacher's method)
+SEMI = {"meanteacher": ("model", 1.0, "meanteacher"),
+        "meanteacher-similarity": ("similarity", 1.0, "meanteacher"),
+        "meanteacher-consistency": (None, 1.0, "meanteacher"),
+        "unimatch": (None, 1.0, "unimatch"),
+        "oracle": ("oracle", 1.0, "meanteacher"),
+        "continued": (None, 0.0, "meanteacher")}
 
 
 @dataclass
@@ -162,7 +170,7 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
             mt_schedule = schedule_for(cfg.meanteacher_iterations)
             mt_epochs = mt_schedule["epochs"]
             for method in [m for m in methods if m in SEMI]:
-                (source, consistency), pseudo = SEMI[method], ""
+                (source, consistency, semi_method), pseudo = SEMI[method], ""
                 if source:
                     pl_cfg = PseudolabelConfig(data=data, seed=seed, device=cfg.device,
                                                model=runs["finetune"], source=source)
@@ -173,7 +181,7 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
                                        model=runs["finetune"],
                                        pseudo=pseudo, **mt_schedule, patience=0, lr=2e-4,
                                        lesion_boost=3.0, rampup_epochs=max(1, mt_epochs // 3),
-                                       consistency_weight=consistency)
+                                       consistency_weight=consistency, method=semi_method)
                 runs[method], _ = run_nested(tracker, "meanteacher", mt,
                                              f"{method}-b{budget}-s{seed}",
                                              {**tags, "covidseg.sweep_method": method},

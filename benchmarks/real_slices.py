@@ -36,6 +36,19 @@ as JSON.
 
 ``--steps 0``: the plan's number of steps for these slices (what ``finetune`` would run).
 
+**Unlabelled slices** (``--arms`` with any of ``continued,meanteacher,unimatch``; the folder's
+``unlabelled/`` images are preprocessed with the labelled ones): each starts from arm (a)'s model
+of the fold and trains ``--semi_steps`` more steps (0: the plan's — at least 20 passes over the
+unlabelled slices) with ``meanteacher``'s defaults (``--semi_set key=value`` overrides one):
+
+* **meanteacher** — ``meanteacher -P method=meanteacher`` (consistency with the EMA teacher);
+* **unimatch** — ``meanteacher -P method=unimatch`` (confident weak-to-strong targets);
+* **continued** — the control: the same task with no unlabelled term (``consistency_weight=0``)
+  for ``--continued_factor`` × ``--semi_steps`` steps — as many student images as the mean
+  teacher processes (a labelled and an unlabelled batch a step); "trained longer" is told apart.
+
+Printed as well: each semi arm − (a), and − continued, paired slice by slice.
+
 ``--combine OUT…`` trains nothing: it reports the ``--out`` files of runs made apart (each fold or
 arm its own process, e.g. eight at a time on one GPU) as one run — the same tables, paired
 differences (joined slice by slice) and calibration (``--out`` keeps each arm's pixel counts).
@@ -56,29 +69,30 @@ from bench import header, ratios, table
 from slice_baseline import letterbox, read_gray, read_mask, train_bare
 
 ARMS = ("covidseg", "thesis", "bare")
+SEMI_ARMS = ("continued", "meanteacher", "unimatch")  # each starts from (a)'s model of the fold
 # the covidseg arm's model scored once more with test-time mirroring switched (on → off, off → on)
 MIRROR_ARM = {True: "covidseg with tta", False: "covidseg without tta"}
 
 
-def parse_sets(items: list[str]) -> dict:
-    """``key=value`` overrides of covidseg's finetune parameters (typed by FinetuneConfig)."""
+def parse_sets(items: list[str], entry: str = "finetune") -> dict:
+    """``key=value`` overrides of covidseg's ``entry`` parameters (typed by its config)."""
     from dataclasses import fields
 
-    from covidseg.config import FinetuneConfig, parse_value
+    from covidseg.config import CONFIGS, parse_value
 
-    known = {f.name: f for f in fields(FinetuneConfig)}
+    known = {f.name: f for f in fields(CONFIGS[entry])}
     out = {}
     for item in items:
         key, _, value = item.partition("=")
         if key not in known:
-            raise SystemExit(f"--set {key}: not a finetune parameter")
+            raise SystemExit(f"--set {key}: not a {entry} parameter")
         out[key] = parse_value(known[key], value)
     return out
 
 
-def preprocess(folder: Path, args, size: int) -> str:
-    """covidseg's preprocessing of the labelled slices only at ``size`` (no test set, ``--k``
-    folds: the same folds at any size)."""
+def preprocess(folder: Path, args, size: int, unlabelled: bool = False) -> str:
+    """covidseg's preprocessing of the labelled slices at ``size`` (no test set, ``--k`` folds:
+    the same folds at any size); ``unlabelled``: the folder's unlabelled slices too."""
     from covidseg.config import PreprocessConfig
     from covidseg.data.layouts import folder_patterns
     from covidseg.stages.preprocess import preprocess_dataset
@@ -86,9 +100,12 @@ def preprocess(folder: Path, args, size: int) -> str:
     patterns = folder_patterns(folder)
     if not patterns:
         raise SystemExit(f"{folder}: no labelled/images + labelled/masks (or train/…) folders")
+    if unlabelled and not patterns.get("unlabelled"):
+        raise SystemExit(f"{folder}: no unlabelled/ images for the semi-supervised arms")
     cfg = PreprocessConfig(data=str(folder), dataset="glob", images=patterns["images"],
                            masks=patterns["masks"], image_size=size, test_cases=0,
-                           folds=args.k, seed=args.split_seed, lung_method="none")
+                           folds=args.k, seed=args.split_seed, lung_method="none",
+                           unlabelled=patterns["unlabelled"] if unlabelled else "")
     return preprocess_dataset(cfg, progress=False)["dataset_path"]
 
 
@@ -125,22 +142,49 @@ def bare_probabilities(model, record, size: int, device) -> np.ndarray:
     return cv2.resize(prob, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def run_covidseg(dataset: str, fold: int, steps: int, args, recipe: dict) -> tuple:
-    """finetune on the other folds; (model, threshold, tta, summary)."""
-    import shutil
-
+def run_covidseg(dataset: str, fold: int, steps: int, args, recipe: dict,
+                 keep: bool = False) -> tuple:
+    """finetune on the other folds; (model, threshold, tta, summary, model folder).  The local
+    run folder is removed unless ``keep`` (the semi arms start from it; then the caller removes
+    it)."""
     from covidseg.config import FinetuneConfig
-    from covidseg.models.checkpoint import load_model
     from covidseg.stages.finetune import finetune
 
     cfg = FinetuneConfig(data=dataset, fold=fold, seed=args.seed, batch_size=args.batch_size,
                          encoder=args.encoder, device=args.device, workers=args.workers,
                          checkpoint_every=0, overlays=0, **recipe)
-    summary = finetune(cfg, progress=False)
+    return trained(finetune(cfg, progress=False), keep)
+
+
+def run_semi(arm: str, dataset: str, fold: int, start: Path, steps: int, args,
+             overrides: dict) -> tuple:
+    """``meanteacher`` from ``start`` (arm (a)'s model of the fold) on the other folds and the
+    unlabelled slices, ``steps`` steps; ``continued``: no unlabelled term."""
+    from covidseg.config import MeanteacherConfig
+    from covidseg.stages.meanteacher import meanteacher
+
+    per_epoch = int(overrides.get("iterations_per_epoch", min(50, steps)))
+    method = ({"consistency_weight": 0.0} if arm == "continued" else {"method": arm})
+    cfg = MeanteacherConfig(data=dataset, model=str(start), fold=fold, seed=args.seed,
+                            batch_size=args.batch_size, device=args.device, workers=args.workers,
+                            checkpoint_every=0, overlays=0, iterations_per_epoch=per_epoch,
+                            epochs=epochs_for(steps, per_epoch),
+                            **{**overrides, **method})
+    return trained(meanteacher(cfg, progress=False), keep=False)
+
+
+def trained(summary: dict, keep: bool) -> tuple:
+    """(model, threshold, tta, summary, model folder) of a finished local run."""
+    import shutil
+
+    from covidseg.models.checkpoint import load_model
+
     model_dir = Path(summary["model_uri"])
     model, config = load_model(model_dir)
-    shutil.rmtree(model_dir.parent, ignore_errors=True)  # the local run folder in the cache
-    return model, float(config.get("threshold", 0.5)), bool(config.get("tta")), summary
+    if not keep:
+        shutil.rmtree(model_dir.parent, ignore_errors=True)  # the local run folder in the cache
+    return (model, float(config.get("threshold", 0.5)), bool(config.get("tta")), summary,
+            model_dir)
 
 
 def epochs_for(steps: int, per_epoch: int) -> int:
@@ -199,6 +243,16 @@ def report(per_slice: dict, fold_rows: list[dict], calibration: dict) -> None:
             print(f"covidseg − {other}, {metric}: {mean:+.4f} (95 % CI {lo:+.4f} … {hi:+.4f} over "
                   f"{len(a)} slices; per fold {' '.join(f'{d:+.3f}' for d in by_fold)})")
             out[f"covidseg_over_{other}_{metric}"] = float(np.mean(a) / max(np.mean(b), 1e-9))
+    for arm in [a for a in SEMI_ARMS if per_slice.get(a)]:
+        for base in [b for b in ("covidseg", "continued") if b != arm and per_slice.get(b)]:
+            for metric in ("dice", "meandic"):
+                mean, lo, hi = paired(per_slice[arm], per_slice[base], metric)
+                print(f"{arm} − {base}, {metric}: {mean:+.4f} (95 % CI {lo:+.4f} … {hi:+.4f}; "
+                      f"{np.mean([s[metric] for s in per_slice[arm]]):.4f} vs "
+                      f"{np.mean([s[metric] for s in per_slice[base]]):.4f})")
+            out[f"{arm}_over_{base}_dice"] = float(
+                np.mean([s["dice"] for s in per_slice[arm]])
+                / max(np.mean([s["dice"] for s in per_slice[base]]), 1e-9))
     ratios(**out)
 
 
@@ -220,6 +274,9 @@ def combine(paths: list[str]) -> None:
             settings.setdefault("--set", set()).add(json.dumps(s.get("set", []), sort_keys=True))
         if "bare" in arms:
             settings.setdefault("--bare_lr", set()).add(s["bare_lr"])
+        if arms & set(SEMI_ARMS):
+            settings.setdefault("the semi arms' settings", set()).add(json.dumps(
+                [s.get("semi_steps"), s.get("continued_factor"), s.get("semi_set", [])]))
         for row in run["folds"]:
             rows.setdefault(row["fold"], {}).update(row)
         for item in run["slices"]:
@@ -285,6 +342,14 @@ def main() -> None:
     ap.add_argument("--bare_lr", type=float, default=1e-3)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a covidseg finetune parameter for arm (a), e.g. --set lr=3e-3")
+    ap.add_argument("--semi_steps", type=int, default=0,
+                    help="steps of the meanteacher/unimatch arms (0: the plan's, with the "
+                         "unlabelled slices)")
+    ap.add_argument("--continued_factor", type=float, default=2.0,
+                    help="the continued arm's steps per semi step (2: the mean teacher's student "
+                         "images)")
+    ap.add_argument("--semi_set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a meanteacher parameter for the semi arms, e.g. --semi_set lr=2e-4")
     ap.add_argument("--workers", type=int, default=-1)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="", help="write every slice's scores here (JSON)")
@@ -297,11 +362,16 @@ def main() -> None:
     if args.size % 32 or args.covidseg_size % 32:
         ap.error("--size and --covidseg_size must be multiples of 32")
     arms = [a for a in args.arms.split(",") if a]
-    if set(arms) - set(ARMS):
-        ap.error(f"--arms: choose from {', '.join(ARMS)}")
+    if set(arms) - set(ARMS) - set(SEMI_ARMS):
+        ap.error(f"--arms: choose from {', '.join(ARMS + SEMI_ARMS)}")
+    semi = [a for a in SEMI_ARMS if a in arms]
+    if semi and "covidseg" not in arms:
+        ap.error("--arms: the semi-supervised arms start from arm covidseg's models: add it")
+    arms = [a for a in arms if a not in semi] + semi  # (a) first, then what starts from it
     if not args.data:
         ap.error("--data is required (unless --combine)")
     overrides = parse_sets(args.set)
+    semi_overrides = parse_sets(args.semi_set, "meanteacher")
     device = resolve_device(args.device)
     args.workers = default_workers(args.workers)
     folder = Path(args.data).expanduser()
@@ -310,7 +380,8 @@ def main() -> None:
     dataset = preprocess(folder, args, args.size)
     ds = PreprocessedDataset(Path(dataset))
     own_size = args.covidseg_size or args.size
-    own_dataset = preprocess(folder, args, own_size) if own_size != args.size else dataset
+    own_dataset = (preprocess(folder, args, own_size, unlabelled=bool(semi))
+                   if own_size != args.size or semi else dataset)
     own_ds = PreprocessedDataset(Path(own_dataset))
     assert own_ds.splits["folds"] == ds.splits["folds"]
     records = {r.case_id: r for r in read_manifest(ds.root / "manifest.csv")}
@@ -321,6 +392,9 @@ def main() -> None:
     steps = epochs_for(steps, per_epoch) * per_epoch  # whole epochs: every arm takes as many
     per_pass = max(1, n_train // args.batch_size)
     thesis_epochs = epochs_for(steps, per_pass)
+    n_unlabelled = len(own_ds.splits.get("unlabelled", [])) if semi else 0
+    semi_steps = (args.semi_steps or total_iterations(n_train, args.batch_size, n_unlabelled)
+                  if semi else 0)
     header("real CT slices: covidseg's defaults vs the thesis's settings vs a bare smp loop "
            "(same folds, same initial weights, same optimiser steps)", device,
            data=str(folder), size=args.size, covidseg_size=own_size, k=args.k,
@@ -329,6 +403,9 @@ def main() -> None:
            encoder=args.encoder, training_slices_per_fold=n_train, covidseg_set=overrides or "-",
            thesis=f"{thesis_epochs} epochs of {per_pass} steps (at most)",
            bare_lr=args.bare_lr, workers=args.workers,
+           **({"unlabelled_slices": n_unlabelled, "semi_steps": semi_steps,
+               "continued_steps": round(args.continued_factor * semi_steps),
+               "semi_set": semi_overrides or "-"} if semi else {}),
            preprocess_s=round(time.perf_counter() - t0, 1))
 
     if "epochs" in overrides:
@@ -342,9 +419,19 @@ def main() -> None:
     for fold in folds:
         train_ids, val_ids = fold_split(ds.splits, fold)
         row = {"fold": fold, "val_slices": len(val_ids)}
+        start = None  # arm (a)'s model folder of this fold, while the semi arms need it
         for arm in arms:
             t = time.perf_counter()
-            if arm == "bare":
+            if arm in SEMI_ARMS:
+                arm_steps = (round(args.continued_factor * semi_steps) if arm == "continued"
+                             else semi_steps)
+                model, threshold, tta, summary, _ = run_semi(arm, own_dataset, fold, start,
+                                                             arm_steps, args, semi_overrides)
+                model = model.to(device)
+                probs = {c: covidseg_probabilities(model, own_ds, c, device, tta)
+                         for c in val_ids}
+                note = f" (kept: {summary.get('best_network', '')}, epoch {summary['best_epoch']})"
+            elif arm == "bare":
                 model = train_bare([records[c] for c in train_ids], args.size, steps,
                                    args.batch_size, args.bare_lr, args.seed, args.workers,
                                    device, args.encoder)
@@ -355,8 +442,10 @@ def main() -> None:
                 recipe = covidseg_recipe if arm == "covidseg" else thesis_recipe
                 arm_dataset, arm_ds = ((own_dataset, own_ds) if arm == "covidseg"
                                        else (dataset, ds))
-                model, threshold, tta, summary = run_covidseg(arm_dataset, fold, steps, args,
-                                                              recipe)
+                model, threshold, tta, summary, model_dir = run_covidseg(
+                    arm_dataset, fold, steps, args, recipe, keep=arm == "covidseg" and bool(semi))
+                if arm == "covidseg" and semi:
+                    start = model_dir
                 model = model.to(device)
                 probs = {c: covidseg_probabilities(model, arm_ds, c, device, tta)
                          for c in val_ids}
@@ -382,11 +471,16 @@ def main() -> None:
             print(f"fold {fold} {arm}: Dice {row[f'{arm} Dice']:.4f} meanDic "
                   f"{row[f'{arm} meanDic']:.4f}{note} [{row[f'{arm} s']} s]", flush=True)
             del model
+        if start is not None:
+            import shutil
+
+            shutil.rmtree(start.parent, ignore_errors=True)
         fold_rows.append(row)
 
     if args.out:
         Path(args.out).write_text(json.dumps(
-            {"settings": {**vars(args), "steps": steps}, "folds": fold_rows,
+            {"settings": {**vars(args), "steps": steps, "semi_steps": semi_steps},
+             "folds": fold_rows,
              "slices": sum(per_slice.values(), []),
              "calibration": {arm: cal.to_dict() for arm, cal in calibration.items()}}, indent=1))
     report(per_slice, fold_rows, calibration)

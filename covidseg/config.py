@@ -337,13 +337,15 @@ class PseudolabelConfig(CommonConfig):
     model: str = param("", "fine-tuned run id or model URI")
     coarse_model: str = param("", "3D U-Net run id for the coarse boxes (default: lung mask box)")
     unlabelled: str = param("", "unlabelled data (default: the dataset's unlabelled cases)")
-    patch_size: int = param(68, "patch side (pixels)")
+    patch_size: int = param(0, "patch side (pixels); 0: the thesis's 68 px per 512 px of the "
+                               "slice side")
     labelled_patches: int = param(120, "patches sampled from labelled volumes")
     patches_per_volume: int = param(32, "patches per unlabelled volume")
     source: str = param("model", "how pseudo-labels are made: model = the network's own confident "
                                  "predictions on whole unlabelled slices (self-training); "
-                                 "similarity = the thesis's patch matching",
-                         ("model", "similarity"))
+                                 "similarity = the thesis's patch matching; oracle = the "
+                                 "unlabelled cases' true masks (phantoms only: the upper bound)",
+                         ("model", "similarity", "oracle"))
     confidence: float = param(0.97, "model: keep a background pixel when 1-p is at least this "
                                     "(every predicted-lesion pixel is kept)", search=(0.6, 0.995))
     feature: str = param("gap-centred", "similarity: patch features — gap-raw (thesis: GAP of the "
@@ -378,6 +380,15 @@ class MeanteacherConfig(SupervisedConfig):
                                       search=(0.1, 10.0, "log"))
     rampup_epochs: int = param(0, "sigmoid ramp-up of the consistency weight (epochs; 0: the "
                                   "first third of the run)")
+    method: str = param("meanteacher", "how the unlabelled slices teach: meanteacher (MSE between "
+                                       "the student's strong view and the EMA teacher's weak "
+                                       "view) or unimatch (the teacher's confident pixels as "
+                                       "targets for two CutMix-ed strong views and a "
+                                       "feature-perturbed weak view, CE + Dice)",
+                        ("meanteacher", "unimatch"))
+    confidence: float = param(0.95, "unimatch: a teacher pixel is a target when p >= this "
+                                    "(lesion) or p <= 1 - this (background)",
+                              search=(0.7, 0.99))
 
 
 @dataclass

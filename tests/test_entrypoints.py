@@ -72,7 +72,7 @@ def test_spec_parameter_names_and_defaults():
     assert FinetuneConfig(lr=2e-4, optimizer="adam").schedule == "cosine"
     s = PseudolabelConfig()
     assert (s.patch_size, s.labelled_patches, s.patches_per_volume, s.rule, s.sim_low,
-            s.sim_high, s.sim_min) == (68, 120, 32, "top1-band", 0.87, 0.96, 0.90)
+            s.sim_high, s.sim_min) == (0, 120, 32, "top1-band", 0.87, 0.96, 0.90)
 
 
 @pytest.mark.e2e

@@ -108,19 +108,33 @@ def test_finetune_pseudolabel_meanteacher_chain(tracking_uri, preprocess_run, tm
     assert "oracle_pseudo_dice_pooled" in m
     names = {Path(a.path).name for a in client.list_artifacts(pm, "figures")}
     assert names == {"pseudo_label_examples.png"}
+    # the oracle (the upper bound of the label-efficiency sweep): the phantoms' true masks
+    po = mlflow_run("pseudolabel", {"data": preprocess_run, "model": ft, "source": "oracle"},
+                    tmp_path, tracking_uri, "semi")
+    mo = client.get_run(po).data.metrics
+    assert client.get_run(po).data.tags["covidseg.pseudo_source"] == "oracle"
+    assert mo["oracle_pseudo_dice_pooled"] == pytest.approx(1.0) and mo["n_accepted"] > 0
 
+    # the online method (the mean teacher's own consistency runs in the label-efficiency sweep);
+    # an untrained teacher is sure of little: confidence 0.6 gives it targets to teach
     mt = mlflow_run("meanteacher", {"data": preprocess_run, "model": ft, "pseudo": pm, "epochs": 2,
                                     "rampup_epochs": 1, "batch_size": 8, "workers": 0,
-                                    "iterations_per_epoch": 6, "warmup": 0},
+                                    "iterations_per_epoch": 6, "warmup": 0,
+                                    "method": "unimatch", "confidence": 0.6},
                     tmp_path, tracking_uri, "semi")  # no encoder: the student is ft's network
     r = client.get_run(mt)
     t, m = r.data.tags, r.data.metrics
     assert t["covidseg.source.model"] == ft and t["covidseg.source.pseudo"] == pm
-    assert t["covidseg.pseudo_source"] == "model"
+    assert t["covidseg.pseudo_source"] == "model" and t["covidseg.semi_method"] == "unimatch"
     assert t["covidseg.best_network"] in ("student", "teacher")
     for k in ("val_volume_dice_student", "val_volume_dice_teacher", "loss_consistency",
-              "loss_pseudo", "test_volume_dice"):
+              "loss_pseudo", "test_volume_dice", "start_val_volume_dice",
+              "confident_lesion_share", "confident_background_share"):
         assert k in m, k
+    # the fine-tuned model was scored before the first step; the run keeps the better
+    assert m["best_val_volume_dice"] >= m["start_val_volume_dice"] - 1e-9
+    shares = m["confident_lesion_share"] + m["confident_background_share"]
+    assert 0 < shares <= 1
     assert [x.step for x in client.get_metric_history(mt, "val_volume_dice_teacher")] == [0, 1]
     # epoch 1 is past the ramp-up: the consistency term on whole unlabelled slices is active
     assert m["unlabelled_slices"] > 0 and m["pseudo_items"] > 0

@@ -141,3 +141,33 @@ def test_real_slices_benchmark_runs_at_toy_size(tmp_path):
         bad = run([sys.executable, str(REPO / "benchmarks" / "real_slices.py"), "--combine",
                    *[str(tmp_path / f) for f in files]], tmp_path)
         assert bad.returncode != 0 and message in bad.stderr, (files, bad.stderr[-2000:])
+
+
+@pytest.mark.e2e
+def test_real_slices_semi_arms_start_from_the_finetuned_model(tmp_path):
+    """The unlabelled arms of benchmarks/real_slices.py at toy size: each starts from arm (a)'s
+    model of the fold, continued takes twice the steps, and each is compared with (a) and with
+    continued slice by slice."""
+    import json
+
+    from covidseg.data.phantom import export_demo_slices
+
+    export_demo_slices(tmp_path / "slices", n_labelled=6, n_test=0, n_unlabelled=4,
+                       size=(60, 90), phantom_size=96, depth_mm=24, slices_per_volume=2, seed=3)
+    r = run([sys.executable, str(REPO / "benchmarks" / "real_slices.py"), "--data",
+             str(tmp_path / "slices"), "--size", "64", "--steps", "2", "--k", "2", "--folds",
+             "0", "--encoder", "resnet18", "--workers", "0", "--set", "augment=none",
+             "--arms", "unimatch,continued,covidseg", "--semi_steps", "2",
+             "--semi_set", "augment=none", "--semi_set", "confidence=0.6",
+             "--out", str(tmp_path / "semi.json")], tmp_path, OMP_NUM_THREADS="1")
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    out = r.stdout
+    assert "semi_steps=2" in out and "continued_steps=4" in out and "unlabelled_slices=" in out
+    order = [m.group(1) for m in re.finditer(r"^fold 0 (\w+): Dice", out, re.MULTILINE)]
+    assert order == ["covidseg", "continued", "unimatch"], out  # (a) first: the others start from it
+    for line in ("unimatch − covidseg, dice", "unimatch − continued, dice",
+                 "continued − covidseg, dice"):
+        assert line in out, out
+    scores = json.loads((tmp_path / "semi.json").read_text())
+    arms = {s["arm"] for s in scores["slices"]}
+    assert {"covidseg", "continued", "unimatch"} <= arms and scores["settings"]["semi_steps"] == 2

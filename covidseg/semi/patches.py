@@ -7,9 +7,11 @@
 Every centre lies on **tissue** — the lungs when the case has a lung mask, else the body
 foreground (Otsu on the stored image, which excludes the zero padding and the air around the
 body) — and a patch must have at least ``min_tissue`` of its pixels on tissue: up to
-``TRIES`` centres are drawn per patch and the first that passes is kept (else the best of them,
-which :func:`count_in_padding` then reports).  Without this, a box around a small slice puts most
-patches on the padding, and their copied lesion masks land on background (issue #8).
+``TRIES`` centres are drawn per patch and the first that passes is kept; a patch none of whose
+tries passes is dropped (the run reports how many).  Without this, a box around a small slice
+puts most patches on the padding, and their copied lesion masks land on background (issue #8).
+The patch side follows the slice (:func:`patch_side`): the thesis's 68 px were meant for 512-px
+slices.
 
 Patches crossing the image border are filled with 0 (the background after preprocessing).
 """
@@ -23,6 +25,15 @@ import numpy as np
 from covidseg.data.intensity import foreground_mask
 
 TRIES = 50
+THESIS_PATCH = 68  # pixels on a 512-pixel slice (thesis 5.3.4)
+
+
+def patch_side(requested: int, slice_side: int) -> int:
+    """The patch side in pixels: ``requested`` when > 0, else the thesis's 68 px per 512 px of
+    the slice side (``slice_side``), even, at least 16."""
+    if requested > 0:
+        return int(requested)
+    return max(16, 2 * round(THESIS_PATCH * slice_side / 512 / 2))
 
 
 @dataclass
@@ -98,6 +109,8 @@ def sample_in_box(image: np.ndarray, box, n: int, size: int, rng: np.random.Gene
             if frac >= min_tissue:
                 break
         frac, z, cy, cx = best
+        if frac < min_tissue:
+            continue  # mostly off tissue however drawn: dropped
         p, py, px = cut_patch(np.asarray(image[z], np.float32), cy, cx, size)
         imgs.append(p)
         if mask is not None:
@@ -129,7 +142,9 @@ def sample_labelled(ds, case_ids, total: int, size: int, max_margin: int,
         msks += m
         coords += xy
         fracs += f
-        ids += [c] * int(n)
+        ids += [c] * len(i)
+    if not imgs:
+        return PatchSet(np.zeros((0, size, size), np.float32), np.zeros((0, size, size), np.uint8))
     return PatchSet(np.stack(imgs), np.stack(msks), ids, np.array(coords), np.array(fracs))
 
 
@@ -145,7 +160,7 @@ def sample_unlabelled(ds, boxes: dict, per_volume: int, size: int, max_margin: i
         imgs += i
         coords += xy
         fracs += f
-        ids += [c] * per_volume
+        ids += [c] * len(i)
     if not imgs:
         return PatchSet(np.zeros((0, size, size), np.float32), None)
     return PatchSet(np.stack(imgs), None, ids, np.array(coords), np.array(fracs))

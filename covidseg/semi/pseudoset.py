@@ -26,7 +26,7 @@ import numpy as np
 from covidseg.errors import ConfigError
 
 PSEUDO_FILE = "pseudo_labels.npz"
-SOURCES = ("model", "similarity")
+SOURCES = ("model", "similarity", "oracle")
 
 
 @dataclass

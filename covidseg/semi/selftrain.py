@@ -29,14 +29,17 @@ def confident_labels(prob: np.ndarray, confidence: float) -> tuple[np.ndarray, n
 
 
 def model_pseudo_labels(model, uds, case_ids, device, confidence: float = 0.9,
-                        multiple: int = 32) -> dict:
+                        multiple: int = 32, truth_of=None) -> dict:
     """Whole-slice pseudo-labels of ``case_ids``: arrays images, masks, weights (n, H, W) padded
-    to one size (weight 0 on padding), case_ids, coords (z, 0, 0)."""
+    to one size (weight 0 on padding), case_ids, coords (z, 0, 0).  ``truth_of`` (case id → its
+    true mask): the oracle — the true masks in place of the network's probabilities (every
+    pixel kept), the upper bound of what pseudo-labels could give."""
     items = []
     for c in case_ids:
         image, _, lung = uds.load(c)
         image = np.asarray(image, np.float32)
-        prob = predict_volume(model, image, device)
+        prob = (np.asarray(truth_of(c), np.float32) if truth_of is not None
+                else predict_volume(model, image, device))
         on_tissue = tissue_mask(image, lung).any(axis=(1, 2))
         target, weight = confident_labels(prob, confidence)
         for z in np.nonzero(on_tissue & (weight > 0).any(axis=(1, 2)))[0]:

@@ -1,25 +1,40 @@
-"""The mean teacher (the ``meanteacher`` stage runs it): the fine-tuned model A' as student, an
-EMA copy as teacher (thesis 5.3.5).
+"""Semi-supervised training on unlabelled slices (the ``meanteacher`` stage runs it): the
+fine-tuned model A' as student, an EMA copy as teacher (thesis 5.3.5), and one of two ways to
+learn from the unlabelled slices (``method``):
 
-Loss per step = supervised loss on labelled slices
-              + ``pseudo_weight`` · pixel-weighted loss on pseudo-labelled items (a pseudolabel
-                run's :class:`PseudoSet`: similarity patches or self-training slices; optional)
-              + w(epoch) · MSE(σ(student(strong(u))), σ(teacher(weak(u)))) on whole unlabelled
-                slices u,
-with w ramping up as ``consistency_weight · exp(-5 (1 - t)²)``, t = epoch / ``rampup_epochs``.
-Both views share the slice's geometric augmentation (so predictions stay pixel-aligned); the
-teacher's *weak* view adds light noise, the student's *strong* view a random contrast/brightness
-change, stronger noise and a cut-out square (FixMatch-style weak/strong views).  Every
-unlabelled slice on tissue can be drawn, not only the sampled patches.
-After each optimiser step θ_teacher ← α θ_teacher + (1 - α) θ_student (``ema_alpha``; floating
-buffers such as batch-norm statistics follow the same average).  Both networks are validated
-every epoch; the better one is kept.  It is the one training loop with a different task: loss
-terms and an EMA hook, not a second loop.
+* ``meanteacher`` (Tarvainen & Valpola 2017, "Mean teachers are better role models"): loss per
+  step = supervised loss on labelled slices + ``pseudo_weight`` · pixel-weighted loss on
+  pseudo-labelled items (a pseudolabel run's :class:`PseudoSet`; optional) + w(epoch) ·
+  MSE(σ(student(strong(u))), σ(teacher(weak(u)))) on whole unlabelled slices u, outside the
+  strong view's cut-out square (there the student sees nothing the target could be about);
+* ``unimatch`` (Yang et al. 2023, "Revisiting weak-to-strong consistency in semi-supervised
+  semantic segmentation"; FixMatch, Sohn et al. 2020): the teacher's weak-view prediction,
+  thresholded at 0.5, is the target wherever it is confident (p ≥ ``confidence`` or
+  p ≤ 1 − ``confidence``: lesion and background masked separately, their shares logged as
+  ``confident_lesion_share`` / ``confident_background_share``); two strong views of each slice,
+  each CutMix-ed with another slice of the batch (targets and masks mixed the same way), and a
+  feature-perturbation branch (dropout on the encoder's features of the weak view) learn it with
+  the supervised loss (CE + Dice) on the confident pixels only: 0.25 + 0.25 for the strong views,
+  0.5 for the perturbed features, as UniMatch weighs them.  The targets move: the teacher
+  follows the student every step, so the pseudo-labels are refreshed online.
+
+w ramps up as ``consistency_weight · exp(-5 (1 - t)²)``, t = epoch / ``rampup_epochs``.  Both
+views share the slice's geometric augmentation (so predictions stay pixel-aligned); the weak view
+adds light noise, a strong view a random contrast/brightness change and stronger noise.  Every
+student input of a step — labelled, pseudo-labelled and strong views — goes through the network
+in **one** forward pass (batch-norm statistics of one batch, as the references do; inputs of
+another size go in a pass of their own).  After each optimiser step θ_teacher ← α θ_teacher +
+(1 - α) θ_student (``ema_alpha``; floating buffers such as batch-norm statistics follow the same
+average).  Both networks are validated every epoch; the better one is kept, and the starting
+model is scored before the first step and kept if no epoch beats it.  It is the one training
+loop with a different task: loss terms and an EMA hook, not a second loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import math
 
 import numpy as np
@@ -29,7 +44,9 @@ from covidseg.data.slices import SliceDataset, pad_to
 from covidseg.device import place_model
 from covidseg.semi.pseudoset import PseudoSet
 from covidseg.train.distributed import world
-from covidseg.train.tasks import SegmentationTask, volume_dice
+from covidseg.train.tasks import EpochLoader, SegmentationTask, volume_dice
+
+log = logging.getLogger("covidseg.semi")
 
 
 def sigmoid_rampup(epoch: int, rampup_epochs: int) -> float:
@@ -68,27 +85,121 @@ def weak_view(x: torch.Tensor, noise: float = 0.05) -> torch.Tensor:
 
 
 def strong_view(x: torch.Tensor, contrast: float = 0.25, noise: float = 0.2,
-                cutout: float = 0.25) -> torch.Tensor:
+                cutout: float = 0.25, with_kept: bool = False):
     """Random contrast and brightness, stronger noise (on tissue) and one zeroed square of side
-    ``cutout`` × the image side per image."""
+    ``cutout`` × the image side per image; ``with_kept``: also the (n, 1, H, W) mask of the
+    pixels outside the square (where a target still applies)."""
     n, _, H, W = x.shape
     tissue = (x != 0).to(x.dtype)
     scale = 1 + contrast * (2 * torch.rand((n, 1, 1, 1), device=x.device) - 1)
     shift = contrast * (2 * torch.rand((n, 1, 1, 1), device=x.device) - 1)
     y = (x * scale + shift + noise * torch.randn_like(x)) * tissue
+    kept = torch.ones((n, 1, H, W), dtype=y.dtype, device=x.device)
     if cutout > 0:
-        h, w = max(1, int(H * cutout)), max(1, int(W * cutout))
-        ys = torch.randint(0, H - h + 1, (n,), device=x.device)
-        xs = torch.randint(0, W - w + 1, (n,), device=x.device)
-        rows = torch.arange(H, device=x.device)[None, :, None]
-        cols = torch.arange(W, device=x.device)[None, None, :]
-        box = ((rows >= ys[:, None, None]) & (rows < (ys + h)[:, None, None])
-               & (cols >= xs[:, None, None]) & (cols < (xs + w)[:, None, None]))
-        y = y * (~box[:, None]).to(y.dtype)
-    return y
+        square = random_boxes(n, H, W, cutout * cutout, cutout * cutout, x.device, aspect=1.0)
+        kept = (~square).to(y.dtype)
+        y = y * kept
+    return (y, kept) if with_kept else y
+
+
+def random_boxes(n: int, H: int, W: int, low: float, high: float, device=None,
+                 aspect: float = 0.3) -> torch.Tensor:
+    """(n, 1, H, W) bool: one axis-aligned box per image, its area a uniform fraction in
+    [``low``, ``high``] of the image and its aspect ratio in [``aspect``, 1/``aspect``]
+    (CutMix's boxes; ``aspect`` 1: squares)."""
+    area = low + (high - low) * torch.rand(n, device=device)
+    ratio = torch.exp(math.log(aspect) * (2 * torch.rand(n, device=device) - 1))
+    h = (torch.sqrt(area * ratio) * H).clamp(1, H).long()
+    w = (torch.sqrt(area / ratio) * W).clamp(1, W).long()
+    ys = (torch.rand(n, device=device) * (H - h + 1)).long()
+    xs = (torch.rand(n, device=device) * (W - w + 1)).long()
+    rows = torch.arange(H, device=device)[None, :, None]
+    cols = torch.arange(W, device=device)[None, None, :]
+    box = ((rows >= ys[:, None, None]) & (rows < (ys + h)[:, None, None])
+           & (cols >= xs[:, None, None]) & (cols < (xs + w)[:, None, None]))
+    return box[:, None]
+
+
+def cutmix(images: torch.Tensor, *maps: torch.Tensor, low: float = 0.02, high: float = 0.4):
+    """CutMix within the batch: image i gets a box of image i+1 (cyclically) pasted in, and each
+    of ``maps`` (targets, confidence masks: same (n, ·, H, W) layout) gets the same box of the
+    same partner, so a mixed image's target is exactly the mix of the two targets.  Returns the
+    mixed images and maps (unchanged with fewer than two images)."""
+    n, _, H, W = images.shape
+    if n < 2:
+        return (images, *maps)
+    box = random_boxes(n, H, W, low, high, images.device)
+    partner = torch.roll(torch.arange(n, device=images.device), -1)
+    return tuple(torch.where(box, t[partner], t) for t in (images, *maps))
+
+
+@contextlib.contextmanager
+def feature_dropout(model: torch.nn.Module, rows: slice, p: float = 0.5):
+    """While active, a forward pass of ``model`` drops whole channels (probability ``p``) of its
+    encoder's features for the batch rows ``rows`` (UniMatch's feature perturbation); a network
+    without an smp-style ``encoder`` (a list of features) is left as it is."""
+    encoder = getattr(model, "encoder", None)
+
+    def perturb(module, inputs, output):
+        if not isinstance(output, (list, tuple)):
+            return output
+        out = [output[0]]
+        for f in output[1:]:
+            part = torch.nn.functional.dropout2d(f[rows], p=p, training=True)
+            out.append(torch.cat([f[:rows.start], part, f[rows.stop:]]))
+        return type(output)(out) if isinstance(output, tuple) else out
+
+    handle = encoder.register_forward_hook(perturb) if encoder is not None else None
+    try:
+        yield handle is not None
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def has_feature_encoder(model: torch.nn.Module) -> bool:
+    """Whether :func:`feature_dropout` can perturb ``model``'s features."""
+    return isinstance(getattr(model, "encoder", None), torch.nn.Module)
+
+
+def forward_together(model, parts: list[torch.Tensor], perturb: int | None = None) -> list:
+    """The outputs of ``model`` for each of ``parts``, computed in one forward pass per input size
+    (every part of one size concatenated: batch-norm sees them as one batch); an empty part gives
+    None.  ``perturb``: the index of a part whose encoder features are dropped
+    (:func:`feature_dropout`) in that pass."""
+    outs: list = [None] * len(parts)
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(parts):
+        if len(t):
+            groups.setdefault(tuple(t.shape[1:]), []).append(i)
+    for idx in groups.values():
+        sizes = [len(parts[i]) for i in idx]
+        rows = None
+        if perturb in idx:
+            start = sum(sizes[:idx.index(perturb)])
+            rows = slice(start, start + len(parts[perturb]))
+        with (feature_dropout(model, rows) if rows is not None else contextlib.nullcontext()):
+            y = model(torch.cat([parts[i] for i in idx]))
+        for i, chunk in zip(idx, y.split(sizes)):
+            outs[i] = chunk
+    return outs
+
+
+def confident_targets(prob: torch.Tensor, confidence: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hard target p ≥ 0.5, confidence mask) of a probability map: a pixel counts when the
+    teacher is sure of lesion (p ≥ ``confidence``) or of background (p ≤ 1 − ``confidence``)."""
+    target = (prob >= 0.5).to(prob.dtype)
+    confident = ((prob >= confidence) | (prob <= 1 - confidence)).to(prob.dtype)
+    return target, confident
 
 
 class MeanTeacherTask(SegmentationTask):
+    """The student (``model``), its EMA teacher, and the mean-teacher consistency on unlabelled
+    slices; :class:`UniMatchTask` replaces the consistency by confidence-masked weak-to-strong
+    targets."""
+
+    method = "meanteacher"
+
     def __init__(self, *args, pseudo: PseudoSet | None, unlabelled: SliceDataset | None,
                  ema_alpha: float, consistency_weight: float, rampup_epochs: int,
                  pseudo_weight: float = 1.0, **kw):
@@ -103,41 +214,66 @@ class MeanTeacherTask(SegmentationTask):
         self.p_masks = _padded(pseudo.masks if pseudo is not None else empty)
         self.p_weights = _padded(pseudo.weights if pseudo is not None else empty)
         self.unlabelled = unlabelled
+        # unlabelled slices come from a loader of their own (augmented in its workers), as many
+        # batches an epoch as the labelled loader gives
+        self.u_loader = (EpochLoader(unlabelled, self.batch_size, self.seed + 7919,
+                                     self.loader.loader.num_workers, self.device,
+                                     iterations=self.steps_per_epoch())
+                         if unlabelled is not None and len(unlabelled) and consistency_weight > 0
+                         else None)
         self._epoch, self.best_is = 0, "student"
 
     def batches(self, epoch: int):
         self._epoch = epoch
-        w = world()  # under torchrun each rank draws its own pseudo-labelled/unlabelled items
+        w = world()  # under torchrun each rank draws its own pseudo-labelled items
         g = np.random.default_rng([self.seed, epoch, 11, *([w.rank] if w.active else [])])
         n = self.batch_size
-        n_u = len(self.unlabelled) if self.unlabelled is not None else 0
+        unlabelled = iter(self.u_loader(epoch)) if self.u_loader is not None else None
         for batch in super().batches(epoch):
             p_idx = g.integers(0, len(self.p_images), n) if len(self.p_images) else np.zeros(0, int)
             u = torch.zeros((0, 1, 32, 32))
-            if n_u and self.cons_weight > 0:
-                u = torch.stack([self.unlabelled[(epoch, int(i))][0]
-                                 for i in g.integers(0, n_u, n)])
+            if unlabelled is not None:
+                u = next(unlabelled, (u,))[0]
             yield (*batch, self.p_images[p_idx], self.p_masks[p_idx], self.p_weights[p_idx], u)
 
     def consistency_factor(self) -> float:
         return self.cons_weight * sigmoid_rampup(self._epoch, self.rampup)
 
+    @torch.no_grad()
+    def teacher_probability(self, u: torch.Tensor) -> torch.Tensor:
+        """The teacher's lesion probability on the weak view of ``u`` (float32)."""
+        self.teacher.eval()
+        return torch.sigmoid(self.teacher(weak_view(u)).float())
+
     def training_step(self, batch, step: int):
         images, masks, p_img, p_msk, p_w, u_img = self.to_device(batch)
-        supervised = self.loss(self.train_model(images), masks)
-        pseudo = (self.loss(self.train_model(weak_view(p_img)), p_msk, weight=p_w)
-                  if len(p_img) else supervised * 0)
-        consistency = supervised * 0
         w = self.consistency_factor()
-        if len(u_img) and w > 0:
-            student = torch.sigmoid(self.train_model(strong_view(u_img)))
-            with torch.no_grad():
-                self.teacher.eval()
-                teacher = torch.sigmoid(self.teacher(weak_view(u_img)))
-            consistency = torch.mean((student.float() - teacher.float()) ** 2)
+        views, context = (self.unlabelled_views(u_img) if len(u_img) and w > 0
+                          else ([], None))
+        parts = [images, weak_view(p_img), *views]
+        perturb = len(parts) - 1 if context is not None and context.get("perturb") else None
+        outs = forward_together(self.train_model, parts, perturb)
+        supervised = self.loss(outs[0], masks)
+        pseudo = (self.loss(outs[1], p_msk, weight=p_w) if len(p_img) else supervised * 0)
+        consistency, logs = supervised * 0, {}
+        if views:
+            consistency, logs = self.unlabelled_loss(outs[2:], context)
         total = supervised + self.pseudo_weight * pseudo + w * consistency
         return total, {"loss_supervised": supervised.detach(), "loss_pseudo": pseudo.detach(),
-                       "loss_consistency": consistency.detach(), "consistency_weight": w}
+                       "loss_consistency": consistency.detach(), "consistency_weight": w,
+                       **logs}
+
+    def unlabelled_views(self, u: torch.Tensor) -> tuple[list, dict]:
+        """The student's inputs made of unlabelled slices ``u``, and what their loss needs."""
+        target = self.teacher_probability(u)
+        strong, kept = strong_view(u, with_kept=True)
+        return [strong], {"target": target, "kept": kept}
+
+    def unlabelled_loss(self, outs: list, context: dict) -> tuple[torch.Tensor, dict]:
+        """MSE of the sigmoids outside the cut-out square."""
+        kept = context["kept"].expand_as(outs[0])
+        error = (torch.sigmoid(outs[0].float()) - context["target"]) ** 2
+        return (error * kept).sum() / kept.sum().clamp_min(1.0), {}
 
     def after_step(self, step: int) -> None:
         ema_update(self.teacher, self.model, self.alpha)
@@ -163,3 +299,45 @@ class MeanTeacherTask(SegmentationTask):
         if "teacher" in state:
             self.teacher.load_state_dict(state["teacher"])
             self.best_is = state.get("best_is", "student")
+
+
+class UniMatchTask(MeanTeacherTask):
+    """Confidence-masked weak-to-strong consistency (UniMatch): see the module docstring."""
+
+    method = "unimatch"
+
+    def __init__(self, *args, confidence: float = 0.95, **kw):
+        super().__init__(*args, **kw)
+        self.confidence = confidence
+        self.perturb = has_feature_encoder(self.model)
+        if not self.perturb:
+            log.warning("%s has no smp-style encoder: unimatch runs without its feature "
+                        "perturbation branch", type(self.model).__name__)
+
+    def unlabelled_views(self, u: torch.Tensor) -> tuple[list, dict]:
+        target, confident = confident_targets(self.teacher_probability(u), self.confidence)
+        views, pairs = [], []
+        for _ in range(2):
+            mixed, t, c = cutmix(strong_view(u, cutout=0.0), target, confident)
+            views.append(mixed)
+            pairs.append((t, c))
+        context = {"pairs": pairs, "target": target, "confident": confident,
+                   "perturb": self.perturb}
+        if self.perturb:  # the weak view, its encoder features dropped in the shared pass
+            views.append(weak_view(u))
+        return views, context
+
+    def unlabelled_loss(self, outs: list, context: dict) -> tuple[torch.Tensor, dict]:
+        strong = [self.loss(o, t, weight=c) for o, (t, c) in zip(outs[:2], context["pairs"])]
+        target, confident = context["target"], context["confident"]
+        if context["perturb"]:
+            loss = 0.25 * (strong[0] + strong[1]) + 0.5 * self.loss(outs[2], target,
+                                                                    weight=confident)
+        else:
+            loss = 0.5 * (strong[0] + strong[1])
+        lesion = (confident * target).mean()
+        return loss, {"confident_lesion_share": lesion.detach(),
+                      "confident_background_share": (confident.mean() - lesion).detach()}
+
+
+METHODS = {"meanteacher": MeanTeacherTask, "unimatch": UniMatchTask}

@@ -1,7 +1,12 @@
-"""``meanteacher``: the fine-tuned model A' as student, an EMA copy as teacher (thesis 5.3.5).
+"""``meanteacher``: the fine-tuned model A' as student, an EMA copy as teacher (thesis 5.3.5),
+learning from unlabelled slices by the mean teacher's consistency or UniMatch's confident
+weak-to-strong targets (``method``).
 
-This module is the stage (its data, starting model, plan, run and results); the method — the
-losses, the EMA update, the weak and strong views — is :mod:`covidseg.semi.teacher`."""
+This module is the stage (its data, starting model, split check, plan, run and results); the
+methods — the losses, the EMA update, the views — are :mod:`covidseg.semi.teacher`.  The stage
+keeps the fine-tuned run's split (one line when the parameters differ), scores the starting model
+before the first step (kept if no epoch beats it), plans its steps over the unlabelled slices as
+well (:data:`covidseg.train.plan.UNLABELLED_PASSES`), and does not stop early during the ramp-up."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model
 from covidseg.models.factory import ModelSpec
 from covidseg.semi.pseudoset import PseudoSet, load_pseudo_set
-from covidseg.semi.teacher import MeanTeacherTask
+from covidseg.semi.teacher import METHODS
 from covidseg.stages.datasets import open_dataset
 from covidseg.stages.finetune import finalise_segmentation
 from covidseg.stages.stage import Stage, model_extra
@@ -20,6 +25,7 @@ from covidseg.train.distributed import from_main
 from covidseg.train.plan import make_plan, planned
 from covidseg.train.supervised import (
     augmentation,
+    check_same_split,
     dataset_classes,
     segmentation_task,
     training_cases,
@@ -67,24 +73,26 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
         raise ConfigError(f"model={cfg.model} is a multi-class network: meanteacher learns binary "
                           "lesion masks (labels=multiclass trains with finetune)")
     train_ids, val_ids = training_cases(ds, cfg)
+    check_same_split(ds, config, cfg.model, train_ids, val_ids)
     if pseudo is None and unlabelled is None:
         raise ConfigError("meanteacher has nothing unlabelled to learn from: give pseudo=<run> or "
                           "unlabelled=<preprocess run id or folder>")
     stage.record_network(spec, **{Tag.PSEUDO_SOURCE: pseudo.source if pseudo is not None
-                                  else "none"})
+                                  else "none", Tag.SEMI_METHOD: cfg.method})
     stage.record_split(train_ids, val_ids, ds.splits["test"],
                        pseudo_items=len(pseudo) if pseudo is not None else 0,
                        unlabelled_slices=len(unlabelled) if unlabelled is not None else 0)
-    stage.record_plan(make_plan(ds, train_ids, cfg))
+    n_unlabelled = len(unlabelled) if unlabelled is not None and cfg.consistency_weight > 0 else 0
+    stage.record_plan(make_plan(ds, train_ids, cfg, unlabelled_slices=n_unlabelled))
+    rampup = cfg.rampup_epochs or max(1, planned(stage.plan, "epochs") // 3)
+    method = {"confidence": cfg.confidence} if cfg.method == "unimatch" else {}
     task = segmentation_task(model, ds, train_ids, val_ids, cfg, stage.device, stage.plan,
-                             cls=MeanTeacherTask,
+                             cls=METHODS[cfg.method],
                              pseudo=pseudo, unlabelled=unlabelled, ema_alpha=cfg.ema_alpha,
-                             consistency_weight=cfg.consistency_weight,
-                             rampup_epochs=cfg.rampup_epochs
-                             or max(1, planned(stage.plan, "epochs") // 3),
-                             pseudo_weight=cfg.pseudo_weight)
+                             consistency_weight=cfg.consistency_weight, rampup_epochs=rampup,
+                             pseudo_weight=cfg.pseudo_weight, **method)
     extra = model_extra(ds, cfg, "segmentation", "meanteacher")
-    result = stage.train(task, spec, extra)
+    result = stage.train(task, spec, extra, score_start=True, stop_after=rampup)
     if not stage.is_main:
         return None  # rank 0 evaluates and logs the model
     tracker.set_tags({Tag.BEST_NETWORK: task.best_is})

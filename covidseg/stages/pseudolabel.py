@@ -46,6 +46,7 @@ from covidseg.semi.patches import (
     box_of,
     count_in_padding,
     cut_truth,
+    patch_side,
     sample_labelled,
     sample_unlabelled,
 )
@@ -54,6 +55,7 @@ from covidseg.semi.selftrain import model_pseudo_labels
 from covidseg.stages.datasets import open_dataset
 from covidseg.stages.stage import workdir_for
 from covidseg.tracking import NullTracker, Tag, download_model
+from covidseg.train.supervised import trained_split
 
 log = logging.getLogger("covidseg.pseudolabel")
 
@@ -109,12 +111,20 @@ def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
     truth_of = uds.load_truth if len(has_truth) == len(unlabelled_ids) else None
     meta = {"dataset_key": ds.key, "unlabelled_data": cfg.unlabelled}
     tracker.set_tags({Tag.PSEUDO_SOURCE: cfg.source})
-    if cfg.source == "model":
+    if cfg.source == "oracle" and truth_of is None:
+        raise ConfigError("source=oracle needs unlabelled cases that carry their true masks (the "
+                          "demo phantoms do): these do not")
+    if cfg.source in ("model", "oracle"):
         pset, metrics, oracle = _from_model(cfg, model, uds, unlabelled_ids, device, truth_of, meta,
                                             tracker)
     else:
+        split = trained_split(ds, config)
+        if split is None:
+            log.warning("the model's training split is unknown (another dataset, or no fold "
+                        "recorded): labelled patches come from every labelled non-test case")
         pset, metrics, oracle = _from_similarity(cfg, model, ds, uds, unlabelled_ids, device,
-                                                 truth_of, meta, tracker)
+                                                 truth_of, meta, tracker,
+                                                 split[0] if split else None)
     metrics["n_unlabelled_volumes"] = len(unlabelled_ids)
     if oracle:
         metrics.update(oracle)
@@ -130,11 +140,16 @@ def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
     return summary
 
 
-def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta, tracker):
+def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta, tracker,
+                     trained_on: list[str] | None = None):
+    """Similarity pseudo-labels; the labelled masks come from ``trained_on`` (the model's training
+    cases: never its validation fold) when known, else from every labelled non-test case."""
     rng = np.random.default_rng(cfg.seed)
     test = set(ds.splits["test"])
+    allowed = set(trained_on) if trained_on is not None else None
     labelled_ids = [c for c in ds.ids(labelled=True) if c not in test
-                    and ds.cases[c].get("task", "infection") == "infection"]
+                    and ds.cases[c].get("task", "infection") == "infection"
+                    and (allowed is None or c in allowed)]
     coarse = None
     if cfg.coarse_model:
         coarse_dir, coarse_run = download_model(cfg.coarse_model)
@@ -147,16 +162,23 @@ def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta
     boxes, box_source = coarse_boxes(uds, unlabelled_ids, coarse, device)
     tracker.set_tags({Tag.COARSE: "unet3d" if coarse is not None else "lung-mask"})
 
-    lab = sample_labelled(ds, labelled_ids, cfg.labelled_patches, cfg.patch_size, 10, rng,
-                          cfg.min_tissue)
+    size = patch_side(cfg.patch_size, int(np.median([max(uds.cases[c]["shape"][1:])
+                                                     for c in unlabelled_ids])))
+    lab = sample_labelled(ds, labelled_ids, cfg.labelled_patches, size, 10, rng, cfg.min_tissue)
     if not len(lab):
-        raise ConfigError("no labelled non-test volume with lesion to sample patches from")
-    unl = sample_unlabelled(uds, boxes, cfg.patches_per_volume, cfg.patch_size, 15, rng,
-                            cfg.min_tissue)
+        raise ConfigError("no labelled training volume with lesion to sample patches from "
+                          f"(patches of {size} px with at least {cfg.min_tissue:.0%} on tissue)")
+    unl = sample_unlabelled(uds, boxes, cfg.patches_per_volume, size, 15, rng, cfg.min_tissue)
+    if not len(unl):
+        raise ConfigError(f"no patch of {size} px lies on tissue (min_tissue={cfg.min_tissue}) "
+                          "in the unlabelled volumes: lower patch_size or min_tissue")
     lab_feats, unl_feats = patch_features(model, lab.images, unl.images, device, cfg.feature)
     a = assign_pseudo_labels(unl_feats, lab_feats, lab.masks, cfg.rule, cfg.sim_low, cfg.sim_high,
                              cfg.sim_min, band=cfg.band, accept_fraction=cfg.accept_fraction)
     metrics = {"n_labelled_patches": len(lab), "n_unlabelled_patches": len(unl),
+               "patch_size_px": size,
+               "patches_dropped_off_tissue": (cfg.patches_per_volume * len(boxes) - len(unl)
+                                              + cfg.labelled_patches - len(lab)),
                "n_candidates": len(unl), "n_accepted": len(a.accepted),
                "acceptance_rate": a.acceptance_rate,
                "similarity_top1_mean": float(a.top_sim[:, 0].mean()),
@@ -187,7 +209,6 @@ def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta
             for i in range(len(unl))]
     tracker.log_table(rows, "pseudo/patches.csv")
     k = a.accepted
-    size = cfg.patch_size
     pset = PseudoSet(unl.images[k] if len(k) else np.zeros((0, size, size), np.float32),
                      a.masks.reshape(-1, size, size),
                      np.broadcast_to(a.weights[:, None, None],
@@ -198,11 +219,14 @@ def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta
 
 
 def _from_model(cfg, model, uds, unlabelled_ids, device, truth_of, meta, tracker):
-    items = model_pseudo_labels(model, uds, unlabelled_ids, device, cfg.confidence)
+    """Whole-slice pseudo-labels from the network (``source=model``), or the true masks of the
+    unlabelled cases in their place (``source=oracle``: the upper bound)."""
+    items = model_pseudo_labels(model, uds, unlabelled_ids, device, cfg.confidence,
+                                truth_of=truth_of if cfg.source == "oracle" else None)
     n_slices = sum(int(uds.cases[c]["shape"][0]) for c in unlabelled_ids)
     n = len(items["images"])
     if n == 0:
-        pset = PseudoSet.empty(32, source="model", **meta)
+        pset = PseudoSet.empty(32, source=cfg.source, **meta)
         return pset, {"n_candidates": n_slices, "n_accepted": 0, "acceptance_rate": 0.0,
                       "confident_pixel_fraction": 0.0}, {}
     H, W = items["images"].shape[1:]
@@ -221,5 +245,5 @@ def _from_model(cfg, model, uds, unlabelled_ids, device, truth_of, meta, tracker
                                 oracle_scores(items["masks"], truth, inside & ~accepted_px))
     tracker.figure("figures/pseudo_label_examples.png", figures.model_examples, items)
     pset = PseudoSet(items["images"], items["masks"], items["weights"],
-                     np.array(items["case_ids"], dtype=str), items["coords"], "model", **meta)
+                     np.array(items["case_ids"], dtype=str), items["coords"], cfg.source, **meta)
     return pset, metrics, oracle

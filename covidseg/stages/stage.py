@@ -59,16 +59,18 @@ def model_extra(ds, cfg, task: str, entry_point: str) -> dict:
             "threshold": threshold_value(getattr(cfg, "threshold", 0.5), "auto") or 0.5}
 
 
-def loop_settings(cfg: TrainingConfig, progress: bool = True, plan=None) -> LoopSettings:
+def loop_settings(cfg: TrainingConfig, progress: bool = True, plan=None,
+                  **stage_settings) -> LoopSettings:
     """The loop's settings from ``cfg``; the number of epochs from ``plan`` when there is one
-    (the parameter given, else what the dataset decided)."""
+    (the parameter given, else what the dataset decided); ``stage_settings``: what the stage
+    itself decides (the mean teacher: ``score_start``, ``stop_after``)."""
     epochs = planned(plan, "epochs") if plan is not None else cfg.epochs
     return LoopSettings(epochs=epochs, patience=cfg.patience, lr=cfg.lr, lr_step=cfg.lr_step,
                         lr_gamma=cfg.lr_gamma, optimizer=cfg.optimizer,
                         weight_decay=cfg.weight_decay, schedule=cfg.schedule, warmup=cfg.warmup,
                         grad_clip=cfg.grad_clip, keep=cfg.keep,
                         checkpoint_every=cfg.checkpoint_every, amp=cfg.amp, progress=progress,
-                        sync_bn=cfg.sync_bn)
+                        sync_bn=cfg.sync_bn, **stage_settings)
 
 
 @dataclass
@@ -136,7 +138,7 @@ class Stage:
         self.tracker.log_metrics({"train_volumes": len(train_ids), "val_volumes": len(val_ids),
                                   **metrics})
 
-    def train(self, task, spec: ModelSpec, model_extra: dict) -> FitResult:
+    def train(self, task, spec: ModelSpec, model_extra: dict, **stage_settings) -> FitResult:
         """Fit ``task`` with the run's resume/checkpoint plumbing (sets :attr:`workdir`).
 
         Intermediate checkpoints go to the run as ``checkpoints/step_NNNNNN/``; the resume state
@@ -167,7 +169,8 @@ class Stage:
                 shutil.rmtree(d, ignore_errors=True)
 
         try:
-            result = fit(task, loop_settings(cfg, self.progress, self.plan), self.device, tracker,
+            settings = loop_settings(cfg, self.progress, self.plan, **stage_settings)
+            result = fit(task, settings, self.device, tracker,
                          workdir, resume_state, save_checkpoint if main else None,
                          self.on_epoch_end, already_logged_epoch=logged)
         except AbortTraining:

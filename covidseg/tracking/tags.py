@@ -50,6 +50,7 @@ class Tag(str, Enum):
     PREPROCESSING_DIFFERS = "covidseg.preprocessing_differs"
     # pseudo-labels
     PSEUDO_SOURCE = "covidseg.pseudo_source"
+    SEMI_METHOD = "covidseg.semi_method"
     ORACLE = "covidseg.oracle"
     COARSE = "covidseg.coarse"
     # grid

@@ -112,6 +112,10 @@ class LoopSettings:
     progress: bool = True
     resume_every_s: float = 60.0  # resume state: after the first epoch, then at most this often
     sync_bn: bool = False  # under torchrun on CUDA: SyncBatchNorm
+    # a starting model worth keeping (the mean teacher starts from a fine-tuned one): validated
+    # before the first step, kept if no epoch beats it (with keep="last" too)
+    score_start: bool = False
+    stop_after: int = 0  # epochs before which early stopping does not count (a ramp-up)
 
 
 @dataclass
@@ -160,17 +164,22 @@ class LoopState:
     best_epoch: int = -1
     bad_epochs: int = 0
     history: list[dict] = field(default_factory=list)
+    start_score: float = math.nan  # the starting model's score (LoopSettings.score_start)
+    start_state: dict | None = None  # its weights, while keep="last" may still need them
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "step": self.step, "best_score": self.best_score,
                 "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-                "best_state": self.best_state, "history": list(self.history)}
+                "best_state": self.best_state, "history": list(self.history),
+                "start_score": self.start_score, "start_state": self.start_state}
 
     def load_state_dict(self, d: dict) -> None:
         self.epoch, self.step = int(d["epoch"]), int(d["step"])
         self.best_score, self.best_epoch = float(d["best_score"]), int(d["best_epoch"])
         self.bad_epochs, self.best_state = int(d["bad_epochs"]), d["best_state"]
         self.history = list(d.get("history", []))
+        self.start_score = float(d.get("start_score", math.nan))
+        self.start_state = d.get("start_state")
 
 
 def checkpoint_due(step: int, every: int, first: int = 10) -> bool:
@@ -291,6 +300,20 @@ class Trainer:
                                    f"{epoch}: lower lr or check the data")
         return metrics
 
+    def score_start(self) -> dict:
+        """Validate the starting weights (rank 0, sent to every rank) and make them the best so
+        far: a run that only makes them worse keeps them.  Returns the metrics."""
+        metrics = self.task.validate(-1) if self.world.is_main else {}
+        metrics = distributed.broadcast(metrics)
+        st = self.state
+        st.start_score = float(metrics.get(self.task.monitor, float("nan")))
+        if math.isfinite(st.start_score):
+            st.best_score, st.best_epoch = st.start_score, -1
+            st.best_state = _kept_state(self.task.best_network(metrics))
+            if self.settings.keep == "last":
+                st.start_state = st.best_state
+        return metrics
+
     def validate(self, epoch: int, metrics: dict, started: float) -> dict:
         """The task's validation (rank 0; its metrics sent to every rank, so that all decide
         alike), then the best weights and the epoch's history entry."""
@@ -341,11 +364,15 @@ class Callbacks:
 
 
 class EarlyStop:
-    def __init__(self, patience: int):
-        self.patience = patience
+    """Stop after ``patience`` epochs without improvement, never before epoch ``after`` (a
+    ramp-up: a mean teacher's consistency weight reaches its value only then)."""
+
+    def __init__(self, patience: int, after: int = 0):
+        self.patience, self.after = patience, after
 
     def __call__(self, trainer: Trainer, epoch: int, metrics: dict) -> str:
-        if self.patience and trainer.state.bad_epochs >= self.patience:
+        if (self.patience and epoch + 1 >= self.after
+                and trainer.state.bad_epochs >= self.patience):
             return f"no improvement for {self.patience} epochs"
         return ""
 
@@ -441,11 +468,15 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
         trainer.load_state_dict(resume_state)
     saver = ResumeSaver(Path(workdir) / "last.pt", settings.resume_every_s) if workdir else None
     handlers = [MetricLogger(tracker, already_logged_epoch), Callbacks(on_epoch_end),
-                EarlyStop(settings.patience), *([saver] if saver else [])]
+                EarlyStop(settings.patience, settings.stop_after), *([saver] if saver else [])]
     checkpoints = (CheckpointSaver(save_checkpoint, settings.checkpoint_every)
                    if save_checkpoint and settings.checkpoint_every > 0 else None)
     if checkpoints:
         checkpoints.start(trainer, resumed=resume_state is not None)
+    if settings.score_start and resume_state is None:
+        start = trainer.score_start()
+        tracker.log_metrics({f"start_{k}": v for k, v in start.items()
+                             if isinstance(v, (int, float))})
     task.train_through(trainer.trained)
     try:
         stopped, reason = run_epochs(trainer, handlers, checkpoints, settings.progress)
@@ -461,10 +492,20 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
     if trainer.world.active:  # DDP keeps the replicas equal: the run records that it did
         tracker.log_metrics({"replica_max_difference": replica_difference(trainer.model, device)})
     st = trainer.state
-    if settings.keep == "last" and st.history:  # the final weights are the model
+    if settings.keep == "last" and st.history:  # the final weights are the model ...
         last = st.history[-1]
-        st.best_state = _kept_state(task.best_network(last))
-        st.best_epoch, st.best_score = st.epoch, float(last.get(task.monitor, float("nan")))
+        final = float(last.get(task.monitor, float("nan")))
+        if st.start_state is not None and _improved(st.start_score, final, task.monitor_mode):
+            # ... unless the starting model validates better: training only made it worse
+            st.best_state, st.best_epoch, st.best_score = st.start_state, -1, st.start_score
+            reason = (f"{reason}; the starting model ({task.monitor} {st.start_score:.4f}) beat "
+                      f"the last weights ({final:.4f}) and is kept")
+        else:
+            st.best_state = _kept_state(task.best_network(last))
+            st.best_epoch, st.best_score = st.epoch, final
+    elif settings.score_start and st.best_epoch == -1 and math.isfinite(st.start_score):
+        reason = f"{reason}; no epoch beat the starting model: it is kept"
+    st.start_state = None
     return FitResult(best_score=st.best_score, best_epoch=st.best_epoch, epochs_run=st.epoch + 1,
                      stopped_early=stopped,
                      best_state={k: v.cpu() for k, v in st.best_state.items()},

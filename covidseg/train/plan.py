@@ -13,7 +13,10 @@ A user who gives covidseg only ``data=`` gets settings fitted to that data:
   whatever the number of labelled slices (40 slices in batches of 8 would be 5 steps an epoch);
 * **epochs** — enough epochs for :func:`total_iterations` steps: at least
   :data:`MIN_ITERATIONS`, otherwise :data:`PASSES` passes over the training slices (lesion-free
-  slices of volumes count: they are drawn as often), at most :data:`MAX_ITERATIONS`.
+  slices of volumes count: they are drawn as often), at most :data:`MAX_ITERATIONS`; a
+  semi-supervised run (meanteacher) also makes at least :data:`UNLABELLED_PASSES` passes over
+  its unlabelled slices (one unlabelled batch a step: SSL4MIS runs 30,000 iterations, UniMatch
+  80 epochs over its unlabelled set).
 
 With ``recipe=thesis`` an epoch is one pass over the training slices and the thesis's 500 epochs
 stand (early stop after 30).  Any of these given as a parameter (``epochs``,
@@ -35,6 +38,7 @@ ITERATIONS_PER_EPOCH = 50
 MIN_ITERATIONS = 1000
 MAX_ITERATIONS = 20000
 PASSES = 60
+UNLABELLED_PASSES = 20
 EPOCHS_3D = 100
 SLICE_SIZE_RANGE = (64, 512)
 
@@ -54,6 +58,7 @@ class Plan:
     epochs: int
     total_iterations: int
     image_size: int = 0
+    unlabelled_slices: int = 0
     given: dict = field(default_factory=dict)
     why: dict = field(default_factory=dict)
 
@@ -71,10 +76,13 @@ def slice_size_for(shapes) -> int:
     return int(min(max(side, SLICE_SIZE_RANGE[0]), SLICE_SIZE_RANGE[1]))
 
 
-def total_iterations(training_slices: int, batch_size: int) -> int:
-    """Optimiser steps of a run: :data:`PASSES` passes over the training slices, at least
+def total_iterations(training_slices: int, batch_size: int, unlabelled_slices: int = 0) -> int:
+    """Optimiser steps of a run: :data:`PASSES` passes over the training slices (and
+    :data:`UNLABELLED_PASSES` over ``unlabelled_slices``, if more), at least
     :data:`MIN_ITERATIONS` and at most :data:`MAX_ITERATIONS`."""
-    passes = math.ceil(PASSES * training_slices / max(1, batch_size))
+    batch = max(1, batch_size)
+    passes = max(math.ceil(PASSES * training_slices / batch),
+                 math.ceil(UNLABELLED_PASSES * unlabelled_slices / batch))
     return int(min(max(passes, MIN_ITERATIONS), MAX_ITERATIONS))
 
 
@@ -83,11 +91,12 @@ def is_slice_dataset(ds) -> bool:
     return bool(ds.cases) and all(m.get("slice_image") for m in ds.cases.values())
 
 
-def make_plan(ds, train_ids, cfg, three_d: bool = False) -> Plan:
+def make_plan(ds, train_ids, cfg, three_d: bool = False, unlabelled_slices: int = 0) -> Plan:
     """The plan of a training run on ``train_ids`` of ``ds`` with ``cfg`` (a finetune or
     meanteacher config): what the fingerprint decides, and what ``cfg`` sets instead.
     ``three_d``: the network is the coarse 3D U-Net (one volume per step: an epoch is one pass
-    over the volumes, :data:`EPOCHS_3D` of them)."""
+    over the volumes, :data:`EPOCHS_3D` of them); ``unlabelled_slices``: a semi-supervised run's
+    unlabelled slices (one batch of them a step)."""
     kind = "2d-slices" if is_slice_dataset(ds) else "volumes"
     shapes = [ds.cases[c]["shape"] for c in train_ids]
     slices = int(sum(s[0] for s in shapes))
@@ -109,11 +118,13 @@ def make_plan(ds, train_ids, cfg, three_d: bool = False) -> Plan:
         why["epochs"] = "recipe=thesis: 500 epochs, early stop after 30 without improvement"
     else:
         per_epoch = ITERATIONS_PER_EPOCH
-        total = total_iterations(slices, batch)
+        total = total_iterations(slices, batch, unlabelled_slices)
         epochs = max(1, math.ceil(total / per_epoch))
         why["iterations_per_epoch"] = f"a validation every {ITERATIONS_PER_EPOCH} steps"
-        why["epochs"] = (f"{PASSES} passes over {slices} training slices in batches of {batch}, "
-                         f"at least {MIN_ITERATIONS} and at most {MAX_ITERATIONS} steps")
+        why["epochs"] = (f"{PASSES} passes over {slices} training slices in batches of {batch}"
+                         + (f" or {UNLABELLED_PASSES} over {unlabelled_slices} unlabelled slices, "
+                            "whichever is more" if unlabelled_slices else "")
+                         + f", at least {MIN_ITERATIONS} and at most {MAX_ITERATIONS} steps")
     given = {}
     if cfg.iterations_per_epoch:
         given["iterations_per_epoch"] = int(cfg.iterations_per_epoch)
@@ -124,6 +135,7 @@ def make_plan(ds, train_ids, cfg, three_d: bool = False) -> Plan:
     epochs_run = given.get("epochs", epochs)
     size = int(ds.descriptor.get("config", {}).get("image_size", 0) or 0)
     return Plan(kind=kind, recipe=recipe, training_cases=len(train_ids), training_slices=slices,
+                unlabelled_slices=int(unlabelled_slices),
                 median_slice_shape=median, batch_size=batch, iterations_per_epoch=per_epoch,
                 epochs=epochs, total_iterations=per_epoch_run * epochs_run,
                 image_size=size if kind == "2d-slices" else 0, given=given, why=why)

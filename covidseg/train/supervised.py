@@ -100,18 +100,53 @@ def _initial_model(cfg: TrainingConfig, init: str, classes: int) -> tuple:
 
 
 def training_cases(ds: PreprocessedDataset, cfg: FinetuneConfig) -> tuple[list[str], list[str]]:
-    train, val = fold_split(ds.splits, cfg.fold, cfg.regime)
-    if cfg.train_cases:
-        if cfg.train_cases > len(train):
-            raise ConfigError(f"train_cases={cfg.train_cases} but fold {cfg.fold} ({cfg.regime}) "
-                              "has "
+    """(training, validation) case ids of ``cfg``'s fold, regime, train_cases and seed."""
+    return split_cases(ds, cfg.fold, cfg.regime, cfg.train_cases, cfg.seed)
+
+
+def split_cases(ds: PreprocessedDataset, fold: int, regime: str = "standard",
+                train_cases: int = 0, seed: int = 0) -> tuple[list[str], list[str]]:
+    """(training, validation) case ids of fold ``fold`` in ``regime``; ``train_cases`` > 0 keeps
+    that many training cases, drawn with ``seed``."""
+    train, val = fold_split(ds.splits, fold, regime)
+    if train_cases:
+        if train_cases > len(train):
+            raise ConfigError(f"train_cases={train_cases} but fold {fold} ({regime}) has "
                               f"{len(train)} training volumes")
-        pick = np.random.default_rng(cfg.seed).permutation(len(train))[: cfg.train_cases]
+        pick = np.random.default_rng(seed).permutation(len(train))[:train_cases]
         train = sorted(train[i] for i in pick)
     if not train or not val:
-        raise ConfigError(f"fold {cfg.fold} ({cfg.regime}) has {len(train)} training and "
+        raise ConfigError(f"fold {fold} ({regime}) has {len(train)} training and "
                           f"{len(val)} validation volumes; both must be non-empty")
     return train, val
+
+
+def trained_split(ds: PreprocessedDataset, model_config: dict) -> tuple[list, list] | None:
+    """The (training, validation) cases a logged model was trained and validated on, from its
+    ``model.json`` (the training parameters it records); None when it was trained on another
+    dataset or records no fold (an older model, a Models Genesis file)."""
+    params = model_config.get("training", {})
+    if model_config.get("dataset_key") != ds.key or str(params.get("fold", "")) == "":
+        return None
+    if int(params.get("cv") or 0) > 1:
+        return None  # a cross-validation ensemble: every labelled case trained it
+    return split_cases(ds, int(params["fold"]), params.get("regime") or "standard",
+                       int(params.get("train_cases") or 0), int(params.get("seed") or 0))
+
+
+def check_same_split(ds: PreprocessedDataset, model_config: dict, model_ref: str,
+                     train_ids: list, val_ids: list) -> None:
+    """Refuse, in one line, a run whose validation cases are not the starting model's: a model
+    that trained on them would be validated on its own training data."""
+    trained = trained_split(ds, model_config)
+    if trained is None or (sorted(trained[0]), sorted(trained[1])) == (sorted(train_ids),
+                                                                        sorted(val_ids)):
+        return
+    params = model_config.get("training", {})
+    given = ", ".join(f"{k}={params.get(k)}" for k in ("fold", "regime", "train_cases", "seed"))
+    raise ConfigError(f"model={model_ref} was trained on another split ({given}); give the same "
+                      "fold, regime, train_cases and seed, so that its validation cases stay "
+                      "unseen")
 
 
 def calibration_batches(slices, batch_size: int, limit: int = 256):

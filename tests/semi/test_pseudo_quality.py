@@ -203,3 +203,19 @@ def test_strong_view_keeps_the_background_and_cuts_a_square():
     assert (s[x == 0] == 0).all() and (weak_view(x)[x == 0] == 0).all()
     tissue_zeroed = ((s == 0) & (x != 0)).flatten(1).sum(1)
     assert (tissue_zeroed > 0).all()  # the cut-out square lands partly on tissue here
+
+
+def test_patch_side_follows_the_slice_and_off_tissue_patches_are_dropped():
+    from covidseg.semi.patches import patch_side, sample_in_box
+
+    assert (patch_side(0, 512), patch_side(0, 256), patch_side(0, 64), patch_side(40, 64)) == (
+        68, 34, 16, 40)  # the thesis's 68 px on 512-px slices, scaled; a side given wins
+    image = np.ones((2, 64, 64), np.float32)
+    tissue = np.zeros(image.shape, bool)
+    tissue[:, :6, :6] = True  # a 6 × 6 corner: no 32-px patch is half on it
+    box = (0, 2, 0, 64, 0, 64)
+    rng = np.random.default_rng(0)
+    imgs, _, coords, fracs = sample_in_box(image, box, 5, 32, rng, tissue=tissue, min_tissue=0.5)
+    assert imgs == [] and coords == []  # dropped, not kept as the best of bad tries
+    imgs, _, _, fracs = sample_in_box(image, box, 5, 4, rng, tissue=tissue, min_tissue=0.5)
+    assert len(imgs) == 5 and min(fracs) >= 0.5

@@ -4,6 +4,11 @@ The same dataclass feeds the command line (``covidseg NAME --key value`` and
 ``python entrypoints/NAME.py --key value``), the MLproject parameters (rendered from these
 classes, see :func:`covidseg.cli.render_mlproject`) and later Optuna's search space.  Defaults are
 the thesis's.  Optional text parameters use ``""`` for "not given" (MLproject needs a default).
+
+Allowed values belong to the layer that uses them: the data layer's (layouts, tasks, intensity
+schemes, lung methods, …) come from :mod:`covidseg.data.vocabulary`.  The layers below the stages
+are handed their own settings objects, built from these by the stage (for data:
+:func:`covidseg.stages.preprocess.preprocess_settings` and its siblings), never a config.
 """
 
 from __future__ import annotations
@@ -279,6 +284,8 @@ class SupervisedConfig(TrainingConfig):
                                     "pass, early stop 30, the best epoch, per-sample Dice, mild "
                                     "augmentation); fills every parameter left at 'the "
                                     "recipe's'", ("covidseg", "thesis"))
+    # the names of train/losses.LOSSES: config sits below train (train imports it), so it cannot
+    # import them from there
     loss: str = param("ce+dice", "loss", ("ce", "dice", "ce+dice", "hausdorff"))
     dice: str = param("", "the Dice term: batch (summed over the whole batch, nnU-Net's "
                           "batch_dice) or sample (per image, smoothing 1: the thesis); empty: "
@@ -336,6 +343,8 @@ class FinetuneConfig(SupervisedConfig):
     encoder_weights: str = _encoder_weights()
     init: str = param("scratch", "scratch, a pretrain/finetune run id or model URI, or a Models "
                                  "Genesis checkpoint file (then arch=genesis-unet)")
+    # the names of models/surgery.STRATEGIES: config sits below models in the layers (and that
+    # module imports torch, which the command line's --help does not wait for)
     strategy: str = param("all", "which weights train: all (re-initialises the last decoder "
                                  "block and the head), decoder (whole encoder frozen), "
                                  "freeze-encoder-half (the first ceil(L/2) of the encoder's L "

@@ -254,8 +254,9 @@ def main() -> None:
         ph = make_phantom(7, size=args.size, depth_mm=args.depth_mm, centre="A")
         path = tmp / "ct.nii.gz"
         write_phantom(ph, path)
-        prep_cfg = preprocess_settings(PreprocessConfig(lung_method="classical"))
-        prep = preprocess_case(CaseRecord(case_id="ct", image=str(path)), prep_cfg, None)
+        prep_cfg = PreprocessConfig(lung_method="classical")
+        prep = preprocess_case(CaseRecord(case_id="ct", image=str(path)),
+                               preprocess_settings(prep_cfg), None)
         image = prep.image
         header("volume inference: batched predict path vs naive per-slice loop", device,
                model=f"{cfg.arch}/{cfg.encoder}", input=f"{ph.image.shape[2]}x{ph.image.shape[1]}"

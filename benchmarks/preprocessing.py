@@ -57,10 +57,12 @@ def run_covidseg(cases, cfg, out: Path) -> None:
     from covidseg.data.layouts import CaseRecord
     from covidseg.data.steps import preprocess_case
     from covidseg.data.store import write_case
+    from covidseg.stages.preprocess import preprocess_settings
 
+    settings = preprocess_settings(cfg)
     for i, (image, mask) in enumerate(cases):
         res = preprocess_case(CaseRecord(case_id=f"c{i}", image=str(image), infection=str(mask)),
-                              cfg, None)
+                              settings, None)
         write_case(out / f"c{i}", res.image, res.infection, res.lung, res.meta)
 
 

@@ -222,6 +222,7 @@ def main() -> None:
     from covidseg.inference import predict_volume
     from covidseg.models.factory import ModelSpec, build_model
     from covidseg.stages.predict import Predictor
+    from covidseg.stages.preprocess import preprocess_settings
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", type=int, default=512, help="in-plane pixels of the CT volume")
@@ -254,7 +255,8 @@ def main() -> None:
         path = tmp / "ct.nii.gz"
         write_phantom(ph, path)
         prep_cfg = PreprocessConfig(lung_method="classical")
-        prep = preprocess_case(CaseRecord(case_id="ct", image=str(path)), prep_cfg, None)
+        prep = preprocess_case(CaseRecord(case_id="ct", image=str(path)),
+                               preprocess_settings(prep_cfg), None)
         image = prep.image
         header("volume inference: batched predict path vs naive per-slice loop", device,
                model=f"{cfg.arch}/{cfg.encoder}", input=f"{ph.image.shape[2]}x{ph.image.shape[1]}"

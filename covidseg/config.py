@@ -4,12 +4,28 @@ The same dataclass feeds the command line (``covidseg NAME --key value`` and
 ``python entrypoints/NAME.py --key value``), the MLproject parameters (rendered from these
 classes, see :func:`covidseg.cli.render_mlproject`) and later Optuna's search space.  Defaults are
 the thesis's.  Optional text parameters use ``""`` for "not given" (MLproject needs a default).
+
+Allowed values belong to the layer that uses them: the data layer's (layouts, tasks, intensity
+schemes, lung methods, …) come from :mod:`covidseg.data.vocabulary`.  The layers below the stages
+are handed their own settings objects, built from these by the stage (for data:
+:func:`covidseg.stages.preprocess.preprocess_settings` and its siblings), never a config.
 """
 
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
+from covidseg.data.vocabulary import (
+    Intensity,
+    Labels,
+    Layout,
+    LungmaskModel,
+    LungMethod,
+    Regime,
+    SliceFit,
+    StoreDtype,
+    Task,
+)
 from covidseg.errors import ConfigError
 from covidseg.redact import redact
 
@@ -90,7 +106,7 @@ def _fmt(v) -> str:
 @dataclass
 class PreprocessConfig(CommonConfig):
     dataset: str = param("auto", "layout adapter of the data folder",
-                         ("auto", "covid19-ct-seg", "mosmed", "msd-lung", "nsclc", "glob", "demo"))
+                         ("auto", *Layout.values()))
     images: str = param("", "glob pattern of labelled images (dataset=glob), relative to data or "
                             "absolute (then data may stay demo/empty)")
     masks: str = param("", "glob pattern of their infection masks (dataset=glob)")
@@ -101,7 +117,7 @@ class PreprocessConfig(CommonConfig):
     task: str = param("", "what the masks mark: infection (COVID: trained and evaluated on) or "
                           "tumour, effusion, nodule, other (auxiliary: supervised pretraining); "
                           "empty = the adapter's (glob: infection)",
-                      ("", "infection", "tumour", "effusion", "nodule", "other"))
+                      ("", *Task.values()))
     sources: str = param("", "a YAML/JSON file listing several sources to combine into one "
                              "dataset (each: data, dataset, task, role, name, glob patterns); "
                              "replaces data/dataset/images/…")
@@ -109,19 +125,19 @@ class PreprocessConfig(CommonConfig):
                                    "units: lung window, z-score over the lungs), display (8-bit "
                                    "exports: every image mapped alike, 0…255 to -2…2), image "
                                    "(anything else: z-score per image)",
-                           ("auto", "hu", "display", "image"))
+                           Intensity.values())
     lung_method: str = param("auto", "lung extraction: auto = lungmask if its weights are local, "
                                      "else classical; provided = the dataset's lung masks",
-                             ("auto", "lungmask", "classical", "provided", "none"))
+                             LungMethod.values())
     lung_weights: str = param("", "local lungmask weight file (never downloaded)")
     lung_model: str = param("R231CovidWeb", "lungmask model whose cached weights auto looks for",
-                            ("R231", "R231CovidWeb", "LTRCLobes"))
+                            LungmaskModel.values())
     image_size: int = param(0, "in-plane size: volumes are cropped/padded around the lungs on the "
                                "1 mm grid, 2D slices resized; 0 keeps the 1 mm grid as is")
     slice_fit: str = param("resize", "2D slices (image files and one-slice volumes): resize = "
                                      "longer side scaled to image_size, then padded square; pad = "
                                      "padded, scaled down only when larger (never cut)",
-                           ("resize", "pad"))
+                           SliceFit.values())
     min_size: int = param(32, "refuse (as a failed case) images smaller than this in-plane "
                               "(pixels)")
     max_field_of_view_mm: float = param(1000.0, "refuse volumes whose in-plane field of view "
@@ -132,11 +148,11 @@ class PreprocessConfig(CommonConfig):
     labels: str = param("binary", "infection masks: binary (0/1 or 0/255), or multiclass (0 "
                                   "background, 1 ground-glass, 2 consolidation: trained as 3 "
                                   "classes, scored per class and for their union)",
-                        ("binary", "multiclass"))
+                        Labels.values())
     window_min: float = param(-1250.0, "lung window lower bound (HU)")
     window_max: float = param(250.0, "lung window upper bound (HU)")
     hist_eq: bool = param(False, "histogram equalisation inside the lungs before the z-score")
-    store_dtype: str = param("float32", "dtype of stored images", ("float32", "float16"))
+    store_dtype: str = param("float32", "dtype of stored images", StoreDtype.values())
     test_cases: int = param(20, "size of the held-out test set (official split used if any)")
     folds: int = param(5, "number of cross-validation folds over the remaining labelled cases")
     strict: bool = param(False, "stop at the first bad case instead of recording it and going on")
@@ -268,6 +284,8 @@ class SupervisedConfig(TrainingConfig):
                                     "pass, early stop 30, the best epoch, per-sample Dice, mild "
                                     "augmentation); fills every parameter left at 'the "
                                     "recipe's'", ("covidseg", "thesis"))
+    # the names of train/losses.LOSSES: config sits below train (train imports it), so it cannot
+    # import them from there
     loss: str = param("ce+dice", "loss", ("ce", "dice", "ce+dice", "hausdorff"))
     dice: str = param("", "the Dice term: batch (summed over the whole batch, nnU-Net's "
                           "batch_dice) or sample (per image, smoothing 1: the thesis); empty: "
@@ -276,7 +294,7 @@ class SupervisedConfig(TrainingConfig):
     fold: int = param(0, "cross-validation fold")
     regime: str = param("standard", "standard/40-10: train on k-1 folds; inverse/10-40: train on "
                                     "one",
-                        ("standard", "inverse", "40-10", "10-40"))
+                        Regime.values())
     train_cases: int = param(0, "labelled training volumes to use (0: all of the fold)")
     mixup: bool = param(False, "mixup of images and masks (soft labels)")
     augment: str = param("auto", "training augmentation: strong (nnU-Net's strength: rotation, "
@@ -325,6 +343,8 @@ class FinetuneConfig(SupervisedConfig):
     encoder_weights: str = _encoder_weights()
     init: str = param("scratch", "scratch, a pretrain/finetune run id or model URI, or a Models "
                                  "Genesis checkpoint file (then arch=genesis-unet)")
+    # the names of models/surgery.STRATEGIES: config sits below models in the layers (and that
+    # module imports torch, which the command line's --help does not wait for)
     strategy: str = param("all", "which weights train: all (re-initialises the last decoder "
                                  "block and the head), decoder (whole encoder frozen), "
                                  "freeze-encoder-half (the first ceil(L/2) of the encoder's L "

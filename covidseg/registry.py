@@ -27,7 +27,7 @@ RUNNERS: dict[str, str] = {
 # What an entry point checks of its inputs before any run or experiment exists: a wrong folder is
 # one line, not a FAILED run in a new experiment.  Each takes the config and raises ConfigError.
 CHECKS: dict[str, str] = {
-    "preprocess": "covidseg.data.inputs:check_inputs",
+    "preprocess": "covidseg.stages.preprocess:check_inputs",
     "predict": "covidseg.stages.predict:check_inputs",
 }
 

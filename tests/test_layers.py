@@ -2,9 +2,11 @@
 of lower ones, and no group of modules imports itself round (no cycle, function-level imports
 included).  Lowest first:
 
-    base      errors, redact, paths, config, device, registry  (no covidseg imports above base)
+    base      errors, redact, paths, device, registry  (no covidseg imports above base)
     data      formats, readers, layouts, geometry, intensity, lungs, the preprocessing steps and
-              the dataset build, slices (no MLflow)
+              the dataset build, slices (no MLflow); its settings objects and vocabularies
+    config    the entry points' parameters (CLI, MLproject, Optuna): above data, whose
+              vocabularies give its choices; data takes its own settings objects, never a config
     models    networks, checkpoints, surgery, inference
     tracking  the Tracker protocol, its null and MLflow implementations, run references
     train     the loop, tasks, losses, metrics, evaluation, torchrun
@@ -20,14 +22,17 @@ included).  Lowest first:
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "covidseg"
 
 LAYERS = [
     ("base", ["covidseg", "covidseg.errors", "covidseg.redact", "covidseg.paths",
-              "covidseg.config", "covidseg.device", "covidseg.registry"]),
+              "covidseg.device", "covidseg.registry"]),
     ("data", ["covidseg.data"]),
+    # the parameters, declared once; their allowed values come from the layer that uses them
+    ("config", ["covidseg.config"]),
     ("models", ["covidseg.models", "covidseg.inference"]),
     ("tracking", ["covidseg.tracking"]),
     ("train", ["covidseg.train"]),
@@ -156,3 +161,38 @@ def test_models_logged_before_the_stages_package_find_their_predictor():
     import covidseg.stages.predict
 
     assert covidseg.predict.Predictor is covidseg.stages.predict.Predictor
+
+
+def config_parameters(path: Path) -> list[str]:
+    """``function(parameter)`` for each parameter of a function or method in ``path`` that is
+    named ``cfg`` or annotated with a ``*Config`` class."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        a = node.args
+        for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
+            if arg is None:
+                continue
+            note = ast.unparse(arg.annotation) if arg.annotation is not None else ""
+            if arg.arg == "cfg" or any(w.endswith("Config") for w in re.split(r"\W+", note)):
+                found.append(f"{getattr(node, 'name', 'lambda')}({arg.arg})")
+    return found
+
+
+def test_the_data_layer_takes_its_own_settings_not_a_config():
+    """Parameters vs settings (issue 26): the parameters are declared once, in covidseg.config;
+    the data layer is handed its own small settings objects (covidseg/data/settings.py,
+    inputs.InputSettings), which the stage builds from them.  The other layers below the stages
+    follow (train/, semi/, tracking/ still take a cfg)."""
+    offenders = [f"{p.relative_to(PACKAGE.parent)}: {f}"
+                 for p in sorted((PACKAGE / "data").rglob("*.py")) for f in config_parameters(p)]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_settings_check_sees_a_config_parameter(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("def f(a, cfg):\n    pass\n\n\nclass C:\n"
+                   "    def g(self, x: 'PreprocessConfig | None' = None):\n        pass\n\n"
+                   "    def h(self, settings: PreprocessSettings):\n        pass\n")
+    assert config_parameters(src) == ["f(cfg)", "g(x)"]

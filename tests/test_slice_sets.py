@@ -19,7 +19,7 @@ from covidseg.data.layouts import CaseRecord
 from covidseg.data.phantom import make_phantom
 from covidseg.data.steps import preprocess_case
 from covidseg.errors import ConfigError
-from covidseg.stages.preprocess import preprocess_dataset
+from covidseg.stages.preprocess import preprocess_dataset, preprocess_settings
 from covidseg.train.metrics import overlap_metrics, surface_dice_area
 from tests.conftest import REPO
 from tests.test_entrypoints import _run_id, run
@@ -163,14 +163,16 @@ def test_one_slice_volumes_are_slices_never_cut(tmp_path):
     rec = CaseRecord("one", str(tmp_path / "one.nii.gz"), str(tmp_path / "one_mask.nii.gz"))
     lesion = int(ph.infection[z].sum())
     for fit, size in (("resize", 48), ("pad", 128), ("pad", 48)):
-        out = preprocess_case(rec, PreprocessConfig(image_size=size, slice_fit=fit), None)
+        settings = preprocess_settings(PreprocessConfig(image_size=size, slice_fit=fit))
+        out = preprocess_case(rec, settings, None)
         assert out.image.shape == (1, size, size)
         assert out.meta["slice_image"] and out.meta["slice_fit"] == fit
         scale = min(size / 96, 1.0) if fit == "pad" else size / 96
         # the whole lesion is there, scaled by the area factor: nothing was cut
         assert out.infection.sum() == pytest.approx(lesion * scale ** 2, rel=0.2)
         assert out.original.shape == (1, 96, 96) and out.original.sum() == lesion
-    padded = preprocess_case(rec, PreprocessConfig(image_size=128, slice_fit="pad"), None)
+    settings = preprocess_settings(PreprocessConfig(image_size=128, slice_fit="pad"))
+    padded = preprocess_case(rec, settings, None)
     assert padded.infection.sum() == lesion  # padding keeps every pixel
 
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import SimpleITK as sitk
 
-from covidseg.config import PreprocessConfig
 from covidseg.data.layouts import CaseRecord
 from covidseg.data.readers import geometry_of
+from covidseg.data.settings import PreprocessSettings
+from covidseg.data.vocabulary import Labels
 
 HIST_BINS_HU = np.linspace(-1250.0, 250.0, 76)
 HIST_BINS_DISPLAY = np.linspace(0.0, 255.0, 52)
@@ -110,7 +111,7 @@ class CaseMeta:
         return out
 
     @classmethod
-    def of(cls, case: Case, cfg: PreprocessConfig) -> CaseMeta:
+    def of(cls, case: Case, settings: PreprocessSettings) -> CaseMeta:
         """The metadata of a case that went through every step."""
         rec, out, lung, sp = case.record, case.normalised, case.lung, case.spacing
         voxel_ml = (sp[0] * sp[1] * sp[2] / 1000.0) if sp else None
@@ -119,8 +120,9 @@ class CaseMeta:
         return cls(
             case_id=rec.case_id, source=rec.source, labelled=bool(case.infection is not None),
             split=rec.split, grade=rec.grade, task=rec.task, has_truth=case.truth is not None,
-            slice_image=case.slice_mode, slice_fit=cfg.slice_fit if case.slice_mode else None,
-            labels=cfg.labels, canonical_geometry=geometry_of(case.image),
+            slice_image=case.slice_mode,
+            slice_fit=settings.slice_fit if case.slice_mode else None,
+            labels=settings.labels, canonical_geometry=geometry_of(case.image),
             intensity=case.intensity, looked_like_hu=case.looked_like_hu,
             lung_method=case.lung_method, lung_note=case.lung_note, shape=list(out.shape),
             spacing=sp, spacing_in=case.spacing_in, geometry=case.geometry,
@@ -144,7 +146,8 @@ class CaseMeta:
             hist_after=histogram(out[case.region], HIST_BINS_Z),
             **case.stats,
             class_pixels=([int((case.infection == k).sum()) for k in (1, 2)]
-                          if cfg.labels == "multiclass" and case.infection is not None else None),
+                          if settings.labels == Labels.MULTICLASS and case.infection is not None
+                          else None),
         )
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from covidseg.data.vocabulary import Intensity
 from covidseg.errors import NotHounsfield
 
-HU_MODES = ("auto", "hu", "display", "image")
 DISPLAY_CENTRE, DISPLAY_SCALE = 127.5, 63.75
 
 
@@ -56,8 +56,8 @@ def choose_intensity_mode(array: np.ndarray, requested: str, path) -> tuple[str,
     """(mode used, whether the values looked like HU).  ``auto``: ``hu`` for Hounsfield units,
     ``display`` for 8-bit values, ``image`` for anything else; ``hu`` on non-HU data and
     ``display`` on values outside 0…255 are errors."""
-    if requested not in HU_MODES:
-        raise ValueError(f"intensity must be one of {HU_MODES}")
+    if requested not in Intensity.values():
+        raise ValueError(f"intensity must be one of {Intensity.values()}")
     hu_like = looks_like_hu(array)
     if requested == "hu" and not hu_like:
         raise NotHounsfield(path, "intensities are not Hounsfield units "

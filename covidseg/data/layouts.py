@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from covidseg.data.readers import SLICE_SUFFIXES, VOLUME_SUFFIXES, stem_of, suffix_of
+from covidseg.data.vocabulary import Layout, Task
 from covidseg.errors import ConfigError, first_line
 
 IMAGE_SUFFIXES = VOLUME_SUFFIXES + SLICE_SUFFIXES
@@ -259,12 +260,12 @@ def demo_layout(root: Path, **_) -> list[CaseRecord]:
 
 
 ADAPTERS = {
-    "covid19-ct-seg": covid19_ct_seg,
-    "mosmed": mosmed,
-    "msd-lung": msd_lung,
-    "nsclc": nsclc,
-    "glob": glob_layout,
-    "demo": demo_layout,
+    Layout.COVID19_CT_SEG: covid19_ct_seg,
+    Layout.MOSMED: mosmed,
+    Layout.MSD_LUNG: msd_lung,
+    Layout.NSCLC: nsclc,
+    Layout.GLOB: glob_layout,
+    Layout.DEMO: demo_layout,
 }
 
 
@@ -319,7 +320,6 @@ def detect_layout(root: Path, patterns: dict) -> str:
                       f"({', '.join(ADAPTERS)}) or images=/masks= glob patterns")
 
 
-TASKS = ("infection", "tumour", "effusion", "nodule", "other")
 ROLES = ("", "labelled", "unlabelled", "test", "auxiliary")
 SOURCE_KEYS = {"data", "dataset", "task", "role", "name", "images", "masks", "test_images",
                "test_masks", "unlabelled", "lungs"}
@@ -353,9 +353,9 @@ def read_sources(path) -> list[dict]:
         if unknown:
             raise ConfigError(f"{p}: source {i + 1} has unknown keys {sorted(unknown)} "
                               f"(known: {', '.join(sorted(SOURCE_KEYS))})")
-        if e.get("task", "infection") not in TASKS:
+        if e.get("task", "infection") not in Task.values():
             raise ConfigError(f"{p}: source {i + 1}: task={e['task']!r} is not one of "
-                              f"{', '.join(TASKS)}")
+                              f"{', '.join(Task)}")
         if e.get("role", "") not in ROLES:
             raise ConfigError(f"{p}: source {i + 1}: role={e['role']!r} is not one of "
                               f"{', '.join(r for r in ROLES if r)}")

@@ -20,8 +20,6 @@ from scipy import ndimage as ndi
 from covidseg.data.intensity import otsu_threshold
 from covidseg.errors import ConfigError, first_line
 
-LUNG_METHODS = ("auto", "lungmask", "classical", "provided", "none")
-LUNGMASK_MODELS = ("R231", "R231CovidWeb", "LTRCLobes")
 HU_LUNG_THRESHOLD = -320.0
 
 

@@ -21,13 +21,13 @@ import warnings
 from pathlib import Path
 from typing import NamedTuple
 
-from covidseg.config import PreprocessConfig
 from covidseg.data import figures
 from covidseg.data.case import HIST_BINS_DISPLAY, HIST_BINS_HU, HIST_BINS_Z, CaseOutput
 from covidseg.data.fingerprint import dataset_fingerprint
 from covidseg.data.layouts import CaseRecord, write_manifest
 from covidseg.data.lungs import find_lungmask_weights
 from covidseg.data.readers import is_slice_image
+from covidseg.data.settings import PreprocessSettings, SplitSettings
 from covidseg.data.splits import make_splits
 from covidseg.data.steps import preprocess_case
 from covidseg.data.store import (
@@ -45,7 +45,7 @@ log = logging.getLogger("covidseg.preprocess")
 PREPROCESS_VERSION = 3  # 2: truth.npy (oracle lesions of unlabelled demo cases); 3: original.npz
 CODE = ("preprocess.py", "steps.py", "case.py", "masks.py", "inputs.py", "intensity.py",
         "lungs.py", "geometry.py", "readers.py", "layouts.py", "splits.py", "fingerprint.py",
-        "store.py")
+        "store.py", "settings.py", "vocabulary.py")
 
 
 def code_digest() -> str:
@@ -59,25 +59,26 @@ def code_digest() -> str:
     return h.hexdigest()[:16]
 
 
-def _settings(cfg: PreprocessConfig, weights: Path | None) -> dict:
+def _settings(settings: PreprocessSettings, splits: SplitSettings, weights: Path | None) -> dict:
+    """What the dataset's key covers besides its input files."""
     return {
         "version": PREPROCESS_VERSION,
         "code": code_digest(),
-        "intensity": cfg.intensity, "lung_method": cfg.lung_method,
+        "intensity": settings.intensity, "lung_method": settings.lung_method,
         "lung_weights": file_digest(weights) if weights else None,
-        "image_size": cfg.image_size, "window": [cfg.window_min, cfg.window_max],
-        "hist_eq": cfg.hist_eq, "store_dtype": cfg.store_dtype,
-        "slice_fit": cfg.slice_fit, "labels": cfg.labels,
-        "test_cases": cfg.test_cases, "folds": cfg.folds, "seed": cfg.seed,
+        "image_size": settings.image_size, "window": list(settings.window),
+        "hist_eq": settings.hist_eq, "store_dtype": settings.store_dtype,
+        "slice_fit": settings.slice_fit, "labels": settings.labels,
+        "test_cases": splits.test_cases, "folds": splits.folds, "seed": splits.seed,
     }
 
 
-def _lung_weights(cfg: PreprocessConfig, records: list[CaseRecord]) -> Path | None:
+def _lung_weights(settings: PreprocessSettings, records: list[CaseRecord]) -> Path | None:
     """The local lungmask weights the run uses (None: classical extraction)."""
-    if cfg.lung_method not in ("auto", "lungmask"):
+    if settings.lung_method not in ("auto", "lungmask"):
         return None
-    weights = find_lungmask_weights(cfg.lung_weights or None, cfg.lung_model)
-    if cfg.lung_method == "lungmask" and weights is None:
+    weights = find_lungmask_weights(settings.lung_weights or None, settings.lung_model)
+    if settings.lung_method == "lungmask" and weights is None:
         raise ConfigError("lung_method=lungmask needs local weights: pass lung_weights=FILE "
                           "(covidseg never downloads them)")
     volumes = any(not is_slice_image(Path(r.image)) for r in records)
@@ -92,19 +93,28 @@ class Built(NamedTuple):
     seconds: float  # building it (or finding it)
 
 
-def build_dataset(records: list[CaseRecord], cfg: PreprocessConfig, root: Path | None = None,
-                  dataset: str = "manifest", progress: bool = True) -> Built:
-    """Preprocess the cases of a manifest into the cache, or find them there (``root``: the data
-    folder, ``dataset``: its layout, both recorded in ``dataset.json``)."""
+def build_dataset(records: list[CaseRecord], settings: PreprocessSettings,
+                  splits: SplitSettings, params: dict[str, str], root: Path | None = None,
+                  dataset: str = "manifest", strict: bool = False, device: str = "auto",
+                  progress: bool = True) -> Built:
+    """Preprocess the cases of a manifest into the cache, or find them there (``params``: the
+    run's parameters, ``root``: the data folder, ``dataset``: its layout, all recorded in
+    ``dataset.json``; ``strict``: stop at the first bad case; ``device``: auto, cpu or cuda, where
+    lungmask runs)."""
     root = root or Path(".")
-    weights = _lung_weights(cfg, records)
-    key = content_key(records, _settings(cfg, weights))
+    weights = _lung_weights(settings, records)
+    key = content_key(records, _settings(settings, splits, weights))
     out = cache_root() / "preprocessed" / key
     cache_hit = (out / "dataset.json").exists()
     t0 = time.time()
     if not cache_hit:
-        _build(cfg, records, weights, out, dataset, root, key, progress)
-    elif cfg.strict:  # the cached dataset may hold failures recorded by a non-strict run
+        out.mkdir(parents=True, exist_ok=True)
+        write_manifest(records, out / "manifest.csv")
+        metas, failed, example, slice_examples = _process_cases(
+            settings, records, weights, out, strict, device, progress)
+        _describe(records, metas, failed, example, slice_examples, splits, params,
+                  out, dataset, root, key)
+    elif strict:  # the cached dataset may hold failures recorded by a non-strict run
         with open(out / "failed.csv", newline="") as fh:
             first = next(csv.DictReader(fh), None)
         if first:
@@ -112,16 +122,15 @@ def build_dataset(records: list[CaseRecord], cfg: PreprocessConfig, root: Path |
     return Built(PreprocessedDataset(out), cache_hit, time.time() - t0)
 
 
-def _build(cfg, records, weights, out: Path, dataset: str, root: Path, key: str,
-           progress: bool) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_manifest(records, out / "manifest.csv")
-    metas, failed, example, slice_examples = _process_cases(cfg, records, weights, out, progress)
+def _describe(records, metas: dict[str, dict], failed: list[dict], example, slice_examples,
+              split_settings: SplitSettings, params: dict[str, str], out: Path, dataset: str,
+              root: Path, key: str) -> None:
+    """Splits, fingerprint, failures, figures and ``dataset.json`` of the processed cases."""
     ok = [m for m in metas.values()]
     if not ok:
         raise ConfigError(f"{root}: no case could be preprocessed ({len(failed)} failed; first: "
                           f"{failed[0]['error'] if failed else 'none'})")
-    splits = _splits(ok, cfg)
+    splits = _splits(ok, split_settings)
     fp = dataset_fingerprint(ok, n_failed=len(failed))
     (out / "splits.json").write_text(json.dumps(splits, indent=1))
     (out / "fingerprint.json").write_text(json.dumps(fp, indent=1))
@@ -135,7 +144,7 @@ def _build(cfg, records, weights, out: Path, dataset: str, root: Path, key: str,
         "store_version": 1,
         "dataset": dataset,
         "data_root": str(root),
-        "config": cfg.to_params(),
+        "config": dict(params),
         "n_cases": len(ok),
         "n_failed": len(failed),
         "cases": [metas[r.case_id] for r in records if r.case_id in metas],
@@ -147,13 +156,14 @@ def _build(cfg, records, weights, out: Path, dataset: str, root: Path, key: str,
     tmp.replace(out / "dataset.json")
 
 
-def _process_cases(cfg, records, weights, out: Path, progress: bool):
+def _process_cases(settings: PreprocessSettings, records, weights, out: Path, strict: bool,
+                   device: str, progress: bool):
     """Each case preprocessed and written (one finished by an interrupted run is kept): (metas by
     id, failures, the volume with the most lesion, up to 4 slices with lesion — for figures)."""
     import torch
     from tqdm import tqdm
 
-    force_cpu = not (cfg.device in ("auto", "cuda") and torch.cuda.is_available())
+    force_cpu = not (device in ("auto", "cuda") and torch.cuda.is_available())
     metas: dict[str, dict] = {}
     failed: list[dict] = []
     example: CaseOutput | None = None  # the volume with the most lesion, for the 3-view figure
@@ -166,15 +176,15 @@ def _process_cases(cfg, records, weights, out: Path, progress: bool):
             metas[rec.case_id] = done
             continue
         try:
-            res = preprocess_case(rec, cfg, weights, force_cpu=force_cpu, keep_before=True)
+            res = preprocess_case(rec, settings, weights, force_cpu=force_cpu, keep_before=True)
         except CaseError as exc:
-            if cfg.strict:
+            if strict:
                 raise
             failed.append({"case_id": rec.case_id, "path": exc.path or rec.image,
                            "kind": exc.kind, "error": str(exc)})
             log.warning("case %s failed: %s", rec.case_id, exc)
             continue
-        write_case(case_dir, res.image, res.infection, res.lung, res.meta, cfg.store_dtype,
+        write_case(case_dir, res.image, res.infection, res.lung, res.meta, settings.store_dtype,
                    truth=res.truth, original=res.original)
         metas[rec.case_id] = res.meta
         if res.meta["slice_image"]:
@@ -186,7 +196,7 @@ def _process_cases(cfg, records, weights, out: Path, progress: bool):
     return metas, failed, example, slice_examples
 
 
-def _splits(ok: list[dict], cfg: PreprocessConfig) -> dict:
+def _splits(ok: list[dict], settings: SplitSettings) -> dict:
     """Test set, folds, the unlabelled pool and the auxiliary (labelled non-COVID) cases."""
     target = [m for m in ok if m["labelled"] and m["task"] == "infection"]
     labelled = [m["case_id"] for m in target]
@@ -197,10 +207,10 @@ def _splits(ok: list[dict], cfg: PreprocessConfig) -> dict:
     auxiliary = [m["case_id"] for m in ok if m["labelled"] and m["task"] != "infection"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        splits = make_splits(labelled, cfg.test_cases, cfg.folds, cfg.seed, official, unlabelled,
-                             not_test) \
-            if labelled else {"seed": cfg.seed, "test": [], "test_is_official": False, "folds": [],
-                              "unlabelled": unlabelled}
+        splits = make_splits(labelled, settings.test_cases, settings.folds, settings.seed,
+                             official, unlabelled, not_test) \
+            if labelled else {"seed": settings.seed, "test": [], "test_is_official": False,
+                              "folds": [], "unlabelled": unlabelled}
     for w in caught:
         log.warning("%s", w.message)
     splits["auxiliary"] = sorted(auxiliary)  # labelled non-COVID cases (supervised pretraining)

@@ -12,10 +12,11 @@ import warnings
 
 import numpy as np
 
+from covidseg.data.vocabulary import Regime
 from covidseg.errors import ConfigError
 
-REGIME_ALIASES = {"40-10": "standard", "10-40": "inverse", "standard": "standard",
-                  "inverse": "inverse"}
+REGIME_ALIASES = {Regime.STANDARD: Regime.STANDARD, Regime.INVERSE: Regime.INVERSE,
+                  Regime.FORTY_TEN: Regime.STANDARD, Regime.TEN_FORTY: Regime.INVERSE}
 
 
 def make_splits(labelled: list[str], test_cases: int = 20, folds: int = 5, seed: int = 0,
@@ -64,6 +65,6 @@ def fold_split(splits: dict, fold: int, regime: str = "standard") -> tuple[list[
     if regime not in REGIME_ALIASES:
         raise ConfigError(f"regime={regime!r} is not one of {', '.join(REGIME_ALIASES)}")
     others = sorted(c for k, f in enumerate(folds) if k != fold for c in f)
-    if REGIME_ALIASES[regime] == "standard":
+    if REGIME_ALIASES[regime] == Regime.STANDARD:
         return others, list(folds[fold])
     return list(folds[fold]), others

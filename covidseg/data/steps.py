@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from covidseg.config import PreprocessConfig
 from covidseg.data.case import Case, CaseMeta, CaseOutput
 from covidseg.data.geometry import (
     check_geometry,
@@ -47,26 +46,28 @@ from covidseg.data.layouts import CaseRecord
 from covidseg.data.lungs import classical_lung_mask, lungmask_lung_mask
 from covidseg.data.masks import read_mask
 from covidseg.data.readers import geometry_of, is_slice_image, read_image, to_canonical
+from covidseg.data.settings import PreprocessSettings
+from covidseg.data.vocabulary import Labels
 from covidseg.errors import EmptyMask, MissingInput, NaNValues
 
 
-def read_case(record: CaseRecord, cfg: PreprocessConfig,
+def read_case(record: CaseRecord, settings: PreprocessSettings,
               original: sitk.Image | None = None) -> Case:
     """1. The case on its canonical grid, masks checked, intensity scheme chosen (``original``:
     its image, when the caller has read it already)."""
     original = original if original is not None else read_image(record.image)
     image = to_canonical(original)
     slice_mode = is_slice_image(Path(record.image)) or image.GetSize()[2] == 1
-    check_geometry(image, record.image, slice_mode, cfg.min_size, cfg.max_field_of_view_mm,
-                   cfg.max_voxels)
+    check_geometry(image, record.image, slice_mode, settings.min_size,
+                   settings.max_field_of_view_mm, settings.max_voxels)
     arr = sitk.GetArrayFromImage(image).astype(np.float32)
     n_bad = int(arr.size - np.isfinite(arr).sum())
     if n_bad:
         raise NaNValues(record.image, f"{n_bad} voxels are NaN or infinite")
-    infection = read_mask(record.infection, image, record.image, "infection", cfg.labels) \
+    infection = read_mask(record.infection, image, record.image, "infection", settings.labels) \
         if record.infection else None
     truth = read_mask(record.truth, image, record.image, "infection") if record.truth else None
-    mode, hu_like = choose_intensity_mode(arr, cfg.intensity, record.image)
+    mode, hu_like = choose_intensity_mode(arr, settings.intensity, record.image)
     return Case(record, image, geometry_of(original),
                 slice_mode=slice_mode,
                 array=arr, infection=infection, truth=truth, intensity=mode,
@@ -89,11 +90,11 @@ def choose_lung_method(requested: str, hu: bool, slice_mode: bool, weights: Path
     return requested, ""
 
 
-def extract_lungs(case: Case, cfg: PreprocessConfig, weights: Path | None,
+def extract_lungs(case: Case, settings: PreprocessSettings, weights: Path | None,
                   force_cpu: bool = True) -> Case:
     """2. The lung mask on the original grid, and the share of the lesion inside it."""
     rec, hu = case.record, case.intensity == "hu"
-    method, note = choose_lung_method(cfg.lung_method, hu, case.slice_mode, weights, rec)
+    method, note = choose_lung_method(settings.lung_method, hu, case.slice_mode, weights, rec)
     lung = None
     if method == "lungmask":
         lung = lungmask_lung_mask(case.image, weights, force_cpu=force_cpu)
@@ -112,15 +113,16 @@ def extract_lungs(case: Case, cfg: PreprocessConfig, weights: Path | None,
                    infection_in_lung=coverage, lung_original=lung)
 
 
-def resample(case: Case, cfg: PreprocessConfig) -> Case:
+def resample(case: Case, settings: PreprocessSettings) -> Case:
     """3. Volumes to 1 × 1 mm in-plane (slice spacing kept); 2D slices fitted to image_size."""
     if case.slice_mode:
-        size, fit = cfg.image_size, cfg.slice_fit
+        size, fit = settings.image_size, settings.slice_fit
 
         def move(mask):
             if mask is None or not size:
                 return mask
-            binary = mask.dtype == bool or cfg.labels != "multiclass" or mask is not case.infection
+            binary = (mask.dtype == bool or settings.labels != Labels.MULTICLASS
+                      or mask is not case.infection)
             out = resize_slices(mask.astype(np.uint8), size, label=True, fit=fit, binary=binary)
             return out.astype(bool) if mask.dtype == bool else out
 
@@ -144,25 +146,24 @@ def resample(case: Case, cfg: PreprocessConfig) -> Case:
                    truth=move(case.truth), spacing=spacing)
 
 
-def normalise(case: Case, cfg: PreprocessConfig) -> Case:
+def normalise(case: Case, settings: PreprocessSettings) -> Case:
     """4. The z-scored intensities, the region their statistics came from, the statistics."""
     region, array = case.lung, case.array
     if case.intensity == "hu":
         if region is None:
             region = foreground_mask(array)
-        out, stats = lung_window_zscore(array, region, (cfg.window_min, cfg.window_max),
-                                        cfg.hist_eq)
+        out, stats = lung_window_zscore(array, region, settings.window, settings.hist_eq)
     else:
         scheme = display_map if case.intensity == "display" else image_zscore
-        out, stats = scheme(array, region, cfg.hist_eq, zero_outside=region is not None)
+        out, stats = scheme(array, region, settings.hist_eq, zero_outside=region is not None)
         if region is None:
             region = foreground_mask(array)
     return replace(case, normalised=out, region=region, stats=stats)
 
 
-def crop(case: Case, cfg: PreprocessConfig) -> Case:
+def crop(case: Case, settings: PreprocessSettings) -> Case:
     """5. With ``image_size``, a volume cropped/padded in-plane around its lungs (1 mm grid)."""
-    size = cfg.image_size
+    size = settings.image_size
     if not size or case.slice_mode:
         return case
     lung, region, out = case.lung, case.region, case.normalised
@@ -183,15 +184,15 @@ def crop(case: Case, cfg: PreprocessConfig) -> Case:
                    lung_lost_by_crop=1.0 - float(kept.sum()) / before if before else 0.0)
 
 
-def preprocess_case(record: CaseRecord, cfg: PreprocessConfig, weights: Path | None,
+def preprocess_case(record: CaseRecord, settings: PreprocessSettings, weights: Path | None,
                     force_cpu: bool = True, keep_before: bool = False,
                     original: sitk.Image | None = None) -> CaseOutput:
     """Preprocess one case: the steps in order, then its metadata (``keep_before``: keep the
     intensities before normalisation, for figures; ``original``: its image, when the caller has
     read it already); raises a one-line :class:`~covidseg.errors.CaseError` on bad input."""
-    case = read_case(record, cfg, original)
-    case = extract_lungs(case, cfg, weights, force_cpu=force_cpu)
-    case = crop(normalise(resample(case, cfg), cfg), cfg)
-    return CaseOutput(case.normalised, case.infection, case.lung, CaseMeta.of(case, cfg).to_dict(),
-                      case.array if keep_before else None, case.truth, case.infection_original,
-                      case.lung_original)
+    case = read_case(record, settings, original)
+    case = extract_lungs(case, settings, weights, force_cpu=force_cpu)
+    case = crop(normalise(resample(case, settings), settings), settings)
+    return CaseOutput(case.normalised, case.infection, case.lung,
+                      CaseMeta.of(case, settings).to_dict(), case.array if keep_before else None,
+                      case.truth, case.infection_original, case.lung_original)

@@ -39,10 +39,12 @@ from covidseg.data.readers import (
     stem_of,
     suffix_of,
 )
+from covidseg.data.settings import PreprocessSettings
 from covidseg.device import place_model, resolve_device
 from covidseg.errors import CaseError, ConfigError
 from covidseg.inference import output_classes, predict_volume
 from covidseg.models.checkpoint import load_model
+from covidseg.stages.preprocess import preprocess_settings
 from covidseg.tracking import NullTracker, Tag
 
 log = logging.getLogger("covidseg.predict")
@@ -84,7 +86,7 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, config: dict, device: torch.device,
                  batch_size: int = 16, tta: bool = False):
         self.model, self.config, self.device = place_model(model, device).eval(), config, device
-        self.preprocess = preprocess_config_of(config)
+        self.preprocess = preprocess_settings(preprocess_config_of(config))
         self.batch_size, self.tta = batch_size, tta
         self._weights, self._warned, self._warned_intensity = None, False, False
         if self.preprocess.lung_method in ("auto", "lungmask"):
@@ -136,15 +138,15 @@ class Predictor:
                                force_cpu=self.device.type != "cuda", original=original)
         return path, case_id, original, prep
 
-    def preprocess_for(self, original) -> PreprocessConfig:
+    def preprocess_for(self, original) -> PreprocessSettings:
         """The preprocessing of one input: the model's.  A model trained with ``intensity=auto``
         before the ``display`` scheme existed (no ``intensity_modes`` in ``model.json``) saw
         8-bit images z-scored per image, so its 8-bit inputs still are."""
-        cfg = self.preprocess
-        if (cfg.intensity == "auto" and "intensity_modes" not in self.config
+        settings = self.preprocess
+        if (settings.intensity == "auto" and "intensity_modes" not in self.config
                 and looks_like_display(sitk.GetArrayViewFromImage(original))):
-            return replace(cfg, intensity="image")
-        return cfg
+            return replace(settings, intensity="image")
+        return settings
 
     def predict_prepared(self, prepared: tuple, output, threshold=None,
                          restrict_to_lungs: bool = True, probabilities: bool = False) -> dict:

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 
 from covidseg.config import PreprocessConfig
+from covidseg.data import inputs
 from covidseg.data.fingerprint import fingerprint_metrics
-from covidseg.data.inputs import resolve_inputs
+from covidseg.data.inputs import InputSettings, resolve_inputs
 from covidseg.data.layouts import CaseRecord
+from covidseg.data.phantom import DemoSpec
 from covidseg.data.preprocess import build_dataset
+from covidseg.data.settings import PreprocessSettings, SplitSettings
 from covidseg.data.store import PreprocessedDataset, dataset_size_mb
 from covidseg.errors import ConfigError
 from covidseg.tracking import NullTracker, Tag
@@ -33,13 +37,43 @@ INTENSITY_WORDS = {"hu": "are in HU (lung window, z-scored over the lungs)",
                    "image": "are neither (z-scored per image: intensity=image)"}
 
 
+def _from_config(cls, cfg: PreprocessConfig, **given):
+    """A settings object of the data layer: each field the parameter of the same name (those in
+    ``given`` as given)."""
+    return cls(**{f.name: given[f.name] if f.name in given else getattr(cfg, f.name)
+                  for f in fields(cls)})
+
+
+def preprocess_settings(cfg: PreprocessConfig) -> PreprocessSettings:
+    """How each case is preprocessed, as the parameters say."""
+    return _from_config(PreprocessSettings, cfg, window=(cfg.window_min, cfg.window_max))
+
+
+def split_settings(cfg: PreprocessConfig) -> SplitSettings:
+    return _from_config(SplitSettings, cfg)
+
+
+def input_settings(cfg: PreprocessConfig) -> InputSettings:
+    """Where the cases come from, as the parameters say (``demo_*``: the demo cohort's size)."""
+    demo = DemoSpec(labelled=cfg.demo_labelled, unlabelled=cfg.demo_unlabelled,
+                    noncovid=cfg.demo_noncovid, size=cfg.demo_size, depth_mm=cfg.demo_depth,
+                    difficulty=cfg.demo_difficulty, display_fraction=cfg.demo_display_fraction,
+                    seed=0)
+    return _from_config(InputSettings, cfg, demo=demo)
+
+
+def check_inputs(cfg: PreprocessConfig) -> None:
+    """``preprocess``'s check before its run exists (:func:`covidseg.data.inputs.check_inputs`)."""
+    inputs.check_inputs(input_settings(cfg))
+
+
 def preprocess_dataset(cfg: PreprocessConfig, tracker=None, progress: bool = True) -> dict:
     """Build (or find in the cache) the preprocessed dataset; log it; return a summary."""
     tracker = tracker or NullTracker()
     cfg.validate()
     if cfg.window_min >= cfg.window_max:
         raise ConfigError(f"window_min={cfg.window_min} must be below window_max={cfg.window_max}")
-    root, dataset, records = resolve_inputs(cfg, progress)
+    root, dataset, records = resolve_inputs(input_settings(cfg), progress)
     return preprocess_records(records, cfg, tracker, root=root, dataset=dataset, progress=progress)
 
 
@@ -48,7 +82,9 @@ def preprocess_records(records: list[CaseRecord], cfg: PreprocessConfig, tracker
                        progress: bool = True) -> dict:
     """Preprocess the cases of a manifest into the cache (or find them there); log; summarise."""
     tracker = tracker or NullTracker()
-    built = build_dataset(records, cfg, root=root, dataset=dataset, progress=progress)
+    built = build_dataset(records, preprocess_settings(cfg), split_settings(cfg), cfg.to_params(),
+                          root=root, dataset=dataset, strict=cfg.strict, device=cfg.device,
+                          progress=progress)
     return _log_dataset(built.dataset, tracker, cfg, built.cache_hit, built.seconds)
 
 

@@ -17,7 +17,7 @@ from covidseg.data import preprocess as build
 from covidseg.data.case import CaseMeta
 from covidseg.data.layouts import CaseRecord, read_manifest
 from covidseg.data.steps import preprocess_case
-from covidseg.stages.preprocess import preprocess_dataset
+from covidseg.stages.preprocess import preprocess_dataset, preprocess_settings
 
 # meta.json / dataset.json "cases": every case has these, in this order (class_pixels follows
 # with labels=multiclass)
@@ -41,7 +41,7 @@ def test_case_meta_keys_are_the_documented_ones(phantom_files, tmp_path):
     assert [f.name for f in fields(CaseMeta)] == KEYS + ["class_pixels"]
     case = phantom_files[1][0]
     rec = CaseRecord("c", str(case["image"]), str(case["infection"]), str(case["lung"]))
-    assert list(preprocess_case(rec, PreprocessConfig(), None).meta) == KEYS
+    assert list(preprocess_case(rec, preprocess_settings(PreprocessConfig()), None).meta) == KEYS
     # a 0/1/2 label map: class_pixels (ground-glass, consolidation) is added last
     mask = sitk.ReadImage(str(case["infection"]))
     labels = sitk.GetArrayFromImage(mask).astype(np.uint8)
@@ -50,7 +50,7 @@ def test_case_meta_keys_are_the_documented_ones(phantom_files, tmp_path):
     multi.CopyInformation(mask)
     sitk.WriteImage(multi, str(tmp_path / "multi.nii.gz"))
     rec.infection = str(tmp_path / "multi.nii.gz")
-    out = preprocess_case(rec, PreprocessConfig(labels="multiclass"), None)
+    out = preprocess_case(rec, preprocess_settings(PreprocessConfig(labels="multiclass")), None)
     assert list(out.meta) == KEYS + ["class_pixels"]
     assert out.meta["class_pixels"] == [int((out.infection == k).sum()) for k in (1, 2)]
     assert all(out.meta["class_pixels"])
@@ -73,5 +73,5 @@ def test_steps_reproduce_the_dataset_of_a_fixed_phantom_config(tmp_path, monkeyp
     assert h.hexdigest()[:16] == FIXED_FILES
     # and a fresh preprocess of each case gives the metadata the dataset stored
     for rec, stored in zip(read_manifest(root / "manifest.csv"), cases):
-        fresh = preprocess_case(rec, PreprocessConfig(**FIXED), None).meta
+        fresh = preprocess_case(rec, preprocess_settings(PreprocessConfig(**FIXED)), None).meta
         assert json.loads(json.dumps(fresh, default=float)) == stored

@@ -15,12 +15,21 @@ from covidseg.data.splits import fold_split, make_splits
 from covidseg.data.steps import preprocess_case
 from covidseg.data.store import PreprocessedDataset
 from covidseg.errors import CaseError, ConfigError, EmptyMask, MissingInput, NotHounsfield
-from covidseg.stages.preprocess import preprocess_dataset, preprocess_records
+from covidseg.stages.preprocess import (
+    preprocess_dataset,
+    preprocess_records,
+    preprocess_settings,
+)
 from tests.helpers import PATIENT_ID, PATIENT_NAME, write_dicom_series, write_png_slice
 
 
 def _cfg(**kw):
     return PreprocessConfig(**kw)
+
+
+def _prep(**kw):
+    """How preprocess_case preprocesses, as preprocess's parameters ``kw`` say."""
+    return preprocess_settings(PreprocessConfig(**kw))
 
 
 def _rec(case, i=0, **kw):
@@ -31,7 +40,7 @@ def _rec(case, i=0, **kw):
 def test_phantom_volume_matches_spec_numbers(phantom_files):
     case = phantom_files[1][0]
     ph = case["phantom"]
-    out = preprocess_case(_rec(case), _cfg(), weights=None)
+    out = preprocess_case(_rec(case), _prep(), weights=None)
     m = out.meta
     assert m["spacing"][:2] == [1.0, 1.0] and m["spacing"][2] == pytest.approx(ph.spacing[2])
     expected_xy = round(ph.image.shape[1] * ph.spacing[0])
@@ -53,7 +62,7 @@ def test_phantom_volume_matches_spec_numbers(phantom_files):
 
 def test_window_clip_happens_before_zscore(phantom_files):
     case = phantom_files[1][2]
-    out = preprocess_case(_rec(case), _cfg(window_min=-1000, window_max=-500), weights=None)
+    out = preprocess_case(_rec(case), _prep(window_min=-1000, window_max=-500), weights=None)
     lung = out.lung
     # clipping at -500 HU caps the z-scores: the largest equals the clipped maximum
     assert out.image[lung].max() == pytest.approx(
@@ -71,9 +80,9 @@ def test_intensity_auto_is_per_case_and_hu_on_display_values_is_an_error(tmp_pat
     rec_hu = CaseRecord("hu", str(tmp_path / "hu.nii.gz"), str(tmp_path / "hu_m.nii.gz"))
     rec_disp = CaseRecord("disp", str(tmp_path / "disp.nii.gz"), str(tmp_path / "disp_m.nii.gz"))
     rec_raw = CaseRecord("raw", str(tmp_path / "raw.nii.gz"), str(tmp_path / "disp_m.nii.gz"))
-    a = preprocess_case(rec_hu, _cfg(intensity="auto"), None)
-    b = preprocess_case(rec_disp, _cfg(intensity="auto"), None)
-    r = preprocess_case(rec_raw, _cfg(intensity="auto"), None)
+    a = preprocess_case(rec_hu, _prep(intensity="auto"), None)
+    b = preprocess_case(rec_disp, _prep(intensity="auto"), None)
+    r = preprocess_case(rec_raw, _prep(intensity="auto"), None)
     assert (a.meta["intensity"], b.meta["intensity"], r.meta["intensity"]) == (
         "hu", "display", "image")
     # 8-bit display values: one fixed map for every image, (v - 127.5) / 63.75, lungs kept
@@ -89,9 +98,9 @@ def test_intensity_auto_is_per_case_and_hu_on_display_values_is_an_error(tmp_pat
                   image=False)
     lungs = {"lung": str(tmp_path / "lung.nii.gz")}
     d0 = preprocess_case(CaseRecord("d0", str(tmp_path / "disp.nii.gz"), **lungs),
-                         _cfg(lung_method="provided"), None)
+                         _prep(lung_method="provided"), None)
     d1 = preprocess_case(CaseRecord("d1", str(tmp_path / "dark.nii.gz"), **lungs),
-                         _cfg(lung_method="provided"), None)
+                         _prep(lung_method="provided"), None)
     assert d1.meta["intensity"] == "display"
     inner = ndi.binary_erosion(d0.lung, iterations=2)
     assert inner.sum() > 100
@@ -99,21 +108,21 @@ def test_intensity_auto_is_per_case_and_hu_on_display_values_is_an_error(tmp_pat
     # any other non-HU values: z-scored per image
     assert abs(float(r.image[r.lung].mean())) < 1e-4 and np.all(r.image[~r.lung] == 0)
     with pytest.raises(NotHounsfield, match=r"disp\.nii\.gz: intensities are not Hounsfield units"):
-        preprocess_case(rec_disp, _cfg(intensity="hu"), None)
+        preprocess_case(rec_disp, _prep(intensity="hu"), None)
     with pytest.raises(NotHounsfield, match=r"raw\.nii\.gz: intensities are not 8-bit display"):
-        preprocess_case(rec_raw, _cfg(intensity="display"), None)
-    c = preprocess_case(rec_hu, _cfg(intensity="image"), None)
+        preprocess_case(rec_raw, _prep(intensity="display"), None)
+    c = preprocess_case(rec_hu, _prep(intensity="image"), None)
     assert c.meta["intensity"] == "image"
 
 
 def test_lung_methods_provided_none_and_empty(phantom_files):
     case = phantom_files[1][1]
-    prov = preprocess_case(_rec(case), _cfg(lung_method="provided"), None)
+    prov = preprocess_case(_rec(case), _prep(lung_method="provided"), None)
     assert prov.meta["lung_method"] == "provided"
-    none = preprocess_case(_rec(case), _cfg(lung_method="none"), None)
+    none = preprocess_case(_rec(case), _prep(lung_method="none"), None)
     assert none.meta["lung_method"] == "none" and none.lung is None
     with pytest.raises(MissingInput, match="lung_method=provided but this case has no lung mask"):
-        preprocess_case(CaseRecord("x", str(case["image"])), _cfg(lung_method="provided"), None)
+        preprocess_case(CaseRecord("x", str(case["image"])), _prep(lung_method="provided"), None)
 
 
 def test_empty_lung_extraction_is_reported(tmp_path):
@@ -122,7 +131,7 @@ def test_empty_lung_extraction_is_reported(tmp_path):
     sitk.WriteImage(img, str(tmp_path / "solid.nii.gz"))
     with pytest.raises(EmptyMask,
                        match=r"solid\.nii\.gz: lung extraction \(classical\) found no lung"):
-        preprocess_case(CaseRecord("s", str(tmp_path / "solid.nii.gz")), _cfg(intensity="image"),
+        preprocess_case(CaseRecord("s", str(tmp_path / "solid.nii.gz")), _prep(intensity="image"),
                         None)
 
 
@@ -150,24 +159,24 @@ def test_lungmask_with_local_weights_only_on_hu_cases(tmp_path):
     write_phantom(disp, tmp_path / "disp.nii.gz")
     before = list(warnings.filters)
     a = preprocess_case(CaseRecord("hu", str(tmp_path / "hu.nii.gz")),
-                        _cfg(lung_method="lungmask"), weights)
+                        _prep(lung_method="lungmask"), weights)
     assert list(warnings.filters) == before  # lungmask's global warning filter was undone
     # the head answers "lung" everywhere: lungmask returns its whole body crop as lung
     assert a.meta["lung_method"] == "lungmask" and a.lung.mean() > 0.3
     b = preprocess_case(CaseRecord("disp", str(tmp_path / "disp.nii.gz")),
-                        _cfg(lung_method="lungmask"), weights)
+                        _prep(lung_method="lungmask"), weights)
     assert b.meta["lung_method"] == "classical" and "not HU" in b.meta["lung_note"]
-    c = preprocess_case(CaseRecord("hu", str(tmp_path / "hu.nii.gz")), _cfg(lung_method="auto"),
+    c = preprocess_case(CaseRecord("hu", str(tmp_path / "hu.nii.gz")), _prep(lung_method="auto"),
                         weights)
     assert c.meta["lung_method"] == "lungmask"
 
 
 def test_image_size_crops_around_the_lungs(phantom_files):
     case = phantom_files[1][0]
-    out = preprocess_case(_rec(case), _cfg(image_size=32), None)
+    out = preprocess_case(_rec(case), _prep(image_size=32), None)
     assert out.image.shape[1:] == (32, 32) and out.infection.shape == out.image.shape
     assert 0 < out.meta["lung_lost_by_crop"] < 1
-    big = preprocess_case(_rec(case), _cfg(image_size=96), None)
+    big = preprocess_case(_rec(case), _prep(image_size=96), None)
     assert big.image.shape[1:] == (96, 96) and big.meta["lung_lost_by_crop"] == 0
     assert np.all(big.image[~big.lung] == 0)
 
@@ -178,7 +187,7 @@ def test_2d_slice_images_resized_with_display_mode(tmp_path):
         write_png_slice(ph.image[0][:h, :w], tmp_path / "img" / f"s{i}.png")
         write_png_slice(ph.infection[0][:h, :w] * 255.0, tmp_path / "msk" / f"s{i}_mask.png")
     _, recs = build_manifest(tmp_path, images="img/*.png", masks="msk/*.png")
-    outs = [preprocess_case(r, _cfg(image_size=64), None) for r in recs]
+    outs = [preprocess_case(r, _prep(image_size=64), None) for r in recs]
     for o in outs:
         assert o.image.shape == (1, 64, 64) and o.infection.shape == (1, 64, 64)
         assert o.meta["intensity"] == "display" and o.meta["lung_method"] == "none"

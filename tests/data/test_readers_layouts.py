@@ -162,3 +162,22 @@ def test_unknown_layout_and_missing_folder(tmp_path):
         build_manifest(tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
         build_manifest(tmp_path / "missing")
+
+
+def test_every_layout_name_has_its_adapter_and_every_regime_its_meaning():
+    """The vocabularies (covidseg.data.vocabulary) are what the registries are keyed by, and what
+    the parameters allow."""
+    from covidseg.config import FinetuneConfig, PreprocessConfig
+    from covidseg.data.layouts import ADAPTERS
+    from covidseg.data.splits import REGIME_ALIASES
+    from covidseg.data.vocabulary import Layout, Regime
+
+    assert list(ADAPTERS) == list(Layout)
+    assert set(REGIME_ALIASES) == set(Regime) and set(REGIME_ALIASES.values()) == {
+        Regime.STANDARD, Regime.INVERSE}
+    choices = {f: PreprocessConfig.__dataclass_fields__[f].metadata["choices"]
+               for f in ("dataset", "lung_method")}
+    assert choices == {"dataset": ("auto", *Layout.values()),
+                       "lung_method": ("auto", "lungmask", "classical", "provided", "none")}
+    assert FinetuneConfig.__dataclass_fields__["regime"].metadata["choices"] == (
+        "standard", "inverse", "40-10", "10-40")

@@ -114,7 +114,7 @@ def _data_lines(model: dict, metrics: dict, dataset: dict, fingerprint: dict) ->
     prep = [f"{k} {', '.join(v) if isinstance(v, list) else v}" for k, v in (
         ("intensity", model.get("intensity_modes") or pre.get("intensity")),
         ("lung extraction", model.get("lung_methods") or pre.get("lung_method")),
-        ("image size", pre.get("image_size"))) if v not in (None, "", [])]
+        ("image size", pre.get("image_size"))) if v not in (None, "", [], 0, "0")]
     if pre.get("window_min") not in (None, "") and pre.get("window_max") not in (None, ""):
         prep.append(f"window [{pre['window_min']}, {pre['window_max']}] HU")
     if prep:

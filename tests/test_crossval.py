@@ -48,6 +48,11 @@ def test_cv_parent_nested_folds_and_the_ensemble(tracking_uri, preprocess_run, t
     ds = resolve_dataset(preprocess_run)[0]
     labelled = sum(len(f) for f in ds.splits["folds"])
     assert len(rows) == 1 + labelled  # every labelled training case scored once, out of fold
+    # the ensemble's card scores it out of fold
+    card = client.get_logged_model(p.data.tags["covidseg.model_uri"].split("/")[-1]).tags[
+        "mlflow.note.content"]
+    assert f"| validation (out-of-fold, 2 folds) | {m['cv_volume_dice']:.4f} |" in card, card
+    assert "An ensemble of 2 fold models" in card
 
     # evaluate on the ensemble = the mean of the fold models' probabilities, thresholded
     r = run(["covidseg", "evaluate", f"--model={parent}", f"--data={preprocess_run}",

@@ -166,6 +166,7 @@ class MlflowTracker:
             model_signature,
         )
 
+        card = redact(self.model_card(model_dir, register_as, metrics))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             info = mlflow.pyfunc.log_model(
@@ -181,6 +182,8 @@ class MlflowTracker:
                      for k, v in metrics.items() if v is not None and np_isfinite(v)]
             for i in range(0, len(items), 500):
                 self.client.log_batch(self.run_id, metrics=items[i:i + 500])
+        self.publish_card(card, getattr(info, "model_id", None), register_as,
+                          info.registered_model_version)
         tags = {Tag.MODEL_URI: info.model_uri}
         if register_as and info.registered_model_version:
             tags[Tag.REGISTERED] = f"models:/{register_as}/{info.registered_model_version}"
@@ -190,3 +193,56 @@ class MlflowTracker:
                 tags[Tag.ALIAS] = f"models:/{register_as}@{alias}"
         self.set_tags(tags)
         return info.model_uri
+
+    def model_card(self, model_dir, name: str = "", scores: dict | None = None) -> str:
+        """The Markdown card (:func:`covidseg.tracking.model_card.model_card`) of the model in
+        ``model_dir``, from what this run holds: its metrics (and ``scores``), its plan
+        parameters, its training dataset input and the ``fp_*`` fingerprint of the preprocess run
+        it names as its data source."""
+        import json
+        from pathlib import Path
+
+        from mlflow.exceptions import MlflowException
+
+        from covidseg.tracking.model_card import model_card
+
+        config = json.loads((Path(model_dir) / "model.json").read_text())
+        run = self.client.get_run(self.run_id)
+        params = run.data.params
+        plan = {k: params[f"plan_{k}"] for k in ("kind", "epochs", "iterations_per_epoch",
+                                                 "total_iterations") if params.get(f"plan_{k}")}
+        inputs = sorted(run.inputs.dataset_inputs if run.inputs else [],
+                        key=lambda i: {t.key: t.value for t in i.tags}.get(
+                            "mlflow.data.context") != "training")
+        dataset = ({"name": inputs[0].dataset.name, "digest": inputs[0].dataset.digest}
+                   if inputs else {})
+        fingerprint = {}
+        source = run.data.tags.get(Tag.source("data"))
+        if source:
+            dataset["source_run"] = source
+            try:
+                fingerprint = {k: v for k, v in self.client.get_run(source).data.metrics.items()
+                               if k.startswith("fp_")}
+            except MlflowException:  # the preprocess run was deleted: the card goes without
+                pass
+        return model_card(config, {**run.data.metrics, **(scores or {})}, name=name,
+                          run_id=self.run_id, dataset=dataset, fingerprint=fingerprint, plan=plan)
+
+    def publish_card(self, card: str, model_id: str | None, register_as: str = "",
+                     version=None) -> None:
+        """``card`` where MLflow shows it: the run's ``model_card.md``, the logged model's
+        description (tag ``mlflow.note.content``) and ``model_card.md`` beside its MLmodel, and the
+        registered version's description."""
+        import tempfile
+        from pathlib import Path
+
+        self.client.log_text(self.run_id, card, "model_card.md")
+        if model_id:
+            self.client.set_logged_model_tags(model_id, {"mlflow.note.content": card})
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "model_card.md"
+                path.write_text(card)
+                self.client.log_model_artifact(model_id, str(path))
+        if register_as and version:
+            self.client.update_model_version(register_as, str(version), description=card)
+

@@ -164,7 +164,7 @@ def test_real_slices_semi_arms_start_from_the_finetuned_model(tmp_path):
     out = r.stdout
     assert "semi_steps=2" in out and "continued_steps=4" in out and "unlabelled_slices=" in out
     order = [m.group(1) for m in re.finditer(r"^fold 0 (\w+): Dice", out, re.MULTILINE)]
-    assert order == ["covidseg", "continued", "unimatch"], out  # (a) first: the others start from it
+    assert order == ["covidseg", "continued", "unimatch"], out  # (a) first
     for line in ("unimatch − covidseg, dice", "unimatch − continued, dice",
                  "continued − covidseg, dice"):
         assert line in out, out

@@ -406,9 +406,9 @@ class MeanteacherConfig(SupervisedConfig):
                                        "targets for two CutMix-ed strong views and a "
                                        "feature-perturbed weak view, CE + Dice)",
                         ("meanteacher", "unimatch"))
-    confidence: float = param(0.95, "unimatch: a teacher pixel is a target when p >= this "
-                                    "(lesion) or p <= 1 - this (background)",
-                              search=(0.7, 0.99))
+    target_confidence: float = param(0.95, "unimatch: a teacher pixel is a target when p >= "
+                                           "this (lesion) or p <= 1 - this (background)",
+                                     search=(0.7, 0.99))
 
 
 @dataclass

@@ -66,38 +66,45 @@ def test_finetune_pseudolabel_meanteacher_chain(tracking_uri, preprocess_run, tm
     coarse_run = coarse_runs[0].info.run_id
     pl = mlflow_run("pseudolabel", {"data": preprocess_run, "model": ft, "coarse_model": coarse_run,
                                     "source": "similarity", "patches_per_volume": 16,
-                                    "labelled_patches": 40, "patch_size": 32,
-                                    "accept_fraction": 0.25},
+                                    "labelled_patches": 40, "accept_fraction": 0.25},
                     tmp_path, tracking_uri, "semi")
     p = client.get_run(pl)
     t, m = p.data.tags, p.data.metrics
     assert t["covidseg.source.model"] == ft and t["covidseg.source.coarse_model"] == coarse_run
     assert t["covidseg.source.data"] == preprocess_run and t["covidseg.coarse"] == "unet3d"
     assert t["covidseg.pseudo_source"] == "similarity"
-    assert m["n_unlabelled_patches"] == 3 * 16 and m["n_labelled_patches"] == 40
-    assert m["n_accepted"] == 12 and m["acceptance_rate"] == 0.25  # the quantile band: top 25 %
+    # the patch side follows the 64-px slices (68 px per 512, at least 16); a patch that would lie
+    # mostly off tissue is dropped, and the run says how many were
+    size, n_unl = int(m["patch_size_px"]), int(m["n_unlabelled_patches"])
+    assert size == 16 and m["patches_in_padding"] == 0
+    assert n_unl + m["n_labelled_patches"] + m["patches_dropped_off_tissue"] == 3 * 16 + 40
+    assert n_unl > 3 * 8 and m["n_labelled_patches"] > 20
+    assert m["n_accepted"] == round(0.25 * n_unl)  # the quantile band: top 25 %
     assert m["band_sim_low"] <= m["band_sim_high"] == pytest.approx(m["similarity_top1_max"])
     check_acceptance(client, pl, "top1-band", 0.25, tmp_path)
     # the demo phantoms know the unlabelled lesions: the run scores its labels against them
     assert t["covidseg.oracle"] == "true"
-    assert m["oracle_pseudo_items"] == 12 and m["oracle_rejected_items"] == 36
+    assert m["oracle_pseudo_items"] == m["n_accepted"]
+    assert m["oracle_rejected_items"] == n_unl - m["n_accepted"]
     assert 0.0 <= m["oracle_pseudo_dice"] <= 1.0 and "oracle_accepted_lesion_fraction" in m
     names = {Path(a.path).name for a in client.list_artifacts(pl, "figures")}
     assert names == {"similarity_histogram.png", "pseudo_label_examples.png", "patch_centres.png"}
     local = Path(client.download_artifacts(pl, "pseudo/pseudo_labels.npz", str(tmp_path)))
     with np.load(local, allow_pickle=False) as z:
-        assert z["images"].shape == (12, 32, 32) and z["masks"].shape == (12, 32, 32)
+        shape = (m["n_accepted"], size, size)
+        assert z["images"].shape == shape and z["masks"].shape == shape
         assert str(z["source"]) == "similarity"
 
     # the other rule with the default band (quantile) and fraction (20 %), lung-mask boxes
     p2 = mlflow_run("pseudolabel", {"data": preprocess_run, "model": ft, "source": "similarity",
                                     "rule": "top2-weighted", "patches_per_volume": 16,
-                                    "labelled_patches": 40, "patch_size": 32},
+                                    "labelled_patches": 40},
                     tmp_path, tracking_uri, "semi")
     t2 = client.get_run(p2).data.tags
     assert t2["covidseg.coarse"] == "lung-mask" and t2["covidseg.pseudo_source"] == "similarity"
     m2, _ = check_acceptance(client, p2, "top2-weighted", 0.2, tmp_path)
-    assert m2["n_accepted"] == 10 and "band_sim_low" not in m2  # round(0.2 * 48)
+    assert m2["n_accepted"] == round(0.2 * m2["n_unlabelled_patches"])
+    assert "band_sim_low" not in m2
 
     # self-training pseudo-labels (the default source): whole slices from the network itself
     pm = mlflow_run("pseudolabel", {"data": preprocess_run, "model": ft}, tmp_path, tracking_uri,
@@ -120,7 +127,7 @@ def test_finetune_pseudolabel_meanteacher_chain(tracking_uri, preprocess_run, tm
     mt = mlflow_run("meanteacher", {"data": preprocess_run, "model": ft, "pseudo": pm, "epochs": 2,
                                     "rampup_epochs": 1, "batch_size": 8, "workers": 0,
                                     "iterations_per_epoch": 6, "warmup": 0,
-                                    "method": "unimatch", "confidence": 0.6},
+                                    "method": "unimatch", "target_confidence": 0.6},
                     tmp_path, tracking_uri, "semi")  # no encoder: the student is ft's network
     r = client.get_run(mt)
     t, m = r.data.tags, r.data.metrics

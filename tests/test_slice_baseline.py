@@ -158,7 +158,7 @@ def test_real_slices_semi_arms_start_from_the_finetuned_model(tmp_path):
              str(tmp_path / "slices"), "--size", "64", "--steps", "2", "--k", "2", "--folds",
              "0", "--encoder", "resnet18", "--workers", "0", "--set", "augment=none",
              "--arms", "unimatch,continued,covidseg", "--semi_steps", "2",
-             "--semi_set", "augment=none", "--semi_set", "confidence=0.6",
+             "--semi_set", "augment=none", "--semi_set", "target_confidence=0.6",
              "--out", str(tmp_path / "semi.json")], tmp_path, OMP_NUM_THREADS="1")
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     out = r.stdout

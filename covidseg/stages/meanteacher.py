@@ -85,7 +85,7 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
     n_unlabelled = len(unlabelled) if unlabelled is not None and cfg.consistency_weight > 0 else 0
     stage.record_plan(make_plan(ds, train_ids, cfg, unlabelled_slices=n_unlabelled))
     rampup = cfg.rampup_epochs or max(1, planned(stage.plan, "epochs") // 3)
-    method = {"confidence": cfg.confidence} if cfg.method == "unimatch" else {}
+    method = {"confidence": cfg.target_confidence} if cfg.method == "unimatch" else {}
     task = segmentation_task(model, ds, train_ids, val_ids, cfg, stage.device, stage.plan,
                              cls=METHODS[cfg.method],
                              pseudo=pseudo, unlabelled=unlabelled, ema_alpha=cfg.ema_alpha,

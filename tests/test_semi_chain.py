@@ -136,7 +136,8 @@ def test_finetune_pseudolabel_meanteacher_chain(tracking_uri, preprocess_run, tm
     assert t["covidseg.best_network"] in ("student", "teacher")
     for k in ("val_volume_dice_student", "val_volume_dice_teacher", "loss_consistency",
               "loss_pseudo", "test_volume_dice", "start_val_volume_dice",
-              "confident_lesion_share", "confident_background_share"):
+              "confident_lesion_share", "confident_background_share",
+              "oracle_confident_precision", "oracle_confident_recall"):
         assert k in m, k
     # the fine-tuned model was scored before the first step; the run keeps the better
     assert m["best_val_volume_dice"] >= m["start_val_volume_dice"] - 1e-9

@@ -55,8 +55,10 @@ def random_crop(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.G
 
 class SliceDataset(Dataset):
     def __init__(self, ds: PreprocessedDataset, case_ids, augment=None, size=None, seed: int = 0,
-                 require_mask: bool = True, crop: int = 0):
-        self.ds = ds
+                 require_mask: bool = True, crop: int = 0, oracle: bool = False):
+        """``oracle``: a case without a mask gives its oracle truth (demo phantoms) as the mask —
+        for scoring pseudo-labels only, never as a training target."""
+        self.ds, self.oracle = ds, oracle
         self.case_ids = list(case_ids)
         self.augment = augment
         self.size = tuple(size) if size else padded_size(ds, self.case_ids)
@@ -69,7 +71,10 @@ class SliceDataset(Dataset):
 
     def arrays(self, case_id: str):
         if case_id not in self._arrays:
-            self._arrays[case_id] = self.ds.load(case_id)
+            image, infection, lung = self.ds.load(case_id)
+            if infection is None and self.oracle:
+                infection = self.ds.load_truth(case_id)
+            self._arrays[case_id] = (image, infection, lung)
         return self._arrays[case_id]
 
     def set_epoch(self, epoch: int) -> None:

@@ -214,6 +214,7 @@ class MeanTeacherTask(SegmentationTask):
         self.p_masks = _padded(pseudo.masks if pseudo is not None else empty)
         self.p_weights = _padded(pseudo.weights if pseudo is not None else empty)
         self.unlabelled = unlabelled
+        self.oracle = bool(getattr(unlabelled, "oracle", False))
         # unlabelled slices come from a loader of their own (augmented in its workers), as many
         # batches an epoch as the labelled loader gives
         self.u_loader = (EpochLoader(unlabelled, self.batch_size, self.seed + 7919,
@@ -231,10 +232,11 @@ class MeanTeacherTask(SegmentationTask):
         unlabelled = iter(self.u_loader(epoch)) if self.u_loader is not None else None
         for batch in super().batches(epoch):
             p_idx = g.integers(0, len(self.p_images), n) if len(self.p_images) else np.zeros(0, int)
-            u = torch.zeros((0, 1, 32, 32))
+            u = truth = torch.zeros((0, 1, 32, 32))
             if unlabelled is not None:
-                u = next(unlabelled, (u,))[0]
-            yield (*batch, self.p_images[p_idx], self.p_masks[p_idx], self.p_weights[p_idx], u)
+                u, truth = next(unlabelled, (u, truth))
+            yield (*batch, self.p_images[p_idx], self.p_masks[p_idx], self.p_weights[p_idx], u,
+                   truth)
 
     def consistency_factor(self) -> float:
         return self.cons_weight * sigmoid_rampup(self._epoch, self.rampup)
@@ -246,10 +248,12 @@ class MeanTeacherTask(SegmentationTask):
         return torch.sigmoid(self.teacher(weak_view(u)).float())
 
     def training_step(self, batch, step: int):
-        images, masks, p_img, p_msk, p_w, u_img = self.to_device(batch)
+        images, masks, p_img, p_msk, p_w, u_img, u_truth = self.to_device(batch)
         w = self.consistency_factor()
         views, context = (self.unlabelled_views(u_img) if len(u_img) and w > 0
                           else ([], None))
+        if context is not None and self.oracle:
+            context["truth"] = u_truth
         parts = [images, weak_view(p_img), *views]
         perturb = len(parts) - 1 if context is not None and context.get("perturb") else None
         outs = forward_together(self.train_model, parts, perturb)
@@ -336,8 +340,15 @@ class UniMatchTask(MeanTeacherTask):
         else:
             loss = 0.5 * (strong[0] + strong[1])
         lesion = (confident * target).mean()
-        return loss, {"confident_lesion_share": lesion.detach(),
-                      "confident_background_share": (confident.mean() - lesion).detach()}
+        logs = {"confident_lesion_share": lesion.detach(),
+                "confident_background_share": (confident.mean() - lesion).detach()}
+        if "truth" in context:  # phantoms: how right the confident targets are (never trained on)
+            truth = (context["truth"] > 0.5).to(target.dtype)
+            right = (confident * (target == truth).to(target.dtype)).sum()
+            logs["oracle_confident_precision"] = (right / confident.sum().clamp_min(1)).detach()
+            logs["oracle_confident_recall"] = ((confident * target * truth).sum()
+                                               / truth.sum().clamp_min(1)).detach()
+        return loss, logs
 
 
 METHODS = {"meanteacher": MeanTeacherTask, "unimatch": UniMatchTask}

@@ -39,8 +39,9 @@ def unlabelled_slices(cfg: MeanteacherConfig, ds, pseudo: PseudoSet | None) -> S
     ids = uds.splits.get("unlabelled", []) if uds is ds else uds.ids()
     if not ids:
         return None
+    oracle = all(uds.cases[c].get("has_truth") for c in ids)  # phantoms: scored, never trained on
     return SliceDataset(uds, ids, augment=augmentation(cfg, ds), seed=cfg.seed + 7919,
-                        require_mask=False, crop=cfg.image_size)
+                        require_mask=False, crop=cfg.image_size, oracle=oracle)
 
 
 def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,

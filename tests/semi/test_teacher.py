@@ -78,7 +78,8 @@ def test_every_student_input_of_a_size_goes_through_one_pass():
 def _teacher_task(ds, cls=MeanTeacherTask, **kw):
     torch.manual_seed(0)
     train, val = fold_split(ds.splits, 0)
-    unlabelled = SliceDataset(ds, ds.splits["unlabelled"], seed=1, require_mask=False)
+    unlabelled = SliceDataset(ds, ds.splits["unlabelled"], seed=1, require_mask=False,
+                              oracle=True)  # the phantoms' truth: scored, never trained on
     return cls(build_model(ModelSpec("unet", "resnet18")), ds, train, val,
                SegmentationLoss("ce+dice"), CPU, batch_size=4, seed=0, pseudo=None,
                unlabelled=unlabelled, ema_alpha=0.99, consistency_weight=1.0, rampup_epochs=0,
@@ -99,6 +100,9 @@ def test_a_training_step_is_one_forward_pass_of_the_student(semi_ds, cls):
     if cls is UniMatchTask:
         shares = float(logs["confident_lesion_share"]) + float(logs["confident_background_share"])
         assert shares == pytest.approx(1.0)
+        # every pixel is a target here: precision = the share of pixels the teacher gets right
+        assert 0 <= float(logs["oracle_confident_precision"]) <= 1
+        assert 0 <= float(logs["oracle_confident_recall"]) <= 1
 
 
 def test_the_cut_out_square_carries_no_target():

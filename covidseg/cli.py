@@ -92,7 +92,14 @@ def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
         if not resume:
             check_inputs(name, cfg)  # before a run (and its experiment) is created
         with start_run(name, cfg, enabled=tracking, run_id=resume if tracking else None) as tracker:
-            return fn(cfg, tracker)
+            result = fn(cfg, tracker)
+            if isinstance(result, dict) and tracker.enabled:  # the run's page, training view
+                from covidseg.tracking.refs import ui_link
+
+                experiment = tracker.client.get_run(tracker.run_id).info.experiment_id
+                link = ui_link(experiment, tracker.run_id)
+                result = {**result, **({"ui": link} if link else {})}
+            return result
     finally:
         distributed.teardown()
 

@@ -3,6 +3,7 @@ server, lineage tags linking the runs, the pseudo-labelled set and figures logge
 
 import csv
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,16 @@ def test_finetune_pseudolabel_meanteacher_chain(tracking_uri, preprocess_run, tm
     assert len(coarse_runs) == 1 and coarse_runs[0].info.status == "FINISHED"
     assert coarse_runs[0].data.tags["covidseg.model_uri"] == done.group(1)
     coarse_run = coarse_runs[0].info.run_id
+    # the printed link opens the run in the UI's training view, even in a fresh browser (whose
+    # sidebar would default to the GenAI view: MLflow issue #24498)
+    ui = re.search(r"\bui=(\S+)", done.group(0)).group(1)
+    assert ui.endswith(f"/runs/{coarse_run}?workflowType=machine_learning"), ui
+    if shutil.which("chromium"):
+        from tests.helpers import chromium
+
+        dom = chromium(ui, tmp_path / "fresh-browser")
+        assert coarse_runs[0].info.run_name in dom and "val_volume_dice" in dom
+        assert "Sessions" not in dom and "Detect Issues" not in dom  # no GenAI sidebar, overview
     pl = mlflow_run("pseudolabel", {"data": preprocess_run, "model": ft, "coarse_model": coarse_run,
                                     "source": "similarity", "patches_per_volume": 16,
                                     "labelled_patches": 40, "accept_fraction": 0.25},
@@ -133,6 +144,9 @@ def test_finetune_pseudolabel_meanteacher_chain(tracking_uri, preprocess_run, tm
     t, m = r.data.tags, r.data.metrics
     assert t["covidseg.source.model"] == ft and t["covidseg.source.pseudo"] == pm
     assert t["covidseg.pseudo_source"] == "model" and t["covidseg.semi_method"] == "unimatch"
+    # its description (the UI's) points at the curves that matter and says which weights it kept
+    assert "figures/training_curves.png" in t["mlflow.note.content"]
+    assert "kept weights:" in t["mlflow.note.content"]
     assert t["covidseg.best_network"] in ("student", "teacher")
     for k in ("val_volume_dice_student", "val_volume_dice_teacher", "loss_consistency",
               "loss_pseudo", "test_volume_dice", "start_val_volume_dice",

@@ -73,6 +73,17 @@ def loop_settings(cfg: TrainingConfig, progress: bool = True, plan=None,
                         sync_bn=cfg.sync_bn, **stage_settings)
 
 
+def run_description(monitor: str, result: FitResult) -> str:
+    """The run's description in the MLflow UI (Markdown): where its few charts that matter are,
+    and how training ended."""
+    best = (f"the starting model's ({result.best_score:.4f})" if result.best_epoch < 0
+            else f"epoch {result.best_epoch}'s ({result.best_score:.4f})")
+    return (f"**Training curves** (train loss, `{monitor}`, learning rate per epoch): artifact "
+            "`figures/training_curves.png` (Artifacts tab). Charts to compare runs by: "
+            f"`train_loss`, `{monitor}`, `lr`.\n\n{result.epochs_run} epochs; kept weights: "
+            f"{best}; stopped: {result.stop_reason or 'max epochs'}.")
+
+
 @dataclass
 class Stage:
     """One training stage's context, set up once for pretrain, finetune and meanteacher: its
@@ -188,6 +199,7 @@ class Stage:
         if result.history:
             tracker.figure("figures/training_curves.png", figures.training_curves,
                            result.history, task.monitor)
+            tracker.set_tags({"mlflow.note.content": run_description(task.monitor, result)})
         return result
 
     def save_final_model(self, model, spec: ModelSpec, extra: dict) -> Path:

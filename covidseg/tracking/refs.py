@@ -59,6 +59,24 @@ def run_info(run_id: str):
                           f"({first_line(exc, 200)})") from exc
 
 
+# The MLflow UI's sidebar defaults to its GenAI view in a fresh browser (the choice lives in the
+# browser's localStorage, MLflow issue #24498, not fixed by 3.18.0); a ``workflowType`` query in
+# the link sets the "Model training" view, so a link covidseg prints opens on the runs.
+UI_VIEW = "workflowType=machine_learning"
+
+
+def ui_link(experiment_id: str, run_id: str | None = None) -> str | None:
+    """The MLflow UI's page of a run (or of an experiment's runs table) in its training view, on
+    the tracking server; None when the tracking URI is not a web server."""
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    from covidseg.redact import redact
+
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{redact(uri.rstrip('/'))}/#/experiments/{experiment_id}/{page}?{UI_VIEW}"
+
+
 def list_run_artifacts(run_id: str, path: str = "") -> list[str]:
     """Artifact paths directly under ``path`` of a run."""
     from mlflow.tracking import MlflowClient

@@ -55,20 +55,28 @@ def dice_per_volume(rows: list[dict], split: str, slices: bool = False):
 
 
 def training_curves(history: list[dict], monitor: str):
+    """The three curves that matter, one figure: the training loss and ``monitor`` (the
+    validation score) per epoch, and below them the learning rate."""
     epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(6, 4.8), sharex=True,
+                                    gridspec_kw={"height_ratios": [3, 1]})
     # markers and a dashed second line: with few epochs both curves can run corner to corner on
     # their own axes and hide each other
     ax.plot(epochs, [h["train_loss"] for h in history], label="train loss", color="tab:orange",
             marker="o", markersize=3)
-    ax.set_xlabel("epoch")
     ax.set_ylabel("train loss")
     ax2 = ax.twinx()
     ax2.plot(epochs, [h.get(monitor, np.nan) for h in history], label=monitor, color="tab:blue",
              linestyle="--", marker="s", markersize=3)
     ax2.set_ylabel(monitor)
+    lr = [h.get("lr", np.nan) for h in history]
+    ax_lr.plot(epochs, lr, color="tab:green", marker=".", markersize=3)
+    if np.nanmin(np.asarray(lr, float), initial=np.inf) > 0:
+        ax_lr.set_yscale("log")
+    ax_lr.set_ylabel("learning rate", fontsize=8)
+    ax_lr.set_xlabel("epoch")
     fig.legend(loc="upper center", ncol=2, fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 
 

@@ -150,14 +150,22 @@ def mosmed(root: Path, **_) -> list[CaseRecord]:
     return records
 
 
-def msd_lung(root: Path, **_) -> list[CaseRecord]:
+def _dataset_json(root: Path, layout: str) -> tuple[Path, dict]:
+    """(path, contents) of the ``dataset.json`` of an MSD or nnU-Net folder."""
     meta_path = root / "dataset.json"
     if not meta_path.exists():
-        raise ConfigError(f"{root}: no dataset.json (MSD Task06_Lung layout)")
+        raise ConfigError(f"{root}: no dataset.json ({layout} layout)")
     try:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{meta_path}: not valid JSON ({exc.msg})") from exc
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{meta_path}: not a JSON object")
+    return meta_path, meta
+
+
+def msd_lung(root: Path, **_) -> list[CaseRecord]:
+    _, meta = _dataset_json(root, "MSD Task06_Lung")
     records = []
     for item in meta.get("training", []):
         img, lab = root / item["image"], root / item["label"]
@@ -233,13 +241,7 @@ def nnunet_labels(labels, meta_path: Path) -> tuple[tuple[int, ...], tuple[int, 
 
 
 def _nnunet_meta(root: Path) -> tuple[Path, dict]:
-    meta_path = root / "dataset.json"
-    if not meta_path.exists():
-        raise ConfigError(f"{root}: no dataset.json (nnU-Net raw dataset layout)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{meta_path}: not valid JSON ({exc.msg})") from exc
+    meta_path, meta = _dataset_json(root, "nnU-Net raw dataset")
     missing = [k for k in ("channel_names", "labels", "numTraining", "file_ending")
                if k not in meta]
     if missing:

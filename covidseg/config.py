@@ -156,6 +156,10 @@ class PreprocessConfig(CommonConfig):
     test_cases: int = param(20, "size of the held-out test set (official split used if any)")
     folds: int = param(5, "number of cross-validation folds over the remaining labelled cases")
     strict: bool = param(False, "stop at the first bad case instead of recording it and going on")
+    export_nnunet: str = param("", "also write the cohort as an nnU-Net v2 raw dataset into this "
+                                   "folder, named DatasetNNN_Name: input images and reference "
+                                   "masks on their original grid, the folds as "
+                                   "splits_final.json, test and unlabelled cases in imagesTs")
     log_dataset_mb: float = param(500.0, "upload the preprocessed arrays as run artifacts when "
                                          "smaller than this (MB); the descriptor is always logged")
     demo_labelled: int = param(30, "demo: labelled COVID phantoms")

@@ -107,6 +107,34 @@ def fake_msd_lung(root: Path, cases) -> Path:
     return root
 
 
+def fake_nnunet(root: Path, cases, labels=None, splits=None, channels=None,
+                file_ending=".nii.gz") -> Path:
+    """An nnU-Net v2 raw dataset: dataset.json, imagesTr/<case>_0000 with labelsTr/<case> (one
+    label map: 1 lung, 2 infection), imagesTs/ (case_2 with labelsTs/, case_3 without)."""
+    def label_map(c):
+        inf, lung = (sitk.ReadImage(str(c[k])) for k in ("infection", "lung"))
+        arr = np.where(sitk.GetArrayFromImage(inf) > 0, 2,
+                       np.where(sitk.GetArrayFromImage(lung) > 0, 1, 0)).astype(np.uint8)
+        out = sitk.GetImageFromArray(arr)
+        out.CopyInformation(inf)
+        return out
+
+    for i, c in enumerate(cases[:4]):
+        part = "Tr" if i < 2 else "Ts"
+        (root / f"images{part}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(c["image"], root / f"images{part}" / f"case_{i}_0000{file_ending}")
+        if i < 3:
+            (root / f"labels{part}").mkdir(parents=True, exist_ok=True)
+            sitk.WriteImage(label_map(c), str(root / f"labels{part}" / f"case_{i}{file_ending}"))
+    meta = {"channel_names": channels or {"0": "CT"},
+            "labels": labels or {"background": 0, "lung": 1, "infection": 2},
+            "numTraining": 2, "file_ending": file_ending, "name": "Phantoms"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    if splits is not None:
+        (root / "splits_final.json").write_text(json.dumps(splits))
+    return root
+
+
 def fake_nsclc(root: Path, cases) -> Path:
     """NSCLC effusion / lung masks: images/LUNG1-NNN.nii.gz, masks/LUNG1-NNN_effusion|lung."""
     (root / "images").mkdir(parents=True, exist_ok=True)

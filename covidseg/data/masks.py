@@ -36,11 +36,25 @@ def check_geometry(mask_img: sitk.Image, ref: sitk.Image, path, ref_path) -> Non
                                      f"({Path(ref_path).name})")
 
 
+def select_labels(arr: np.ndarray, values: tuple[int, ...], kind: str) -> np.ndarray:
+    """The part of a shared label map (one file marking lesions and lungs, as nnU-Net's) that
+    ``kind`` reads: for the infection, its ``values`` renumbered 1, 2, … in order (so a
+    ground-glass/consolidation pair reads as covidseg's multiclass map); for the lungs, any of
+    ``values`` (which include the lesion labels: lesions lie in the lungs)."""
+    if kind != "infection":
+        return np.isin(arr, values).astype(np.uint8)
+    out = np.zeros(arr.shape, np.uint8)
+    for i, v in enumerate(values, 1):
+        out[arr == v] = i
+    return out
+
+
 def read_mask(path, ref_image: sitk.Image, ref_path, kind: str,
-              labels: str = "binary") -> np.ndarray:
+              labels: str = "binary", values: tuple[int, ...] | None = None) -> np.ndarray:
     """A (z, y, x) mask aligned with the canonical image: binary (lung label maps and 0/255
     masks become binary), or with ``labels=multiclass`` an infection label map
-    (0 background, 1 ground-glass, 2 consolidation) as uint8."""
+    (0 background, 1 ground-glass, 2 consolidation) as uint8.  ``values``: the file is a shared
+    label map and these of its values are the ``kind`` (:func:`select_labels`)."""
     m = read_image(path)
     if is_slice_image(Path(path)):
         m.CopyInformation(ref_image) if m.GetSize() == ref_image.GetSize() else None
@@ -52,6 +66,8 @@ def read_mask(path, ref_image: sitk.Image, ref_path, kind: str,
             raise NaNValues(path, "mask has NaN or infinite values")
         if not np.all(arr == np.round(arr)):
             raise NonBinaryMask(path, "mask has fractional values; expected 0/1 labels")
+    if values is not None:
+        arr = select_labels(arr, values, kind)
     values = np.unique(arr)
     if kind == "infection":
         shown = ", ".join(str(v) for v in values[:6]) + (" …" if len(values) > 6 else "")

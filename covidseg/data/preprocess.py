@@ -202,13 +202,15 @@ def _splits(ok: list[dict], settings: SplitSettings) -> dict:
     labelled = [m["case_id"] for m in target]
     official = [m["case_id"] for m in target if m.get("split") == "test"]
     not_test = [m["case_id"] for m in target if m.get("split") == "train"]
+    given = {m["case_id"]: int(m["split"][4:]) for m in target  # a dataset's own folds (nnunet)
+             if str(m.get("split") or "").startswith("fold") and m["split"][4:].isdigit()}
     # the unlabelled pool is COVID CT: a non-COVID source's unlabelled volumes stay out of it
     unlabelled = [m["case_id"] for m in ok if not m["labelled"] and m["task"] == "infection"]
     auxiliary = [m["case_id"] for m in ok if m["labelled"] and m["task"] != "infection"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         splits = make_splits(labelled, settings.test_cases, settings.folds, settings.seed,
-                             official, unlabelled, not_test) \
+                             official, unlabelled, not_test, given) \
             if labelled else {"seed": settings.seed, "test": [], "test_is_official": False,
                               "folds": [], "unlabelled": unlabelled}
     for w in caught:

@@ -21,12 +21,22 @@ REGIME_ALIASES = {Regime.STANDARD: Regime.STANDARD, Regime.INVERSE: Regime.INVER
 
 def make_splits(labelled: list[str], test_cases: int = 20, folds: int = 5, seed: int = 0,
                 official_test: list[str] | None = None,
-                unlabelled: list[str] | None = None, not_test: list[str] | None = None) -> dict:
+                unlabelled: list[str] | None = None, not_test: list[str] | None = None,
+                given_folds: dict[str, int] | None = None) -> dict:
     """Split labelled case ids into test + k folds (deterministic for a seed and a set of ids);
-    ``not_test`` cases are never drawn into the test set (they always train/validate)."""
+    ``not_test`` cases are never drawn into the test set (they always train/validate);
+    ``given_folds`` (case id -> fold, e.g. nnU-Net's ``splits_final.json``) are the folds
+    instead (their number wins over ``folds``; other non-test cases join them in turn)."""
     ids = sorted(set(labelled))
     official = sorted(set(official_test or []) & set(ids))
-    keep = set(not_test or []) & set(ids)
+    given = {c: k for c, k in (given_folds or {}).items() if c in set(ids) and c not in official}
+    if given:
+        n_given = max(given.values()) + 1
+        if n_given != folds:
+            warnings.warn(f"the dataset defines {n_given} folds: folds={folds} is not used",
+                          stacklevel=2)
+        folds = n_given
+    keep = (set(not_test or []) | set(given)) & set(ids)
     rng = np.random.default_rng(seed)
     if official:
         test = official
@@ -46,6 +56,15 @@ def make_splits(labelled: list[str], test_cases: int = 20, folds: int = 5, seed:
         raise ConfigError(f"folds={folds} needs at least {folds} labelled cases outside the test "
                           f"set; there are {len(pool)}")
     fold_lists = [sorted(pool[k::folds]) for k in range(folds)] if folds > 0 else []
+    if given:
+        fold_lists = [[c for c, k in given.items() if k == f] for f in range(folds)]
+        rest = [c for c in pool if c not in given]
+        if rest:
+            warnings.warn(f"{len(rest)} labelled cases are in none of the dataset's folds: "
+                          "dealt to the folds in turn", stacklevel=2)
+        for j, c in enumerate(rest):
+            fold_lists[j % folds].append(c)
+        fold_lists = [sorted(f) for f in fold_lists]
     return {
         "seed": seed,
         "test": test,

@@ -64,8 +64,8 @@ def read_case(record: CaseRecord, settings: PreprocessSettings,
     n_bad = int(arr.size - np.isfinite(arr).sum())
     if n_bad:
         raise NaNValues(record.image, f"{n_bad} voxels are NaN or infinite")
-    infection = read_mask(record.infection, image, record.image, "infection", settings.labels) \
-        if record.infection else None
+    infection = read_mask(record.infection, image, record.image, "infection", settings.labels,
+                          record.values_of("infection")) if record.infection else None
     truth = read_mask(record.truth, image, record.image, "infection") if record.truth else None
     mode, hu_like = choose_intensity_mode(arr, settings.intensity, record.image)
     return Case(record, image, geometry_of(original),
@@ -101,7 +101,7 @@ def extract_lungs(case: Case, settings: PreprocessSettings, weights: Path | None
     elif method == "classical":
         lung = classical_lung_mask(case.array, case.image.GetSpacing(), hu=hu)
     elif method == "provided":
-        lung = read_mask(rec.lung, case.image, rec.image, "lung")
+        lung = read_mask(rec.lung, case.image, rec.image, "lung", values=rec.values_of("lung"))
     if lung is not None and not lung.any():
         raise EmptyMask(rec.lung if method == "provided" else rec.image,
                         f"lung extraction ({method}) found no lung voxels")

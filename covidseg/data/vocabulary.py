@@ -31,6 +31,7 @@ class Layout(Vocabulary):
     MOSMED = "mosmed"
     MSD_LUNG = "msd-lung"
     NSCLC = "nsclc"
+    NNUNET = "nnunet"
     GLOB = "glob"
     DEMO = "demo"
 

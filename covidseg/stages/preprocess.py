@@ -3,6 +3,9 @@ built into the cached dataset (:mod:`covidseg.data.preprocess`, the steps per ca
 :mod:`covidseg.data.steps`), and what the run logs of it: tags (dataset key, cache hit), the
 fingerprint as metrics, descriptor, splits, manifest, failures, figures and a per-case table as
 artifacts, and the arrays themselves once per dataset key (when under ``log_dataset_mb``).
+With ``export_nnunet=DIR`` the cohort is also written there as an nnU-Net raw dataset
+(:mod:`covidseg.data.nnunet`); the run logs that folder's ``dataset.json`` and
+``splits_final.json`` under ``nnunet/`` (the images stay in the folder).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from covidseg.data import inputs
 from covidseg.data.fingerprint import fingerprint_metrics
 from covidseg.data.inputs import InputSettings, resolve_inputs
 from covidseg.data.layouts import CaseRecord
+from covidseg.data.nnunet import check_export_folder, export_nnunet
 from covidseg.data.phantom import DemoSpec
 from covidseg.data.preprocess import build_dataset
 from covidseg.data.settings import PreprocessSettings, SplitSettings
@@ -63,7 +67,10 @@ def input_settings(cfg: PreprocessConfig) -> InputSettings:
 
 
 def check_inputs(cfg: PreprocessConfig) -> None:
-    """``preprocess``'s check before its run exists (:func:`covidseg.data.inputs.check_inputs`)."""
+    """``preprocess``'s check before its run exists (:func:`covidseg.data.inputs.check_inputs`,
+    and a valid ``export_nnunet`` folder name)."""
+    if cfg.export_nnunet:
+        check_export_folder(cfg.export_nnunet)
     inputs.check_inputs(input_settings(cfg))
 
 
@@ -71,6 +78,8 @@ def preprocess_dataset(cfg: PreprocessConfig, tracker=None, progress: bool = Tru
     """Build (or find in the cache) the preprocessed dataset; log it; return a summary."""
     tracker = tracker or NullTracker()
     cfg.validate()
+    if cfg.export_nnunet:
+        check_export_folder(cfg.export_nnunet)
     if cfg.window_min >= cfg.window_max:
         raise ConfigError(f"window_min={cfg.window_min} must be below window_max={cfg.window_max}")
     root, dataset, records = resolve_inputs(input_settings(cfg), progress)
@@ -85,7 +94,27 @@ def preprocess_records(records: list[CaseRecord], cfg: PreprocessConfig, tracker
     built = build_dataset(records, preprocess_settings(cfg), split_settings(cfg), cfg.to_params(),
                           root=root, dataset=dataset, strict=cfg.strict, device=cfg.device,
                           progress=progress)
-    return _log_dataset(built.dataset, tracker, cfg, built.cache_hit, built.seconds)
+    summary = _log_dataset(built.dataset, tracker, cfg, built.cache_hit, built.seconds)
+    if cfg.export_nnunet:
+        summary["nnunet"] = _export_nnunet(built.dataset, cfg.export_nnunet, tracker)
+    return summary
+
+
+def _export_nnunet(ds: PreprocessedDataset, folder: str, tracker) -> dict:
+    """The cohort as an nnU-Net raw dataset in ``folder``; its descriptor and folds logged."""
+    done = export_nnunet(ds, folder)
+    out = Path(done["folder"])
+    for name in ("dataset.json", "splits_final.json"):
+        if (out / name).exists():
+            tracker.log_artifact(out / name, "nnunet")
+    tracker.log_metrics({"nnunet_train": done["n_train"], "nnunet_test": done["n_test"],
+                         "nnunet_unlabelled": done["n_unlabelled"],
+                         "nnunet_failed": done["n_failed"]})
+    log.info("nnU-Net raw dataset %s %s: %d training, %d test, %d unlabelled cases%s", out,
+             "written" if done["written"] else "already exported", done["n_train"],
+             done["n_test"], done["n_unlabelled"],
+             f" ({done['n_failed']} left out: see dataset.json)" if done["n_failed"] else "")
+    return done
 
 
 def _log_dataset(ds: PreprocessedDataset, tracker, cfg, cache_hit: bool, seconds: float) -> dict:

@@ -1,4 +1,5 @@
 import gzip
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from tests.helpers import (
     fake_covid19_ct_seg,
     fake_mosmed,
     fake_msd_lung,
+    fake_nnunet,
     fake_nsclc,
     write_dicom_series,
     write_png_slice,
@@ -119,6 +121,74 @@ def test_msd_lung_layout(phantom_files, tmp_path):
     assert [(r.case_id, r.labelled, r.split, r.task) for r in recs] == [
         ("lung_001", True, "train", "tumour"), ("lung_003", True, "train", "tumour"),
         ("lung_002", False, "test", "tumour")]
+
+
+def test_nnunet_layout_reads_its_label_map_test_split_and_folds(phantom_files, tmp_path):
+    from covidseg.data.masks import read_mask
+
+    cases = phantom_files[1]
+    splits = [{"train": ["case_1"], "val": ["case_0"]}, {"train": ["case_0"], "val": ["case_1"]}]
+    root = fake_nnunet(tmp_path / "Dataset501_Phantoms", cases, splits=splits)
+    name, recs = build_manifest(root)
+    assert name == "nnunet"
+    assert [(r.case_id, r.labelled, r.split, r.label_values) for r in recs] == [
+        ("case_0", True, "fold0", "infection=2;lung=1,2"),
+        ("case_1", True, "fold1", "infection=2;lung=1,2"),
+        ("case_2", True, "test", "infection=2;lung=1,2"),
+        ("case_3", False, None, None)]  # a test image without a label: unlabelled
+    assert recs[0].lung == recs[0].infection
+    assert recs[0].infection.endswith("labelsTr/case_0.nii.gz")
+    # the label map read as covidseg's masks: lesion = label 2, lungs = labels 1 and 2
+    image = to_canonical(read_image(recs[0].image))
+    infection = read_mask(recs[0].infection, image, recs[0].image, "infection",
+                          values=recs[0].values_of("infection"))
+    lung = read_mask(recs[0].lung, image, recs[0].image, "lung", values=recs[0].values_of("lung"))
+    ph = cases[0]["phantom"]
+    assert np.array_equal(infection, ph.infection > 0)
+    assert np.array_equal(lung, (ph.lung > 0) | (ph.infection > 0))
+    # the MSD layout (dataset.json with modality and training lists) is still MSD
+    assert build_manifest(fake_msd_lung(tmp_path / "Task06_Lung", cases))[0] == "msd-lung"
+    # lesion labels only (no lung): the label file is the infection mask, no lung mask
+    only = fake_nnunet(tmp_path / "Dataset502_Ggo", cases,
+                       labels={"background": 0, "ggo": 1, "consolidation": 2})
+    r = build_manifest(only, "nnunet")[1][0]
+    assert r.lung is None and r.label_values == "infection=1,2" and r.split is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"channel_names": {"0": "CT", "1": "PET"}}, "2 channels (CT, PET): covidseg reads single"),
+    ({"labels": {"background": 0, "lesion": [1, 2]}}, "label 'lesion' is region-based"),
+    ({"labels": {"background": 0, "infection": 1, "vessel": 2}},
+     "label 'vessel' (value 2) is not understood"),
+    ({"labels": {"background": 0, "lungs": 1}}, "no lesion label among background, lungs"),
+    ({"file_ending": ".npz"}, "file_ending '.npz' is not a format"),
+    ({"numTraining": 5}, "numTraining is 5 but imagesTr has 2 cases"),
+    ({"numTraining": None}, "missing numTraining"),
+])
+def test_nnunet_layout_refusals_are_one_line_naming_dataset_json(phantom_files, tmp_path, change,
+                                                                 message):
+    root = fake_nnunet(tmp_path / "Dataset503_Bad", phantom_files[1])
+    meta = json.loads((root / "dataset.json").read_text())
+    meta.update(change)
+    meta = {k: v for k, v in meta.items() if v is not None}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError) as exc:
+        build_manifest(root, "nnunet")
+    assert message in str(exc.value) and str(root / "dataset.json") in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_nnunet_missing_training_label_fails_that_case_alone(phantom_files, tmp_path):
+    from covidseg.config import PreprocessConfig
+    from covidseg.stages.preprocess import preprocess_dataset
+
+    root = fake_nnunet(tmp_path / "Dataset504_Gap", phantom_files[1])
+    (root / "labelsTr" / "case_1.nii.gz").unlink()
+    summary = preprocess_dataset(PreprocessConfig(data=str(root), test_cases=0, folds=0),
+                                 progress=False)
+    assert summary["n_failed"] == 1 and summary["n_cases"] == 3
+    failed = (Path(summary["dataset_path"]) / "failed.csv").read_text()
+    assert "labelsTr/case_1.nii.gz: " in failed and "does not exist" in failed
 
 
 def test_nsclc_layout(phantom_files, tmp_path):

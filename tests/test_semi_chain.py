@@ -67,7 +67,7 @@ def test_finetune_pseudolabel_meanteacher_chain(tracking_uri, preprocess_run, tm
     coarse_run = coarse_runs[0].info.run_id
     # the printed link opens the run in the UI's training view, even in a fresh browser (whose
     # sidebar would default to the GenAI view: MLflow issue #24498)
-    ui = re.search(r"\bui=(\S+)", done.group(0)).group(1)
+    ui = re.search(r"^covidseg finetune: done .*\bui=(\S+)", r.stdout, re.M).group(1)
     assert ui.endswith(f"/runs/{coarse_run}?workflowType=machine_learning"), ui
     if shutil.which("chromium"):
         from tests.helpers import chromium

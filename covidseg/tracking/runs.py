@@ -101,16 +101,11 @@ def _error_tag(exc: BaseException) -> dict:
 
 @contextlib.contextmanager
 def start_run(entry_point: str, params: dict[str, str], experiment: str = "",
-              enabled: bool = True, run_id: str | None = None,
-              recipe_filled: dict | None = None):
-    """Open the run of one entry-point invocation in ``experiment`` (default: named after the
-    entry point), log its ``params`` (the configuration's, as strings) and what a recipe filled
-    in (``recipe_filled``, as ``recipe_<name>``), and yield its tracker.
-
+              enabled: bool = True, run_id: str | None = None, recipe_filled: dict | None = None):
+    """Open the run of one entry-point invocation in ``experiment`` (default: the entry point's
+    name), log its ``params`` and what a recipe filled in (as ``recipe_<name>``); yield its tracker.
     Under ``mlflow run`` the run already exists (``MLFLOW_RUN_ID``) and is reused; ``run_id``
-    re-opens a given run (``resume``), logging nothing.  ``enabled=False`` yields a
-    :class:`NullTracker`.
-    """
+    re-opens a given run (``resume``).  ``enabled=False`` yields a :class:`NullTracker`."""
     if not enabled:
         yield NullTracker()
         return

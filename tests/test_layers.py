@@ -6,7 +6,8 @@ included).  Lowest first:
     data      formats, readers, layouts, geometry, intensity, lungs, the preprocessing steps and
               the dataset build, slices (no MLflow); its settings objects and vocabularies
     config    the entry points' parameters (CLI, MLproject, Optuna): above data, whose
-              vocabularies give its choices; data takes its own settings objects, never a config
+              vocabularies give its choices; no layer below the stages takes a config (each its
+              own settings objects or plain arguments, built by the stages)
     models    networks, checkpoints, surgery, inference
     tracking  the Tracker protocol, its null and MLflow implementations, run references
     train     the loop, tasks, losses, metrics, evaluation, torchrun

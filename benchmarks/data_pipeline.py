@@ -62,6 +62,7 @@ def main() -> None:
     from covidseg.data.splits import fold_split
     from covidseg.device import resolve_device
     from covidseg.models.factory import ModelSpec, build_model
+    from covidseg.stages.stage import supervised_settings
     from covidseg.train.supervised import segmentation_task
     from covidseg.train.tasks import default_workers
 
@@ -83,7 +84,8 @@ def main() -> None:
         ds = demo_dataset(labelled=8, size=size, depth_mm=48, image_size=size)
         train_ids, val_ids = fold_split(ds.splits, 0, "standard")
         model = build_model(ModelSpec(cfg.arch, cfg.encoder))
-        task = segmentation_task(model, ds, train_ids, val_ids, cfg, device)
+        task = segmentation_task(model, ds, train_ids, val_ids, supervised_settings(cfg),
+                                 device)
         data, n, first = pipeline_rate(task, args.epochs)
         net = model_rate(task, cfg, device, args.steps)
         sync(device)

@@ -249,7 +249,8 @@ def main() -> None:
            meanteacher_iterations=cfg.meanteacher_iterations)
     quiet_mlflow_warnings()
     t0 = time.time()
-    with tracking_server() as uri, start_run("label-efficiency", cfg) as tracker:
+    with tracking_server() as uri, start_run("label-efficiency", cfg.to_params(),
+                                                  cfg.experiment) as tracker:
         print(f"tracking: {uri}  parent run: {tracker.run_id}", flush=True)
         rows = sweep(cfg, tracker)
         summary = aggregate(rows)

@@ -185,7 +185,7 @@ def augment_override(factory):
     import covidseg.train.supervised as sv  # where segmentation_task looks it up
 
     saved = sv.augmentation
-    sv.augmentation = lambda cfg, ds: factory()
+    sv.augmentation = lambda ds, name, recipe: factory()
     try:
         yield
     finally:

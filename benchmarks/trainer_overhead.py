@@ -66,7 +66,8 @@ def covidseg_loop(task, cfg, device, spec, extra) -> None:
     from covidseg.stages.stage import Stage
     from covidseg.tracking import start_run
 
-    with start_run("benchmark-trainer", cfg) as tracker:
+    with start_run("benchmark-trainer", cfg.to_params(), cfg.experiment,
+                   recipe_filled=cfg.recipe_filled) as tracker:
         stage = Stage(cfg, tracker, device, progress=False)
         stage.train(task, spec, extra)
     shutil.rmtree(stage.workdir, ignore_errors=True)
@@ -77,7 +78,7 @@ def main() -> None:
     from covidseg.data.splits import fold_split
     from covidseg.device import resolve_device
     from covidseg.models.factory import ModelSpec, build_model
-    from covidseg.stages.stage import model_extra, seed_everything
+    from covidseg.stages.stage import model_extra, seed_everything, supervised_settings
     from covidseg.train.supervised import segmentation_task
     from covidseg.train.tasks import default_workers
 
@@ -117,7 +118,8 @@ def main() -> None:
                 model = build_model(spec)
                 model.load_state_dict(initial)
                 model.to(device)
-                task = segmentation_task(model, ds, train_ids, val_ids, run_cfg, device)
+                task = segmentation_task(model, ds, train_ids, val_ids,
+                                         supervised_settings(run_cfg), device)
                 sync(device)
                 t0 = time.perf_counter()
                 if arm == "bare":

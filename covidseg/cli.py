@@ -71,10 +71,9 @@ def parse_config(name: str, argv: list[str]) -> CommonConfig:
 
 def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
     """Run one entry point with its own MLflow run (or without tracking)."""
-    from covidseg.registry import check_inputs
+    from covidseg.registry import input_check
     from covidseg.tracking import NullTracker, quiet_mlflow_warnings, start_run
     from covidseg.train import distributed
-    from covidseg.train.resume import config_of_run
 
     fn = runner(name)
     quiet_mlflow_warnings()
@@ -85,13 +84,18 @@ def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
                               f"{', '.join(distributed.DATA_PARALLEL)} data-parallel")
         resume = getattr(cfg, "resume", "") or None
         if resume and tracking and world.is_main:
+            from covidseg.stages.stage import config_of_run
+
             cfg = config_of_run(name, resume, world.size)  # the killed run's configuration
         cfg = distributed.broadcast(cfg)  # under torchrun: rank 0's (a resumed run's) config
         if not world.is_main:  # one MLflow run per job: rank 0's; the other ranks never log
             return fn(cfg, NullTracker())
-        if not resume:
-            check_inputs(name, cfg)  # before a run (and its experiment) is created
-        with start_run(name, cfg, enabled=tracking, run_id=resume if tracking else None) as tracker:
+        check = None if resume else input_check(name)
+        if check is not None:
+            check(cfg)  # before a run (and its experiment) is created
+        with start_run(name, cfg.to_params(), cfg.experiment, enabled=tracking,
+                       run_id=resume if tracking else None,
+                       recipe_filled=getattr(cfg, "recipe_filled", {})) as tracker:
             result = fn(cfg, tracker)
             if isinstance(result, dict) and tracker.enabled:  # the run's page, training view
                 from covidseg.tracking.refs import ui_link

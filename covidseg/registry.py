@@ -38,8 +38,9 @@ def runner(name: str):
     return getattr(importlib.import_module(module), func)
 
 
-def check_inputs(name: str, cfg) -> None:
-    """Run entry point ``name``'s input check (:data:`CHECKS`), if it has one."""
-    if name in CHECKS:
-        module, func = CHECKS[name].split(":")
-        getattr(importlib.import_module(module), func)(cfg)
+def input_check(name: str):
+    """Entry point ``name``'s input check (:data:`CHECKS`, imported now), or None."""
+    if name not in CHECKS:
+        return None
+    module, func = CHECKS[name].split(":")
+    return getattr(importlib.import_module(module), func)

@@ -6,7 +6,8 @@ included).  Lowest first:
     data      formats, readers, layouts, geometry, intensity, lungs, the preprocessing steps and
               the dataset build, slices (no MLflow); its settings objects and vocabularies
     config    the entry points' parameters (CLI, MLproject, Optuna): above data, whose
-              vocabularies give its choices; data takes its own settings objects, never a config
+              vocabularies give its choices; no layer below the stages takes a config (each its
+              own settings objects or plain arguments, built by the stages)
     models    networks, checkpoints, surgery, inference
     tracking  the Tracker protocol, its null and MLflow implementations, run references
     train     the loop, tasks, losses, metrics, evaluation, torchrun
@@ -180,13 +181,19 @@ def config_parameters(path: Path) -> list[str]:
     return found
 
 
-def test_the_data_layer_takes_its_own_settings_not_a_config():
+def test_the_layers_below_the_stages_take_their_own_settings_not_a_config():
     """Parameters vs settings (issue 26): the parameters are declared once, in covidseg.config;
-    the data layer is handed its own small settings objects (covidseg/data/settings.py,
-    inputs.InputSettings), which the stage builds from them.  The other layers below the stages
-    follow (train/, semi/, tracking/ still take a cfg)."""
+    the layers below the stages are handed their own small settings objects or plain arguments
+    (covidseg/data/settings.py, inputs.InputSettings, train.supervised.SupervisedSettings,
+    train.plan.PlanRequest, the parameters a run logs), which the stage builds from them.  The
+    config layer itself is exempt: it is where the configurations live."""
+    stages = layer_of("covidseg.stages")
+    below = {name: path for name, path in sorted(modules().items())
+             if layer_of(name) < stages and LAYERS[layer_of(name)][0] != "config"}
+    assert {"covidseg.data.store", "covidseg.train.supervised", "covidseg.tracking.runs",
+            "covidseg.semi.figures", "covidseg.registry", "covidseg.inference"} <= set(below)
     offenders = [f"{p.relative_to(PACKAGE.parent)}: {f}"
-                 for p in sorted((PACKAGE / "data").rglob("*.py")) for f in config_parameters(p)]
+                 for p in below.values() for f in config_parameters(p)]
     assert not offenders, "\n".join(offenders)
 
 

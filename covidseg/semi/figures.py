@@ -11,10 +11,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def similarity_histogram(top1: np.ndarray, cfg, thresholds: dict):
+def similarity_histogram(top1: np.ndarray, thresholds: dict, band: str, rule: str, feature: str,
+                         accept_fraction: float = 0.0):
+    """Each unlabelled patch's similarity to its most similar labelled patch, with the accepted
+    band (``thresholds`` as :func:`covidseg.semi.assign.assign_pseudo_labels` chose them with
+    ``band``, ``accept_fraction``, ``rule``) and the ``feature`` the similarities compare."""
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     ax.hist(top1, bins=50, color="tab:blue", alpha=0.85)
-    how = f"{cfg.band}" + (f", top {cfg.accept_fraction:.0%}" if cfg.band == "quantile" else "")
+    how = f"{band}" + (f", top {accept_fraction:.0%}" if band == "quantile" else "")
     if "sim_low" in thresholds:
         lo, hi = thresholds["sim_low"], thresholds["sim_high"]
         ax.axvspan(lo, hi, color="tab:green", alpha=0.15,
@@ -24,7 +28,7 @@ def similarity_histogram(top1: np.ndarray, cfg, thresholds: dict):
         ax.axvline(mn, color="tab:green", ls="--", label=f"both >= {mn:.3f} ({how})")
     ax.set_xlabel("cosine similarity to the most similar labelled patch (2D slice patches)")
     ax.set_ylabel("unlabelled patches")
-    ax.set_title(f"similarity of {len(top1)} unlabelled patches ({cfg.rule}, {cfg.feature})",
+    ax.set_title(f"similarity of {len(top1)} unlabelled patches ({rule}, {feature})",
                  fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()

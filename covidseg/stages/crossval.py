@@ -47,7 +47,8 @@ def fold_run(parent, fold: int, cfg: FinetuneConfig):
         return contextlib.nullcontext(NullTracker())
     from covidseg.tracking import child_run
 
-    return child_run(parent, f"fold-{fold}", "finetune", cfg, tags={Tag.CV_FOLD: str(fold)})
+    return child_run(parent, f"fold-{fold}", "finetune", cfg.to_params(),
+                     tags={Tag.CV_FOLD: str(fold)})
 
 
 def merge_evaluations(evaluations: list[Evaluation], keep: int = 0) -> Evaluation:

@@ -14,7 +14,7 @@ from covidseg.inference import is_3d
 from covidseg.models.factory import ModelSpec
 from covidseg.models.surgery import apply_strategy
 from covidseg.stages.datasets import open_dataset
-from covidseg.stages.stage import Stage, model_extra
+from covidseg.stages.stage import Stage, model_extra, plan_request, supervised_settings
 from covidseg.tracking import Tag
 from covidseg.train.distributed import from_main
 from covidseg.train.evaluation import choose_threshold, evaluate_cases, log_evaluation
@@ -24,7 +24,7 @@ from covidseg.train.supervised import (
     dataset_classes,
     initial_model,
     segmentation_task,
-    training_cases,
+    split_cases,
 )
 
 log = logging.getLogger("covidseg.finetune")
@@ -98,13 +98,15 @@ def finetune_fold(cfg: FinetuneConfig, tracker=None, on_epoch_end=None,
 
     def resolve():  # under torchrun: rank 0 alone, the other ranks receive the result
         ds = open_dataset(cfg.data, tracker)
-        return (ds, *training_cases(ds, cfg), *initial_model(cfg, cfg.init, dataset_classes(ds)))
+        return (ds, *split_cases(ds, cfg.fold, cfg.regime, cfg.train_cases, cfg.seed),
+                *initial_model(cfg.init, cfg.arch, cfg.encoder, cfg.encoder_weights,
+                               dataset_classes(ds)))
 
     stage.ds, train_ids, val_ids, model, spec, init_report, init_run = from_main(resolve)
     tracker.link_source("init", init_run)
-    stage.record_plan(make_plan(stage.ds, train_ids, cfg, three_d=is_3d(model)))
-    task = segmentation_task(model, stage.ds, train_ids, val_ids, cfg, stage.device,
-                             stage.plan)
+    stage.record_plan(make_plan(stage.ds, train_ids, plan_request(cfg), three_d=is_3d(model)))
+    task = segmentation_task(model, stage.ds, train_ids, val_ids, supervised_settings(cfg),
+                             stage.device, stage.plan)
     strategy = apply_strategy(model, cfg.strategy,
                               calibration=lambda: calibration_batches(task.train_set,
                                                                       cfg.batch_size),

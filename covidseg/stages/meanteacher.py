@@ -19,7 +19,7 @@ from covidseg.semi.pseudoset import PseudoSet, load_pseudo_set
 from covidseg.semi.teacher import METHODS
 from covidseg.stages.datasets import open_dataset
 from covidseg.stages.finetune import finalise_segmentation
-from covidseg.stages.stage import Stage, model_extra
+from covidseg.stages.stage import Stage, model_extra, plan_request, supervised_settings
 from covidseg.tracking import NullTracker, Tag, download_model
 from covidseg.train.distributed import from_main
 from covidseg.train.plan import make_plan, planned
@@ -28,7 +28,7 @@ from covidseg.train.supervised import (
     check_same_split,
     dataset_classes,
     segmentation_task,
-    training_cases,
+    split_cases,
 )
 
 
@@ -40,8 +40,9 @@ def unlabelled_slices(cfg: MeanteacherConfig, ds, pseudo: PseudoSet | None) -> S
     if not ids:
         return None
     oracle = all(uds.cases[c].get("has_truth") for c in ids)  # phantoms: scored, never trained on
-    return SliceDataset(uds, ids, augment=augmentation(cfg, ds), seed=cfg.seed + 7919,
-                        require_mask=False, crop=cfg.image_size, oracle=oracle)
+    return SliceDataset(uds, ids, augment=augmentation(ds, cfg.augment, cfg.recipe),
+                        seed=cfg.seed + 7919, require_mask=False, crop=cfg.image_size,
+                        oracle=oracle)
 
 
 def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
@@ -73,7 +74,7 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
     if spec.classes > 1:
         raise ConfigError(f"model={cfg.model} is a multi-class network: meanteacher learns binary "
                           "lesion masks (labels=multiclass trains with finetune)")
-    train_ids, val_ids = training_cases(ds, cfg)
+    train_ids, val_ids = split_cases(ds, cfg.fold, cfg.regime, cfg.train_cases, cfg.seed)
     check_same_split(ds, config, cfg.model, train_ids, val_ids)
     if pseudo is None and unlabelled is None:
         raise ConfigError("meanteacher has nothing unlabelled to learn from: give pseudo=<run> or "
@@ -84,11 +85,12 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
                        pseudo_items=len(pseudo) if pseudo is not None else 0,
                        unlabelled_slices=len(unlabelled) if unlabelled is not None else 0)
     n_unlabelled = len(unlabelled) if unlabelled is not None and cfg.consistency_weight > 0 else 0
-    stage.record_plan(make_plan(ds, train_ids, cfg, unlabelled_slices=n_unlabelled))
+    stage.record_plan(make_plan(ds, train_ids, plan_request(cfg),
+                                unlabelled_slices=n_unlabelled))
     rampup = cfg.rampup_epochs or max(1, planned(stage.plan, "epochs") // 3)
     method = {"confidence": cfg.target_confidence} if cfg.method == "unimatch" else {}
-    task = segmentation_task(model, ds, train_ids, val_ids, cfg, stage.device, stage.plan,
-                             cls=METHODS[cfg.method],
+    task = segmentation_task(model, ds, train_ids, val_ids, supervised_settings(cfg),
+                             stage.device, stage.plan, cls=METHODS[cfg.method],
                              pseudo=pseudo, unlabelled=unlabelled, ema_alpha=cfg.ema_alpha,
                              consistency_weight=cfg.consistency_weight, rampup_epochs=rampup,
                              pseudo_weight=cfg.pseudo_weight, **method)

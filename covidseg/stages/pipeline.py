@@ -41,7 +41,7 @@ def run_nested(parent, entry_point: str, cfg, name: str, tags: dict | None = Non
     from covidseg.tracking import child_run
 
     fn = runner(entry_point)
-    with child_run(parent, name, entry_point, cfg, tags) as child:
+    with child_run(parent, name, entry_point, cfg.to_params(), tags) as child:
         if on_start is not None:
             on_start(child.run_id)
         result = fn(cfg, child, **kwargs) or {}

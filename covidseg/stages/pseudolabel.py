@@ -197,7 +197,8 @@ def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta
         oracle = oracle_metrics(oracle_scores(a.masks, truth[a.accepted]),
                                 oracle_scores(would_be, truth[rejected]))
     tracker.figure("figures/similarity_histogram.png", figures.similarity_histogram,
-                   a.top_sim[:, 0], cfg, a.thresholds)
+                   a.top_sim[:, 0], a.thresholds, band=cfg.band, rule=cfg.rule,
+                   feature=cfg.feature, accept_fraction=cfg.accept_fraction)
     tracker.figure("figures/pseudo_label_examples.png", figures.example_patches, unl.images, a, lab)
     tracker.figure("figures/patch_centres.png", figures.patch_centres, uds, unl)
     accepted = set(a.accepted.tolist())

@@ -1,7 +1,9 @@
 """What every training entry point does around :func:`covidseg.train.loop.fit`, written once
 (:class:`Stage`): seeding and the device, the split and network records, the local work folder,
-resume state (local, else from the run), intermediate checkpoints logged to the run, the
-training curves, and removing the work folder once the model is uploaded."""
+resume state (local, else from the run; the configuration a killed run was started with),
+intermediate checkpoints logged to the run, the training curves, and removing the work folder
+once the model is uploaded; and the settings the layers below take, built from the
+configuration."""
 
 from __future__ import annotations
 
@@ -11,14 +13,21 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from covidseg.config import TrainingConfig
-from covidseg.errors import CovidsegError
+from covidseg.config import (
+    CONFIGS,
+    SupervisedConfig,
+    TrainingConfig,
+    field_default,
+    parse_value,
+    threshold_value,
+)
+from covidseg.errors import ConfigError, CovidsegError
 from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec
 from covidseg.paths import cache_root
@@ -26,8 +35,9 @@ from covidseg.tracking import Tag
 from covidseg.tracking.client import server_lost
 from covidseg.train import distributed, figures
 from covidseg.train.loop import AbortTraining, FitResult, LoopSettings, fit
-from covidseg.train.plan import Plan, planned
+from covidseg.train.plan import Plan, PlanRequest, planned
 from covidseg.train.resume import find_resume_state
+from covidseg.train.supervised import SupervisedSettings
 
 log = logging.getLogger("covidseg.train")
 
@@ -48,8 +58,6 @@ def workdir_for(run_id: str | None) -> Path:
 
 def model_extra(ds, cfg, task: str, entry_point: str) -> dict:
     """What ``model.json`` records besides the architecture: preprocessing and training."""
-    from covidseg.config import threshold_value
-
     return {"task": task, "entry_point": entry_point, "preprocess": ds.descriptor["config"],
             "dataset_key": ds.key, "training": cfg.to_params(),
             # the lung extraction each training case really got (auto picks per machine/case)
@@ -82,6 +90,24 @@ def run_description(monitor: str, result: FitResult) -> str:
             "`figures/training_curves.png` (Artifacts tab). Charts to compare runs by: "
             f"`train_loss`, `{monitor}`, `lr`.\n\n{result.epochs_run} epochs; kept weights: "
             f"{best}; stopped: {result.stop_reason or 'max epochs'}.")
+
+
+def supervised_settings(cfg: SupervisedConfig) -> SupervisedSettings:
+    """The segmentation task's settings from a finetune or meanteacher ``cfg`` (its recipe
+    applied; the threshold ``auto`` validates at 0.5 until it is chosen)."""
+    return SupervisedSettings(loss=cfg.loss, dice=cfg.dice, pos_weight=cfg.pos_weight,
+                              mixup=cfg.mixup, augment=cfg.augment, recipe=cfg.recipe,
+                              batch_size=cfg.batch_size, workers=cfg.workers,
+                              image_size=cfg.image_size, lesion_boost=cfg.lesion_boost,
+                              seed=cfg.seed,
+                              threshold=threshold_value(cfg.threshold, "auto") or 0.5,
+                              iterations_per_epoch=cfg.iterations_per_epoch)
+
+
+def plan_request(cfg: SupervisedConfig) -> PlanRequest:
+    """What a finetune or meanteacher ``cfg`` asks of the dataset's plan."""
+    return PlanRequest(batch_size=cfg.batch_size, recipe=cfg.recipe, epochs=cfg.epochs,
+                       iterations_per_epoch=cfg.iterations_per_epoch)
 
 
 @dataclass
@@ -223,3 +249,34 @@ class Stage:
         """The model is uploaded: the local training state is no longer needed."""
         if self.tracker.enabled and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def config_of_run(name: str, run_id: str, world_size: int = 1):
+    """The configuration a killed ``name`` run was started with (to resume it exactly),
+    ``resume`` set; it must be resumed by as many training processes (``world_size``) as it was
+    started with."""
+    from covidseg.tracking import resolve_run_ref, run_info
+
+    run_id, _ = resolve_run_ref(run_id)
+    run = run_info(run_id)
+    entry = run.data.tags.get(Tag.ENTRY_POINT)
+    if entry != name:
+        raise ConfigError(f"resume={run_id} is a {entry or 'non-covidseg'} run, not a {name} run")
+    if run.info.status == "FINISHED":
+        raise ConfigError(f"resume={run_id}: the run has FINISHED; nothing to resume")
+    cls = CONFIGS[name]
+    params = run.data.params
+    started = int(params.get("world_size", "1"))
+    if started != world_size:
+        raise ConfigError(f"resume={run_id} was trained by {started} process(es): resume it with "
+                          f"as many (torchrun --nproc_per_node…), not {world_size}")
+    kwargs = {f.name: parse_value(f, params[f.name].strip("'")) if f.name in params
+              else field_default(f) for f in fields(cls)}
+    if "recipe" in kwargs and "recipe" not in params:
+        # started before recipes (and the iteration-counted loop): it trained with the thesis's
+        # settings, one pass an epoch — continue it with them
+        kwargs["recipe"] = "thesis"
+    kwargs["resume"] = run_id
+    cfg = cls(**kwargs)
+    cfg.validate()
+    return cfg

@@ -185,8 +185,8 @@ def tune(cfg: TuneConfig, tracker) -> dict:
 
             pl_values = {k: v for k, v in values.items() if k not in trial_fields}
             pl_cfg = PseudolabelConfig(**common, model=fixed["model"], **pl_values)
-            with child_run(tracker, f"trial-{trial.number}-pseudolabel", "pseudolabel", pl_cfg,
-                           trial_tags(trial.number)) as pl_tracker:
+            with child_run(tracker, f"trial-{trial.number}-pseudolabel", "pseudolabel",
+                           pl_cfg.to_params(), trial_tags(trial.number)) as pl_tracker:
                 pseudolabel(pl_cfg, pl_tracker)
             run_cfg.pseudo = pl_tracker.run_id
 
@@ -197,7 +197,7 @@ def tune(cfg: TuneConfig, tracker) -> dict:
 
         train = _trainer(cfg.target)
         try:
-            with child_run(tracker, f"trial-{trial.number}", cfg.target, run_cfg,
+            with child_run(tracker, f"trial-{trial.number}", cfg.target, run_cfg.to_params(),
                            trial_tags(trial.number)) as child:
                 trial.set_user_attr("mlflow_run_id", child.run_id)
                 summary = train(run_cfg, child, on_epoch_end=[report], progress=False)

@@ -100,12 +100,12 @@ def _error_tag(exc: BaseException) -> dict:
 
 
 @contextlib.contextmanager
-def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = None):
-    """Open the run of one entry-point invocation and yield its tracker.
-
+def start_run(entry_point: str, params: dict[str, str], experiment: str = "",
+              enabled: bool = True, run_id: str | None = None, recipe_filled: dict | None = None):
+    """Open the run of one entry-point invocation in ``experiment`` (default: the entry point's
+    name), log its ``params`` and what a recipe filled in (as ``recipe_<name>``); yield its tracker.
     Under ``mlflow run`` the run already exists (``MLFLOW_RUN_ID``) and is reused; ``run_id``
-    re-opens a given run (``resume``).  ``enabled=False`` yields a :class:`NullTracker`.
-    """
+    re-opens a given run (``resume``).  ``enabled=False`` yields a :class:`NullTracker`."""
     if not enabled:
         yield NullTracker()
         return
@@ -113,7 +113,7 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
     import mlflow
 
     env_run = os.environ.get("MLFLOW_RUN_ID")
-    experiment = getattr(cfg, "experiment", "") or entry_point
+    experiment = experiment or entry_point
     if run_id and env_run and env_run != run_id:
         # `mlflow run -P resume=ID` opened a fresh run: point it at the run that continues
         from mlflow.tracking import MlflowClient
@@ -160,11 +160,10 @@ def start_run(entry_point: str, cfg, enabled: bool = True, run_id: str | None = 
             leaked = sorted(k for k, v in logged.items() if redact(v) != v)
             if leaked:  # `mlflow run` logged the -P values before covidseg ran: too late to redact
                 raise leaked_secret(tracker, leaked, entry_point)
-            tracker.log_params({k: v for k, v in cfg.to_params().items() if k not in logged})
+            tracker.log_params({k: v for k, v in params.items() if k not in logged})
             # the values a recipe gave the parameters left at "the recipe's" (which `mlflow run`
             # has logged as given: '' / -1 / 0): what ran, whichever door started the run
-            tracker.log_params({f"recipe_{k}": str(v)
-                                for k, v in getattr(cfg, "recipe_filled", {}).items()})
+            tracker.log_params({f"recipe_{k}": str(v) for k, v in (recipe_filled or {}).items()})
         yield tracker
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -209,10 +208,11 @@ def leaked_secret(tracker, leaked: list[str], entry_point: str) -> ConfigError:
 
 
 @contextlib.contextmanager
-def child_run(parent, name: str, entry_point: str, cfg=None, tags: dict | None = None):
+def child_run(parent, name: str, entry_point: str, params: dict[str, str] | None = None,
+              tags: dict | None = None):
     """A run nested under ``parent`` (tag ``mlflow.parentRunId`` set explicitly), in the parent's
-    experiment; yields its tracker and ends it FINISHED, or KILLED for an exception whose
-    ``run_status`` says so (a pruned trial), else FAILED."""
+    experiment, with ``params`` logged; yields its tracker and ends it FINISHED, or KILLED for an
+    exception whose ``run_status`` says so (a pruned trial), else FAILED."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -223,8 +223,8 @@ def child_run(parent, name: str, entry_point: str, cfg=None, tags: dict | None =
     run = client.create_run(experiment_id, run_name=name,
                             tags={str(k): v for k, v in all_tags.items()})
     tracker = MlflowTracker(run.info.run_id)
-    if cfg is not None:
-        tracker.log_params(cfg.to_params())
+    if params:
+        tracker.log_params(params)
     try:
         with heartbeat(tracker.run_id):
             yield tracker

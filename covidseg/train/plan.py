@@ -43,6 +43,18 @@ EPOCHS_3D = 100
 SLICE_SIZE_RANGE = (64, 512)
 
 
+@dataclass(frozen=True)
+class PlanRequest:
+    """What a run asks of its plan: its ``batch_size`` (per process), ``recipe`` (``covidseg``
+    or ``thesis``), and the ``epochs`` and ``iterations_per_epoch`` given as parameters (0: the
+    plan's)."""
+
+    batch_size: int = 8
+    recipe: str = "covidseg"
+    epochs: int = 0
+    iterations_per_epoch: int = 0
+
+
 @dataclass
 class Plan:
     """The settings a dataset's fingerprint decided (and, in ``given``, those a parameter
@@ -91,9 +103,10 @@ def is_slice_dataset(ds) -> bool:
     return bool(ds.cases) and all(m.get("slice_image") for m in ds.cases.values())
 
 
-def make_plan(ds, train_ids, cfg, three_d: bool = False, unlabelled_slices: int = 0) -> Plan:
-    """The plan of a training run on ``train_ids`` of ``ds`` with ``cfg`` (a finetune or
-    meanteacher config): what the fingerprint decides, and what ``cfg`` sets instead.
+def make_plan(ds, train_ids, request: PlanRequest, three_d: bool = False,
+              unlabelled_slices: int = 0) -> Plan:
+    """The plan of a training run on ``train_ids`` of ``ds`` (a finetune or meanteacher run):
+    what the fingerprint decides, and what ``request`` sets instead.
     ``three_d``: the network is the coarse 3D U-Net (one volume per step: an epoch is one pass
     over the volumes, :data:`EPOCHS_3D` of them); ``unlabelled_slices``: a semi-supervised run's
     unlabelled slices (one batch of them a step)."""
@@ -103,8 +116,8 @@ def make_plan(ds, train_ids, cfg, three_d: bool = False, unlabelled_slices: int 
     median = [int(np.median([s[1] for s in shapes])), int(np.median([s[2] for s in shapes]))]
     from covidseg.train.distributed import world
 
-    batch = int(cfg.batch_size) * world().size  # the global batch: passes count all processes
-    recipe = getattr(cfg, "recipe", "covidseg")
+    batch = int(request.batch_size) * world().size  # the global batch: all processes' passes
+    recipe = request.recipe
     why = {}
     if three_d:
         per_epoch, epochs = 0, EPOCHS_3D
@@ -126,10 +139,10 @@ def make_plan(ds, train_ids, cfg, three_d: bool = False, unlabelled_slices: int 
                             "whichever is more" if unlabelled_slices else "")
                          + f", at least {MIN_ITERATIONS} and at most {MAX_ITERATIONS} steps")
     given = {}
-    if cfg.iterations_per_epoch:
-        given["iterations_per_epoch"] = int(cfg.iterations_per_epoch)
-    if cfg.epochs:
-        given["epochs"] = int(cfg.epochs)
+    if request.iterations_per_epoch:
+        given["iterations_per_epoch"] = int(request.iterations_per_epoch)
+    if request.epochs:
+        given["epochs"] = int(request.epochs)
     per_epoch_run = (given.get("iterations_per_epoch", per_epoch)
                      or max(1, slices // (1 if three_d else batch)))
     epochs_run = given.get("epochs", epochs)

@@ -3,23 +3,22 @@
 * :class:`ResumeWriter` writes the loop's state (:meth:`covidseg.train.loop.Trainer.state_dict`)
   to ``last.pt`` in the run's local work folder from a background thread, atomically;
 * :func:`find_resume_state` reads it back: this machine's copy, else the one the run uploaded as
-  ``resume/last.pt`` when it stopped with an error;
-* :func:`config_of_run` rebuilds the configuration the killed run was started with (its logged
-  parameters), so that ``resume=<run id>`` continues exactly that run, with as many processes.
+  ``resume/last.pt`` when it stopped with an error.
+
+The configuration the killed run was started with is the stage layer's to rebuild
+(:func:`covidseg.stages.stage.config_of_run`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import save_atomically
-from covidseg.tracking import Tag
 
 log = logging.getLogger("covidseg.train")
 
@@ -97,35 +96,3 @@ def find_resume_state(run_id: str, workdir: Path) -> dict:
             raise ConfigError(f"resume={run_id}: no resume state on this machine ({workdir}) and "
                               "none uploaded with the run") from exc
     return load_resume_state(local)
-
-
-def config_of_run(name: str, run_id: str, world_size: int = 1):
-    """The configuration a killed ``name`` run was started with (to resume it exactly),
-    ``resume`` set; it must be resumed by as many training processes (``world_size``) as it was
-    started with."""
-    from covidseg.config import CONFIGS, field_default, parse_value
-    from covidseg.tracking import resolve_run_ref, run_info
-
-    run_id, _ = resolve_run_ref(run_id)
-    run = run_info(run_id)
-    entry = run.data.tags.get(Tag.ENTRY_POINT)
-    if entry != name:
-        raise ConfigError(f"resume={run_id} is a {entry or 'non-covidseg'} run, not a {name} run")
-    if run.info.status == "FINISHED":
-        raise ConfigError(f"resume={run_id}: the run has FINISHED; nothing to resume")
-    cls = CONFIGS[name]
-    params = run.data.params
-    started = int(params.get("world_size", "1"))
-    if started != world_size:
-        raise ConfigError(f"resume={run_id} was trained by {started} process(es): resume it with "
-                          f"as many (torchrun --nproc_per_node…), not {world_size}")
-    kwargs = {f.name: parse_value(f, params[f.name].strip("'")) if f.name in params
-              else field_default(f) for f in fields(cls)}
-    if "recipe" in kwargs and "recipe" not in params:
-        # started before recipes (and the iteration-counted loop): it trained with the thesis's
-        # settings, one pass an epoch — continue it with them
-        kwargs["recipe"] = "thesis"
-    kwargs["resume"] = run_id
-    cfg = cls(**kwargs)
-    cfg.validate()
-    return cfg

@@ -2,17 +2,19 @@
 mean teacher, the benchmarks): the network to start from (scratch, a Models Genesis file, a
 logged model), with as many outputs as the data has classes; a fold's training cases; the
 augmentation ``augment`` names; the one segmentation task (2D slices or the coarse 3D U-Net's
-volumes) with its loss; slices to re-estimate frozen norm statistics on."""
+volumes) with its loss; slices to re-estimate frozen norm statistics on.  What it reads of a
+finetune or meanteacher configuration is :class:`SupervisedSettings`, which the stage builds
+(:func:`covidseg.stages.stage.supervised_settings`)."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from covidseg.config import FinetuneConfig, TrainingConfig, threshold_value
 from covidseg.data.augment import make_augment
 from covidseg.data.splits import fold_split
 from covidseg.data.store import PreprocessedDataset
@@ -30,6 +32,30 @@ from covidseg.train.plan import Plan, is_slice_dataset, planned
 from covidseg.train.tasks import SegmentationTask, VolumeTask, default_workers
 
 log = logging.getLogger("covidseg.finetune")
+
+
+@dataclass(frozen=True)
+class SupervisedSettings:
+    """What the segmentation task of a supervised run is set up with: its loss (``loss``, the
+    ``dice`` term, the lesion class's ``pos_weight``, 0: unweighted), batches (``batch_size``
+    slices of side ``image_size``, 0: whole padded slices, slices with lesion ``lesion_boost``
+    times more often, ``mixup``), augmentation (``augment`` as named, ``auto`` decided with the
+    ``recipe``), DataLoader ``workers`` (-1: from the CPU count), ``seed``, the decision
+    ``threshold`` of its validation and ``iterations_per_epoch`` when there is no plan."""
+
+    loss: str = "ce+dice"
+    dice: str = "batch"
+    pos_weight: float = 0.0
+    mixup: bool = False
+    augment: str = "auto"
+    recipe: str = "covidseg"
+    batch_size: int = 8
+    workers: int = -1
+    image_size: int = 0
+    lesion_boost: float = 1.0
+    seed: int = 0
+    threshold: float = 0.5
+    iterations_per_epoch: int = 0
 
 
 def dataset_classes(ds: PreprocessedDataset) -> int:
@@ -56,21 +82,24 @@ def with_classes(model, spec: ModelSpec, classes: int, report: dict) -> tuple:
     return new, new_spec
 
 
-def initial_model(cfg: TrainingConfig, init: str, classes: int = 1) -> tuple:
-    """(model, spec, report, source run id) for ``init``: ``scratch``, a Models Genesis
-    checkpoint file, a covidseg model folder, a run id or a model URI; ``classes`` outputs."""
-    model, spec, report, run = _initial_model(cfg, init, classes)
+def initial_model(init: str, arch: str, encoder: str, encoder_weights: str = "",
+                  classes: int = 1) -> tuple:
+    """(model, spec, report, source run id) for ``init``: ``scratch`` (an ``arch``/``encoder``
+    network, its encoder from the ``encoder_weights`` file if given), a Models Genesis checkpoint
+    file, a covidseg model folder, a run id or a model URI; ``classes`` outputs."""
+    model, spec, report, run = _initial_model(init, arch, encoder, encoder_weights, classes)
     model, spec = with_classes(model, spec, classes, report)
     return model, spec, report, run
 
 
-def _initial_model(cfg: TrainingConfig, init: str, classes: int) -> tuple:
+def _initial_model(init: str, arch: str, encoder: str, encoder_weights: str,
+                   classes: int) -> tuple:
     if init == "scratch":
-        spec = ModelSpec(arch=cfg.arch, encoder=cfg.encoder, classes=classes)
+        spec = ModelSpec(arch=arch, encoder=encoder, classes=classes)
         model = build_model(spec)
-        report = {"init": "scratch", "encoder_weights": cfg.encoder_weights or None}
-        if cfg.encoder_weights:  # what the file gave: used, missing, adapted to 1 channel
-            report["encoder_weights_loaded"] = load_encoder_weights(model, cfg.encoder_weights)
+        report = {"init": "scratch", "encoder_weights": encoder_weights or None}
+        if encoder_weights:  # what the file gave: used, missing, adapted to 1 channel
+            report["encoder_weights_loaded"] = load_encoder_weights(model, encoder_weights)
         return model, spec, report, None
     path = Path(init).expanduser()
     if path.is_file():
@@ -78,9 +107,9 @@ def _initial_model(cfg: TrainingConfig, init: str, classes: int) -> tuple:
         if not is_genesis_state(state):
             raise ConfigError(f"{path}: not a Models Genesis checkpoint; for a covidseg model give "
                               "its folder, run id or model URI")
-        if cfg.arch not in ("unet", "genesis-unet"):
+        if arch not in ("unet", "genesis-unet"):
             raise ConfigError(f"init={path.name} is a Models Genesis checkpoint: it fits "
-                              f"arch=genesis-unet, not arch={cfg.arch}")
+                              f"arch=genesis-unet, not arch={arch}")
         spec = ModelSpec(arch="genesis-unet", encoder="genesis")
         model = build_model(spec)
         report = flatten_genesis_3d(state, model)
@@ -92,16 +121,11 @@ def _initial_model(cfg: TrainingConfig, init: str, classes: int) -> tuple:
     model_dir, source_run = download_model(init)
     model, config = load_model(model_dir, single=True)
     spec = ModelSpec(**config["model"])
-    if (spec.arch, spec.encoder) != (cfg.arch, cfg.encoder):
+    if (spec.arch, spec.encoder) != (arch, encoder):
         log.warning("init model is %s/%s: that architecture is used (arch=%s encoder=%s ignored)",
-                    spec.arch, spec.encoder, cfg.arch, cfg.encoder)
+                    spec.arch, spec.encoder, arch, encoder)
     return model, spec, {"init": init, "arch": spec.arch, "encoder": spec.encoder,
                          "pretrained_as": config.get("task", "")}, source_run
-
-
-def training_cases(ds: PreprocessedDataset, cfg: FinetuneConfig) -> tuple[list[str], list[str]]:
-    """(training, validation) case ids of ``cfg``'s fold, regime, train_cases and seed."""
-    return split_cases(ds, cfg.fold, cfg.regime, cfg.train_cases, cfg.seed)
 
 
 def split_cases(ds: PreprocessedDataset, fold: int, regime: str = "standard",
@@ -158,41 +182,43 @@ def calibration_batches(slices, batch_size: int, limit: int = 256):
         yield torch.stack([slices[(0, int(i))][0] for i in idx[start:start + batch_size]])
 
 
-def augmentation(cfg, ds: PreprocessedDataset):
-    """The training augmentation ``augment`` names (``auto``: ``strong``; with ``recipe=thesis``
+def augmentation(ds: PreprocessedDataset, name: str = "auto", recipe: str = "covidseg"):
+    """The training augmentation ``name`` names (``auto``: ``strong``; with ``recipe=thesis``
     the slice preset for a set of 2D slices, the thesis's CT preset for volumes); None for
     ``none``.  ``strong`` fills and augments as the data needs: a 2D slice set's background is its
     minimum, a CT volume's is 0 outside the lungs."""
     slices = is_slice_dataset(ds)
-    name = cfg.augment
     if name == "auto":
-        name = ("slice" if slices else "ct") if cfg.recipe == "thesis" else "strong"
+        name = ("slice" if slices else "ct") if recipe == "thesis" else "strong"
     try:
         return make_augment(name, background="min" if slices else "zero")
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
 
-def segmentation_task(model, ds, train_ids, val_ids, cfg: FinetuneConfig, device,
+def segmentation_task(model, ds, train_ids, val_ids, settings: SupervisedSettings, device,
                       plan: Plan | None = None, cls=SegmentationTask, **extra):
+    """The task that trains ``model`` on ``train_ids`` of ``ds`` and validates on ``val_ids``:
+    whole volumes for the coarse 3D U-Net, else ``cls`` on 2D slices (``extra``: what the mean
+    teacher's task adds); ``plan``'s iterations per epoch when there is one."""
+    s = settings
     classes = dataset_classes(ds)
-    if classes > 1 and cfg.mixup:
+    if classes > 1 and s.mixup:
         raise ConfigError("mixup mixes binary masks: it does not apply to labels=multiclass")
     if classes > 1 and is_3d(model):
         raise ConfigError("labels=multiclass trains 2D networks: arch=unet3d (the coarse 3D "
                           "U-Net) segments the lesion union only")
-    loss = SegmentationLoss(cfg.loss, pos_weight=cfg.pos_weight or None, classes=classes,
-                            dice=cfg.dice)
+    loss = SegmentationLoss(s.loss, pos_weight=s.pos_weight or None, classes=classes,
+                            dice=s.dice)
     iterations = (planned(plan, "iterations_per_epoch") if plan is not None
-                  else cfg.iterations_per_epoch)
-    common = {"seed": cfg.seed, "eval_batch": max(cfg.batch_size, 16),
-              "threshold": threshold_value(cfg.threshold, "auto") or 0.5,
+                  else s.iterations_per_epoch)
+    common = {"seed": s.seed, "eval_batch": max(s.batch_size, 16), "threshold": s.threshold,
               "iterations": iterations}
     if is_3d(model):  # the coarse 3D U-Net (arch=unet3d): whole volumes at low resolution
         if extra:
             raise ConfigError("meanteacher trains 2D networks, not arch=unet3d")
         return VolumeTask(model, ds, train_ids, val_ids, loss, device, **common)
-    return cls(model, ds, train_ids, val_ids, loss, device, batch_size=cfg.batch_size,
-               workers=default_workers(cfg.workers), augment=augmentation(cfg, ds),
-               crop=cfg.image_size, lesion_boost=cfg.lesion_boost, use_mixup=cfg.mixup,
+    return cls(model, ds, train_ids, val_ids, loss, device, batch_size=s.batch_size,
+               workers=default_workers(s.workers), augment=augmentation(ds, s.augment, s.recipe),
+               crop=s.image_size, lesion_boost=s.lesion_boost, use_mixup=s.mixup,
                **common, **extra)

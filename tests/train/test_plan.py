@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from covidseg.config import FinetuneConfig
 from covidseg.train.plan import (
     ITERATIONS_PER_EPOCH,
     MIN_ITERATIONS,
+    PlanRequest,
     make_plan,
     planned,
     slice_size_for,
@@ -40,26 +40,25 @@ def test_iterations_from_passes_with_a_floor_and_a_ceiling():
 
 def test_plan_for_slices_volumes_the_thesis_and_given_values():
     slices = _Dataset([(1, 384, 384)] * 40, True, image_size=384)
-    plan = make_plan(slices, list(slices.cases), FinetuneConfig())
+    plan = make_plan(slices, list(slices.cases), PlanRequest())
     assert plan.kind == "2d-slices" and plan.image_size == 384 and plan.training_slices == 40
     assert plan.iterations_per_epoch == ITERATIONS_PER_EPOCH
     assert plan.epochs * plan.iterations_per_epoch == plan.total_iterations == 1000
     assert planned(plan, "epochs") == 20 and plan.given == {} and plan.why["epochs"]
 
     volumes = _Dataset([(30, 128, 128)] * 10, False)
-    plan = make_plan(volumes, list(volumes.cases), FinetuneConfig())
+    plan = make_plan(volumes, list(volumes.cases), PlanRequest())
     assert plan.kind == "volumes" and plan.image_size == 0 and plan.training_slices == 300
     assert plan.total_iterations == 60 * 300 // 8 == 2250  # 45 epochs of 50
 
-    given = make_plan(volumes, list(volumes.cases), FinetuneConfig(epochs=3,
-                                                                    iterations_per_epoch=7))
+    given = make_plan(volumes, list(volumes.cases), PlanRequest(epochs=3, iterations_per_epoch=7))
     assert given.given == {"epochs": 3, "iterations_per_epoch": 7}
     assert planned(given, "epochs") == 3 and given.total_iterations == 21
 
-    thesis = make_plan(volumes, list(volumes.cases), FinetuneConfig(recipe="thesis"))
+    thesis = make_plan(volumes, list(volumes.cases), PlanRequest(recipe="thesis"))
     assert thesis.iterations_per_epoch == 0 and planned(thesis, "epochs") == 500  # one pass
 
-    coarse = make_plan(volumes, list(volumes.cases), FinetuneConfig(), three_d=True)
+    coarse = make_plan(volumes, list(volumes.cases), PlanRequest(), three_d=True)
     assert coarse.iterations_per_epoch == 0 and coarse.epochs == 100
 
 

@@ -131,7 +131,8 @@ def write_dicom_seg(series: Path, labels: np.ndarray, path: Path,
         os.replace(tmp, path)
     except Exception as exc:  # noqa: BLE001 - whatever fails, the NIfTI mask stays the result
         tmp.unlink(missing_ok=True)
-        log.warning("%s: no DICOM SEG written (%s: %s)", Path(series).name,
-                    type(exc).__name__, first_line(exc))
+        reason = str(exc) if isinstance(exc, SegUnavailable) else \
+            f"{type(exc).__name__}: {first_line(exc)}"
+        log.warning("%s: no DICOM SEG written (%s)", Path(series).name, reason)
         return None
     return path

@@ -16,10 +16,17 @@ from torch import nn
 
 PATIENT_NAME = "Doe^Jane"  # must never appear in anything covidseg writes or logs
 PATIENT_ID = "PID-7731"
+# every identifying value write_dicom_series puts in a slice (tag: value), recognisable in bytes
+IDENTIFYING = {"0010|0010": PATIENT_NAME, "0010|0020": PATIENT_ID, "0010|0030": "19470223",
+               "0008|0050": "ACC-55017", "0020|0010": "STUDY-4411",
+               "0008|0080": "St Elsewhere Hospital", "0008|0090": "Kildare^James",
+               "0008|1010": "CT-STATION-9", "0018|1000": "SN-661337"}
 
 
-def write_dicom_series(volume: sitk.Image, folder: Path, with_spacing: bool = True) -> Path:
-    """Write a 3D image as a CT DICOM series (one file per slice) with identifying tags."""
+def write_dicom_series(volume: sitk.Image, folder: Path, with_spacing: bool = True,
+                       frame_of_reference: bool = True) -> Path:
+    """Write a 3D image as a CT DICOM series (one file per slice) with identifying tags
+    (:data:`IDENTIFYING`) and, unless told not to, a Frame of Reference UID."""
     folder.mkdir(parents=True, exist_ok=True)
     vol = sitk.Cast(volume, sitk.sitkInt16)
     writer = sitk.ImageFileWriter()
@@ -28,7 +35,7 @@ def write_dicom_series(volume: sitk.Image, folder: Path, with_spacing: bool = Tr
     direction = vol.GetDirection()
     series_uid = "1.2.826.0.1.3680043.2.1125." + date + ".1" + tm
     common = [
-        ("0010|0010", PATIENT_NAME), ("0010|0020", PATIENT_ID), ("0008|0060", "CT"),
+        *IDENTIFYING.items(), ("0008|0060", "CT"),
         ("0008|0020", date), ("0008|0030", tm), ("0020|000d", series_uid + ".0"),
         ("0020|000e", series_uid), ("0008|103e", "covidseg test series"),
         ("0020|0037", "\\".join(map(str, (direction[0], direction[3], direction[6],
@@ -36,7 +43,7 @@ def write_dicom_series(volume: sitk.Image, folder: Path, with_spacing: bool = Tr
         ("0028|1050", "-600"), ("0028|1051", "1500"),
         ("0028|1052", "0"), ("0028|1053", "1"), ("0028|1054", "HU"),
         ("0018|0050", str(vol.GetSpacing()[2])),
-    ]
+    ] + ([("0020|0052", series_uid + ".9999")] if frame_of_reference else [])
     for i in range(vol.GetDepth()):
         sl = vol[:, :, i]
         for k, v in common:

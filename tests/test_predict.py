@@ -206,3 +206,130 @@ def test_8bit_inputs_get_the_intensity_scheme_the_model_was_trained_with(tmp_pat
     with caplog.at_level("WARNING", logger="covidseg"):
         Predictor.from_dir(hu_only).predict_file(png, tmp_path / "out")
     assert "intensities here are display, the model was trained on hu images" in caplog.text
+
+
+def _phantom_series(tmp_path, seed, **kwargs):
+    """A phantom written as a DICOM series (RAS-like direction: the predictor flips back) with
+    recognisable identifying tags; (folder, image)."""
+    from tests.helpers import write_dicom_series
+
+    ph = make_phantom(seed, size=64, depth_mm=12, kind="covid", centre="A")
+    img = sitk.GetImageFromArray(np.round(ph.image).astype(np.int16))
+    img.SetSpacing(ph.spacing)
+    img.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    img.SetOrigin((40.0, 25.0, -70.0))
+    return write_dicom_series(img, tmp_path / "series" / "patient_scan", **kwargs), img
+
+
+def _no_identifying_value(data: bytes) -> None:
+    from tests.helpers import IDENTIFYING
+
+    for tag, value in IDENTIFYING.items():
+        assert value.encode() not in data, (tag, value)
+
+
+@pytest.mark.parametrize("classes", [1, 3])
+def test_a_dicom_series_gets_a_dicom_seg_voxel_for_voxel_its_nifti_mask(model_dir, tmp_path,
+                                                                        classes, caplog):
+    """A DICOM series input: next to the NIfTI mask a BINARY DICOM SEG (one segment per lesion
+    class) on the source slices and Frame of Reference, read back with highdicom equal to the
+    NIfTI mask voxel for voxel (placed at the same points in space), holding no identifying value
+    of the source."""
+    import highdicom as hd
+    import pydicom
+
+    folder, _ = _phantom_series(tmp_path, 31)
+    if classes > 1:
+        torch.manual_seed(0)
+        spec = ModelSpec("unet", "resnet18", classes=3)
+        model_dir = save_model(tmp_path / "model3", build_model(spec), spec,
+                               {"preprocess": PreprocessConfig(image_size=56).to_params(),
+                                "task": "segmentation"})
+    with caplog.at_level("DEBUG", logger="covidseg"):
+        report = Predictor.from_dir(model_dir).predict_file(folder, tmp_path / "out",
+                                                            threshold=0.3)
+    assert report["dicom_seg"] == "patient_scan_infection.seg.dcm"
+    nifti = sitk.ReadImage(str(tmp_path / "out" / report["infection_mask"]))
+    mask = sitk.GetArrayFromImage(nifti)
+    assert mask.any() and not mask.all()
+    if classes > 1:
+        assert set(np.unique(mask)) == {0, 1, 2}  # both classes present
+    raw = (tmp_path / "out" / report["dicom_seg"]).read_bytes()
+    seg = hd.seg.segread(tmp_path / "out" / report["dicom_seg"])
+    assert seg.SegmentationType == "BINARY" and seg.Modality == "SEG"
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == (
+        ["infection"] if classes == 1 else ["ground-glass opacity", "consolidation"])
+    # the source slices in the order the NIfTI's slices are (the series reader's)
+    from covidseg.data.readers import dicom_series_files
+
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in dicom_series_files(folder)]
+    assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
+    assert seg.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert seg.SeriesInstanceUID != sources[0].SeriesInstanceUID
+    by_source = seg.get_pixels_by_source_instance(
+        [s.SOPInstanceUID for s in sources], combine_segments=True,
+        assert_missing_frames_are_empty=True)
+    assert np.array_equal(by_source, mask)
+    # and in space: every SEG voxel's patient coordinates land on the same NIfTI voxel
+    volume = seg.get_volume(combine_segments=True)
+    idx = np.indices(volume.spatial_shape).reshape(3, -1)
+    points = (volume.affine @ np.vstack([idx, np.ones(idx.shape[1])]))[:3]
+    to_index = np.linalg.inv(np.array(nifti.GetDirection()).reshape(3, 3)
+                             @ np.diag(nifti.GetSpacing()))
+    ijk = np.round(to_index @ (points - np.array(nifti.GetOrigin())[:, None])).astype(int)
+    assert np.array_equal(volume.array.reshape(-1), mask[ijk[2], ijk[1], ijk[0]])
+    # privacy: no identifying value of the source anywhere in the SEG or the log; the Type 2
+    # patient / study attributes present and empty
+    _no_identifying_value(raw)
+    _no_identifying_value(caplog.text.encode())
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "StudyID",
+                    "StudyDate", "ReferringPhysicianName"):
+        assert str(seg.get(keyword, "")) == ""
+    for keyword in ("InstitutionName", "StationName", "SeriesDescription"):
+        assert seg.get(keyword) != sources[0].get(keyword)
+
+
+@pytest.mark.parametrize("bad", ["no_frame_of_reference", "write_fails"])
+def test_a_dicom_seg_that_cannot_be_made_is_one_line_and_the_nifti_mask_stays(model_dir,
+                                                                           tmp_path, bad,
+                                                                           caplog):
+    folder, _ = _phantom_series(tmp_path, 32,
+                                frame_of_reference=bad != "no_frame_of_reference")
+    out = tmp_path / "out"
+    if bad == "write_fails":
+        (out / "patient_scan_infection.seg.dcm").mkdir(parents=True)  # a folder in the way
+    with caplog.at_level("WARNING", logger="covidseg"):
+        report = Predictor.from_dir(model_dir).predict_file(folder, out, threshold=0.3)
+    assert report["dicom_seg"] is None
+    assert sitk.ReadImage(str(out / "patient_scan_infection.nii.gz")).GetSize()[2] == 6
+    assert (out / "patient_scan_report.json").exists()
+    assert (out / "patient_scan_lung.nii.gz").exists()
+    assert not list(out.glob("*.part"))
+    lines = [r.getMessage() for r in caplog.records if "DICOM SEG" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0] and "patient_scan: no DICOM SEG" in lines[0]
+    assert ("has no FrameOfReferenceUID" if bad == "no_frame_of_reference"
+            else "IsADirectoryError") in lines[0]
+    _no_identifying_value(caplog.text.encode())
+
+
+def test_a_series_with_a_missing_slice_gets_seg_frames_on_its_source_slices(model_dir, tmp_path):
+    """Slices not equally spaced (one missing): the NIfTI gets the series reader's mean spacing,
+    the SEG each frame at its own source slice's position (so a viewer shows it in place)."""
+    import highdicom as hd
+    import pydicom
+
+    from covidseg.data.readers import dicom_series_files
+
+    folder, _ = _phantom_series(tmp_path, 33)
+    (folder / "slice_0002.dcm").unlink()
+    report = Predictor.from_dir(model_dir).predict_file(folder, tmp_path / "out", threshold=0.3)
+    seg = hd.seg.segread(tmp_path / "out" / report["dicom_seg"])
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / report["infection_mask"])))
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in dicom_series_files(folder)]
+    uids = [s.SOPInstanceUID for s in sources]
+    assert np.array_equal(seg.get_pixels_by_source_instance(
+        uids, combine_segments=True, assert_missing_frames_are_empty=True), mask)
+    where = {s.SOPInstanceUID: [float(v) for v in s.ImagePositionPatient] for s in sources}
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        uid = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        assert [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient] == where[uid]

@@ -111,8 +111,9 @@ def _nifti_payload_check(path: Path) -> None:
         raise NaNValues(path, f"{n_bad} voxels are NaN or infinite")
 
 
-def read_dicom_series(folder: Path) -> sitk.Image:
-    """Read the largest DICOM series in ``folder`` (its geometry only is used downstream)."""
+def dicom_series_files(folder: Path) -> list[str]:
+    """The files of the largest DICOM series in ``folder``, in slice order (GDCM's sort along the
+    slice normal): file ``i`` is slice ``i`` of :func:`read_dicom_series`'s image."""
     reader = sitk.ImageSeriesReader()
     try:
         series = reader.GetGDCMSeriesIDs(str(folder))
@@ -120,9 +121,13 @@ def read_dicom_series(folder: Path) -> sitk.Image:
         raise UnreadableFile(folder, f"not a readable DICOM folder ({_itk_message(exc)})") from exc
     if not series:
         raise UnreadableFile(folder, "folder holds no DICOM series")
-    files_per_series = [reader.GetGDCMSeriesFileNames(str(folder), s) for s in series]
-    files = max(files_per_series, key=len)
-    reader.SetFileNames(files)
+    return list(max((reader.GetGDCMSeriesFileNames(str(folder), s) for s in series), key=len))
+
+
+def read_dicom_series(folder: Path) -> sitk.Image:
+    """Read the largest DICOM series in ``folder`` (its geometry only is used downstream)."""
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(dicom_series_files(folder))
     reader.MetaDataDictionaryArrayUpdateOn()
     try:
         image = reader.Execute()

@@ -29,6 +29,7 @@ from covidseg.config import (
     threshold_value,
     tta_value,
 )
+from covidseg.data.dicom_seg import write_dicom_seg
 from covidseg.data.geometry import to_canonical_grid
 from covidseg.data.intensity import looks_like_display
 from covidseg.data.layouts import CaseRecord
@@ -199,6 +200,9 @@ class Predictor:
         as_png = is_slice_image(path)  # a slice image's outputs are images of its size too
         files = {"infection": out / f"{case_id}_infection.{'png' if as_png else 'nii.gz'}"}
         self._write(mask if labels is None else labels, original, files["infection"])
+        seg = write_dicom_seg(path, mask if labels is None else labels,
+                              out / f"{case_id}_infection.seg.dcm", multiclass) \
+            if path.is_dir() else None  # a DICOM series: its lesions as a DICOM SEG too
         if probabilities:
             files["probability"] = self._write_probability(prob_o, original, out, case_id, as_png)
         if lung_o is not None:
@@ -222,6 +226,7 @@ class Predictor:
             "infection_mask": files["infection"].name,
             "probability_map": files["probability"].name if "probability" in files else None,
             "lung_mask": files["lung"].name if "lung" in files else None,
+            "dicom_seg": seg.name if seg else None,
         }
         (out / f"{case_id}_report.json").write_text(json.dumps(report, indent=1))
         return report

@@ -14,7 +14,7 @@ MODEL_CODE = Path(__file__).resolve().with_name("pyfunc_model.py")
 # what the logged model needs to predict, pinned to this machine's versions (covidseg itself
 # travels with the model as code)
 MODEL_PACKAGES = ("torch", "segmentation-models-pytorch", "SimpleITK", "numpy", "scipy", "pandas",
-                  "mlflow", "lungmask", "tqdm", "PyYAML")
+                  "mlflow", "lungmask", "tqdm", "PyYAML", "highdicom")  # highdicom: DICOM SEG
 
 
 def model_requirements() -> list[str]:

@@ -99,10 +99,10 @@ PAGE = """<!DOCTYPE html>
 <style>
 body{font:14px system-ui,sans-serif;margin:12px;background:#111;color:#eee}
 #stack{position:relative;display:inline-block;cursor:ns-resize}
-#stack canvas{width:512px;height:auto;display:block}
+#stack canvas{width:min(512px,calc(100vh - 190px));height:auto;display:block}
 #stack canvas#overlay{position:absolute;left:0;top:0;image-rendering:pixelated}
 .row{margin:6px 0}.truth{color:#3f3}.pred{color:#f4f}.both{color:#ff3}label{margin-right:14px}
-#slider{width:512px}small{color:#aaa}
+#slider{width:min(512px,calc(100vh - 190px))}small{color:#aaa}
 </style></head><body>
 <h3 id="title"></h3><div id="caption"><small></small></div>
 <div class="row"><span id="case-dice"></span></div>

@@ -33,7 +33,7 @@ def test_finetune_logs_a_slice_viewer_that_the_mlflow_ui_shows(tracking_uri, pre
     from mlflow.tracking import MlflowClient
 
     from covidseg.cli import run_entry
-    from covidseg.config import FinetuneConfig
+    from covidseg.config import EvaluateConfig, FinetuneConfig
 
     cfg = FinetuneConfig(data=preprocess_run, epochs=1, experiment="viewer", viewers=1,
                          overlays=1, **FAST)
@@ -55,6 +55,13 @@ def test_finetune_logs_a_slice_viewer_that_the_mlflow_ui_shows(tracking_uri, pre
     rows = {r["case_id"]: r for r in client.load_table(
         exp, "tables/test_per_volume.json", run_ids=[rid]).to_dict("records")}
     assert case in rows and f"{rows[case]['volume_dice']:.3f}" in data["caption"]
+
+    # evaluate logs its cases' viewers the same way (its own cap)
+    run_entry("evaluate", EvaluateConfig(model=rid, data=preprocess_run, viewers=2,
+                                         experiment="viewer-evaluate"))
+    ev_exp = client.get_experiment_by_name("viewer-evaluate").experiment_id
+    ev_run = client.search_runs([ev_exp])[0].info.run_id
+    assert len(client.list_artifacts(ev_run, "viewers")) == 2
 
     if shutil.which("chromium") is None:
         pytest.skip("Debian's chromium is not installed (.ci/run installs it): UI not checked")

@@ -4,10 +4,10 @@ and of the shown slice.
 
 The page loads nothing (no CDN, no font, no URL): its script and style are inline, each slice is
 a base64 JPEG (greyscale, the volume's 1st-99.5th percentile window, as the overlay figures) and
-each mask a run-length list drawn on a canvas.  It stays small: the slices are subsampled in-plane
-to at most ``max_size`` pixels and at most ``max_slices`` evenly spaced slices are kept (phantom
-volumes of 133×256² and 120×512², capped to 64 slices: 1.1 and 1.3 MB).  The Dice values are computed here, on the full arrays given,
-and embedded per slice — the page only shows them:
+each mask a run-length list drawn on a canvas.  It stays small: the slices are subsampled
+in-plane to at most ``max_size`` pixels and at most ``max_slices`` evenly spaced slices are kept
+(phantom volumes of 133×256² and 120×512², capped to 64 slices: 1.1 and 1.3 MB).  The Dice values
+are computed here, on the full arrays given, and embedded per slice — the page only shows them:
 
     slice Dice = 2 |P_z ∩ R_z| / (|P_z| + |R_z|)   (none where both are empty)
     case Dice  = 2 |P ∩ R| / (|P| + |R|)            over all slices, shown or not

@@ -185,6 +185,11 @@ def _encoder_weights():
     return param("", "local encoder weight file (state dict), e.g. ImageNet")
 
 
+def _viewers(what: str):
+    return param(3, f"{what} logged as a scrollable HTML slice viewer, viewers/CASE.html (CT, "
+                    "truth and prediction overlays, the Dice of each slice; 0: none)")
+
+
 @dataclass
 class TrainingConfig(CommonConfig):
     """What every stage that trains a network shares (they all run the one training loop).
@@ -319,6 +324,7 @@ class SupervisedConfig(TrainingConfig):
                        "table and an ensemble model (the mean of the fold models' "
                        "probabilities: every labelled case trains it); 0: one run on fold")
     overlays: int = param(3, "cases per split shown in overlay figures")
+    viewers: int = _viewers("test cases (the largest lesions) each")
     register_as: str = param("", "register the best model under this name")
     alias: str = param("", "give the registered version this alias (e.g. champion: "
                            "predict -P model=models:/NAME@champion); needs register_as")
@@ -457,6 +463,8 @@ class PredictConfig(CommonConfig):
                            "name): needed by a model trained with lung_method=provided")
     prefetch: int = param(2, "inputs read and preprocessed ahead (threads) while the network "
                              "works on the current one (0: one after the other)")
+    viewers: int = param(3, "the first inputs each written as a scrollable HTML slice viewer "
+                            "next to its mask (CASE_viewer.html: CT and prediction; 0: none)")
     batch_size: int = param(16, "slices per forward pass")
     tta: str = param("model", "test-time mirroring (mean over each slice and its 3 in-plane "
                               "mirror images, 4× the network's work): model = as the model was "
@@ -468,6 +476,7 @@ class EvaluateConfig(CommonConfig):
     model: str = param("", "finetune/meanteacher run id, runs:/ or models:/ URI")
     split: str = param("test", "which labelled cases: the held-out test set, or all labelled",
                        ("test", "labelled"))
+    viewers: int = _viewers("cases (the largest lesions) each")
     threshold: str = param("model", "probability threshold: model = the one stored with the model, "
                                     "or a probability")
     batch_size: int = param(16, "slices per forward pass")

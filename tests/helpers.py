@@ -241,6 +241,129 @@ def chromium(url: str, workdir: Path, screenshot: Path | None = None) -> str:
     return dom
 
 
+class DevTools:
+    """Headless Chromium driven over the DevTools protocol through ``--remote-debugging-pipe``
+    (file descriptors 3 and 4: no port, no websocket library): open a page, run script in it or
+    in one of its frames (a sandboxed frame is a target of its own), send mouse-wheel events and
+    take screenshots.  A context manager: the browser is closed (killed if it hangs) on exit."""
+
+    def __init__(self, workdir: Path, width: int = 1400, height: int = 900):
+        import fcntl
+        import os
+        import subprocess
+
+        (workdir / "chrome-home").mkdir(parents=True, exist_ok=True)
+
+        def above_4(fd: int) -> int:  # so that moving the ends to 3 and 4 clobbers none
+            moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+            os.close(fd)
+            return moved
+
+        to_browser, from_browser = ([above_4(fd) for fd in os.pipe()] for _ in range(2))
+
+        def pipes_as_3_and_4():  # in the child, before exec
+            os.dup2(to_browser[0], 3)
+            os.dup2(from_browser[1], 4)
+
+        flags = [f for f in CHROMIUM_FLAGS if not f.startswith(("--virtual-time", "--window"))]
+        self.proc = subprocess.Popen(
+            ["chromium", *flags, f"--window-size={width},{height}", "--remote-debugging-pipe",
+             f"--user-data-dir={workdir / 'chrome-devtools-profile'}", "about:blank"],
+            close_fds=False, preexec_fn=pipes_as_3_and_4, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, env={**os.environ, "HOME": str(workdir / "chrome-home")})
+        os.close(to_browser[0])
+        os.close(from_browser[1])
+        self._out, self._in, self._buf, self._id = to_browser[1], from_browser[0], b"", 0
+        self.size = (width, height)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        import os
+        import subprocess
+
+        try:
+            self.call("Browser.close")
+            self.proc.wait(timeout=20)
+        except (OSError, RuntimeError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._out)
+        os.close(self._in)
+
+    def call(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+        """One command; its result (events read meanwhile are dropped)."""
+        import os
+
+        self._id += 1
+        msg = {"id": self._id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._out, json.dumps(msg).encode() + b"\0")
+        while True:
+            while b"\0" not in self._buf:
+                chunk = os.read(self._in, 1 << 20)
+                if not chunk:
+                    raise RuntimeError(f"chromium exited during {method}")
+                self._buf += chunk
+            raw, self._buf = self._buf.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    def open(self, url: str) -> str:
+        """A new tab on ``url``; its session."""
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"]
+        width, height = self.size
+        self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
+                                                         "deviceScaleFactor": 1,
+                                                         "mobile": False}, session)
+        self.call("Page.navigate", {"url": url}, session)
+        return session
+
+    def evaluate(self, expression: str, session: str):
+        return self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                         session)["result"].get("value")
+
+    def wait_for(self, expression: str, session: str, timeout: float = 60.0):
+        """The first truthy value of ``expression`` (polled every 0.5 s)."""
+        end = time.time() + timeout
+        while time.time() < end:
+            value = self.evaluate(expression, session)
+            if value:
+                return value
+            time.sleep(0.5)
+        raise TimeoutError(f"{expression!r} stayed falsy for {timeout} s")
+
+    def frame(self, url_prefix: str, timeout: float = 30.0) -> str:
+        """The session of the (out-of-process) frame whose address starts with ``url_prefix``."""
+        end = time.time() + timeout
+        while time.time() < end:
+            for t in self.call("Target.getTargets")["targetInfos"]:
+                if t["type"] == "iframe" and t["url"].startswith(url_prefix):
+                    return self.call("Target.attachToTarget", {"targetId": t["targetId"],
+                                                               "flatten": True})["sessionId"]
+            time.sleep(0.5)
+        raise TimeoutError(f"no frame at {url_prefix}")
+
+    def wheel(self, session: str, x: float, y: float, delta_y: float = 100.0) -> None:
+        """One mouse-wheel notch at (x, y) of the page (downwards for delta_y > 0)."""
+        self.call("Input.dispatchMouseEvent", {"type": "mouseWheel", "x": x, "y": y,
+                                               "deltaX": 0, "deltaY": delta_y}, session)
+
+    def screenshot(self, session: str, path: Path) -> Path:
+        import base64
+
+        data = self.call("Page.captureScreenshot", {"format": "png"}, session)["data"]
+        path.write_bytes(base64.b64decode(data))
+        return path
+
+
 class LoginProxy:
     """A logged-in browser session for headless Chromium, which cannot answer a basic-auth
     prompt (and refuses ``fetch`` from a page opened as ``http://user:pw@host``): a loopback

@@ -90,6 +90,28 @@ def test_predict_folder_records_bad_inputs_and_goes_on(model_dir, tmp_path):
     assert "huge.nii.gz: field of view 12800 x 12800 mm" in failed and "cut.nii.gz" in failed
 
 
+def test_predict_writes_a_slice_viewer_for_the_first_inputs(model_dir, tmp_path):
+    import json
+    import re
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for name, seed in (("a", 8), ("b", 9)):
+        ph = make_phantom(seed, size=64, depth_mm=16, kind="covid", centre="A")
+        _write(np.round(ph.image).astype(np.int16), ph.spacing, (1, 0, 0, 0, 1, 0, 0, 0, 1),
+               (0, 0, 0), inp / f"{name}.nii.gz")
+    out = tmp_path / "out"
+    predict_entry(PredictConfig(model=str(model_dir), input=str(inp), output=str(out),
+                                viewers=1))
+    assert sorted(p.name for p in out.glob("*.html")) == ["a_viewer.html"]  # capped, in order
+    page = (out / "a_viewer.html").read_text(encoding="utf-8")
+    data = json.loads(re.search(r'type="application/json">(.*?)</script>', page, re.S).group(1))
+    # the prediction alone: no truth, no Dice; nothing loaded from anywhere
+    assert data["truth"] is False and data["case_dice"] is None and data["title"] == "a"
+    assert all("dice" not in s and s["pred"] for s in data["slices"])
+    assert not re.search(r"https?://", page)
+
+
 def test_a_model_trained_on_provided_lungs_predicts_with_given_lungs(phantom_files, tmp_path,
                                                                     caplog):
     """lung_method=provided: without lungs= a one-line error before any work; with a folder of

@@ -55,7 +55,7 @@ def finalise_segmentation(stage: Stage, model, spec: ModelSpec, result, train_id
         ev = evaluate_cases(model, ds, ids, device, batch, threshold=threshold,
                             keep=0 if split == "train" else cfg.overlays, split=split,
                             area=split != "train",  # the costly surface-area NSD: val and test
-                            tta=cfg.tta)
+                            tta=cfg.tta, viewers=cfg.viewers if split == "test" else 0)
         stage.evaluations[split] = ev
         # the per-epoch series is val_volume_dice: the best model's final scores are final_*
         prefix = "test" if split == "test" else f"final_{split}"

@@ -47,6 +47,7 @@ from covidseg.inference import output_classes, predict_volume
 from covidseg.models.checkpoint import load_model
 from covidseg.stages.preprocess import preprocess_settings
 from covidseg.tracking import NullTracker, Tag
+from covidseg.train.viewer import slice_viewer_html
 
 log = logging.getLogger("covidseg.predict")
 
@@ -83,6 +84,8 @@ def preprocess_config_of(model_config: dict) -> PreprocessConfig:
 
 class Predictor:
     """A loaded model plus the preprocessing it was trained with."""
+
+    viewers = 0  # the next inputs that get an HTML slice viewer next to their mask
 
     def __init__(self, model: torch.nn.Module, config: dict, device: torch.device,
                  batch_size: int = 16, tta: bool = False):
@@ -208,6 +211,7 @@ class Predictor:
         if lung_o is not None:
             files["lung"] = out / f"{case_id}_lung.nii.gz"
             self._write(lung_o, original, files["lung"])
+        self._write_viewer(out, case_id, prep, prob > threshold, restrict_to_lungs)
         sp = original.GetSpacing()
         voxel_ml = float(np.prod(sp)) / 1000.0 if not prep.meta["slice_image"] else None
         lesion_ml = float(mask.sum() * voxel_ml) if voxel_ml else None
@@ -230,6 +234,20 @@ class Predictor:
         }
         (out / f"{case_id}_report.json").write_text(json.dumps(report, indent=1))
         return report
+
+    def _write_viewer(self, out: Path, case_id: str, prep, mask: np.ndarray,
+                      restrict_to_lungs: bool) -> None:
+        """``CASE_viewer.html`` for the next :attr:`viewers` inputs: the CT and the prediction as
+        the network saw them (preprocessed grid; restricted to its lung mask as the written mask
+        is), :func:`covidseg.train.viewer.slice_viewer_html` without truth."""
+        if self.viewers <= 0:
+            return
+        self.viewers -= 1  # finish() runs in one thread at a time, in input order
+        if restrict_to_lungs and prep.lung is not None and prep.lung.shape == mask.shape:
+            mask = mask & (prep.lung > 0)
+        page = slice_viewer_html(prep.image, mask, title=case_id, caption="prediction on the "
+                                 "network's (preprocessed) grid; the mask file is on the input's")
+        (out / f"{case_id}_viewer.html").write_text(page, encoding="utf-8")
 
     @staticmethod
     def _to_original(volume: np.ndarray, meta: dict, original: sitk.Image) -> np.ndarray:
@@ -488,6 +506,7 @@ def predict_entry(cfg: PredictConfig, tracker=None) -> dict:
     model_dir, source_run = download_model(cfg.model)
     tracker.link_source("model", source_run)
     predictor = Predictor.from_dir(model_dir, cfg.device, cfg.batch_size, cfg.tta)
+    predictor.viewers = cfg.viewers
     tracker.log_params({"tta_used": str(predictor.tta).lower()})
     inputs = list_inputs(cfg.input)
     lungs = lung_masks_for(inputs, cfg.lungs, predictor.preprocess.lung_method)
@@ -542,7 +561,8 @@ def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
     tta = tta_value(cfg.tta, config)
     tracker.log_params({"tta_used": str(tta).lower()})
     ev = evaluate_cases(place_model(model, device), ds, ids, device, cfg.batch_size,
-                        threshold=threshold, keep=3, split=cfg.split, tta=tta)
+                        threshold=threshold, keep=3, split=cfg.split, tta=tta,
+                        viewers=cfg.viewers)
     metrics = log_evaluation(tracker, ev, cfg.split)
     return {k: round(v, 4) for k, v in metrics.items()
             if k.endswith(("volume_dice", "nsd", "nsd_area", "dice_thravg"))}

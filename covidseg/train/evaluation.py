@@ -44,6 +44,7 @@ from covidseg.train.metrics import (
     volume_metrics,
 )
 from covidseg.train.tasks import calibration_region, labelled_predictions
+from covidseg.train.viewer import slice_viewer_html
 
 log = logging.getLogger("covidseg.evaluation")
 
@@ -113,6 +114,10 @@ class Evaluation:
     threshold: float = 0.5
     grid: str = "original"
     calibration: Calibration = field(default_factory=Calibration)
+    # of the kept cases (largest lesion first): how many are drawn as overlay figures (None: all)
+    # and logged as HTML slice viewers
+    overlays: int | None = None
+    viewers: int = 0
 
     def add_slice(self, prob: np.ndarray, ref: np.ndarray) -> None:
         self.curves.append(threshold_dice_curve(prob, ref))
@@ -121,12 +126,13 @@ class Evaluation:
 
 def evaluate_cases(model, ds: PreprocessedDataset, case_ids, device, batch_size: int = 16,
                    threshold: float = 0.5, keep: int = 0, split: str = "",
-                   area: bool = True, tta: bool = False) -> Evaluation:
+                   area: bool = True, tta: bool = False, viewers: int = 0) -> Evaluation:
     """Score ``model`` on the labelled ``case_ids`` (original grid, and the preprocessed grid as
-    ``*_resampled``); ``keep`` cases with the largest reference lesion are kept for overlays;
-    ``area``: compute the surface-area NSD (original grid only); ``tta``: test-time
-    mirroring."""
-    ev = Evaluation(threshold=threshold)
+    ``*_resampled``); ``keep`` cases with the largest reference lesion are kept for overlays,
+    ``viewers`` for HTML slice viewers; ``area``: compute the surface-area NSD (original grid
+    only); ``tta``: test-time mirroring."""
+    ev = Evaluation(threshold=threshold, overlays=keep, viewers=viewers)
+    keep = max(keep, viewers)
     multiclass = output_classes(model) > 1
     for c in case_ids:
         image, infection, _ = ds.load(c)
@@ -244,8 +250,23 @@ def log_evaluation(tracker, ev: Evaluation, split: str, prefix: str | None = Non
         slices = bool(ev.curves) and len(ev.curves) == len(ev.rows)
         name = f"{split}_slice_dice_per_image" if slices else f"{split}_volume_dice"
         tracker.figure(f"figures/{name}.png", figures.dice_per_volume, ev.rows, split, slices)
-    for case_id, (image, ref, pred) in ev.kept.items():
+    largest = sorted(ev.kept, key=lambda c: -int(ev.kept[c][1].sum()))
+    for case_id in largest[:ev.overlays]:
         row = next(r for r in ev.rows if r["case_id"] == case_id)
         tracker.figure(f"figures/overlay_slices_{split}_{case_id}.png", figures.overlay_slices,
-                       image, ref, pred, case_id, row)
+                       *ev.kept[case_id], case_id, row)
+    for case_id in largest[:ev.viewers]:
+        row = next(r for r in ev.rows if r["case_id"] == case_id)
+        tracker.log_text(case_viewer(ev.kept[case_id], row, split), f"viewers/{case_id}.html")
     return metrics
+
+
+def case_viewer(kept: tuple, row: dict, split: str) -> str:
+    """The HTML slice viewer of one kept case (:mod:`covidseg.train.viewer`): the arrays the
+    network saw (preprocessed grid), with the case's scores on the original grid as a caption."""
+    image, ref, pred = kept
+    grid = row.get("grid", "original")
+    score = row.get("volume_dice", float("nan"))
+    caption = (f"{split} case, shown on the network's (preprocessed) grid, where the Dice below "
+               f"is computed; volume Dice on the {grid} grid {score:.3f}")
+    return slice_viewer_html(image, pred, ref, title=str(row["case_id"]), caption=caption)

@@ -418,7 +418,7 @@ class MeanteacherConfig(SupervisedConfig):
                         ("meanteacher", "unimatch"))
     target_confidence: float = param(0.95, "unimatch: a teacher pixel is a target when p >= "
                                            "this (lesion) or p <= 1 - this (background)",
-                                     search=(0.7, 0.99))
+                                     search=(0.7, 0.99), searched_by_default=False)
 
 
 @dataclass

@@ -156,6 +156,7 @@ def test_meanteacher_search_space_holds_only_acting_thresholds():
 
     space = search_space(TuneConfig(target="meanteacher"), {"model": "x"})
     assert "confidence" in space and "pseudo_weight" in space
+    assert "target_confidence" not in space  # acts with method=unimatch only: searched when named
     assert not {"sim_low", "sim_high", "sim_min", "accept_fraction"} & set(space)
     assert "confidence" not in search_space(TuneConfig(target="meanteacher"),
                                             {"model": "x", "pseudo": "y"})

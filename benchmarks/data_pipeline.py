@@ -62,7 +62,7 @@ def main() -> None:
     from covidseg.data.splits import fold_split
     from covidseg.device import resolve_device
     from covidseg.models.factory import ModelSpec, build_model
-    from covidseg.stages.stage import supervised_settings
+    from covidseg.stages.settings import supervised_settings
     from covidseg.train.supervised import segmentation_task
     from covidseg.train.tasks import default_workers
 

@@ -78,7 +78,8 @@ def main() -> None:
     from covidseg.data.splits import fold_split
     from covidseg.device import resolve_device
     from covidseg.models.factory import ModelSpec, build_model
-    from covidseg.stages.stage import model_extra, seed_everything, supervised_settings
+    from covidseg.stages.settings import model_extra, supervised_settings
+    from covidseg.stages.stage import seed_everything
     from covidseg.train.supervised import segmentation_task
     from covidseg.train.tasks import default_workers
 

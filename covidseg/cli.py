@@ -84,7 +84,7 @@ def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
                               f"{', '.join(distributed.DATA_PARALLEL)} data-parallel")
         resume = getattr(cfg, "resume", "") or None
         if resume and tracking and world.is_main:
-            from covidseg.stages.stage import config_of_run
+            from covidseg.stages.settings import config_of_run
 
             cfg = config_of_run(name, resume, world.size)  # the killed run's configuration
         cfg = distributed.broadcast(cfg)  # under torchrun: rank 0's (a resumed run's) config

@@ -14,7 +14,8 @@ from covidseg.inference import is_3d
 from covidseg.models.factory import ModelSpec
 from covidseg.models.surgery import apply_strategy
 from covidseg.stages.datasets import open_dataset
-from covidseg.stages.stage import Stage, model_extra, plan_request, supervised_settings
+from covidseg.stages.settings import model_extra, plan_request, supervised_settings
+from covidseg.stages.stage import Stage
 from covidseg.tracking import Tag
 from covidseg.train.distributed import from_main
 from covidseg.train.evaluation import choose_threshold, evaluate_cases, log_evaluation

@@ -19,7 +19,8 @@ from covidseg.semi.pseudoset import PseudoSet, load_pseudo_set
 from covidseg.semi.teacher import METHODS
 from covidseg.stages.datasets import open_dataset
 from covidseg.stages.finetune import finalise_segmentation
-from covidseg.stages.stage import Stage, model_extra, plan_request, supervised_settings
+from covidseg.stages.settings import model_extra, plan_request, supervised_settings
+from covidseg.stages.stage import Stage
 from covidseg.tracking import NullTracker, Tag, download_model
 from covidseg.train.distributed import from_main
 from covidseg.train.plan import make_plan, planned

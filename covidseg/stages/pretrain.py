@@ -18,7 +18,8 @@ from covidseg.data.augment import SliceAugment
 from covidseg.errors import ConfigError
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.stages.datasets import open_dataset
-from covidseg.stages.stage import Stage, model_extra
+from covidseg.stages.settings import model_extra
+from covidseg.stages.stage import Stage
 from covidseg.train.distributed import from_main
 from covidseg.train.losses import SegmentationLoss
 from covidseg.train.tasks import RestorationTask, SegmentationTask, default_workers

@@ -27,7 +27,10 @@ from covidseg.data.vocabulary import (
     Task,
 )
 from covidseg.errors import ConfigError
+from covidseg.models.vocabulary import Strategy
 from covidseg.redact import redact
+from covidseg.semi.vocabulary import PseudoSource, SemiMethod
+from covidseg.train.vocabulary import DiceMode, Loss
 
 
 def param(default, help: str, choices: tuple | None = None, search: tuple | None = None,
@@ -293,12 +296,10 @@ class SupervisedConfig(TrainingConfig):
                                     "pass, early stop 30, the best epoch, per-sample Dice, mild "
                                     "augmentation); fills every parameter left at 'the "
                                     "recipe's'", ("covidseg", "thesis"))
-    # the names of train/losses.LOSSES: config sits below train (train imports it), so it cannot
-    # import them from there
-    loss: str = param("ce+dice", "loss", ("ce", "dice", "ce+dice", "hausdorff"))
+    loss: str = param("ce+dice", "loss", Loss.values())
     dice: str = param("", "the Dice term: batch (summed over the whole batch, nnU-Net's "
                           "batch_dice) or sample (per image, smoothing 1: the thesis); empty: "
-                          "the recipe's", ("", "batch", "sample"))
+                          "the recipe's", ("", *DiceMode.values()))
     pos_weight: float = param(0.0, "ce: weight of the lesion class (0: unweighted)")
     fold: int = param(0, "cross-validation fold")
     regime: str = param("standard", "standard/40-10: train on k-1 folds; inverse/10-40: train on "
@@ -353,13 +354,11 @@ class FinetuneConfig(SupervisedConfig):
     encoder_weights: str = _encoder_weights()
     init: str = param("scratch", "scratch, a pretrain/finetune run id or model URI, or a Models "
                                  "Genesis checkpoint file (then arch=genesis-unet)")
-    # the names of models/surgery.STRATEGIES: config sits below models in the layers (and that
-    # module imports torch, which the command line's --help does not wait for)
     strategy: str = param("all", "which weights train: all (re-initialises the last decoder "
                                  "block and the head), decoder (whole encoder frozen), "
                                  "freeze-encoder-half (the first ceil(L/2) of the encoder's L "
                                  "resolution levels frozen, head re-initialised)",
-                          ("all", "decoder", "freeze-encoder-half"))
+                          Strategy.values())
 
 
 @dataclass
@@ -375,7 +374,7 @@ class PseudolabelConfig(CommonConfig):
                                  "predictions on whole unlabelled slices (self-training); "
                                  "similarity = the thesis's patch matching; oracle = the "
                                  "unlabelled cases' true masks (phantoms only: the upper bound)",
-                         ("model", "similarity", "oracle"))
+                         PseudoSource.values())
     confidence: float = param(0.97, "model: keep a background pixel when 1-p is at least this "
                                     "(every predicted-lesion pixel is kept)", search=(0.6, 0.995))
     feature: str = param("gap-centred", "similarity: patch features — gap-raw (thesis: GAP of the "
@@ -415,7 +414,7 @@ class MeanteacherConfig(SupervisedConfig):
                                        "view) or unimatch (the teacher's confident pixels as "
                                        "targets for two CutMix-ed strong views and a "
                                        "feature-perturbed weak view, CE + Dice)",
-                        ("meanteacher", "unimatch"))
+                        SemiMethod.values())
     target_confidence: float = param(0.95, "unimatch: a teacher pixel is a target when p >= "
                                            "this (lesion) or p <= 1 - this (background)",
                                      search=(0.7, 0.99), searched_by_default=False)

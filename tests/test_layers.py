@@ -5,14 +5,15 @@ included).  Lowest first:
     base      errors, redact, paths, device, registry  (no covidseg imports above base)
     data      formats, readers, layouts, geometry, intensity, lungs, the preprocessing steps and
               the dataset build, slices (no MLflow); its settings objects and vocabularies
-    config    the entry points' parameters (CLI, MLproject, Optuna): above data, whose
-              vocabularies give its choices; no layer below the stages takes a config (each its
-              own settings objects or plain arguments, built by the stages)
     models    networks, checkpoints, surgery, inference
     tracking  the Tracker protocol, its null and MLflow implementations, run references
     train     the loop, tasks, losses, metrics, evaluation, torchrun
     semi      pseudo-label methods, the mean-teacher task
     analysis  SVCCA
+    config    the entry points' parameters (CLI, MLproject, Optuna), just below the stages: each
+              layer's vocabulary module (data, models, train, semi) gives its choices, declared
+              once; no layer below the stages takes a config (each its own settings objects or
+              plain arguments, built by the stages)
     stages    covidseg/stages/: the entry points (datasets, preprocess, pretrain, finetune, …,
               predict, tune, grid, pipeline) and the Stage context: they resolve ``data=``,
               decide what MLflow receives, run the layers below
@@ -33,13 +34,13 @@ LAYERS = [
               "covidseg.device", "covidseg.registry"]),
     ("data", ["covidseg.data"]),
     # the parameters, declared once; their allowed values come from the layer that uses them
-    ("config", ["covidseg.config"]),
     ("models", ["covidseg.models", "covidseg.inference"]),
     ("tracking", ["covidseg.tracking"]),
     ("train", ["covidseg.train"]),
     ("semi", ["covidseg.semi"]),
     ("analysis", ["covidseg.analysis"]),
     # the entry points (covidseg/stages/): where data= is resolved and MLflow upload policy lives
+    ("config", ["covidseg.config"]),
     ("stages", ["covidseg.stages"]),
     # what MLflow (a logged model) or a shell starts
     ("cli", ["covidseg.cli", "covidseg.__main__", "covidseg.tracking.pyfunc_model",
@@ -203,3 +204,33 @@ def test_the_settings_check_sees_a_config_parameter(tmp_path):
                    "    def g(self, x: 'PreprocessConfig | None' = None):\n        pass\n\n"
                    "    def h(self, settings: PreprocessSettings):\n        pass\n")
     assert config_parameters(src) == ["f(cfg)", "g(x)"]
+
+
+def test_each_vocabulary_is_declared_once_by_the_layer_that_uses_it():
+    """The allowed values of loss, dice, strategy, pseudo-label source and semi-supervised method
+    are the owning layer's enums (train, models, semi), which both the layer's code and the
+    config's choices use; importing the config loads no torch (the command line's --help)."""
+    import subprocess
+    import sys
+    from dataclasses import fields
+
+    from covidseg.config import FinetuneConfig, MeanteacherConfig, PseudolabelConfig
+    from covidseg.models.surgery import STRATEGIES
+    from covidseg.models.vocabulary import Strategy
+    from covidseg.semi.pseudoset import SOURCES
+    from covidseg.semi.teacher import METHODS
+    from covidseg.semi.vocabulary import PseudoSource, SemiMethod
+    from covidseg.train.losses import DICE_MODES, LOSSES
+    from covidseg.train.vocabulary import DiceMode, Loss
+
+    def choices(cls, name):
+        return next(f.metadata["choices"] for f in fields(cls) if f.name == name)
+
+    assert choices(FinetuneConfig, "loss") == LOSSES == Loss.values()
+    assert choices(FinetuneConfig, "dice") == ("", *DICE_MODES) and DICE_MODES == DiceMode.values()
+    assert choices(FinetuneConfig, "strategy") == STRATEGIES == Strategy.values()
+    assert choices(PseudolabelConfig, "source") == SOURCES == PseudoSource.values()
+    assert choices(MeanteacherConfig, "method") == tuple(METHODS) == SemiMethod.values()
+    probe = subprocess.run([sys.executable, "-c", "import sys, covidseg.config; "
+                            "print('torch' in sys.modules)"], capture_output=True, text=True)
+    assert probe.stdout.strip() == "False", probe.stderr[-2000:]

@@ -32,10 +32,11 @@ import torch
 from torch import nn
 
 from covidseg.errors import ConfigError, first_line
+from covidseg.models.vocabulary import Strategy
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("all", "decoder", "freeze-encoder-half")
+STRATEGIES = Strategy.values()
 _NORM = nn.modules.batchnorm._NormBase
 
 

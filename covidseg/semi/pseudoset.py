@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from covidseg.errors import ConfigError
+from covidseg.semi.vocabulary import PseudoSource
 
 PSEUDO_FILE = "pseudo_labels.npz"
-SOURCES = ("model", "similarity", "oracle")
+SOURCES = PseudoSource.values()
 
 
 @dataclass

@@ -43,6 +43,7 @@ import torch
 from covidseg.data.slices import SliceDataset, pad_to
 from covidseg.device import place_model
 from covidseg.semi.pseudoset import PseudoSet
+from covidseg.semi.vocabulary import SemiMethod
 from covidseg.train.distributed import world
 from covidseg.train.tasks import EpochLoader, SegmentationTask, volume_dice
 
@@ -351,4 +352,4 @@ class UniMatchTask(MeanTeacherTask):
         return loss, logs
 
 
-METHODS = {"meanteacher": MeanTeacherTask, "unimatch": UniMatchTask}
+METHODS = {SemiMethod.MEANTEACHER: MeanTeacherTask, SemiMethod.UNIMATCH: UniMatchTask}

@@ -34,9 +34,10 @@ from scipy import ndimage as ndi
 
 from covidseg.errors import ConfigError
 from covidseg.train.distributed import global_sum
+from covidseg.train.vocabulary import DiceMode, Loss
 
-LOSSES = ("ce", "dice", "ce+dice", "hausdorff")
-DICE_MODES = ("batch", "sample")
+LOSSES = Loss.values()
+DICE_MODES = DiceMode.values()
 BATCH_DICE_SMOOTH = 1e-5
 
 

@@ -162,8 +162,9 @@ def run_semi(arm: str, dataset: str, fold: int, start: Path, steps: int, args,
     unlabelled slices, ``steps`` steps; ``continued``: no unlabelled term."""
     from covidseg.config import MeanteacherConfig
     from covidseg.stages.meanteacher import meanteacher
+    from covidseg.train.plan import ITERATIONS_PER_EPOCH
 
-    per_epoch = int(overrides.get("iterations_per_epoch", min(50, steps)))
+    per_epoch = int(overrides.get("iterations_per_epoch", min(ITERATIONS_PER_EPOCH, steps)))
     method = ({"consistency_weight": 0.0} if arm == "continued" else {"method": arm})
     cfg = MeanteacherConfig(data=dataset, model=str(start), fold=fold, seed=args.seed,
                             batch_size=args.batch_size, device=args.device, workers=args.workers,

@@ -95,11 +95,11 @@ def strong_view(x: torch.Tensor, contrast: float = 0.25, noise: float = 0.2,
     scale = 1 + contrast * (2 * torch.rand((n, 1, 1, 1), device=x.device) - 1)
     shift = contrast * (2 * torch.rand((n, 1, 1, 1), device=x.device) - 1)
     y = (x * scale + shift + noise * torch.randn_like(x)) * tissue
-    kept = torch.ones((n, 1, H, W), dtype=y.dtype, device=x.device)
-    if cutout > 0:
-        square = random_boxes(n, H, W, cutout * cutout, cutout * cutout, x.device, aspect=1.0)
-        kept = (~square).to(y.dtype)
-        y = y * kept
+    if cutout <= 0:
+        return (y, torch.ones((n, 1, H, W), dtype=y.dtype, device=x.device)) if with_kept else y
+    square = random_boxes(n, H, W, cutout * cutout, cutout * cutout, x.device, aspect=1.0)
+    kept = (~square).to(y.dtype)
+    y = y * kept
     return (y, kept) if with_kept else y
 
 

@@ -11,13 +11,14 @@ random weights: the time does not depend on them) three ways:
   (:func:`covidseg.device.place_model`), then :func:`covidseg.inference.predict_volume`: slices
   padded once, batches of ``--batch_size`` slices on CUDA with pinned memory and AMP (on the CPU
   at most ~64k pixels per pass, where larger batches measured slower);
-* ``predict (end to end)``: :meth:`covidseg.stages.predict.Predictor.predict_file` on that one file.
+* ``predict (end to end)``: :meth:`covidseg.inference.predictor.Predictor.predict_file` on that one
+  file.
 
 Both network arms see the same preprocessed volume and must give the same probabilities.
 
 Then a folder of ``--volumes`` phantoms of that size (different seeds, so different spacings;
-classical lung extraction) goes through :func:`covidseg.stages.predict.predict_inputs`, what the
-``predict`` entry point runs:
+classical lung extraction) goes through :func:`covidseg.inference.pipelined.predict_inputs`, what
+the ``predict`` entry point runs:
 
 * ``network only``: :meth:`Predictor.network` on each volume already read and preprocessed, all
   cores (``--network_1``: one thread too);
@@ -26,7 +27,8 @@ classical lung extraction) goes through :func:`covidseg.stages.predict.predict_i
 * ``pipelined``: ``prefetch=--prefetch`` — the next volumes read and preprocessed in a thread
   while the network works, the previous one written by another; once per entry of ``--threads``:
   0 = predict's own choice (the network on fewer threads while the other stages work,
-  :class:`covidseg.stages.predict.CpuShare`), -1 = all cores throughout, k = k threads throughout.
+  :class:`covidseg.inference.pipelined.CpuShare`), -1 = all cores throughout, k = k threads
+  throughout.
 
 The arms run in ``--rounds`` rounds (each arm once per round, one after the other) and the best
 round counts: other work on the machine only adds time.  Every arm runs after the network has met
@@ -147,7 +149,7 @@ def folder_benchmark(predictor, inputs: list[Path], tmp: Path, prefetch: int,
 
     from covidseg.data.lungs import classical_lung_mask
     from covidseg.data.readers import read_image, to_canonical
-    from covidseg.stages.predict import predict_inputs
+    from covidseg.inference.pipelined import OutputSettings, predict_inputs
 
     n, cores = len(inputs), torch.get_num_threads()
     steps = {k: 0.0 for k in ("read", "lungs", "prepare", "network", "finish")}
@@ -189,7 +191,8 @@ def folder_benchmark(predictor, inputs: list[Path], tmp: Path, prefetch: int,
 
     def predict(out: Path, **kw):
         def run():
-            reports, failed = predict_inputs(predictor, inputs, out, progress=False, **kw)
+            reports, failed = predict_inputs(predictor, inputs, OutputSettings(out),
+                                             progress=False, **kw)
             assert len(reports) == n and not failed, failed
         return run
 
@@ -220,8 +223,8 @@ def main() -> None:
     from covidseg.data.steps import preprocess_case
     from covidseg.device import place_model, resolve_device
     from covidseg.inference import predict_volume
+    from covidseg.inference.predictor import Predictor
     from covidseg.models.factory import ModelSpec, build_model
-    from covidseg.stages.predict import Predictor
     from covidseg.stages.preprocess import preprocess_settings
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -272,7 +275,8 @@ def main() -> None:
         t_naive = timed(lambda: naive_per_slice(model, image, device), device, args.repeat, 0)
         t_ours = timed(lambda: predict_volume(placed, image, device, args.batch_size), device,
                        args.repeat, 0)
-        predictor = Predictor(model, {"preprocess": prep_cfg.to_params()}, device, args.batch_size)
+        predictor = Predictor(model, {"preprocess": prep_cfg.to_params()}, device,
+                              preprocess_settings(prep_cfg), args.batch_size)
         t_e2e = timed(lambda: predictor.predict_file(path, tmp / "out"), device, args.repeat, 0)
         nz = image.shape[0]
         table([

@@ -5,7 +5,10 @@ included).  Lowest first:
     base      errors, redact, paths, device, registry  (no covidseg imports above base)
     data      formats, readers, layouts, geometry, intensity, lungs, the preprocessing steps and
               the dataset build, slices (no MLflow); its settings objects and vocabularies
-    models    networks, checkpoints, surgery, inference
+    models    networks, checkpoints, surgery
+    inference covidseg/inference/: whole-volume inference, the predictor (one input read,
+              preprocessed as at training time, predicted, written on its own grid), the report,
+              the pipelined reader/writer, the slice viewer (no MLflow, no parameters)
     tracking  the Tracker protocol, its null and MLflow implementations, run references
     train     the loop, tasks, losses, metrics, evaluation, torchrun
     semi      pseudo-label methods, the mean-teacher task
@@ -17,8 +20,9 @@ included).  Lowest first:
     stages    covidseg/stages/: the entry points (datasets, preprocess, pretrain, finetune, …,
               predict, tune, grid, pipeline) and the Stage context: they resolve ``data=``,
               decide what MLflow receives, run the layers below
-    cli       the command line, the pyfunc model MLflow loads (and ``covidseg.predict``, where
-              models logged before covidseg/stages/ existed find their predictor)
+    cli       the command line; covidseg/serving/: the pyfunc file MLflow executes to load a
+              model (and ``covidseg.predict``, where models logged before covidseg/stages/
+              existed find their predictor)
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ LAYERS = [
               "covidseg.device", "covidseg.registry"]),
     ("data", ["covidseg.data"]),
     # the parameters, declared once; their allowed values come from the layer that uses them
-    ("models", ["covidseg.models", "covidseg.inference"]),
+    ("models", ["covidseg.models"]),
+    ("inference", ["covidseg.inference"]),
     ("tracking", ["covidseg.tracking"]),
     ("train", ["covidseg.train"]),
     ("semi", ["covidseg.semi"]),
@@ -43,7 +48,7 @@ LAYERS = [
     ("config", ["covidseg.config"]),
     ("stages", ["covidseg.stages"]),
     # what MLflow (a logged model) or a shell starts
-    ("cli", ["covidseg.cli", "covidseg.__main__", "covidseg.tracking.pyfunc_model",
+    ("cli", ["covidseg.cli", "covidseg.__main__", "covidseg.serving",
              "covidseg.predict"]),  # the predictor's old address, for models logged before
 ]
 
@@ -158,11 +163,24 @@ def test_the_checker_sees_an_upward_import_and_a_cycle(tmp_path):
 
 def test_models_logged_before_the_stages_package_find_their_predictor():
     """Each logged model runs its own copy of the pyfunc file; those logged before covidseg/stages/
-    import ``covidseg.predict.Predictor``."""
+    import ``covidseg.predict.Predictor``, those logged before covidseg/serving/
+    ``covidseg.stages.predict.Predictor``: both open a model folder (``from_dir``) and predict
+    with inference's predictor."""
     import covidseg.predict
     import covidseg.stages.predict
+    from covidseg.inference.predictor import Predictor
 
     assert covidseg.predict.Predictor is covidseg.stages.predict.Predictor
+    assert issubclass(covidseg.stages.predict.Predictor, Predictor)
+    for method in ("from_dir", "decision_threshold", "predict_file", "predict_slices"):
+        assert callable(getattr(covidseg.stages.predict.Predictor, method)), method
+
+
+def test_a_module_is_in_the_layer_of_its_folder():
+    """LAYERS names packages and root modules only, so a module in a folder is in that folder's
+    layer (no module listed apart from its folder, as the pyfunc model in tracking/ was)."""
+    apart = [p for _, prefixes in LAYERS for p in prefixes if p.count(".") > 1]
+    assert not apart, apart
 
 
 def config_parameters(path: Path) -> list[str]:

@@ -11,9 +11,10 @@ import torch
 from covidseg.config import PredictConfig, PreprocessConfig
 from covidseg.data.lungs import classical_lung_mask
 from covidseg.data.phantom import make_phantom
+from covidseg.inference.report import severity_class
 from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec, build_model
-from covidseg.stages.predict import Predictor, predict_entry, severity_class
+from covidseg.stages.predict import Predictor, predict_entry
 
 
 @pytest.fixture(scope="module")

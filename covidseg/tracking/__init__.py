@@ -11,7 +11,8 @@
 ``heartbeat``       a heartbeat on every open run; :func:`tidy_runs` fails the silent ones
 ``members``         the group server's members (``covidseg add-member``), 403s as one line
 ``logged_model``    requirements and signature of a logged model
-``pyfunc_model``    the MLflow model itself ("models from code"; MLflow imports it, we do not)
+``pyfunc``          the MLflow model class and its bad-input error (MLflow loads it through
+                    ``covidseg/serving/pyfunc_model.py``, "models from code"; we do not)
 ``local_server``    the ``mlflow server`` command line and a throw-away server for the tests and
                     benchmarks (not imported here: off the runtime path)
 ==================  ==============================================================================

@@ -1,6 +1,6 @@
 """What goes with a logged covidseg model besides its weights: the code MLflow runs to load it
-(:mod:`covidseg.tracking.pyfunc_model`, with the whole ``covidseg`` package as its code path),
-the pinned requirements, and the signature that declares its inference parameters."""
+(``covidseg/serving/pyfunc_model.py``, with the whole ``covidseg`` package as its code path), the
+pinned requirements, and the signature that declares its inference parameters."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 # the covidseg package: it travels with every logged model as code
 PACKAGE = Path(__file__).resolve().parents[1]
-# the "models from code" file MLflow copies into the model and executes to load it
-MODEL_CODE = Path(__file__).resolve().with_name("pyfunc_model.py")
+# the "models from code" file MLflow copies into the model and executes to load it (a path, not an
+# import: it sits in the layer above, covidseg/serving/)
+MODEL_CODE = PACKAGE / "serving" / "pyfunc_model.py"
 
 # what the logged model needs to predict, pinned to this machine's versions (covidseg itself
 # travels with the model as code)

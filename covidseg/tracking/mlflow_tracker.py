@@ -154,7 +154,7 @@ class MlflowTracker:
     def log_model(self, model_dir, name: str = "model", register_as: str = "",
                   alias: str = "", metrics: dict | None = None) -> str:
         """Log a covidseg model folder (``model.json`` + ``model.pt``) as an MLflow pyfunc model
-        (models from code, :mod:`covidseg.tracking.pyfunc_model`), optionally registered (and
+        (models from code, ``covidseg/serving/pyfunc_model.py``), optionally registered (and
         given ``alias``); ``metrics`` go on the model's page.  Returns its URI, also recorded in
         the run's ``covidseg.model_uri`` tag."""
         import mlflow

@@ -32,6 +32,7 @@ import numpy as np
 from covidseg.data.geometry import to_canonical_grid
 from covidseg.data.store import PreprocessedDataset
 from covidseg.inference import output_classes, predict_volume
+from covidseg.inference.viewer import slice_viewer_html
 from covidseg.tracking import Tag
 from covidseg.train import figures
 from covidseg.train.metrics import (
@@ -44,7 +45,6 @@ from covidseg.train.metrics import (
     volume_metrics,
 )
 from covidseg.train.tasks import calibration_region, labelled_predictions
-from covidseg.train.viewer import slice_viewer_html
 
 log = logging.getLogger("covidseg.evaluation")
 
@@ -262,7 +262,7 @@ def log_evaluation(tracker, ev: Evaluation, split: str, prefix: str | None = Non
 
 
 def case_viewer(kept: tuple, row: dict, split: str) -> str:
-    """The HTML slice viewer of one kept case (:mod:`covidseg.train.viewer`): the arrays the
+    """The HTML slice viewer of one kept case (:mod:`covidseg.inference.viewer`): the arrays the
     network saw (preprocessed grid), with the case's scores on the original grid as a caption."""
     image, ref, pred = kept
     grid = row.get("grid", "original")

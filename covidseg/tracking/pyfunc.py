@@ -1,6 +1,8 @@
-"""The MLflow model of a covidseg network ("models from code": MLflow reads this file; nothing is
-pickled).  It rebuilds the network from the logged ``model.json`` + ``model.pt`` (state dict,
-loaded with ``weights_only=True``) and predicts with the preprocessing the model was trained with.
+"""The MLflow model of a covidseg network: :class:`CovidsegSegmenter`, a pyfunc ``PythonModel``
+that rebuilds the network from the logged ``model.json`` + ``model.pt`` (state dict, loaded with
+``weights_only=True``) and predicts with the preprocessing the model was trained with.  MLflow
+loads it through ``covidseg/serving/pyfunc_model.py`` ("models from code"), which hands it the
+predictor; nothing here imports covidseg's layers above tracking.
 
 ``predict`` accepts
 
@@ -16,9 +18,7 @@ A bad input (a missing or unreadable file, no ``path`` column) raises :class:`Ba
 400 and one line naming the file and the problem, not a traceback.
 
 Load it with ``mlflow.pyfunc.load_model("models:/…")``; covidseg itself travels with the model
-(``code_paths``).  MLflow copies this file into every logged model and executes that copy when it
-loads one, so models logged while it was ``covidseg/mlflow_model.py`` load as before.  Nothing in
-covidseg imports it (importing it registers the model with ``mlflow.models.set_model``).
+(``code_paths``).
 """
 
 from __future__ import annotations
@@ -51,10 +51,13 @@ class BadInput(MlflowException):
 
 
 class CovidsegSegmenter(PythonModel):
-    def load_context(self, context):
-        from covidseg.stages.predict import Predictor
+    """``load_predictor(folder)``: the predictor of the logged model folder (``weights``)."""
 
-        self.predictor = Predictor.from_dir(context.artifacts["weights"])
+    def __init__(self, load_predictor):
+        self.load_predictor = load_predictor
+
+    def load_context(self, context):
+        self.predictor = self.load_predictor(context.artifacts["weights"])
 
     # ``model_input``: a DataFrame of paths or an array (above).  The hint is one MLflow infers no
     # schema from (the logged signature stands) and keeps it from warning, on every model logged,
@@ -82,4 +85,6 @@ class CovidsegSegmenter(PythonModel):
         return masks[0] if squeeze else masks
 
 
-mlflow.models.set_model(CovidsegSegmenter())
+def serve(load_predictor) -> None:
+    """Register the model MLflow loads from the executing file (``mlflow.models.set_model``)."""
+    mlflow.models.set_model(CovidsegSegmenter(load_predictor))

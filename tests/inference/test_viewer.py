@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from covidseg.train.viewer import kept_slices, run_lengths, slice_viewer_html
+from covidseg.inference.viewer import kept_slices, run_lengths, slice_viewer_html
 
 
 def page_data(page: str) -> dict:

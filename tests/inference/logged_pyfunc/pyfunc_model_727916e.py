@@ -1,0 +1,54 @@
+"""The MLflow model of a covidseg network ("models from code": MLflow reads this file; nothing is
+pickled).  It rebuilds the network from the logged ``model.json`` + ``model.pt`` (state dict,
+loaded with ``weights_only=True``) and predicts with the preprocessing the model was trained with.
+
+``predict`` accepts
+
+* a ``numpy`` array of preprocessed slices ``(H, W)`` or ``(N, H, W)`` → binary masks (uint8),
+  the same shape, at the model's decision threshold — ``params={"threshold": p}`` overrides it
+  (the signature declares ``threshold``, default the model's, and ``restrict_to_lungs``);
+* a ``pandas.DataFrame`` with a ``path`` column (CT volume files or DICOM folders) and optionally
+  ``output`` (folder, default ``predictions``) → one report row per input; the infection and lung
+  masks are written as NIfTI in each input's original geometry.
+
+Load it with ``mlflow.pyfunc.load_model("models:/…")``; covidseg itself travels with the model
+(``code_paths``).  MLflow copies this file into every logged model and executes that copy when it
+loads one, so models logged while it was ``covidseg/mlflow_model.py`` load as before.  Nothing in
+covidseg imports it (importing it registers the model with ``mlflow.models.set_model``).
+"""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class CovidsegSegmenter(PythonModel):
+    def load_context(self, context):
+        from covidseg.predict import Predictor
+
+        self.predictor = Predictor.from_dir(context.artifacts["weights"])
+
+    # ``model_input``: a DataFrame of paths or an array (above).  The hint is one MLflow infers no
+    # schema from (the logged signature stands) and keeps it from warning, on every model logged,
+    # that predict has no type hints (a warning filter cannot: MLflow resets the filters there).
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        params = params or {}
+        threshold = self.predictor.decision_threshold(params.get("threshold"))
+        if isinstance(model_input, pd.DataFrame):
+            rows = []
+            for rec in model_input.to_dict("records"):
+                rows.append(self.predictor.predict_file(
+                    rec["path"], rec.get("output") or "predictions", threshold=threshold,
+                    restrict_to_lungs=bool(params.get("restrict_to_lungs", True))))
+            return pd.DataFrame(rows)
+        arr = np.asarray(model_input, dtype=np.float32)
+        squeeze = arr.ndim == 2
+        prob = self.predictor.predict_slices(arr[None] if squeeze else arr)
+        masks = (prob > threshold).astype(np.uint8)
+        return masks[0] if squeeze else masks
+
+
+mlflow.models.set_model(CovidsegSegmenter())

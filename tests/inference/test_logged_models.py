@@ -2,8 +2,9 @@
 own copy of the pyfunc file, which MLflow executes by its path in the model folder.  The copies
 in ``logged_pyfunc/`` are the file as it was at two commits — 727916e (``covidseg/tracking/``,
 importing ``covidseg.predict.Predictor``) and 6a3b408 (importing
-``covidseg.stages.predict.Predictor``) — saved here as MLflow saves them, without a code path, so
-they import the covidseg of this process (as they do when it is already imported)."""
+``covidseg.stages.predict.Predictor``), kept as snapshots (not ``.py``: no linter or refactor
+touches them) — saved here as MLflow saves them, without a code path, so they import the covidseg
+of this process (as they do when it is already imported)."""
 
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.stages.predict import Predictor
 
-COPIES = sorted((Path(__file__).parent / "logged_pyfunc").glob("pyfunc_model_*.py"))
+COPIES = sorted((Path(__file__).parent / "logged_pyfunc").glob("pyfunc_model_*.snapshot"))
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,9 @@ def test_an_old_pyfunc_copy_predicts_as_todays_predictor(copy, model_dir, phanto
     from covidseg.tracking.logged_model import model_signature
 
     assert len(COPIES) == 2
-    mlflow.pyfunc.save_model(tmp_path / "logged", python_model=str(copy),
+    code = tmp_path / "pyfunc_model.py"  # MLflow loads a model's code from a .py file
+    code.write_text(copy.read_text())
+    mlflow.pyfunc.save_model(tmp_path / "logged", python_model=str(code),
                              artifacts={"weights": str(model_dir)},
                              signature=model_signature(model_dir), pip_requirements=[])
     logged = mlflow.pyfunc.load_model(str(tmp_path / "logged"))

@@ -39,7 +39,7 @@ def test_an_old_pyfunc_copy_predicts_as_todays_predictor(copy, model_dir, phanto
 
     assert len(COPIES) == 2
     code = tmp_path / "pyfunc_model.py"  # MLflow loads a model's code from a .py file
-    code.write_text(copy.read_text())
+    code.write_text(copy.read_text(encoding="utf-8"), encoding="utf-8")
     mlflow.pyfunc.save_model(tmp_path / "logged", python_model=str(code),
                              artifacts={"weights": str(model_dir)},
                              signature=model_signature(model_dir), pip_requirements=[])

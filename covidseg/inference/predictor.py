@@ -48,6 +48,11 @@ def trained_intensity_modes(model_config: dict) -> list[str]:
     return list(model_config.get("intensity_modes") or ("hu", "image"))
 
 
+def stored_threshold(model_config: dict) -> float:
+    """The decision threshold stored with a model (0.5 for models that stored none)."""
+    return float(model_config.get("threshold") or 0.5)
+
+
 class Predictor:
     """A loaded model plus the preprocessing it was trained with.
 
@@ -72,7 +77,7 @@ class Predictor:
     @property
     def threshold(self) -> float:
         """The decision threshold stored with the model (0.5 for models that stored none)."""
-        return float(self.config.get("threshold") or 0.5)
+        return stored_threshold(self.config)
 
     def decision_threshold(self, requested: float | None = None) -> float:
         """``requested`` (a probability) or, for None, the model's own."""

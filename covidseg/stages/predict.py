@@ -28,7 +28,7 @@ from covidseg.errors import ConfigError
 from covidseg.inference import predictor as inference
 from covidseg.inference.inputs import list_inputs, lung_masks_for
 from covidseg.inference.pipelined import FAILED_COLUMNS, OutputSettings, predict_inputs
-from covidseg.inference.predictor import trained_intensity_modes
+from covidseg.inference.predictor import stored_threshold, trained_intensity_modes
 from covidseg.models.checkpoint import load_model
 from covidseg.stages.preprocess import preprocess_settings
 from covidseg.tracking import NullTracker, Tag
@@ -103,6 +103,19 @@ def predict_entry(cfg: PredictConfig, tracker=None) -> dict:
             "severity": ",".join(str(r["severity"]) for r in reports[:5])}
 
 
+def preprocessing_differences(model_config: dict, ds) -> list[str]:
+    """What the dataset ``ds`` was preprocessed with differently from the model's training data:
+    the settings that change what the network sees, and intensity schemes it never saw."""
+    trained_with = model_config.get("preprocess", {})
+    differs = sorted(k for k in ("intensity", "lung_method", "image_size", "window_min",
+                                 "window_max", "hist_eq", "slice_fit", "labels")
+                     if k in trained_with and trained_with[k] != ds.descriptor["config"].get(k))
+    modes = sorted({m.get("intensity", "") for m in ds.cases.values()})
+    if set(modes) - set(trained_intensity_modes(model_config)):
+        differs.append("intensity_modes")
+    return differs
+
+
 def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
     """The ``evaluate`` entry point: per-volume metrics of a model on a labelled set."""
     from covidseg.stages.datasets import open_dataset
@@ -114,13 +127,7 @@ def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
     tracker.link_source("model", source_run)
     ds = open_dataset(cfg.data, tracker, context="evaluation")
     model, config = load_model(model_dir)
-    trained_with = config.get("preprocess", {})
-    differs = sorted(k for k in ("intensity", "lung_method", "image_size", "window_min",
-                                 "window_max", "hist_eq", "slice_fit", "labels")
-                     if k in trained_with and trained_with[k] != ds.descriptor["config"].get(k))
-    modes = sorted({m.get("intensity", "") for m in ds.cases.values()})
-    if set(modes) - set(trained_intensity_modes(config)):
-        differs.append("intensity_modes")
+    differs = preprocessing_differences(config, ds)
     if differs:
         log.warning("the dataset was preprocessed differently from the model's training data (%s)",
                     ", ".join(differs))
@@ -130,7 +137,7 @@ def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
         raise ConfigError(f"data={cfg.data!r} has no {cfg.split} cases with masks")
     device = resolve_device(cfg.device)
     threshold = threshold_value(cfg.threshold, "model")
-    threshold = float(config.get("threshold") or 0.5) if threshold is None else threshold
+    threshold = stored_threshold(config) if threshold is None else threshold
     tracker.log_metrics({"threshold": threshold})
     tta = tta_value(cfg.tta, config)
     tracker.log_params({"tta_used": str(tta).lower()})

@@ -29,7 +29,8 @@ def test_each_registry_holds_exactly_its_vocabulary(registry, vocabulary):
 
 @pytest.mark.parametrize("look_up,message", [
     (lambda: build_model(ModelSpec("transunet")), "arch='transunet' is not one of .*unet3d"),
-    (lambda: SegmentationLoss("focal"), "loss='focal' is not one of ce, dice, ce\\+dice, hausdorff"),
+    (lambda: SegmentationLoss("focal"),
+     "loss='focal' is not one of ce, dice, ce\\+dice, hausdorff"),
     (lambda: lung_method("atlas"), "lung_method='atlas' is not one of lungmask, classical, "
                                    "provided, none$"),
     (lambda: pseudo_source("clip"), "source='clip' is not one of model, similarity, oracle$")])

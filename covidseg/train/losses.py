@@ -65,16 +65,6 @@ def bce_loss(logits, target, weight=None, pos_weight: float | None = None):
     return _reduce_pixels(per_pixel, weight)
 
 
-def soft_dice_loss(logits, target, weight=None, smooth: float = 1.0):
-    """Per-sample soft Dice loss (``dice="sample"``) from logits."""
-    return soft_dice_loss_prob(torch.sigmoid(logits), target, weight, smooth)
-
-
-def batch_dice_loss(logits, target, weight=None, smooth: float = BATCH_DICE_SMOOTH):
-    """Batch soft Dice loss (``dice="batch"``) from logits."""
-    return batch_dice_loss_prob(torch.sigmoid(logits), target, weight, smooth)
-
-
 def batch_dice_loss_prob(p, target, weight=None, smooth: float = BATCH_DICE_SMOOTH):
     """1 − (2Σwpg + ε) / (Σwp + Σwg + ε) over every pixel of the batch; ``weight`` per sample
     (n,) or per pixel (the target's shape), 1 when None."""
@@ -133,7 +123,8 @@ def multiclass_loss(logits, target, name: str = "ce+dice", weight=None, dice: st
 
 
 def soft_dice_loss_prob(p, target, weight=None, smooth: float = 1.0):
-    """:func:`soft_dice_loss` on probabilities rather than logits."""
+    """Per-sample soft Dice loss (``dice="sample"``): 1 − (2Σwpg + 1) / (Σwp + Σwg + 1) of each
+    image, averaged (``weight`` as in :func:`batch_dice_loss_prob`)."""
     p, t = p.flatten(1), target.flatten(1)
     w = torch.ones_like(p)
     if _is_pixelwise(weight):

@@ -125,9 +125,11 @@ def vessels(rng, shape, spacing_xy: float, lungs: np.ndarray, X, fov_half: float
     return (v * lungs).astype(np.float32)
 
 
-def blob(rng, Z, Y, X, centre_mm, radii_mm, irregularity: float, softness_mm: float,
-          spacing_xy: float) -> np.ndarray:
-    """Soft membership in [0, 1] of an irregular ellipsoid (restricted to its bounding box)."""
+def blob(rng, grid, centre_mm, radii_mm, irregularity: float, softness_mm: float,
+         spacing_xy: float) -> np.ndarray:
+    """Soft membership in [0, 1] of an irregular ellipsoid (restricted to its bounding box) on
+    ``grid``, the (Z, Y, X) coordinates in mm."""
+    Z, Y, X = grid
     shape = np.broadcast_shapes(Z.shape, Y.shape, X.shape)
     cz, cy, cx = centre_mm
     rz, ry, rx = radii_mm

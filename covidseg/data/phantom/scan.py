@@ -152,7 +152,7 @@ def covid_lesions(rng, grid, lungs, dist, half_width: float, d: float, spacing_x
         r = half_width * rng.uniform(0.25, 0.75) * (1.0 - 0.3 * d)
         radii = (max(2.0, r * rng.uniform(0.6, 1.4)), r * rng.uniform(0.7, 1.3),
                  r * rng.uniform(0.7, 1.3))
-        w = blob(rng, Z, Y, X, centre_mm, radii, irregularity=0.6 + 0.6 * d,
+        w = blob(rng, grid, centre_mm, radii, irregularity=0.6 + 0.6 * d,
                  softness_mm=0.6 + 2.0 * d, spacing_xy=spacing_xy)
         ggo_high = -300.0 - 300.0 * d
         target = rng.uniform(ggo_high - 150.0, ggo_high)
@@ -160,7 +160,7 @@ def covid_lesions(rng, grid, lungs, dist, half_width: float, d: float, spacing_x
         lesion_hu[upd] = target
         lesion = np.maximum(lesion, w)
         if rng.random() < 0.45:  # consolidation core
-            core = blob(rng, Z, Y, X, centre_mm, tuple(0.45 * x for x in radii),
+            core = blob(rng, grid, centre_mm, tuple(0.45 * x for x in radii),
                         irregularity=0.5, softness_mm=0.5 + d, spacing_xy=spacing_xy)
             upd = core > 0.5
             lesion_hu[upd] = rng.uniform(-100.0, 50.0)
@@ -181,7 +181,7 @@ def nodules(rng, grid, lungs, dist, half_width: float, d: float, spacing_xy: flo
             break
         centre_mm = (Z.ravel()[p[0]], Y.ravel()[p[1]], X.ravel()[p[2]])
         radii = (max(2.0, r * rng.uniform(0.8, 1.2)), r, r * rng.uniform(0.8, 1.2))
-        w = blob(rng, Z, Y, X, centre_mm, radii, irregularity=0.4, softness_mm=0.5,
+        w = blob(rng, grid, centre_mm, radii, irregularity=0.4, softness_mm=0.5,
                  spacing_xy=spacing_xy)
         upd = w > lesion
         lesion_hu[upd] = rng.uniform(0.0, 60.0)

@@ -244,10 +244,10 @@ def test_each_vocabulary_is_declared_once_by_the_layer_that_uses_it():
     def choices(cls, name):
         return next(f.metadata["choices"] for f in fields(cls) if f.name == name)
 
-    assert choices(FinetuneConfig, "loss") == LOSSES == Loss.values()
+    assert choices(FinetuneConfig, "loss") == tuple(LOSSES) == Loss.values()
     assert choices(FinetuneConfig, "dice") == ("", *DICE_MODES) and DICE_MODES == DiceMode.values()
     assert choices(FinetuneConfig, "strategy") == STRATEGIES == Strategy.values()
-    assert choices(PseudolabelConfig, "source") == SOURCES == PseudoSource.values()
+    assert choices(PseudolabelConfig, "source") == tuple(SOURCES) == PseudoSource.values()
     assert choices(MeanteacherConfig, "method") == tuple(METHODS) == SemiMethod.values()
     probe = subprocess.run([sys.executable, "-c", "import sys, covidseg.config; "
                             "print('torch' in sys.modules)"], capture_output=True, text=True)

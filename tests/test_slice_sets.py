@@ -19,6 +19,7 @@ from covidseg.data.layouts import CaseRecord
 from covidseg.data.phantom import make_phantom
 from covidseg.data.steps import preprocess_case
 from covidseg.errors import ConfigError
+from covidseg.models.network import NetworkTraits
 from covidseg.stages.preprocess import preprocess_dataset, preprocess_settings
 from covidseg.train.metrics import overlap_metrics, surface_dice_area
 from tests.conftest import REPO
@@ -241,7 +242,7 @@ def test_multiclass_masks_train_and_score_per_class(tmp_path):
             assert 0.0 <= row[key] <= 1.0, key
     # known answer: a network that calls every pixel consolidation (softmax of fixed logits)
     class Consolidation(torch.nn.Module):
-        covidseg_classes = 3
+        traits = NetworkTraits(classes=3)
 
         def forward(self, x):
             logits = torch.tensor([0.0, 1.0, 3.0]).view(1, 3, 1, 1)

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from covidseg.errors import ConfigError
 from covidseg.models.factory import ModelSpec, build_model
-from covidseg.models.surgery import apply_strategy, encoder_levels
+from covidseg.models.levels import encoder_levels
+from covidseg.models.surgery import apply_strategy
 
 RESNET_HALF = ["encoder.conv1", "encoder.bn1", "encoder.layer1", "encoder.layer2"]
 # what smp's encoders return at strides 2, 4, 8, 16, 32: the first three levels of each

@@ -6,19 +6,29 @@ cases in Hounsfield units (it silently returns empty masks otherwise).  The clas
 the draft's threshold / connected-components route: air-like voxels not connected to the outside,
 the largest components, holes (vessels) filled and a closing in millimetres that takes back
 juxtapleural lesions.
+
+:data:`LUNG_METHODS` maps each ``lung_method`` (once ``auto`` is resolved,
+:func:`covidseg.data.steps.choose_lung_method`) to how it extracts a case's lungs.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from covidseg.data.intensity import otsu_threshold
+from covidseg.data.masks import read_mask
+from covidseg.data.vocabulary import LungMethod
 from covidseg.errors import ConfigError, first_line
+
+if TYPE_CHECKING:
+    from covidseg.data.case import Case
 
 HU_LUNG_THRESHOLD = -320.0
 
@@ -193,3 +203,34 @@ def lungmask_lung_mask(image, weights: Path, force_cpu: bool = False) -> np.ndar
             raise ConfigError(f"{weights}: not a usable lungmask weight file "
                               f"({type(exc).__name__}: {first_line(exc, 200)})") from exc
     return _INFERERS[key].apply(image) > 0
+
+
+def _lungmask(case: Case, weights: Path | None, force_cpu: bool) -> np.ndarray:
+    return lungmask_lung_mask(case.image, weights, force_cpu=force_cpu)
+
+
+def _classical(case: Case, weights: Path | None, force_cpu: bool) -> np.ndarray:
+    return classical_lung_mask(case.array, case.image.GetSpacing(), hu=case.intensity == "hu")
+
+
+def _provided(case: Case, weights: Path | None, force_cpu: bool) -> np.ndarray:
+    rec = case.record
+    return read_mask(rec.lung, case.image, rec.image, "lung", values=rec.values_of("lung"))
+
+
+def _no_lungs(case: Case, weights: Path | None, force_cpu: bool) -> None:
+    return None
+
+
+# each method's lung mask of a case on its original grid (None: no lung mask), given the local
+# lungmask weights (or None) and whether lungmask must run on the CPU
+LUNG_METHODS: dict[LungMethod, Callable[[Case, Path | None, bool], np.ndarray | None]] = {
+    LungMethod.LUNGMASK: _lungmask, LungMethod.CLASSICAL: _classical,
+    LungMethod.PROVIDED: _provided, LungMethod.NONE: _no_lungs}
+
+
+def lung_method(name: str) -> Callable[[Case, Path | None, bool], np.ndarray | None]:
+    """The extraction of ``lung_method=name`` (``auto`` resolved before)."""
+    if name not in LUNG_METHODS:
+        raise ConfigError(f"lung_method={name!r} is not one of {', '.join(LUNG_METHODS)}")
+    return LUNG_METHODS[name]

@@ -44,8 +44,10 @@ log = logging.getLogger("covidseg.preprocess")
 
 PREPROCESS_VERSION = 3  # 2: truth.npy (oracle lesions of unlabelled demo cases); 3: original.npz
 CODE = ("preprocess.py", "steps.py", "case.py", "masks.py", "inputs.py", "intensity.py",
-        "lungs.py", "geometry.py", "readers.py", "layouts.py", "splits.py", "fingerprint.py",
-        "store.py", "settings.py", "vocabulary.py")
+        "lungs.py", "geometry.py", "readers.py",
+        *(f"layouts/{m}.py" for m in ("__init__", "manifest", "public", "nnunet_raw", "patterns",
+                                      "adapters", "sources")),
+        "splits.py", "fingerprint.py", "store.py", "settings.py", "vocabulary.py")
 
 
 def code_digest() -> str:

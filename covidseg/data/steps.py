@@ -43,7 +43,7 @@ from covidseg.data.intensity import (
     lung_window_zscore,
 )
 from covidseg.data.layouts import CaseRecord
-from covidseg.data.lungs import classical_lung_mask, lungmask_lung_mask
+from covidseg.data.lungs import lung_method
 from covidseg.data.masks import read_mask
 from covidseg.data.readers import geometry_of, is_slice_image, read_image, to_canonical
 from covidseg.data.settings import PreprocessSettings
@@ -95,13 +95,7 @@ def extract_lungs(case: Case, settings: PreprocessSettings, weights: Path | None
     """2. The lung mask on the original grid, and the share of the lesion inside it."""
     rec, hu = case.record, case.intensity == "hu"
     method, note = choose_lung_method(settings.lung_method, hu, case.slice_mode, weights, rec)
-    lung = None
-    if method == "lungmask":
-        lung = lungmask_lung_mask(case.image, weights, force_cpu=force_cpu)
-    elif method == "classical":
-        lung = classical_lung_mask(case.array, case.image.GetSpacing(), hu=hu)
-    elif method == "provided":
-        lung = read_mask(rec.lung, case.image, rec.image, "lung", values=rec.values_of("lung"))
+    lung = lung_method(method)(case, weights, force_cpu)
     if lung is not None and not lung.any():
         raise EmptyMask(rec.lung if method == "provided" else rec.image,
                         f"lung extraction ({method}) found no lung voxels")

@@ -15,21 +15,15 @@ import torch
 from torch import nn
 
 from covidseg.device import autocast, inference_batch
+from covidseg.models.network import traits_of
 
 
 def stride_of(model: nn.Module) -> int:
-    model = _first_member(model)
-    return 8 if type(model).__name__ == "GenesisUnet" else 32
+    return traits_of(model).stride
 
 
 def is_3d(model: nn.Module) -> bool:
-    return hasattr(_first_member(model), "coarse_size")
-
-
-def _first_member(model: nn.Module) -> nn.Module:
-    """An ensemble's first member (they share one architecture), or the network itself."""
-    members = getattr(model, "members", None)
-    return members[0] if isinstance(members, nn.ModuleList) else model
+    return traits_of(model).volumetric
 
 
 def to_coarse(volume: torch.Tensor, size: int) -> torch.Tensor:
@@ -52,7 +46,7 @@ def lesion_probabilities(logits: torch.Tensor, classes: bool = False) -> torch.T
 
 def output_classes(model: nn.Module) -> int:
     """Output channels of a covidseg network (1: binary lesion; 3: background + 2 classes)."""
-    return int(getattr(model, "covidseg_classes", 1))
+    return traits_of(model).classes
 
 
 # test-time mirroring: the slice flipped along y, x and both (dims of an (n, C, H, W) batch)
@@ -104,7 +98,8 @@ def predict_volume(model: nn.Module, image: np.ndarray, device: torch.device,
 def _predict_volume_3d(model: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
     was_training = model.training
     model.eval()
-    x = to_coarse(torch.from_numpy(np.array(image, dtype=np.float32)), model.coarse_size)
+    x = to_coarse(torch.from_numpy(np.array(image, dtype=np.float32)),
+                  traits_of(model).coarse_size)
     with autocast(device):
         logits = model(x.to(device))
     prob = torch.nn.functional.interpolate(torch.sigmoid(logits.float()), size=image.shape,

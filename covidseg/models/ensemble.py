@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from covidseg.models.network import traits_of
+
 # the mean probability is kept within [EPS, 1 - EPS] before its logit: sigmoid(±16.1) recovers it
 EPS = 1e-7
 
@@ -24,7 +26,7 @@ class EnsembleNet(nn.Module):
         if len(members) < 2:
             raise ValueError("an ensemble needs at least two members")
         self.members = nn.ModuleList(members)
-        self.covidseg_classes = int(getattr(members[0], "covidseg_classes", 1))
+        self.traits = traits_of(members[0])  # the members share one architecture
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = [m(x).float() for m in self.members]

@@ -8,6 +8,9 @@
 * ``genesis-unet`` — the 2D twin of the Models Genesis UNet3D (``init`` from its 3D weights);
 * any architecture added with :func:`register_architecture` (covidseg's own three are).
 
+:func:`architectures` is that one mapping, name → :class:`Architecture`; every network it builds
+carries its :class:`~covidseg.models.network.NetworkTraits` (:mod:`covidseg.models.network`).
+
 Nothing is ever downloaded: smp is always called with ``encoder_weights=None`` and encoder weights
 come only from a local file (``encoder_weights=/path/to/state_dict.pt``).
 """
@@ -16,12 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from covidseg.errors import ConfigError, first_line
+from covidseg.models.network import Network, NetworkTraits
+from covidseg.models.vocabulary import Arch
 
 
 def smp_architectures() -> dict[str, str]:
@@ -50,19 +56,16 @@ class ModelSpec:
         return ModelSpec(self.arch, self.encoder, self.in_channels, self.classes)
 
 
-def build_model(spec: ModelSpec, encoder_weights: str | None = None) -> nn.Module:
-    """The network of ``spec`` with random weights (or a local encoder weight file); it carries
-    ``covidseg_classes`` (1: one lesion logit, sigmoid; > 1: softmax over background + lesion
+def build_model(spec: ModelSpec, encoder_weights: str | None = None) -> Network:
+    """The network of ``spec`` with random weights (or a local encoder weight file), with its
+    traits (``classes``: 1, one lesion logit, sigmoid; > 1, softmax over background + lesion
     classes)."""
     if spec.members > 1:
         from covidseg.models.ensemble import EnsembleNet
 
-        model = EnsembleNet([_build(spec.member(), encoder_weights)
-                             for _ in range(spec.members)])
-    else:
-        model = _build(spec, encoder_weights)
-    model.covidseg_classes = int(spec.classes)
-    return model
+        return EnsembleNet([_build(spec.member(), encoder_weights)
+                            for _ in range(spec.members)])
+    return _build(spec, encoder_weights)
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class Architecture:
     encoder_weights: bool = True
 
 
-# covidseg's own architectures by name (``arch=``); every other name goes to smp.create_model
+# covidseg's own architectures by name (``arch=``); :func:`architectures` adds smp's
 ARCHITECTURES: dict[str, Architecture] = {}
 
 
@@ -88,7 +91,7 @@ def register_architecture(name: str, encoder_weights: bool = True):
     return add
 
 
-@register_architecture("attention-unet")
+@register_architecture(Arch.ATTENTION_UNET)
 def _attention_unet(spec: ModelSpec) -> nn.Module:
     from covidseg.models.attention_unet.model import AttentionUnet
 
@@ -97,37 +100,48 @@ def _attention_unet(spec: ModelSpec) -> nn.Module:
         classes=spec.classes))
 
 
-@register_architecture("unet3d", encoder_weights=False)
+@register_architecture(Arch.UNET3D, encoder_weights=False)
 def _unet3d(spec: ModelSpec) -> nn.Module:
     from covidseg.models.unet3d.model import UNet3D
 
     return UNet3D(in_channels=spec.in_channels, classes=spec.classes)
 
 
-@register_architecture("genesis-unet", encoder_weights=False)
+@register_architecture(Arch.GENESIS_UNET, encoder_weights=False)
 def _genesis_unet(spec: ModelSpec) -> nn.Module:
     from covidseg.models.genesis_unet.model import GenesisUnet
 
     return GenesisUnet(in_channels=spec.in_channels, classes=spec.classes)
 
 
-def _smp(spec: ModelSpec) -> nn.Module:
+def _smp(arch: str, spec: ModelSpec) -> nn.Module:
     import segmentation_models_pytorch as smp
 
-    arch = spec.arch.lower()
-    known = smp_architectures()
-    if known and arch not in known:
-        raise ConfigError(f"arch={spec.arch!r} is not one of "
-                          f"{', '.join(sorted([*known, *ARCHITECTURES]))}")
     return _with_encoder_errors(spec, lambda: smp.create_model(
         arch, encoder_name=spec.encoder, encoder_weights=None, in_channels=spec.in_channels,
         classes=spec.classes))
 
 
-def _build(spec: ModelSpec, encoder_weights: str | None) -> nn.Module:
-    own = ARCHITECTURES.get(spec.arch.lower())
-    model = own.build(spec) if own else _smp(spec)
-    if encoder_weights and (own is None or own.encoder_weights):
+def architectures() -> dict[str, Architecture]:
+    """Every ``arch=`` name and how to build it: smp's architectures, then covidseg's own."""
+    return {**{arch: Architecture(partial(_smp, arch)) for arch in smp_architectures()},
+            **ARCHITECTURES}
+
+
+def architecture(name: str) -> Architecture:
+    table = architectures()
+    entry = table.get(name.lower())
+    if entry is None:
+        raise ConfigError(f"arch={name!r} is not one of {', '.join(sorted(table))}")
+    return entry
+
+
+def _build(spec: ModelSpec, encoder_weights: str | None) -> Network:
+    entry = architecture(spec.arch)
+    model = entry.build(spec)
+    if not isinstance(model, Network):  # smp's networks, a registered builder's bare module
+        model.traits = NetworkTraits(classes=spec.classes)
+    if encoder_weights and entry.encoder_weights:
         load_encoder_weights(model, encoder_weights)
     return model
 

@@ -14,3 +14,12 @@ class Strategy(Vocabulary):
     ALL = "all"
     DECODER = "decoder"
     FREEZE_ENCODER_HALF = "freeze-encoder-half"
+
+
+class Arch(Vocabulary):
+    """covidseg's own architectures (:data:`covidseg.models.factory.ARCHITECTURES`); ``arch=``
+    also takes every segmentation-models-pytorch name."""
+
+    ATTENTION_UNET = "attention-unet"
+    UNET3D = "unet3d"
+    GENESIS_UNET = "genesis-unet"

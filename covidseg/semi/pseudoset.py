@@ -27,7 +27,28 @@ from covidseg.errors import ConfigError
 from covidseg.semi.vocabulary import PseudoSource
 
 PSEUDO_FILE = "pseudo_labels.npz"
-SOURCES = PseudoSource.values()
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a pseudo-label source makes: ``whole_slices`` — whole unlabelled slices labelled by
+    the network (else similarity-assigned patches); ``truth`` — the unlabelled cases' true masks
+    in place of the network's labels (the oracle: an upper bound)."""
+
+    whole_slices: bool
+    truth: bool = False
+
+
+# the pseudo-label sources by name (``source=``)
+SOURCES = {PseudoSource.MODEL: Source(whole_slices=True),
+           PseudoSource.SIMILARITY: Source(whole_slices=False),
+           PseudoSource.ORACLE: Source(whole_slices=True, truth=True)}
+
+
+def pseudo_source(name: str) -> Source:
+    if name not in SOURCES:
+        raise ConfigError(f"source={name!r} is not one of {', '.join(SOURCES)}")
+    return SOURCES[name]
 
 
 @dataclass

@@ -50,7 +50,7 @@ from covidseg.semi.patches import (
     sample_labelled,
     sample_unlabelled,
 )
-from covidseg.semi.pseudoset import PSEUDO_FILE, PseudoSet
+from covidseg.semi.pseudoset import PSEUDO_FILE, PseudoSet, pseudo_source
 from covidseg.semi.selftrain import model_pseudo_labels
 from covidseg.stages.datasets import open_dataset
 from covidseg.stages.stage import workdir_for
@@ -114,7 +114,7 @@ def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
     if cfg.source == "oracle" and truth_of is None:
         raise ConfigError("source=oracle needs unlabelled cases that carry their true masks (the "
                           "demo phantoms do): these do not")
-    if cfg.source in ("model", "oracle"):
+    if pseudo_source(cfg.source).whole_slices:
         pset, metrics, oracle = _from_model(cfg, model, uds, unlabelled_ids, device, truth_of, meta,
                                             tracker)
     else:
@@ -223,7 +223,7 @@ def _from_model(cfg, model, uds, unlabelled_ids, device, truth_of, meta, tracker
     """Whole-slice pseudo-labels from the network (``source=model``), or the true masks of the
     unlabelled cases in their place (``source=oracle``: the upper bound)."""
     items = model_pseudo_labels(model, uds, unlabelled_ids, device, cfg.confidence,
-                                truth_of=truth_of if cfg.source == "oracle" else None)
+                                truth_of=truth_of if pseudo_source(cfg.source).truth else None)
     n_slices = sum(int(uds.cases[c]["shape"][0]) for c in unlabelled_ids)
     n = len(items["images"])
     if n == 0:

@@ -36,7 +36,6 @@ from covidseg.errors import ConfigError
 from covidseg.train.distributed import global_sum
 from covidseg.train.vocabulary import DiceMode, Loss
 
-LOSSES = Loss.values()
 DICE_MODES = DiceMode.values()
 BATCH_DICE_SMOOTH = 1e-5
 
@@ -64,16 +63,6 @@ def bce_loss(logits, target, weight=None, pos_weight: float | None = None):
                                                       dtype=logits.dtype)
     per_pixel = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw, reduction="none")
     return _reduce_pixels(per_pixel, weight)
-
-
-def soft_dice_loss(logits, target, weight=None, smooth: float = 1.0):
-    """Per-sample soft Dice loss (``dice="sample"``) from logits."""
-    return soft_dice_loss_prob(torch.sigmoid(logits), target, weight, smooth)
-
-
-def batch_dice_loss(logits, target, weight=None, smooth: float = BATCH_DICE_SMOOTH):
-    """Batch soft Dice loss (``dice="batch"``) from logits."""
-    return batch_dice_loss_prob(torch.sigmoid(logits), target, weight, smooth)
 
 
 def batch_dice_loss_prob(p, target, weight=None, smooth: float = BATCH_DICE_SMOOTH):
@@ -134,7 +123,8 @@ def multiclass_loss(logits, target, name: str = "ce+dice", weight=None, dice: st
 
 
 def soft_dice_loss_prob(p, target, weight=None, smooth: float = 1.0):
-    """:func:`soft_dice_loss` on probabilities rather than logits."""
+    """Per-sample soft Dice loss (``dice="sample"``): 1 − (2Σwpg + 1) / (Σwp + Σwg + 1) of each
+    image, averaged (``weight`` as in :func:`batch_dice_loss_prob`)."""
     p, t = p.flatten(1), target.flatten(1)
     w = torch.ones_like(p)
     if _is_pixelwise(weight):
@@ -145,10 +135,31 @@ def soft_dice_loss_prob(p, target, weight=None, smooth: float = 1.0):
     return _per_sample(1 - dice, weight)
 
 
+def _ce(logits, target, weight, pos_weight, dice):
+    return bce_loss(logits, target, weight, pos_weight)
+
+
+def _dice(logits, target, weight, pos_weight, dice):
+    return dice_term(torch.sigmoid(logits), target, weight, dice)
+
+
+def _ce_dice(logits, target, weight, pos_weight, dice):
+    return (bce_loss(logits, target, weight, pos_weight)
+            + dice_term(torch.sigmoid(logits), target, weight, dice))
+
+
+def _hausdorff(logits, target, weight, pos_weight, dice):
+    return bce_loss(logits, target, weight, pos_weight) + hausdorff_dt_loss(logits, target, weight)
+
+
+# the binary losses by name: ``(logits, target, weight, pos_weight, dice) -> loss``
+LOSSES = {Loss.CE: _ce, Loss.DICE: _dice, Loss.CE_DICE: _ce_dice, Loss.HAUSDORFF: _hausdorff}
+
+
 class SegmentationLoss:
     """The configured loss: ``loss(logits, target, weight=None)``; with ``classes`` > 1 the
     multi-class form (:func:`multiclass_loss`: ``ce``, ``dice`` or ``ce+dice``); ``dice``: how the
-    Dice term sums (:data:`DICE_MODES`)."""
+    Dice term sums (:data:`DICE_MODES`); the binary losses come from :data:`LOSSES`."""
 
     def __init__(self, name: str = "ce+dice", pos_weight: float | None = None, classes: int = 1,
                  dice: str = "batch"):
@@ -166,12 +177,4 @@ class SegmentationLoss:
         logits, target = logits.float(), target.float()
         if self.classes > 1:
             return multiclass_loss(logits, target, self.name, weight, self.dice)
-        if self.name == "ce":
-            return bce_loss(logits, target, weight, self.pos_weight)
-        if self.name == "dice":
-            return dice_term(torch.sigmoid(logits), target, weight, self.dice)
-        if self.name == "ce+dice":
-            return (bce_loss(logits, target, weight, self.pos_weight)
-                    + dice_term(torch.sigmoid(logits), target, weight, self.dice))
-        return (bce_loss(logits, target, weight, self.pos_weight)
-                + hausdorff_dt_loss(logits, target, weight))
+        return LOSSES[self.name](logits, target, weight, self.pos_weight, self.dice)

@@ -194,7 +194,7 @@ def test_pseudo_set_round_trip(tmp_path):
 
 
 def test_strong_view_keeps_the_background_and_cuts_a_square():
-    from covidseg.semi.teacher import strong_view, weak_view
+    from covidseg.semi.views import strong_view, weak_view
 
     torch.manual_seed(0)
     x = torch.zeros(4, 1, 32, 32)

@@ -15,14 +15,8 @@ from covidseg.data.splits import fold_split
 from covidseg.data.store import PreprocessedDataset
 from covidseg.errors import ConfigError
 from covidseg.models.factory import ModelSpec, build_model
-from covidseg.semi.teacher import (
-    MeanTeacherTask,
-    UniMatchTask,
-    confident_targets,
-    cutmix,
-    forward_together,
-    strong_view,
-)
+from covidseg.semi.teacher import MeanTeacherTask, UniMatchTask
+from covidseg.semi.views import confident_targets, cutmix, forward_together, strong_view
 from covidseg.stages.preprocess import preprocess_dataset
 from covidseg.train.loop import LoopSettings, fit
 from covidseg.train.losses import SegmentationLoss

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from covidseg.errors import ConfigError
-from covidseg.train.losses import LOSSES, SegmentationLoss, soft_dice_loss
+from covidseg.train.losses import LOSSES, SegmentationLoss, soft_dice_loss_prob
 
 
 def _target():
@@ -52,7 +52,7 @@ def test_dice_denominator_is_p_plus_g_not_squared():
     logits = torch.log(p / (1 - p))
     linear = 1 - (2 * (0.9 + 0.5) + 1) / ((0.9 + 0.5 + 0.2 + 0.5) + 2 + 1)       # 0.2
     squared = 1 - (2 * (0.9 + 0.5) + 1) / ((0.81 + 0.25 + 0.04 + 0.25) + 2 + 1)  # 0.126…
-    got = soft_dice_loss(logits, g).item()
+    got = soft_dice_loss_prob(torch.sigmoid(logits), g).item()
     assert got == pytest.approx(linear, abs=1e-6) and abs(got - squared) > 0.05
 
 

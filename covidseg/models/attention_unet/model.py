@@ -8,6 +8,7 @@ from segmentation_models_pytorch.base import SegmentationHead, SegmentationModel
 from segmentation_models_pytorch.encoders import get_encoder
 
 from covidseg.models.attention_unet.decoder import AttentionUnetDecoder
+from covidseg.models.network import NetworkTraits
 
 
 class AttentionUnet(SegmentationModel):
@@ -25,4 +26,5 @@ class AttentionUnet(SegmentationModel):
                                                   out_channels=classes, kernel_size=3)
         self.classification_head = None
         self.name = f"attention-u-{encoder_name}"
+        self.traits = NetworkTraits(classes=classes)
         self.initialize()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from covidseg.models.network import NetworkTraits
+
 
 class LUConv(nn.Module):
     def __init__(self, cin: int, cout: int):
@@ -93,6 +95,7 @@ class GenesisUnet(nn.Module):
         self.encoder = GenesisEncoder(in_channels)
         self.decoder = GenesisDecoder()
         self.segmentation_head = nn.Conv2d(64, classes, kernel_size=1)
+        self.traits = NetworkTraits(classes=classes, stride=8)  # three poolings
 
     def forward(self, x):
         return self.segmentation_head(self.decoder(self.encoder(x)))

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from covidseg.models.network import NetworkTraits
+
 
 def block3d(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
@@ -58,6 +60,8 @@ class UNet3D(nn.Module):
         self.encoder = Encoder3d(in_channels, widths)
         self.decoder = Decoder3d(widths)
         self.segmentation_head = nn.Conv3d(widths[0], classes, 1)
+        self.traits = NetworkTraits(classes=classes, volumetric=True,
+                                    coarse_size=self.coarse_size)
 
     def forward(self, x):
         return self.segmentation_head(self.decoder(self.encoder(x)))

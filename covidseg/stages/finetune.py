@@ -18,7 +18,19 @@ from covidseg.stages.settings import model_extra, plan_request, supervised_setti
 from covidseg.stages.stage import Stage
 from covidseg.tracking import Tag
 from covidseg.train.distributed import from_main
-from covidseg.train.evaluation import choose_threshold, evaluate_cases, log_evaluation
+from covidseg.train.evaluation import (
+    SWEEP_DICE,
+    choose_threshold,
+    evaluate_cases,
+    log_evaluation,
+)
+from covidseg.train.metric_keys import (
+    SLICE_DICE_THRAVG,
+    VAL_VOLUME_DICE,
+    VOLUME_DICE,
+    Moment,
+    Split,
+)
 from covidseg.train.plan import make_plan
 from covidseg.train.supervised import (
     calibration_batches,
@@ -37,20 +49,22 @@ def finalise_segmentation(stage: Stage, model, spec: ModelSpec, result, train_id
     validation and test evaluation → model folder → pyfunc."""
     ds, cfg, tracker, device = stage.ds, stage.cfg, stage.tracker, stage.device
     model.load_state_dict(result.best_state)
-    summary = {"best_epoch": result.best_epoch, "best_val_volume_dice": round(result.best_score, 4)}
+    best_key = str(VAL_VOLUME_DICE.at(Moment.BEST))
+    summary = {"best_epoch": result.best_epoch, best_key: round(result.best_score, 4)}
     batch = max(cfg.batch_size, 16)
     threshold = threshold_value(cfg.threshold, allowed="auto")
     if threshold is None:
         threshold, sweep = choose_threshold(model, ds, val_ids, device, batch, cfg.tta)
         tracker.log_table(sweep, "tables/threshold_sweep.csv")
         log.info("threshold=auto: %.2f (validation volume Dice %.4f; %.4f at 0.5)", threshold,
-                 max(r["val_volume_dice_resampled"] for r in sweep),
-                 next(r["val_volume_dice_resampled"] for r in sweep
+                 max(r[SWEEP_DICE] for r in sweep),
+                 next(r[SWEEP_DICE] for r in sweep
                       if abs(r["threshold"] - 0.5) < 1e-9))
     tracker.log_metrics({"threshold": threshold})
     summary["threshold"] = threshold
     scores = {"threshold": threshold}  # the best model's final numbers, linked to the logged model
-    for split, ids in (("train", train_ids), ("val", val_ids), ("test", ds.splits["test"])):
+    for split, ids in ((Split.TRAIN, train_ids), (Split.VAL, val_ids),
+                       (Split.TEST, ds.splits["test"])):
         if not ids:
             continue
         ev = evaluate_cases(model, ds, ids, device, batch, threshold=threshold,
@@ -59,18 +73,18 @@ def finalise_segmentation(stage: Stage, model, spec: ModelSpec, result, train_id
                             tta=cfg.tta, viewers=cfg.viewers if split == "test" else 0)
         stage.evaluations[split] = ev
         # the per-epoch series is val_volume_dice: the best model's final scores are final_*
-        prefix = "test" if split == "test" else f"final_{split}"
-        metrics = log_evaluation(tracker, ev, split, prefix)
+        moment = Moment.EPOCH if split == Split.TEST else Moment.FINAL
+        metrics = log_evaluation(tracker, ev, split, split, moment)
         scores.update({k: v for k, v in metrics.items()
                        if split != "train" and "_undefined" not in k})
-        summary[f"{prefix}_volume_dice"] = round(metrics[f"{prefix}_volume_dice"], 4)
-        if f"{prefix}_slice_dice_thravg" in metrics:
-            key = f"{prefix}_slice_dice_thravg"
-            summary[key] = round(metrics[key], 4)
+        dice, thravg = (str(k.of(split, moment)) for k in (VOLUME_DICE, SLICE_DICE_THRAVG))
+        summary[dice] = round(metrics[dice], 4)
+        if thravg in metrics:
+            summary[thravg] = round(metrics[thravg], 4)
     model_dir = stage.save_final_model(model, spec,
                                        {**extra, "threshold": threshold, "tta": bool(cfg.tta),
                                         "best_epoch": result.best_epoch,
-                                        "best_val_volume_dice": result.best_score,
+                                        best_key: result.best_score,
                                         "run_id": tracker.run_id})
     uri = tracker.log_model(model_dir, "model", getattr(cfg, "register_as", ""),
                             getattr(cfg, "alias", ""), metrics=scores)

@@ -22,6 +22,7 @@ from covidseg.stages.settings import model_extra
 from covidseg.stages.stage import Stage
 from covidseg.train.distributed import from_main
 from covidseg.train.losses import SegmentationLoss
+from covidseg.train.metric_keys import MetricKey, Moment
 from covidseg.train.tasks import RestorationTask, SegmentationTask, default_workers
 
 
@@ -72,5 +73,6 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
     tracker.log_artifacts(model_dir, "model")
     stage.finish()
     return {"mode": cfg.mode, "best_epoch": result.best_epoch,
-            f"best_{task.monitor}": round(result.best_score, 4), "run_id": tracker.run_id,
+            str(MetricKey.parse(task.monitor).at(Moment.BEST)): round(result.best_score, 4),
+            "run_id": tracker.run_id,
             "model_dir": str(model_dir) if not tracker.enabled else "model/"}

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from covidseg.data.splits import Splits
 from covidseg.errors import ConfigError
 
 STORE_VERSION = 1
@@ -69,7 +70,7 @@ class PreprocessedDataset:
         if not desc.exists():
             raise ConfigError(f"{self.root}: not a preprocessed dataset (no dataset.json)")
         self.descriptor = json.loads(desc.read_text())
-        self.splits = json.loads((self.root / "splits.json").read_text())
+        self.splits = Splits.from_json(json.loads((self.root / "splits.json").read_text()))
         self.cases = {c["case_id"]: c for c in self.descriptor["cases"]}
 
     @property

@@ -19,6 +19,7 @@ from covidseg.semi.pseudoset import PseudoSet, load_pseudo_set
 from covidseg.semi.teacher import METHODS
 from covidseg.stages.datasets import open_dataset
 from covidseg.stages.finetune import finalise_segmentation
+from covidseg.stages.results import TrainedResult
 from covidseg.stages.settings import model_extra, plan_request, supervised_settings
 from covidseg.stages.stage import Stage
 from covidseg.tracking import NullTracker, Tag, download_model
@@ -37,7 +38,7 @@ def unlabelled_slices(cfg: MeanteacherConfig, ds, pseudo: PseudoSet | None) -> S
     """Every slice of the unlabelled volumes (augmented like the training slices, no mask)."""
     ref = cfg.unlabelled or (pseudo.unlabelled_data if pseudo is not None else "")
     uds = open_dataset(ref, NullTracker()) if ref else ds
-    ids = uds.splits.get("unlabelled", []) if uds is ds else uds.ids()
+    ids = uds.splits.unlabelled if uds is ds else uds.ids()
     if not ids:
         return None
     oracle = all(uds.cases[c].get("has_truth") for c in ids)  # phantoms: scored, never trained on
@@ -47,7 +48,7 @@ def unlabelled_slices(cfg: MeanteacherConfig, ds, pseudo: PseudoSet | None) -> S
 
 
 def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
-                progress: bool = True) -> dict:
+                progress: bool = True) -> TrainedResult | None:
     if not cfg.model:
         raise ConfigError("meanteacher needs model=<finetune run> (and pseudo=<pseudolabel run> "
                           "for pseudo-labels)")
@@ -82,7 +83,7 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
                           "unlabelled=<preprocess run id or folder>")
     stage.record_network(spec, **{Tag.PSEUDO_SOURCE: pseudo.source if pseudo is not None
                                   else "none", Tag.SEMI_METHOD: cfg.method})
-    stage.record_split(train_ids, val_ids, ds.splits["test"],
+    stage.record_split(train_ids, val_ids, ds.splits.test,
                        pseudo_items=len(pseudo) if pseudo is not None else 0,
                        unlabelled_slices=len(unlabelled) if unlabelled is not None else 0)
     n_unlabelled = len(unlabelled) if unlabelled is not None and cfg.consistency_weight > 0 else 0
@@ -100,6 +101,7 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
     if not stage.is_main:
         return None  # rank 0 evaluates and logs the model
     tracker.set_tags({Tag.BEST_NETWORK: task.best_is})
-    summary = finalise_segmentation(stage, model, spec, result, train_ids, val_ids,
+    trained = finalise_segmentation(stage, model, spec, result, train_ids, val_ids,
                                     {**extra, "best_network": task.best_is})
-    return {**summary, "best_network": task.best_is}
+    trained.best_network = task.best_is
+    return trained

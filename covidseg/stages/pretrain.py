@@ -41,7 +41,7 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
     model = build_model(spec, cfg.encoder_weights or None)
     workers = default_workers(cfg.workers)
     if cfg.mode == "supervised":
-        ids = ds.splits.get("auxiliary", [])
+        ids = ds.splits.auxiliary or []
         if len(ids) < 2:
             raise ConfigError(f"mode=supervised needs at least 2 labelled non-COVID volumes "
                               f"(splits.auxiliary); this dataset has {len(ids)}: "
@@ -53,7 +53,7 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
                                 augment=SliceAugment(), crop=cfg.image_size,
                                 lesion_boost=cfg.lesion_boost, iterations=cfg.iterations_per_epoch)
     else:
-        test = set(ds.splits["test"])
+        test = set(ds.splits.test)
         ids = [c for c in ds.ids() if c not in test]
         if len(ids) < 2:
             raise ConfigError("mode=restoration needs at least 2 non-test volumes; there are "

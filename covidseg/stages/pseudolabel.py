@@ -53,6 +53,7 @@ from covidseg.semi.patches import (
 from covidseg.semi.pseudoset import PSEUDO_FILE, PseudoSet
 from covidseg.semi.selftrain import model_pseudo_labels
 from covidseg.stages.datasets import open_dataset
+from covidseg.stages.results import PseudolabelResult, rounded
 from covidseg.stages.stage import workdir_for
 from covidseg.tracking import NullTracker, Tag, download_model
 from covidseg.train.supervised import trained_split
@@ -86,13 +87,13 @@ def _unlabelled(cfg, ds, tracker):
     if cfg.unlabelled:
         uds = open_dataset(cfg.unlabelled, NullTracker())
         tracker.set_tags({Tag.UNLABELLED_DATASET: uds.key})
-    ids = uds.splits["unlabelled"] if uds is ds else uds.ids()
+    ids = uds.splits.unlabelled if uds is ds else uds.ids()
     if not ids:
         raise ConfigError("no unlabelled volumes: give unlabelled=<preprocess run id or folder>")
     return uds, ids
 
 
-def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
+def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> PseudolabelResult:
     tracker = tracker or NullTracker()
     device = resolve_device(cfg.device)
     model_dir, model_run = download_model(cfg.model)
@@ -132,12 +133,12 @@ def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
     tracker.log_metrics(metrics)
     out = pset.save(workdir_for(tracker.run_id) / PSEUDO_FILE)
     tracker.log_artifact(out, "pseudo")
-    summary = {"source": cfg.source, "accepted": int(metrics["n_accepted"]),
-               "of": int(metrics["n_candidates"]),
-               "acceptance_rate": round(metrics["acceptance_rate"], 3), "pseudo_file": str(out)}
-    if "oracle_pseudo_dice_pooled" in metrics:
-        summary["oracle_pseudo_dice_pooled"] = round(metrics["oracle_pseudo_dice_pooled"], 4)
-    return summary
+    return PseudolabelResult(source=cfg.source, accepted=int(metrics["n_accepted"]),
+                             candidates=int(metrics["n_candidates"]),
+                             acceptance_rate=round(metrics["acceptance_rate"], 3),
+                             pseudo_file=str(out),
+                             oracle_dice_pooled=rounded(metrics.get("oracle_pseudo_dice_pooled")),
+                             run_id=tracker.run_id)
 
 
 def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta, tracker,
@@ -145,7 +146,7 @@ def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta
     """Similarity pseudo-labels; the labelled masks come from ``trained_on`` (the model's training
     cases: never its validation fold) when known, else from every labelled non-test case."""
     rng = np.random.default_rng(cfg.seed)
-    test = set(ds.splits["test"])
+    test = set(ds.splits.test)
     allowed = set(trained_on) if trained_on is not None else None
     labelled_ids = [c for c in ds.ids(labelled=True) if c not in test
                     and ds.cases[c].get("task", "infection") == "infection"

@@ -203,12 +203,12 @@ def tune(cfg: TuneConfig, tracker) -> dict:
             with child_run(tracker, f"trial-{trial.number}", cfg.target, run_cfg.to_params(),
                            trial_tags(trial.number)) as child:
                 trial.set_user_attr("mlflow_run_id", child.run_id)
-                summary = train(run_cfg, child, on_epoch_end=[report], progress=False)
+                result = train(run_cfg, child, on_epoch_end=[report], progress=False)
                 child.set_tags({Tag.TRIAL_STATE: "complete"})
         except TrialPruned as exc:
             child.set_tags({Tag.TRIAL_STATE: "pruned", Tag.STOP_REASON: str(exc)})
             raise optuna.TrialPruned(str(exc)) from exc
-        return float(summary[BEST_VAL_DICE])
+        return float(result.best_val_volume_dice)
 
     before = len(study.trials)
     study.optimize(objective, n_trials=cfg.n_trials, timeout=cfg.timeout or None,

@@ -107,6 +107,13 @@ class PreprocessedDataset:
         p = self.case_dir(case_id) / "truth.npy"
         return np.load(p, mmap_mode="r") if p.exists() else None
 
+    def meta(self, case_id: str):
+        """A case's metadata as a :class:`~covidseg.data.case.CaseMeta` (``cases[case_id]`` is
+        the same as stored, a dict)."""
+        from covidseg.data.case import CaseMeta
+
+        return CaseMeta.from_json(self.cases[case_id])
+
     def ids(self, labelled: bool | None = None) -> list[str]:
         return [c for c, m in self.cases.items() if labelled is None or m["labelled"] == labelled]
 

@@ -54,7 +54,7 @@ def probe_set(ds, n: int, seed: int) -> torch.Tensor:
     picked = order[:n]
     if not picked:
         raise ConfigError("the dataset has no slices for a probe set")
-    sizes = [ds.cases[c]["shape"][1:] for c, _ in picked]
+    sizes = [ds.meta(c).shape[1:] for c, _ in picked]
     side = int(np.ceil(max(max(s) for s in sizes) / 32) * 32)
     return torch.from_numpy(np.stack([pad_to(np.asarray(ds.load(c)[0][z], np.float32), (side, side))
                                       for c, z in picked]))[:, None]

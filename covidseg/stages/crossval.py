@@ -42,8 +42,6 @@ from covidseg.train.metric_keys import (
     SLICE_DICE_THRAVG,
     VAL_VOLUME_DICE,
     VOLUME_DICE,
-    Level,
-    MetricKey,
     Moment,
     Split,
 )
@@ -131,7 +129,7 @@ def _fold_table(tracker, stages: list[Stage], runs: list[str]) -> list[float]:
         folds.append(row)
     tracker.log_table(folds, "tables/cv_folds.csv")
     fold_dice = [f[val] for f in folds]
-    spread = MetricKey("dice_fold_std", Level.VOLUME, Split.CV)
+    spread = VOLUME_DICE.of(Split.CV).with_suffix("fold_std")  # cv_volume_dice_fold_std
     tracker.log_metrics({"cv_folds": float(len(folds)), str(spread): float(np.nanstd(fold_dice))})
     return fold_dice
 

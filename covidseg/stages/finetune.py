@@ -8,8 +8,10 @@ per-volume validation and test metrics, tables and overlays → the model as an 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from covidseg.config import FinetuneConfig, threshold_value
+from covidseg.data.store import PreprocessedDataset
 from covidseg.inference import is_3d
 from covidseg.models.factory import ModelSpec
 from covidseg.models.surgery import apply_strategy
@@ -28,6 +30,7 @@ from covidseg.train.evaluation import (
 from covidseg.train.metric_keys import VAL_VOLUME_DICE, Moment, Split
 from covidseg.train.plan import make_plan
 from covidseg.train.supervised import (
+    InitialModel,
     calibration_batches,
     dataset_classes,
     initial_model,
@@ -36,6 +39,17 @@ from covidseg.train.supervised import (
 )
 
 log = logging.getLogger("covidseg.finetune")
+
+
+@dataclass
+class FoldInputs:
+    """What rank 0 resolves for a finetune run (sent to the other ranks under torchrun): the
+    dataset, the fold's cases and the starting network."""
+
+    ds: PreprocessedDataset
+    train_ids: list[str]
+    val_ids: list[str]
+    start: InitialModel
 
 
 def decision_threshold(stage: Stage, model, val_ids, batch: int) -> float:
@@ -119,14 +133,16 @@ def finetune_fold(cfg: FinetuneConfig, tracker=None, on_epoch_end=None,
     stage = Stage.begin(cfg, tracker, on_epoch_end, progress)
     tracker = stage.tracker
 
-    def resolve():  # under torchrun: rank 0 alone, the other ranks receive the result
+    def resolve() -> FoldInputs:  # under torchrun: rank 0 alone, the others receive it
         ds = open_dataset(cfg.data, tracker)
-        return (ds, *split_cases(ds, cfg.fold, cfg.regime, cfg.train_cases, cfg.seed),
-                *initial_model(cfg.init, cfg.arch, cfg.encoder, cfg.encoder_weights,
-                               dataset_classes(ds)))
+        return FoldInputs(ds, *split_cases(ds, cfg.fold, cfg.regime, cfg.train_cases, cfg.seed),
+                          initial_model(cfg.init, cfg.arch, cfg.encoder, cfg.encoder_weights,
+                                        dataset_classes(ds)))
 
-    stage.ds, train_ids, val_ids, model, spec, init_report, init_run = from_main(resolve)
-    tracker.link_source("init", init_run)
+    inputs = from_main(resolve)
+    stage.ds, train_ids, val_ids = inputs.ds, inputs.train_ids, inputs.val_ids
+    model, spec = inputs.start.model, inputs.start.spec
+    tracker.link_source("init", inputs.start.run)
     stage.record_plan(make_plan(stage.ds, train_ids, plan_request(cfg), three_d=is_3d(model)))
     task = segmentation_task(model, stage.ds, train_ids, val_ids, supervised_settings(cfg),
                              stage.device, stage.plan)
@@ -136,7 +152,7 @@ def finetune_fold(cfg: FinetuneConfig, tracker=None, on_epoch_end=None,
                               pretrained=cfg.init != "scratch")
     stage.record_network(spec, **({Tag.FROZEN: ", ".join(strategy["frozen"])}
                                   if strategy["frozen"] else {}))
-    tracker.log_dict({"init": init_report, "strategy": strategy}, "init/report.json")
+    tracker.log_dict({"init": inputs.start.report, "strategy": strategy}, "init/report.json")
     stage.record_split(train_ids, val_ids, stage.ds.splits.test,
                        trainable_parameters=strategy["trainable_parameters"],
                        **{k: strategy[k] for k in ("frozen_levels", "encoder_levels",

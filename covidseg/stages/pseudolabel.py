@@ -108,7 +108,7 @@ def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> PseudolabelResult:
         log.warning("the model was trained on dataset %s, the labelled patches come from %s",
                     config["dataset_key"], ds.key)
     uds, unlabelled_ids = _unlabelled(cfg, ds, tracker)
-    has_truth = [c for c in unlabelled_ids if uds.cases[c].get("has_truth")]
+    has_truth = [c for c in unlabelled_ids if uds.meta(c).has_truth]
     truth_of = uds.load_truth if len(has_truth) == len(unlabelled_ids) else None
     meta = {"dataset_key": ds.key, "unlabelled_data": cfg.unlabelled}
     tracker.set_tags({Tag.PSEUDO_SOURCE: cfg.source})
@@ -149,7 +149,7 @@ def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta
     test = set(ds.splits.test)
     allowed = set(trained_on) if trained_on is not None else None
     labelled_ids = [c for c in ds.ids(labelled=True) if c not in test
-                    and ds.cases[c].get("task", "infection") == "infection"
+                    and (ds.meta(c).task or "infection") == "infection"
                     and (allowed is None or c in allowed)]
     coarse = None
     if cfg.coarse_model:
@@ -163,7 +163,7 @@ def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta
     boxes, box_source = coarse_boxes(uds, unlabelled_ids, coarse, device)
     tracker.set_tags({Tag.COARSE: "unet3d" if coarse is not None else "lung-mask"})
 
-    size = patch_side(cfg.patch_size, int(np.median([max(uds.cases[c]["shape"][1:])
+    size = patch_side(cfg.patch_size, int(np.median([max(uds.meta(c).shape[1:])
                                                      for c in unlabelled_ids])))
     lab = sample_labelled(ds, labelled_ids, cfg.labelled_patches, size, 10, rng, cfg.min_tissue)
     if not len(lab):
@@ -225,14 +225,14 @@ def _from_model(cfg, model, uds, unlabelled_ids, device, truth_of, meta, tracker
     unlabelled cases in their place (``source=oracle``: the upper bound)."""
     items = model_pseudo_labels(model, uds, unlabelled_ids, device, cfg.confidence,
                                 truth_of=truth_of if cfg.source == "oracle" else None)
-    n_slices = sum(int(uds.cases[c]["shape"][0]) for c in unlabelled_ids)
+    n_slices = sum(int(uds.meta(c).shape[0]) for c in unlabelled_ids)
     n = len(items["images"])
     if n == 0:
         pset = PseudoSet.empty(32, source=cfg.source, **meta)
         return pset, {"n_candidates": n_slices, "n_accepted": 0, "acceptance_rate": 0.0,
                       "confident_pixel_fraction": 0.0}, {}
     H, W = items["images"].shape[1:]
-    inside = np.stack([pad_to(np.ones(uds.cases[c]["shape"][1:], bool), (H, W))
+    inside = np.stack([pad_to(np.ones(uds.meta(c).shape[1:], bool), (H, W))
                        for c in items["case_ids"]])
     accepted_px = items["weights"] > 0
     metrics = {"n_candidates": n_slices, "n_accepted": n, "acceptance_rate": n / max(1, n_slices),

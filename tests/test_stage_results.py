@@ -56,3 +56,15 @@ def test_the_pipeline_logs_only_the_numbers_its_stages_gave():
     assert r.metrics() == {"finetune_test_volume_dice": 0.5, "meanteacher_test_volume_dice": 0.6,
                            "pseudo_acceptance_rate": 0.9}
     assert r.summary()["pseudo_oracle_dice"] is None and r.summary()["stages"] == 5
+
+
+def test_predict_and_evaluate_results_give_the_dicts_their_entry_points_return():
+    from covidseg.stages.results import EvaluateResult, PredictResult
+
+    p = PredictResult(output="o", predicted=2, failed=1, severity=["mild", "severe"])
+    assert p.summary() == {"output": "o", "n_predicted": 2, "n_failed": 1,
+                           "severity": "mild,severe"}
+    e = EvaluateResult.of({"test_volume_dice": 0.123456, "test_volume_hd95": 3.0,
+                           "test_volume_nsd": 0.5, "test_slice_dice_thravg": 0.25})
+    assert e.summary() == {"test_volume_dice": 0.1235, "test_volume_nsd": 0.5,
+                           "test_slice_dice_thravg": 0.25}

@@ -193,3 +193,38 @@ class PipelineResult(StageResult):
                 "pseudo_acceptance_rate": self.pseudo_acceptance_rate,
                 "pseudo_oracle_dice": self.pseudo_oracle_dice,
                 "compare_svcca_mean": self.compare_svcca_mean, "stages": self.stages}
+
+
+@dataclass
+class PredictResult(StageResult):
+    """``predict``: where the masks went, how many inputs were predicted and failed, and the
+    severity of the first five.  (Not yet returned: ``predict_entry`` would end with
+    ``PredictResult(output=str(out), predicted=len(reports), failed=len(failed),
+    severity=[r["severity"] for r in reports[:5]], run_id=tracker.run_id)``.)"""
+
+    output: str
+    predicted: int
+    failed: int
+    severity: list = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"output": self.output, "n_predicted": self.predicted, "n_failed": self.failed,
+                "severity": ",".join(str(s) for s in self.severity)}
+
+
+@dataclass
+class EvaluateResult(StageResult):
+    """``evaluate``: the logged metrics of the evaluated split whose names end in
+    ``volume_dice``, ``nsd``, ``nsd_area`` or ``dice_thravg``, rounded.  (Not yet returned:
+    ``evaluate_entry`` would end with ``EvaluateResult.of(metrics, run_id=tracker.run_id)``.)"""
+
+    scores: dict
+
+    @classmethod
+    def of(cls, metrics: dict, run_id: str | None = None) -> EvaluateResult:
+        return cls({k: round(v, _ROUND) for k, v in metrics.items()
+                    if k.endswith(("volume_dice", "nsd", "nsd_area", "dice_thravg"))},
+                   run_id=run_id)
+
+    def summary(self) -> dict:
+        return dict(self.scores)

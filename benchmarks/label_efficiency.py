@@ -192,9 +192,10 @@ def sweep(cfg: SweepConfig, tracker) -> list[dict]:
                              "run_id": runs[method], "test_dice": m.get("test_volume_dice"),
                              "test_nsd": m.get("test_volume_nsd"),
                              "val_dice": m.get("final_val_volume_dice"),
-                             "pseudo_acceptance": pl_result.get(method, {}).get("acceptance_rate"),
-                             "pseudo_oracle_dice": pl_result.get(method, {}).get(
-                                 "oracle_pseudo_dice_pooled")})
+                             "pseudo_acceptance": getattr(pl_result.get(method),
+                                                          "acceptance_rate", None),
+                             "pseudo_oracle_dice": getattr(pl_result.get(method),
+                                                           "oracle_dice_pooled", None)})
                 print(f"  seed {seed} budget {budget:>2} {method:<11} test Dice "
                       f"{rows[-1]['test_dice']:.3f} NSD {rows[-1]['test_nsd']:.3f}", flush=True)
     return rows

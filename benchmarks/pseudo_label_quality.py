@@ -64,9 +64,9 @@ def main() -> None:
                                      lr=1e-3, lesion_boost=3.0,
                                      seed=args.seed, overlays=0, workers=0, checkpoint_every=0),
                      progress=False)
-        model = ft["model_uri"]
+        model = ft.model_uri
         print(f"fine-tuned on {args.train_cases} volumes: test volume Dice "
-              f"{ft['test_volume_dice']:.3f} (val {ft['best_val_volume_dice']:.3f})", flush=True)
+              f"{ft.test_volume_dice:.3f} (val {ft.best_val_volume_dice:.3f})", flush=True)
 
     class Collect(NullTracker):
         def __init__(self):

@@ -174,17 +174,18 @@ def run_semi(arm: str, dataset: str, fold: int, start: Path, steps: int, args,
     return trained(meanteacher(cfg, progress=False), keep=False)
 
 
-def trained(summary: dict, keep: bool) -> tuple:
-    """(model, threshold, tta, summary, model folder) of a finished local run."""
+def trained(result, keep: bool) -> tuple:
+    """(model, threshold, tta, result, model folder) of a finished local run (its
+    :class:`~covidseg.stages.results.TrainedResult`)."""
     import shutil
 
     from covidseg.models.checkpoint import load_model
 
-    model_dir = Path(summary["model_uri"])
+    model_dir = Path(result.model_uri)
     model, config = load_model(model_dir)
     if not keep:
         shutil.rmtree(model_dir.parent, ignore_errors=True)  # the local run folder in the cache
-    return (model, float(config.get("threshold", 0.5)), bool(config.get("tta")), summary,
+    return (model, float(config.get("threshold", 0.5)), bool(config.get("tta")), result,
             model_dir)
 
 
@@ -384,7 +385,7 @@ def main() -> None:
     own_dataset = (preprocess(folder, args, own_size, unlabelled=bool(semi))
                    if own_size != args.size or semi else dataset)
     own_ds = PreprocessedDataset(Path(own_dataset))
-    assert own_ds.splits["folds"] == ds.splits["folds"]
+    assert own_ds.splits.folds == ds.splits.folds
     records = {r.case_id: r for r in read_manifest(ds.root / "manifest.csv")}
     folds = [int(f) for f in args.folds.split(",")] if args.folds else list(range(args.k))
     n_train = len(fold_split(ds.splits, folds[0])[0])
@@ -393,7 +394,7 @@ def main() -> None:
     steps = epochs_for(steps, per_epoch) * per_epoch  # whole epochs: every arm takes as many
     per_pass = max(1, n_train // args.batch_size)
     thesis_epochs = epochs_for(steps, per_pass)
-    n_unlabelled = len(own_ds.splits.get("unlabelled", [])) if semi else 0
+    n_unlabelled = len(own_ds.splits.unlabelled) if semi else 0
     semi_steps = (args.semi_steps or total_iterations(n_train, args.batch_size, n_unlabelled)
                   if semi else 0)
     header("real CT slices: covidseg's defaults vs the thesis's settings vs a bare smp loop "
@@ -431,7 +432,7 @@ def main() -> None:
                 model = model.to(device)
                 probs = {c: covidseg_probabilities(model, own_ds, c, device, tta)
                          for c in val_ids}
-                note = f" (kept: {summary.get('best_network', '')}, epoch {summary['best_epoch']})"
+                note = f" (kept: {summary.best_network or ''}, epoch {summary.best_epoch})"
             elif arm == "bare":
                 model = train_bare([records[c] for c in train_ids], args.size, steps,
                                    args.batch_size, args.bare_lr, args.seed, args.workers,
@@ -450,7 +451,7 @@ def main() -> None:
                 model = model.to(device)
                 probs = {c: covidseg_probabilities(model, arm_ds, c, device, tta)
                          for c in val_ids}
-                note = f" (best epoch {summary['best_epoch']})" if arm == "thesis" else ""
+                note = f" (best epoch {summary.best_epoch})" if arm == "thesis" else ""
                 if arm == "covidseg":  # the same model with test-time mirroring flipped
                     mirrored = {c: covidseg_probabilities(model, arm_ds, c, device, not tta)
                                 for c in val_ids}

@@ -77,7 +77,7 @@ def split_records(ds, fold: int) -> dict[str, list]:
     by_id = {r.case_id: r for r in read_manifest(ds.root / "manifest.csv")}
     train, val = fold_split(ds.splits, fold, "standard")
     return {"train": [by_id[c] for c in train], "val": [by_id[c] for c in val],
-            "test": [by_id[c] for c in ds.splits["test"]]}
+            "test": [by_id[c] for c in ds.splits.test]}
 
 
 # --- the bare smp loop ------------------------------------------------------------------------
@@ -193,10 +193,10 @@ def augment_override(factory):
 
 
 def train_covidseg(dataset_path: str, epochs: int, args, augment=None,
-                   per_epoch: int = 0) -> tuple[dict, object]:
-    """finetune's summary and its kept model after ``epochs`` × ``per_epoch`` steps (0: the
-    plan's steps an epoch); ``augment``: a preset name (``augment=``), or a callable returning the
-    augmentation object."""
+                   per_epoch: int = 0) -> tuple[object, object]:
+    """finetune's result (:class:`~covidseg.stages.results.TrainedResult`) and its kept model
+    after ``epochs`` × ``per_epoch`` steps (0: the plan's steps an epoch); ``augment``: a preset
+    name (``augment=``), or a callable returning the augmentation object."""
     from covidseg.config import FinetuneConfig
     from covidseg.models.checkpoint import load_model
     from covidseg.stages.finetune import finetune
@@ -211,7 +211,7 @@ def train_covidseg(dataset_path: str, epochs: int, args, augment=None,
                          augment=augment if isinstance(augment, str) else "auto")
     with contextlib.nullcontext() if isinstance(augment, str) else augment_override(augment):
         summary = finetune(cfg, progress=False)
-    model_dir = Path(summary["model_uri"])
+    model_dir = Path(summary.model_uri)
     model, _ = load_model(model_dir)
     if model_dir.parent.parent.name == "training":  # local run folder in the cache: not kept
         shutil.rmtree(model_dir.parent, ignore_errors=True)
@@ -339,7 +339,7 @@ def main() -> None:
         summary, model = train_covidseg(dataset_path, epochs, args, per_epoch=per_epoch)
         t_ours = time.perf_counter() - t0
         ours = float(np.mean(score_covidseg(model, ds, recs["test"], device,
-                                            float(summary.get("threshold", 0.5)))))
+                                            float(summary.threshold))))
         del model
 
         bare = {}
@@ -351,9 +351,9 @@ def main() -> None:
                           time.perf_counter() - t0, len(train_recs))
             del bare_model
 
-    print(f"covidseg finetune: best epoch {summary['best_epoch']} of {epochs}, validation Dice "
-          f"{summary['best_val_volume_dice']:.4f}, threshold {summary.get('threshold', 0.5):.2f}, "
-          f"its own test_volume_dice {summary['test_volume_dice']:.4f} (finetune's evaluation)")
+    print(f"covidseg finetune: best epoch {summary.best_epoch} of {epochs}, validation Dice "
+          f"{summary.best_val_volume_dice:.4f}, threshold {summary.threshold:.2f}, "
+          f"its own test_volume_dice {summary.test_volume_dice:.4f} (finetune's evaluation)")
     table([{"arm": f"covidseg finetune ({len(recs['train'])} training slices)", "test Dice": ours,
             "grid": "original size", "steps": steps, "seconds": t_ours}]
           + [{"arm": f"bare smp loop ({n} slices: {name})", "test Dice": d,

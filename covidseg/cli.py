@@ -70,8 +70,10 @@ def parse_config(name: str, argv: list[str]) -> CommonConfig:
 
 
 def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
-    """Run one entry point with its own MLflow run (or without tracking)."""
+    """Run one entry point with its own MLflow run (or without tracking); returns its summary
+    (:func:`covidseg.stages.results.summary_of`) with the run's page as ``ui``."""
     from covidseg.registry import input_check
+    from covidseg.stages.results import summary_of
     from covidseg.tracking import NullTracker, quiet_mlflow_warnings, start_run
     from covidseg.train import distributed
 
@@ -97,7 +99,8 @@ def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
                        run_id=resume if tracking else None,
                        recipe_filled=getattr(cfg, "recipe_filled", {})) as tracker:
             result = fn(cfg, tracker)
-            if isinstance(result, dict) and tracker.enabled:  # the run's page, training view
+            result = summary_of(result) if result is not None else None
+            if result is not None and tracker.enabled:  # the run's page, training view
                 from covidseg.tracking.refs import ui_link
 
                 experiment = tracker.client.get_run(tracker.run_id).info.experiment_id
@@ -109,7 +112,7 @@ def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
 
 
 def render_mlproject() -> str:
-    lines = ["# Generated from covidseg/config.py by `covidseg mlproject > MLproject`: edit the",
+    lines = ["# Generated from covidseg/config/ by `covidseg mlproject > MLproject`: edit the",
              "# dataclasses, not this file (tests check that the two agree).",
              "name: covidseg", "", "conda_env: conda.yaml", "", "entry_points:"]
     for name, cls in CONFIGS.items():
@@ -131,7 +134,7 @@ def render_reference() -> str:
     """``docs/reference.md``: every entry point with what it does and all its parameters (name,
     default, allowed values, meaning), rendered from the config dataclasses like MLproject."""
     lines = ["# Entry-point reference", "",
-             "Generated from `covidseg/config.py` by `covidseg reference > docs/reference.md`: "
+             "Generated from `covidseg/config/` by `covidseg reference > docs/reference.md`: "
              "edit the dataclasses, not this file (a test checks that the two agree).", "",
              "Every entry point runs three ways with the same parameters: `mlflow run . -e NAME "
              "--env-manager local -P key=value`, `covidseg NAME --key value`, `python "

@@ -1,7 +1,10 @@
 """Which function runs each entry point: one table for the command line, ``mlflow run`` (through
 ``entrypoints/NAME.py``) and the stages that run other entry points nested (pipeline, grid).
 
-Each runner takes ``(config, tracker)`` and returns a summary dict.  The modules are imported
+Each runner takes ``(config, tracker)`` and returns its result: a
+:class:`covidseg.stages.results.StageResult` (finetune, pseudolabel, meanteacher, compare,
+pipeline) or a summary dict (preprocess, pretrain, tune, predict, evaluate, grid); the command
+line prints its ``summary_of``.  The modules are imported
 only when their entry point runs (``--help`` and ``covidseg mlproject`` stay fast).
 """
 

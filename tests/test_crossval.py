@@ -46,7 +46,7 @@ def test_cv_parent_nested_folds_and_the_ensemble(tracking_uri, preprocess_run, t
     oof = client.download_artifacts(parent, "tables/oof_per_volume.csv", str(tmp_path))
     rows = open(oof).read().splitlines()
     ds = resolve_dataset(preprocess_run)[0]
-    labelled = sum(len(f) for f in ds.splits["folds"])
+    labelled = sum(len(f) for f in ds.splits.folds)
     assert len(rows) == 1 + labelled  # every labelled training case scored once, out of fold
     # the ensemble's card scores it out of fold
     card = client.get_logged_model(p.data.tags["covidseg.model_uri"].split("/")[-1]).tags[
@@ -61,7 +61,7 @@ def test_cv_parent_nested_folds_and_the_ensemble(tracking_uri, preprocess_run, t
     folds = [load_model(download_model(c.info.run_id)[0])[0] for c in children]
     cpu = torch.device("cpu")
     dices = []
-    for case in ds.splits["test"]:
+    for case in ds.splits.test:
         image, infection, _ = ds.load(case)
         mean = np.mean([predict_volume(f, np.asarray(image), cpu) for f in folds], axis=0)
         dices.append(overlap_metrics(mean > 0.5, np.asarray(infection) > 0)["dice"])

@@ -182,7 +182,7 @@ def test_preprocess_three_ways_against_a_real_server(tracking_uri, tmp_path):
     ds2, _ = resolve_dataset(f"runs:/{other}")  # follows covidseg.dataset_run to the arrays
     assert ds2.key == key and ds2.root != ds.root
     assert sorted(ds2.cases) == sorted(ds.cases)
-    image, infection, lung = ds2.load(ds2.splits["test"][0])
+    image, infection, lung = ds2.load(ds2.splits.test[0])
     assert image.ndim == 3 and infection.shape == image.shape
 
 

@@ -84,7 +84,7 @@ def test_predict_folder_records_bad_inputs_and_goes_on(model_dir, tmp_path):
            (1, 0, 0, 0, 1, 0, 0, 0, 1), (0, 0, 0), inp / "huge.nii.gz")
     summary = predict_entry(PredictConfig(model=str(model_dir), input=str(inp),
                                           output=str(tmp_path / "out")))
-    assert summary["n_predicted"] == 1 and summary["n_failed"] == 2
+    assert summary.predicted == 1 and summary.failed == 2
     assert (tmp_path / "out" / "good_infection.nii.gz").exists()
     assert "good" in (tmp_path / "out" / "predictions.csv").read_text()
     failed = (tmp_path / "out" / "failed.csv").read_text()
@@ -133,7 +133,7 @@ def test_a_model_trained_on_provided_lungs_predicts_with_given_lungs(phantom_fil
         predict_entry(cfg)
     cfg.lungs = str(cases[0]["lung"].parent)
     result = predict_entry(cfg)
-    assert result["n_predicted"] == 2 and result["n_failed"] == 0
+    assert result.predicted == 2 and result.failed == 0
     for c in cases[:2]:
         report = json.loads((tmp_path / "out" / f"{c['image'].name[:-7]}_report.json").read_text())
         assert report["lung_method"] == "provided" and report["restrict_to_lungs"]
@@ -167,7 +167,7 @@ def test_pipelined_predict_writes_what_the_sequential_order_writes(model_dir, tm
         summary = predict_entry(PredictConfig(model=str(model_dir), input=str(inp), output=str(out),
                                               prefetch=prefetch, probabilities=True,
                                               threshold="0.45"))
-        assert summary["n_predicted"] == 4 and summary["n_failed"] == 1
+        assert summary.predicted == 4 and summary.failed == 1
         outs[prefetch] = out
     ref = _nifti_arrays(outs[0])
     assert len(ref) == 4 * 3 and any(a.any() for n, a in ref.items() if "_infection" in n)

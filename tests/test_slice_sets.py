@@ -230,12 +230,12 @@ def test_multiclass_masks_train_and_score_per_class(tmp_path):
     from covidseg.models.checkpoint import load_model
     from covidseg.train.evaluation import evaluate_cases
 
-    model, config = load_model(summary["model_uri"])
+    model, config = load_model(summary.model_uri)
     assert config["model"]["classes"] == 3
     ds = PreprocessedDataset(Path(prep["dataset_path"]))
     import torch
 
-    ev = evaluate_cases(model, ds, ds.splits["test"], torch.device("cpu"))
+    ev = evaluate_cases(model, ds, ds.splits.test, torch.device("cpu"))
     for row in ev.rows:
         for key in ("volume_dice", "volume_dice_ground_glass", "volume_dice_consolidation",
                     "volume_dice_ground_glass_resampled"):
@@ -248,7 +248,7 @@ def test_multiclass_masks_train_and_score_per_class(tmp_path):
             logits = torch.tensor([0.0, 1.0, 3.0]).view(1, 3, 1, 1)
             return logits.expand(x.shape[0], 3, *x.shape[2:]).clone()
 
-    ev = evaluate_cases(Consolidation(), ds, ds.splits["test"], torch.device("cpu"))
+    ev = evaluate_cases(Consolidation(), ds, ds.splits.test, torch.device("cpu"))
     for row in ev.rows:
         ref = _read(next((root / "test" / "masks").glob(f"{row['case_id']}_mask.*")))
         n, n1, n2 = ref.size, int((ref == 1).sum()), int((ref == 2).sum())
@@ -257,7 +257,7 @@ def test_multiclass_masks_train_and_score_per_class(tmp_path):
         assert row["volume_dice_consolidation"] == pytest.approx(2 * n2 / (n + n2))
         assert row["volume_dice_ground_glass"] == 0.0
     image = next((root / "test" / "images").glob("*"))
-    Predictor.from_dir(summary["model_uri"]).predict_file(image, tmp_path / "pred",
+    Predictor.from_dir(summary.model_uri).predict_file(image, tmp_path / "pred",
                                                           threshold=0.05)
     labels = _read(tmp_path / "pred" / f"{image.stem}_infection.png")
     assert set(np.unique(labels)) <= {0, 1, 2} and labels.max() > 0

@@ -3,8 +3,8 @@
 about it) and :class:`CaseOutput` (what :func:`~covidseg.data.steps.preprocess_case` returns).
 
 Arrays are (z, y, x).  ``CaseMeta.to_dict()`` is the dict written to disk: its keys, their order
-and values are the on-disk format, read back as plain dicts everywhere else (splits,
-fingerprint, figures, training stages).
+and values are the on-disk format; :meth:`CaseMeta.from_json` reads it back
+(:meth:`covidseg.data.store.PreprocessedDataset.meta`), ``to_json`` writes the same dict.
 """
 
 from __future__ import annotations
@@ -109,6 +109,15 @@ class CaseMeta:
         if out["class_pixels"] is None:
             del out["class_pixels"]
         return out
+
+    to_json = to_dict
+
+    @classmethod
+    def from_json(cls, d: dict) -> CaseMeta:
+        """A case's metadata as stored; what a dataset preprocessed by an older covidseg did not
+        record (``canonical_geometry`` …) reads as None, keys this version does not know are
+        left out."""
+        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
 
     @classmethod
     def of(cls, case: Case, settings: PreprocessSettings) -> CaseMeta:

@@ -71,7 +71,7 @@ def export_nnunet(ds: PreprocessedDataset, folder) -> dict:
             "new nnU-Net dataset folder")
     records = {r.case_id: r for r in read_manifest(ds.root / "manifest.csv")}
     splits = ds.splits
-    test, unlabelled = list(splits["test"]), list(splits["unlabelled"])
+    test, unlabelled = list(splits.test), list(splits.unlabelled)
     train = sorted(c for c, m in ds.cases.items() if m["labelled"] and m["task"] == "infection"
                    and c not in set(test))
     tmp = out.with_name(out.name + f".partial-{os.getpid()}")
@@ -99,11 +99,11 @@ def export_nnunet(ds: PreprocessedDataset, folder) -> dict:
         "description": f"exported by covidseg from preprocessed dataset {ds.key}",
         "covidseg": {"dataset_key": ds.key, "test": written["test"],
                      "unlabelled": written["unlabelled"],
-                     "auxiliary_left_out": list(splits.get("auxiliary", [])), "failed": failed},
+                     "auxiliary_left_out": list(splits.auxiliary or []), "failed": failed},
     }
     tmp.mkdir(parents=True, exist_ok=True)
     kept = set(written["train"])
-    folds = [sorted(c for c in f if c in kept) for f in splits["folds"]]
+    folds = [sorted(c for c in f if c in kept) for f in splits.folds]
     if folds:
         (tmp / "splits_final.json").write_text(json.dumps(
             [{"train": sorted(c for j, f in enumerate(folds) if j != k for c in f), "val": fold}

@@ -28,7 +28,7 @@ from covidseg.data.layouts import CaseRecord, write_manifest
 from covidseg.data.lungs import find_lungmask_weights
 from covidseg.data.readers import is_slice_image
 from covidseg.data.settings import PreprocessSettings, SplitSettings
-from covidseg.data.splits import make_splits
+from covidseg.data.splits import Splits, make_splits
 from covidseg.data.steps import preprocess_case
 from covidseg.data.store import (
     PreprocessedDataset,
@@ -134,7 +134,7 @@ def _describe(records, metas: dict[str, dict], failed: list[dict], example, slic
                           f"{failed[0]['error'] if failed else 'none'})")
     splits = _splits(ok, split_settings)
     fp = dataset_fingerprint(ok, n_failed=len(failed))
-    (out / "splits.json").write_text(json.dumps(splits, indent=1))
+    (out / "splits.json").write_text(json.dumps(splits.to_json(), indent=1))
     (out / "fingerprint.json").write_text(json.dumps(fp, indent=1))
     with open(out / "failed.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["case_id", "path", "kind", "error"])
@@ -198,7 +198,7 @@ def _process_cases(settings: PreprocessSettings, records, weights, out: Path, st
     return metas, failed, example, slice_examples
 
 
-def _splits(ok: list[dict], settings: SplitSettings) -> dict:
+def _splits(ok: list[dict], settings: SplitSettings) -> Splits:
     """Test set, folds, the unlabelled pool and the auxiliary (labelled non-COVID) cases."""
     target = [m for m in ok if m["labelled"] and m["task"] == "infection"]
     labelled = [m["case_id"] for m in target]
@@ -213,11 +213,11 @@ def _splits(ok: list[dict], settings: SplitSettings) -> dict:
         warnings.simplefilter("always")
         splits = make_splits(labelled, settings.test_cases, settings.folds, settings.seed,
                              official, unlabelled, not_test, given) \
-            if labelled else {"seed": settings.seed, "test": [], "test_is_official": False,
-                              "folds": [], "unlabelled": unlabelled}
+            if labelled else Splits(seed=settings.seed, test=[], test_is_official=False,
+                                    folds=[], unlabelled=unlabelled)
     for w in caught:
         log.warning("%s", w.message)
-    splits["auxiliary"] = sorted(auxiliary)  # labelled non-COVID cases (supervised pretraining)
+    splits.auxiliary = sorted(auxiliary)  # labelled non-COVID cases (supervised pretraining)
     return splits
 
 

@@ -9,6 +9,7 @@ Two training regimes per fold, as in the thesis (50 labelled volumes in 5 folds 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,10 +20,53 @@ REGIME_ALIASES = {Regime.STANDARD: Regime.STANDARD, Regime.INVERSE: Regime.INVER
                   Regime.FORTY_TEN: Regime.STANDARD, Regime.TEN_FORTY: Regime.INVERSE}
 
 
+@dataclass
+class Splits:
+    """A dataset's ``splits.json``: the held-out test ids, the k folds of the other labelled
+    cases, the unlabelled pool and (``auxiliary``) the labelled non-COVID cases of supervised
+    pretraining.  :meth:`to_json` is the on-disk dict (its keys in this order; ``auxiliary``
+    only when set), :meth:`from_json` reads it back."""
+
+    seed: int
+    test: list[str]
+    test_is_official: bool
+    folds: list[list[str]]
+    unlabelled: list[str]
+    auxiliary: list[str] | None = None
+
+    def to_json(self) -> dict:
+        out = {"seed": self.seed, "test": self.test, "test_is_official": self.test_is_official,
+               "folds": self.folds, "unlabelled": self.unlabelled}
+        if self.auxiliary is not None:
+            out["auxiliary"] = self.auxiliary
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict) -> Splits:
+        return cls(seed=d["seed"], test=list(d["test"]),
+                   test_is_official=bool(d.get("test_is_official", False)),
+                   folds=[list(f) for f in d["folds"]], unlabelled=list(d.get("unlabelled", [])),
+                   auxiliary=list(d["auxiliary"]) if "auxiliary" in d else None)
+
+    def fold(self, fold: int, regime: str = "standard") -> tuple[list[str], list[str]]:
+        """(train ids, validation ids) of one fold in one regime."""
+        if not self.folds:
+            raise ConfigError("this dataset was preprocessed with folds=0: no validation split")
+        if not 0 <= fold < len(self.folds):
+            raise ConfigError(f"fold={fold} is out of range: the dataset has {len(self.folds)} "
+                              "folds")
+        if regime not in REGIME_ALIASES:
+            raise ConfigError(f"regime={regime!r} is not one of {', '.join(REGIME_ALIASES)}")
+        others = sorted(c for k, f in enumerate(self.folds) if k != fold for c in f)
+        if REGIME_ALIASES[regime] == Regime.STANDARD:
+            return others, list(self.folds[fold])
+        return list(self.folds[fold]), others
+
+
 def make_splits(labelled: list[str], test_cases: int = 20, folds: int = 5, seed: int = 0,
                 official_test: list[str] | None = None,
                 unlabelled: list[str] | None = None, not_test: list[str] | None = None,
-                given_folds: dict[str, int] | None = None) -> dict:
+                given_folds: dict[str, int] | None = None) -> Splits:
     """Split labelled case ids into test + k folds (deterministic for a seed and a set of ids);
     ``not_test`` cases are never drawn into the test set (they always train/validate);
     ``given_folds`` (case id -> fold, e.g. nnU-Net's ``splits_final.json``) are the folds
@@ -65,25 +109,10 @@ def make_splits(labelled: list[str], test_cases: int = 20, folds: int = 5, seed:
         for j, c in enumerate(rest):
             fold_lists[j % folds].append(c)
         fold_lists = [sorted(f) for f in fold_lists]
-    return {
-        "seed": seed,
-        "test": test,
-        "test_is_official": bool(official),
-        "folds": fold_lists,
-        "unlabelled": sorted(set(unlabelled or [])),
-    }
+    return Splits(seed=seed, test=test, test_is_official=bool(official), folds=fold_lists,
+                  unlabelled=sorted(set(unlabelled or [])))
 
 
-def fold_split(splits: dict, fold: int, regime: str = "standard") -> tuple[list[str], list[str]]:
-    """(train ids, validation ids) of one fold in one regime."""
-    folds = splits["folds"]
-    if not folds:
-        raise ConfigError("this dataset was preprocessed with folds=0: no validation split")
-    if not 0 <= fold < len(folds):
-        raise ConfigError(f"fold={fold} is out of range: the dataset has {len(folds)} folds")
-    if regime not in REGIME_ALIASES:
-        raise ConfigError(f"regime={regime!r} is not one of {', '.join(REGIME_ALIASES)}")
-    others = sorted(c for k, f in enumerate(folds) if k != fold for c in f)
-    if REGIME_ALIASES[regime] == Regime.STANDARD:
-        return others, list(folds[fold])
-    return list(folds[fold]), others
+def fold_split(splits: Splits, fold: int, regime: str = "standard") -> tuple[list[str], list[str]]:
+    """(train ids, validation ids) of one fold in one regime (:meth:`Splits.fold`)."""
+    return splits.fold(fold, regime)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from covidseg.data.splits import Splits
 from covidseg.errors import ConfigError
 
 STORE_VERSION = 1
@@ -69,7 +70,7 @@ class PreprocessedDataset:
         if not desc.exists():
             raise ConfigError(f"{self.root}: not a preprocessed dataset (no dataset.json)")
         self.descriptor = json.loads(desc.read_text())
-        self.splits = json.loads((self.root / "splits.json").read_text())
+        self.splits = Splits.from_json(json.loads((self.root / "splits.json").read_text()))
         self.cases = {c["case_id"]: c for c in self.descriptor["cases"]}
 
     @property
@@ -105,6 +106,13 @@ class PreprocessedDataset:
         pseudo-labels: :meth:`load`, and so every training stage, never returns them."""
         p = self.case_dir(case_id) / "truth.npy"
         return np.load(p, mmap_mode="r") if p.exists() else None
+
+    def meta(self, case_id: str):
+        """A case's metadata as a :class:`~covidseg.data.case.CaseMeta` (``cases[case_id]`` is
+        the same as stored, a dict)."""
+        from covidseg.data.case import CaseMeta
+
+        return CaseMeta.from_json(self.cases[case_id])
 
     def ids(self, labelled: bool | None = None) -> list[str]:
         return [c for c, m in self.cases.items() if labelled is None or m["labelled"] == labelled]

@@ -26,6 +26,7 @@ from covidseg.data.slices import pad_to
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model
 from covidseg.stages.datasets import open_dataset
+from covidseg.stages.results import CompareResult
 from covidseg.tracking import (
     NullTracker,
     Tag,
@@ -41,7 +42,7 @@ log = logging.getLogger("covidseg.compare")
 
 def probe_set(ds, n: int, seed: int) -> torch.Tensor:
     """``n`` slices of the test volumes (lesion slices first), padded to one size, (n, 1, H, W)."""
-    ids = ds.splits["test"] or ds.ids(labelled=True) or ds.ids()
+    ids = ds.splits.test or ds.ids(labelled=True) or ds.ids()
     rng = np.random.default_rng(seed)
     lesion, other = [], []
     for c in ids:
@@ -53,7 +54,7 @@ def probe_set(ds, n: int, seed: int) -> torch.Tensor:
     picked = order[:n]
     if not picked:
         raise ConfigError("the dataset has no slices for a probe set")
-    sizes = [ds.cases[c]["shape"][1:] for c, _ in picked]
+    sizes = [ds.meta(c).shape[1:] for c, _ in picked]
     side = int(np.ceil(max(max(s) for s in sizes) / 32) * 32)
     return torch.from_numpy(np.stack([pad_to(np.asarray(ds.load(c)[0][z], np.float32), (side, side))
                                       for c, z in picked]))[:, None]
@@ -69,7 +70,7 @@ def _run_id(ref: str) -> str:
     return resolve_run_ref(ref)[0]
 
 
-def compare(cfg: CompareConfig, tracker=None) -> dict:
+def compare(cfg: CompareConfig, tracker=None) -> CompareResult:
     tracker = tracker or NullTracker()
     refs = [r.strip() for r in cfg.runs.split(",") if r.strip()]
     need = 2 if cfg.mode == "run-vs-run" else 1
@@ -124,6 +125,6 @@ def compare(cfg: CompareConfig, tracker=None) -> dict:
     tracker.log_table(rows, f"svcca_{cfg.mode}.csv")
     values = [r["svcca"] for r in rows]
     lowest = min(rows, key=lambda r: r["svcca"]) if rows else None
-    return {"mode": cfg.mode, "layers": len({r["layer"] for r in rows}),
-            "svcca_mean": round(float(np.nanmean(values)), 4),
-            "moved_most": lowest["layer"] if lowest else None}
+    return CompareResult(mode=cfg.mode, layers=len({r["layer"] for r in rows}),
+                         svcca_mean=round(float(np.nanmean(values)), 4),
+                         moved_most=lowest["layer"] if lowest else None, run_id=tracker.run_id)

@@ -33,10 +33,18 @@ from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import save_model
 from covidseg.models.ensemble import EnsembleNet
 from covidseg.stages.datasets import open_dataset
+from covidseg.stages.results import CrossValResult, SplitScores
 from covidseg.stages.stage import Stage, workdir_for
 from covidseg.tracking import NullTracker, Tag
 from covidseg.train.distributed import world
 from covidseg.train.evaluation import Evaluation, evaluate_cases, log_evaluation
+from covidseg.train.metric_keys import (
+    SLICE_DICE_THRAVG,
+    VAL_VOLUME_DICE,
+    VOLUME_DICE,
+    Moment,
+    Split,
+)
 
 log = logging.getLogger("covidseg.crossval")
 
@@ -68,7 +76,8 @@ def merge_evaluations(evaluations: list[Evaluation], keep: int = 0) -> Evaluatio
     return out
 
 
-def cross_validate(cfg: FinetuneConfig, train_fold, tracker=None, progress: bool = True) -> dict:
+def cross_validate(cfg: FinetuneConfig, train_fold, tracker=None,
+                   progress: bool = True) -> CrossValResult:
     """The ``finetune`` entry point with ``cv=K`` (see the module docstring); ``train_fold``
     (config, tracker, progress=…) → the :class:`Stage` of one finished fold run
     (:func:`covidseg.stages.finetune.finetune_fold`)."""
@@ -86,7 +95,7 @@ def cross_validate(cfg: FinetuneConfig, train_fold, tracker=None, progress: bool
         raise ConfigError("cv= cannot resume: resume the fold run that was killed "
                           "(resume=<its run id>) and run the ensemble again")
     ds = open_dataset(cfg.data, tracker)
-    n_folds = len(ds.splits["folds"])
+    n_folds = len(ds.splits.folds)
     if cfg.cv != n_folds:
         raise ConfigError(f"cv={cfg.cv} but the dataset was preprocessed with {n_folds} folds "
                           f"(preprocess with folds={cfg.cv}, or give cv={n_folds})")
@@ -103,55 +112,63 @@ def cross_validate(cfg: FinetuneConfig, train_fold, tracker=None, progress: bool
     return _ensemble(cfg, tracker, ds, stages, runs)
 
 
-def _ensemble(cfg: FinetuneConfig, tracker, ds, stages: list[Stage], runs: list[str]) -> dict:
-    """Out-of-fold evaluation, the per-fold table, and the ensemble as the parent run's model."""
-    device = stages[0].device
-    oof = merge_evaluations([s.evaluations["val"] for s in stages], cfg.overlays)
-    oof_metrics = log_evaluation(tracker, oof, "oof", "cv")
+def _fold_table(tracker, stages: list[Stage], runs: list[str]) -> list[float]:
+    """``tables/cv_folds.csv`` (each fold's run, validation cases and scores) and the spread of
+    the folds' validation volume Dice; returns those Dice values."""
+    val, final_thravg = str(VAL_VOLUME_DICE), str(SLICE_DICE_THRAVG.of(Split.VAL, Moment.FINAL))
     folds = []
     for k, (stage, run) in enumerate(zip(stages, runs)):
-        ev = stage.evaluations["val"]
-        dice = [r["volume_dice"] for r in ev.rows]
-        folds.append({"fold": k, "run_id": run, "val_cases": len(ev.rows),
-                      "val_volume_dice": float(np.mean(dice)) if dice else float("nan"),
-                      **{key: value for key, value in stage.summary.items()
-                         if key in ("best_epoch", "threshold", "final_val_slice_dice_thravg")}})
+        ev, result = stage.evaluations[Split.VAL], stage.result
+        dice = [r[str(VOLUME_DICE)] for r in ev.rows]
+        val_scores = next(s for s in result.scores if s.split == Split.VAL)
+        row = {"fold": k, "run_id": run, "val_cases": len(ev.rows),
+               val: float(np.mean(dice)) if dice else float("nan"),
+               "best_epoch": result.best_epoch, "threshold": result.threshold}
+        if val_scores.slice_dice_thravg is not None:
+            row[final_thravg] = val_scores.slice_dice_thravg
+        folds.append(row)
     tracker.log_table(folds, "tables/cv_folds.csv")
-    fold_dice = np.array([f["val_volume_dice"] for f in folds])
-    tracker.log_metrics({"cv_folds": float(len(folds)),
-                         "cv_volume_dice_fold_std": float(np.nanstd(fold_dice))})
-    tracker.set_tags({Tag.ENSEMBLE_OF: ",".join(runs)})
-    summary = {"cv_folds": len(folds), "cv_volume_dice": round(oof_metrics["cv_volume_dice"], 4),
-               "cv_volume_dice_per_fold": " ".join(f"{d:.4f}" for d in fold_dice)}
-    if "cv_slice_dice_thravg" in oof_metrics:
-        summary["cv_slice_dice_thravg"] = round(oof_metrics["cv_slice_dice_thravg"], 4)
+    fold_dice = [f[val] for f in folds]
+    spread = VOLUME_DICE.of(Split.CV).with_suffix("fold_std")  # cv_volume_dice_fold_std
+    tracker.log_metrics({"cv_folds": float(len(folds)), str(spread): float(np.nanstd(fold_dice))})
+    return fold_dice
 
+
+def _ensemble(cfg: FinetuneConfig, tracker, ds, stages: list[Stage],
+              runs: list[str]) -> CrossValResult:
+    """Out-of-fold evaluation, the per-fold table, and the ensemble as the parent run's model."""
+    device = stages[0].device
+    oof = merge_evaluations([s.evaluations[Split.VAL] for s in stages], cfg.overlays)
+    oof_metrics = log_evaluation(tracker, oof, "oof", Split.CV)
+    fold_dice = _fold_table(tracker, stages, runs)
+    tracker.set_tags({Tag.ENSEMBLE_OF: ",".join(runs)})
     threshold = threshold_value(cfg.threshold, "auto")
     if threshold is None:  # auto: each fold chose one on its validation fold
-        threshold = float(np.mean([s.summary["threshold"] for s in stages]))
+        threshold = float(np.mean([s.result.threshold for s in stages]))
     spec = replace(stages[0].spec, members=len(stages))
     ensemble = place_model(EnsembleNet([s.model for s in stages]), device)
     tracker.log_metrics({"threshold": threshold})
     scores = {"threshold": threshold, **{k: v for k, v in oof_metrics.items()
                                          if "_undefined" not in k}}
-    test_ids = ds.splits["test"]
-    if test_ids:
-        ev = evaluate_cases(ensemble, ds, test_ids, device, max(cfg.batch_size, 16),
+    test = None
+    if ds.splits.test:
+        ev = evaluate_cases(ensemble, ds, ds.splits.test, device, max(cfg.batch_size, 16),
                             threshold=threshold, keep=cfg.overlays, split="test", tta=cfg.tta)
-        test = log_evaluation(tracker, ev, "test")
-        scores.update({k: v for k, v in test.items() if "_undefined" not in k})
-        summary["test_volume_dice"] = round(test["test_volume_dice"], 4)
-        if "test_slice_dice_thravg" in test:
-            summary["test_slice_dice_thravg"] = round(test["test_slice_dice_thravg"], 4)
+        test_metrics = log_evaluation(tracker, ev, "test")
+        scores.update({k: v for k, v in test_metrics.items() if "_undefined" not in k})
+        test = SplitScores.of(test_metrics, Split.TEST)
     workdir = workdir_for(tracker.run_id)
     model_dir = save_model(workdir / "model", ensemble, spec,
                            {**stages[0].extra, "threshold": threshold, "tta": bool(cfg.tta),
                             "ensemble_of": runs, "run_id": tracker.run_id,
                             "training": cfg.to_params()})
     uri = tracker.log_model(model_dir, "model", cfg.register_as, cfg.alias, metrics=scores)
-    summary["model_uri"] = uri or str(model_dir)
     if uri:
         shutil.rmtree(workdir, ignore_errors=True)
+    result = CrossValResult(folds=len(stages), out_of_fold=SplitScores.of(oof_metrics, Split.CV),
+                            fold_dice=fold_dice, test=test, model_uri=uri or str(model_dir),
+                            run_id=tracker.run_id)
     log.info("cv: out-of-fold volume Dice %.4f (folds %s); ensemble of %d logged",
-             summary["cv_volume_dice"], summary["cv_volume_dice_per_fold"], len(stages))
-    return summary
+             result.out_of_fold.volume_dice, result.summary()["cv_volume_dice_per_fold"],
+             len(stages))
+    return result

@@ -28,8 +28,8 @@ def open_dataset(data: str, tracker, context: str = "training") -> PreprocessedD
     tracker.log_dataset_input(
         name=f"{desc.get('dataset', 'covidseg')}-{Path(desc.get('data_root', '')).name or ds.key}",
         digest=ds.key, source={"preprocess_run": source, "dataset_key": ds.key},
-        profile={"cases": desc.get("n_cases"), "test": len(ds.splits.get("test", [])),
-                 "unlabelled": len(ds.splits.get("unlabelled", [])),
+        profile={"cases": desc.get("n_cases"), "test": len(ds.splits.test),
+                 "unlabelled": len(ds.splits.unlabelled),
                  "labels": desc.get("config", {}).get("labels", "binary")},
         context=context)
     return ds

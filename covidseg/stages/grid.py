@@ -38,6 +38,7 @@ from covidseg.models.surgery import STRATEGIES
 from covidseg.redact import redact
 from covidseg.stages.gridclaims import DONE, FAILED, Cell, GridClaims, worker_name
 from covidseg.tracking import Tag, fail_abandoned_run, run_metrics
+from covidseg.train.metric_keys import VOLUME_DICE
 
 log = logging.getLogger("covidseg.grid")
 
@@ -195,8 +196,8 @@ def grid(cfg: GridConfig, tracker) -> dict:
         row.update(run_id=r["run_id"], reused=bool(r["reused"]), state=r["state"],
                    worker=r["worker"], error=r["error"] if r["state"] == FAILED else "")
         m = run_metrics(r["run_id"]) if r["state"] == DONE else {}
-        row.update(train=m.get("final_train_volume_dice"), val=m.get("final_val_volume_dice"),
-                   test=m.get("test_volume_dice"))
+        row.update({split: m.get(str(VOLUME_DICE.of(split, moment))) for split, moment in
+                    (("train", "final"), ("val", "final"), ("test", ""))})
         if r["state"] == FAILED:
             failed.append(f"{r['cell']}: {r['error']}")
         rows.append(row)

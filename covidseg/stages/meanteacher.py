@@ -10,8 +10,13 @@ well (:data:`covidseg.train.plan.UNLABELLED_PASSES`), and does not stop early du
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from torch import nn
+
 from covidseg.config import MeanteacherConfig
 from covidseg.data.slices import SliceDataset
+from covidseg.data.store import PreprocessedDataset
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model
 from covidseg.models.factory import ModelSpec
@@ -19,6 +24,7 @@ from covidseg.semi.pseudoset import PseudoSet, load_pseudo_set
 from covidseg.semi.teacher import METHODS
 from covidseg.stages.datasets import open_dataset
 from covidseg.stages.finetune import finalise_segmentation
+from covidseg.stages.results import TrainedResult
 from covidseg.stages.settings import model_extra, plan_request, supervised_settings
 from covidseg.stages.stage import Stage
 from covidseg.tracking import NullTracker, Tag, download_model
@@ -37,17 +43,58 @@ def unlabelled_slices(cfg: MeanteacherConfig, ds, pseudo: PseudoSet | None) -> S
     """Every slice of the unlabelled volumes (augmented like the training slices, no mask)."""
     ref = cfg.unlabelled or (pseudo.unlabelled_data if pseudo is not None else "")
     uds = open_dataset(ref, NullTracker()) if ref else ds
-    ids = uds.splits.get("unlabelled", []) if uds is ds else uds.ids()
+    ids = uds.splits.unlabelled if uds is ds else uds.ids()
     if not ids:
         return None
-    oracle = all(uds.cases[c].get("has_truth") for c in ids)  # phantoms: scored, never trained on
+    oracle = all(uds.meta(c).has_truth for c in ids)  # phantoms: scored, never trained on
     return SliceDataset(uds, ids, augment=augmentation(ds, cfg.augment, cfg.recipe),
                         seed=cfg.seed + 7919, require_mask=False, crop=cfg.image_size,
                         oracle=oracle)
 
 
+@dataclass
+class TeacherInputs:
+    """What rank 0 resolves for a meanteacher run (sent to the other ranks under torchrun): the
+    dataset, the fine-tuned network with its ``model.json`` and run, the pseudo-labelled set
+    with its run (None without ``pseudo=``) and the unlabelled slices (None: there are none)."""
+
+    ds: PreprocessedDataset
+    model: nn.Module
+    config: dict
+    model_run: str | None
+    pseudo: PseudoSet | None
+    pseudo_run: str | None
+    unlabelled: SliceDataset | None
+
+
+def resolve_inputs(cfg: MeanteacherConfig, tracker) -> TeacherInputs:
+    ds = open_dataset(cfg.data, tracker)
+    if dataset_classes(ds) > 1:
+        raise ConfigError("meanteacher learns binary lesion masks: labels=multiclass data "
+                          "trains with finetune")
+    model_dir, model_run = download_model(cfg.model)
+    pseudo, pseudo_run = load_pseudo_set(cfg.pseudo) if cfg.pseudo else (None, None)
+    model, config = load_model(model_dir, single=True)
+    return TeacherInputs(ds, model, config, model_run, pseudo, pseudo_run,
+                         unlabelled_slices(cfg, ds, pseudo))
+
+
+def _split(cfg: MeanteacherConfig, inputs: TeacherInputs) -> tuple[list[str], list[str]]:
+    """The fine-tuned run's fold (checked: a binary network, something unlabelled to learn
+    from)."""
+    if ModelSpec(**inputs.config["model"]).classes > 1:
+        raise ConfigError(f"model={cfg.model} is a multi-class network: meanteacher learns binary "
+                          "lesion masks (labels=multiclass trains with finetune)")
+    train_ids, val_ids = split_cases(inputs.ds, cfg.fold, cfg.regime, cfg.train_cases, cfg.seed)
+    check_same_split(inputs.ds, inputs.config, cfg.model, train_ids, val_ids)
+    if inputs.pseudo is None and inputs.unlabelled is None:
+        raise ConfigError("meanteacher has nothing unlabelled to learn from: give pseudo=<run> or "
+                          "unlabelled=<preprocess run id or folder>")
+    return train_ids, val_ids
+
+
 def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
-                progress: bool = True) -> dict:
+                progress: bool = True) -> TrainedResult | None:
     if not cfg.model:
         raise ConfigError("meanteacher needs model=<finetune run> (and pseudo=<pseudolabel run> "
                           "for pseudo-labels)")
@@ -55,34 +102,17 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
         raise ConfigError("cv= is finetune's: meanteacher trains one fold (fold=)")
     stage = Stage.begin(cfg, tracker, on_epoch_end, progress)
     tracker = stage.tracker
-
-    def resolve():  # under torchrun: rank 0 alone, the other ranks receive the result
-        ds = open_dataset(cfg.data, tracker)
-        if dataset_classes(ds) > 1:
-            raise ConfigError("meanteacher learns binary lesion masks: labels=multiclass data "
-                              "trains with finetune")
-        model_dir, model_run = download_model(cfg.model)
-        pseudo, pseudo_run = load_pseudo_set(cfg.pseudo) if cfg.pseudo else (None, None)
-        return (ds, *load_model(model_dir, single=True), model_run, pseudo, pseudo_run,
-                unlabelled_slices(cfg, ds, pseudo))
-
-    stage.ds, model, config, model_run, pseudo, pseudo_run, unlabelled = from_main(resolve)
-    ds = stage.ds
-    tracker.link_source("model", model_run)
+    inputs = from_main(lambda: resolve_inputs(cfg, tracker))  # torchrun: rank 0 alone
+    ds = stage.ds = inputs.ds
+    model, pseudo, unlabelled = inputs.model, inputs.pseudo, inputs.unlabelled
+    tracker.link_source("model", inputs.model_run)
     if pseudo is not None:
-        tracker.link_source("pseudo", pseudo_run)
-    spec = ModelSpec(**config["model"])
-    if spec.classes > 1:
-        raise ConfigError(f"model={cfg.model} is a multi-class network: meanteacher learns binary "
-                          "lesion masks (labels=multiclass trains with finetune)")
-    train_ids, val_ids = split_cases(ds, cfg.fold, cfg.regime, cfg.train_cases, cfg.seed)
-    check_same_split(ds, config, cfg.model, train_ids, val_ids)
-    if pseudo is None and unlabelled is None:
-        raise ConfigError("meanteacher has nothing unlabelled to learn from: give pseudo=<run> or "
-                          "unlabelled=<preprocess run id or folder>")
+        tracker.link_source("pseudo", inputs.pseudo_run)
+    train_ids, val_ids = _split(cfg, inputs)
+    spec = ModelSpec(**inputs.config["model"])
     stage.record_network(spec, **{Tag.PSEUDO_SOURCE: pseudo.source if pseudo is not None
                                   else "none", Tag.SEMI_METHOD: cfg.method})
-    stage.record_split(train_ids, val_ids, ds.splits["test"],
+    stage.record_split(train_ids, val_ids, ds.splits.test,
                        pseudo_items=len(pseudo) if pseudo is not None else 0,
                        unlabelled_slices=len(unlabelled) if unlabelled is not None else 0)
     n_unlabelled = len(unlabelled) if unlabelled is not None and cfg.consistency_weight > 0 else 0
@@ -100,6 +130,7 @@ def meanteacher(cfg: MeanteacherConfig, tracker=None, on_epoch_end=None,
     if not stage.is_main:
         return None  # rank 0 evaluates and logs the model
     tracker.set_tags({Tag.BEST_NETWORK: task.best_is})
-    summary = finalise_segmentation(stage, model, spec, result, train_ids, val_ids,
+    trained = finalise_segmentation(stage, model, spec, result, train_ids, val_ids,
                                     {**extra, "best_network": task.best_is})
-    return {**summary, "best_network": task.best_is}
+    trained.best_network = task.best_is
+    return trained

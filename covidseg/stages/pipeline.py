@@ -13,6 +13,7 @@ from dataclasses import fields
 
 from covidseg.config import CONFIGS, PIPELINE_STAGES
 from covidseg.errors import ConfigError
+from covidseg.stages.results import PipelineResult, StageResult, summary_of
 from covidseg.tracking.tags import Tag
 
 
@@ -34,7 +35,7 @@ def stage_config(cfg, stage: str, **wired):
 
 
 def run_nested(parent, entry_point: str, cfg, name: str, tags: dict | None = None,
-               on_start=None, **kwargs) -> tuple[str, dict]:
+               on_start=None, **kwargs) -> tuple[str, StageResult | dict]:
     """Run entry point ``entry_point`` with ``cfg`` as a run nested under ``parent``;
     returns (its run id, its result).  ``on_start(run_id)`` is called once the run exists."""
     from covidseg.registry import runner
@@ -44,8 +45,8 @@ def run_nested(parent, entry_point: str, cfg, name: str, tags: dict | None = Non
     with child_run(parent, name, entry_point, cfg.to_params(), tags) as child:
         if on_start is not None:
             on_start(child.run_id)
-        result = fn(cfg, child, **kwargs) or {}
-    return child.run_id, result
+        result = fn(cfg, child, **kwargs)
+    return child.run_id, result if result is not None else {}
 
 
 def _is_run_reference(init: str) -> bool:
@@ -55,14 +56,14 @@ def _is_run_reference(init: str) -> bool:
     return bool(init) and init != "scratch" and not Path(init).expanduser().exists()
 
 
-def pipeline(cfg, tracker) -> dict:
+def pipeline(cfg, tracker) -> PipelineResult:
     if not tracker.enabled:
         raise ConfigError("pipeline nests its stages as MLflow runs: tracking must be on")
     if getattr(cfg, "labels", "binary") == "multiclass":
         raise ConfigError("labels=multiclass: pseudolabel and meanteacher learn binary lesion "
                           "masks; run preprocess and finetune on multi-class data instead")
     runs: dict[str, str] = {}
-    results: dict[str, dict] = {}
+    results: dict = {}  # stage -> its result (a StageResult; preprocess, pretrain: a dict)
 
     def stage(name: str, **wired):
         scfg = stage_config(cfg, name, **wired)
@@ -83,19 +84,21 @@ def pipeline(cfg, tracker) -> dict:
     stage("meanteacher", data=pre, model=ft, pseudo=pl)
     compare_mode = stage_config(cfg, "compare", data=pre, runs=ft).mode
     if compare_mode == "init-vs-final" and not _is_run_reference(init):
-        results["compare"] = {}
+        results["compare"] = None
         tracker.set_tags({Tag.stage("compare"): "skipped: init-vs-final needs a pretrained "
                                                  f"run as init, not {init!r}"})
     else:
         stage("compare", data=pre, runs=ft)
-    summary = {
-        "finetune_test_volume_dice": results["finetune"].get("test_volume_dice"),
-        "meanteacher_test_volume_dice": results["meanteacher"].get("test_volume_dice"),
-        "pseudo_acceptance_rate": results["pseudolabel"].get("acceptance_rate"),
-        "pseudo_oracle_dice": results["pseudolabel"].get("oracle_pseudo_dice_pooled"),
-        "compare_svcca_mean": results["compare"].get("svcca_mean"),
-    }
-    tracker.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-    tracker.log_dict({"runs": runs, "results": {k: {kk: str(vv) for kk, vv in v.items()}
+    pseudo, compared = results["pseudolabel"], results["compare"]
+    result = PipelineResult(
+        finetune_test_volume_dice=results["finetune"].test_volume_dice,
+        meanteacher_test_volume_dice=results["meanteacher"].test_volume_dice,
+        pseudo_acceptance_rate=pseudo.acceptance_rate,
+        pseudo_oracle_dice=pseudo.oracle_dice_pooled,
+        compare_svcca_mean=compared.svcca_mean if compared is not None else None,
+        stages=len(runs), run_id=tracker.run_id)
+    tracker.log_metrics(result.metrics())
+    tracker.log_dict({"runs": runs, "results": {k: {kk: str(vv) for kk, vv in
+                                                     summary_of(v).items()}
                                                  for k, v in results.items()}}, "pipeline.json")
-    return {**summary, "stages": len(runs)}
+    return result

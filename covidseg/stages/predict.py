@@ -31,6 +31,7 @@ from covidseg.inference.pipelined import FAILED_COLUMNS, OutputSettings, predict
 from covidseg.inference.predictor import stored_threshold, trained_intensity_modes
 from covidseg.models.checkpoint import load_model
 from covidseg.stages.preprocess import preprocess_settings
+from covidseg.stages.results import EvaluateResult, PredictResult
 from covidseg.tracking import NullTracker, Tag
 
 log = logging.getLogger("covidseg.predict")
@@ -72,7 +73,7 @@ def check_inputs(cfg: PredictConfig) -> None:
     list_inputs(cfg.input)
 
 
-def predict_entry(cfg: PredictConfig, tracker=None) -> dict:
+def predict_entry(cfg: PredictConfig, tracker=None) -> PredictResult:
     """The ``predict`` entry point: masks + reports for every input; failed inputs recorded."""
     from covidseg.tracking import download_model
 
@@ -99,8 +100,8 @@ def predict_entry(cfg: PredictConfig, tracker=None) -> dict:
     if not reports:
         first = failed[0]["error"] if failed else "none"
         raise ConfigError(f"no input could be predicted ({first})")
-    return {"output": str(out), "n_predicted": len(reports), "n_failed": len(failed),
-            "severity": ",".join(str(r["severity"]) for r in reports[:5])}
+    return PredictResult(output=str(out), predicted=len(reports), failed=len(failed),
+                         severity=[r["severity"] for r in reports[:5]], run_id=tracker.run_id)
 
 
 def preprocessing_differences(model_config: dict, ds) -> list[str]:
@@ -116,7 +117,7 @@ def preprocessing_differences(model_config: dict, ds) -> list[str]:
     return differs
 
 
-def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
+def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> EvaluateResult:
     """The ``evaluate`` entry point: per-volume metrics of a model on a labelled set."""
     from covidseg.stages.datasets import open_dataset
     from covidseg.tracking import download_model
@@ -132,7 +133,7 @@ def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
         log.warning("the dataset was preprocessed differently from the model's training data (%s)",
                     ", ".join(differs))
         tracker.set_tags({Tag.PREPROCESSING_DIFFERS: ",".join(differs)})
-    ids = ds.splits["test"] if cfg.split == "test" else ds.ids(labelled=True)
+    ids = ds.splits.test if cfg.split == "test" else ds.ids(labelled=True)
     if not ids:
         raise ConfigError(f"data={cfg.data!r} has no {cfg.split} cases with masks")
     device = resolve_device(cfg.device)
@@ -145,5 +146,4 @@ def evaluate_entry(cfg: EvaluateConfig, tracker=None) -> dict:
                         threshold=threshold, keep=3, split=cfg.split, tta=tta,
                         viewers=cfg.viewers)
     metrics = log_evaluation(tracker, ev, cfg.split)
-    return {k: round(v, 4) for k, v in metrics.items()
-            if k.endswith(("volume_dice", "nsd", "nsd_area", "dice_thravg"))}
+    return EvaluateResult.of(metrics, run_id=tracker.run_id)

@@ -125,9 +125,9 @@ def _log_dataset(ds: PreprocessedDataset, tracker, cfg, cache_hit: bool, seconds
                       Tag.DATASET_PATH: str(root), Tag.LAYOUT: desc["dataset"]})
     metrics = fingerprint_metrics(fp)
     metrics.update({"n_cases": desc["n_cases"], "n_failed": desc["n_failed"],
-                    "n_unlabelled": len(ds.splits["unlabelled"]),
-                    "n_auxiliary": len(ds.splits.get("auxiliary", [])),
-                    "n_test": len(ds.splits["test"]), "n_folds": len(ds.splits["folds"]),
+                    "n_unlabelled": len(ds.splits.unlabelled),
+                    "n_auxiliary": len(ds.splits.auxiliary or []),
+                    "n_test": len(ds.splits.test), "n_folds": len(ds.splits.folds),
                     "seconds": seconds})
     tracker.log_metrics(metrics)
     for name in ("dataset.json", "splits.json", "fingerprint.json", "failed.csv", "manifest.csv"):

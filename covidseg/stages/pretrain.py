@@ -22,6 +22,7 @@ from covidseg.stages.settings import model_extra
 from covidseg.stages.stage import Stage
 from covidseg.train.distributed import from_main
 from covidseg.train.losses import SegmentationLoss
+from covidseg.train.metric_keys import MetricKey, Moment
 from covidseg.train.tasks import RestorationTask, SegmentationTask, default_workers
 
 
@@ -40,7 +41,7 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
     model = build_model(spec, cfg.encoder_weights or None)
     workers = default_workers(cfg.workers)
     if cfg.mode == "supervised":
-        ids = ds.splits.get("auxiliary", [])
+        ids = ds.splits.auxiliary or []
         if len(ids) < 2:
             raise ConfigError(f"mode=supervised needs at least 2 labelled non-COVID volumes "
                               f"(splits.auxiliary); this dataset has {len(ids)}: "
@@ -52,7 +53,7 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
                                 augment=SliceAugment(), crop=cfg.image_size,
                                 lesion_boost=cfg.lesion_boost, iterations=cfg.iterations_per_epoch)
     else:
-        test = set(ds.splits["test"])
+        test = set(ds.splits.test)
         ids = [c for c in ds.ids() if c not in test]
         if len(ids) < 2:
             raise ConfigError("mode=restoration needs at least 2 non-test volumes; there are "
@@ -72,5 +73,6 @@ def pretrain(cfg: PretrainConfig, tracker=None, progress: bool = True) -> dict:
     tracker.log_artifacts(model_dir, "model")
     stage.finish()
     return {"mode": cfg.mode, "best_epoch": result.best_epoch,
-            f"best_{task.monitor}": round(result.best_score, 4), "run_id": tracker.run_id,
+            str(MetricKey.parse(task.monitor).at(Moment.BEST)): round(result.best_score, 4),
+            "run_id": tracker.run_id,
             "model_dir": str(model_dir) if not tracker.enabled else "model/"}

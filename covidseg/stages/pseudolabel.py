@@ -53,6 +53,7 @@ from covidseg.semi.patches import (
 from covidseg.semi.pseudoset import PSEUDO_FILE, PseudoSet, pseudo_source
 from covidseg.semi.selftrain import model_pseudo_labels
 from covidseg.stages.datasets import open_dataset
+from covidseg.stages.results import PseudolabelResult, rounded
 from covidseg.stages.stage import workdir_for
 from covidseg.tracking import NullTracker, Tag, download_model
 from covidseg.train.supervised import trained_split
@@ -86,13 +87,13 @@ def _unlabelled(cfg, ds, tracker):
     if cfg.unlabelled:
         uds = open_dataset(cfg.unlabelled, NullTracker())
         tracker.set_tags({Tag.UNLABELLED_DATASET: uds.key})
-    ids = uds.splits["unlabelled"] if uds is ds else uds.ids()
+    ids = uds.splits.unlabelled if uds is ds else uds.ids()
     if not ids:
         raise ConfigError("no unlabelled volumes: give unlabelled=<preprocess run id or folder>")
     return uds, ids
 
 
-def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
+def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> PseudolabelResult:
     tracker = tracker or NullTracker()
     device = resolve_device(cfg.device)
     model_dir, model_run = download_model(cfg.model)
@@ -107,7 +108,7 @@ def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
         log.warning("the model was trained on dataset %s, the labelled patches come from %s",
                     config["dataset_key"], ds.key)
     uds, unlabelled_ids = _unlabelled(cfg, ds, tracker)
-    has_truth = [c for c in unlabelled_ids if uds.cases[c].get("has_truth")]
+    has_truth = [c for c in unlabelled_ids if uds.meta(c).has_truth]
     truth_of = uds.load_truth if len(has_truth) == len(unlabelled_ids) else None
     meta = {"dataset_key": ds.key, "unlabelled_data": cfg.unlabelled}
     tracker.set_tags({Tag.PSEUDO_SOURCE: cfg.source})
@@ -132,12 +133,12 @@ def pseudolabel(cfg: PseudolabelConfig, tracker=None) -> dict:
     tracker.log_metrics(metrics)
     out = pset.save(workdir_for(tracker.run_id) / PSEUDO_FILE)
     tracker.log_artifact(out, "pseudo")
-    summary = {"source": cfg.source, "accepted": int(metrics["n_accepted"]),
-               "of": int(metrics["n_candidates"]),
-               "acceptance_rate": round(metrics["acceptance_rate"], 3), "pseudo_file": str(out)}
-    if "oracle_pseudo_dice_pooled" in metrics:
-        summary["oracle_pseudo_dice_pooled"] = round(metrics["oracle_pseudo_dice_pooled"], 4)
-    return summary
+    return PseudolabelResult(source=cfg.source, accepted=int(metrics["n_accepted"]),
+                             candidates=int(metrics["n_candidates"]),
+                             acceptance_rate=round(metrics["acceptance_rate"], 3),
+                             pseudo_file=str(out),
+                             oracle_dice_pooled=rounded(metrics.get("oracle_pseudo_dice_pooled")),
+                             run_id=tracker.run_id)
 
 
 def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta, tracker,
@@ -145,10 +146,10 @@ def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta
     """Similarity pseudo-labels; the labelled masks come from ``trained_on`` (the model's training
     cases: never its validation fold) when known, else from every labelled non-test case."""
     rng = np.random.default_rng(cfg.seed)
-    test = set(ds.splits["test"])
+    test = set(ds.splits.test)
     allowed = set(trained_on) if trained_on is not None else None
     labelled_ids = [c for c in ds.ids(labelled=True) if c not in test
-                    and ds.cases[c].get("task", "infection") == "infection"
+                    and (ds.meta(c).task or "infection") == "infection"
                     and (allowed is None or c in allowed)]
     coarse = None
     if cfg.coarse_model:
@@ -162,7 +163,7 @@ def _from_similarity(cfg, model, ds, uds, unlabelled_ids, device, truth_of, meta
     boxes, box_source = coarse_boxes(uds, unlabelled_ids, coarse, device)
     tracker.set_tags({Tag.COARSE: "unet3d" if coarse is not None else "lung-mask"})
 
-    size = patch_side(cfg.patch_size, int(np.median([max(uds.cases[c]["shape"][1:])
+    size = patch_side(cfg.patch_size, int(np.median([max(uds.meta(c).shape[1:])
                                                      for c in unlabelled_ids])))
     lab = sample_labelled(ds, labelled_ids, cfg.labelled_patches, size, 10, rng, cfg.min_tissue)
     if not len(lab):
@@ -224,14 +225,14 @@ def _from_model(cfg, model, uds, unlabelled_ids, device, truth_of, meta, tracker
     unlabelled cases in their place (``source=oracle``: the upper bound)."""
     items = model_pseudo_labels(model, uds, unlabelled_ids, device, cfg.confidence,
                                 truth_of=truth_of if pseudo_source(cfg.source).truth else None)
-    n_slices = sum(int(uds.cases[c]["shape"][0]) for c in unlabelled_ids)
+    n_slices = sum(int(uds.meta(c).shape[0]) for c in unlabelled_ids)
     n = len(items["images"])
     if n == 0:
         pset = PseudoSet.empty(32, source=cfg.source, **meta)
         return pset, {"n_candidates": n_slices, "n_accepted": 0, "acceptance_rate": 0.0,
                       "confident_pixel_fraction": 0.0}, {}
     H, W = items["images"].shape[1:]
-    inside = np.stack([pad_to(np.ones(uds.cases[c]["shape"][1:], bool), (H, W))
+    inside = np.stack([pad_to(np.ones(uds.meta(c).shape[1:], bool), (H, W))
                        for c in items["case_ids"]])
     accepted_px = items["weights"] > 0
     metrics = {"n_candidates": n_slices, "n_accepted": n, "acceptance_rate": n / max(1, n_slices),

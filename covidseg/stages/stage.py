@@ -24,6 +24,7 @@ from covidseg.errors import CovidsegError
 from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec
 from covidseg.paths import cache_root
+from covidseg.stages.results import TrainedResult
 from covidseg.stages.settings import loop_settings
 from covidseg.tracking import Tag
 from covidseg.tracking.client import server_lost
@@ -73,9 +74,9 @@ class Stage:
     progress: bool = True
     on_epoch_end: list | None = None
     plan: Plan | None = None  # what the dataset decided (finetune, meanteacher)
-    # what a finished run leaves (rank 0): its summary, network, spec, model.json extras and
+    # what a finished run leaves (rank 0): its result, network, spec, model.json extras and
     # final evaluations by split
-    summary: dict | None = None
+    result: TrainedResult | None = None
     model: object = None
     spec: ModelSpec | None = None
     extra: dict = field(default_factory=dict)

@@ -37,6 +37,9 @@ from covidseg.config import (
 from covidseg.errors import ConfigError, first_line
 from covidseg.paths import cache_root
 from covidseg.train.loop import AbortTraining
+from covidseg.train.metric_keys import VAL_VOLUME_DICE, Moment
+
+BEST_VAL_DICE = str(VAL_VOLUME_DICE.at(Moment.BEST))  # the objective, as finetune and tune log it
 
 log = logging.getLogger("covidseg.tune")
 
@@ -191,7 +194,7 @@ def tune(cfg: TuneConfig, tracker) -> dict:
             run_cfg.pseudo = pl_tracker.run_id
 
         def report(epoch: int, metrics: dict) -> None:
-            trial.report(float(metrics["val_volume_dice"]), epoch)
+            trial.report(float(metrics[str(VAL_VOLUME_DICE)]), epoch)
             if trial.should_prune():
                 raise TrialPruned(f"pruned by the median rule at epoch {epoch}")
 
@@ -200,12 +203,12 @@ def tune(cfg: TuneConfig, tracker) -> dict:
             with child_run(tracker, f"trial-{trial.number}", cfg.target, run_cfg.to_params(),
                            trial_tags(trial.number)) as child:
                 trial.set_user_attr("mlflow_run_id", child.run_id)
-                summary = train(run_cfg, child, on_epoch_end=[report], progress=False)
+                result = train(run_cfg, child, on_epoch_end=[report], progress=False)
                 child.set_tags({Tag.TRIAL_STATE: "complete"})
         except TrialPruned as exc:
             child.set_tags({Tag.TRIAL_STATE: "pruned", Tag.STOP_REASON: str(exc)})
             raise optuna.TrialPruned(str(exc)) from exc
-        return float(summary["best_val_volume_dice"])
+        return float(result.best_val_volume_dice)
 
     before = len(study.trials)
     study.optimize(objective, n_trials=cfg.n_trials, timeout=cfg.timeout or None,
@@ -238,7 +241,7 @@ def _log_study(study, tracker, before: int) -> dict:
     if not complete:
         return {"study": study.study_name, **counts}
     best = study.best_trial
-    tracker.log_metrics({"best_val_volume_dice": best.value, "best_trial": best.number})
+    tracker.log_metrics({BEST_VAL_DICE: best.value, "best_trial": best.number})
     tracker.log_params({f"best_{k}": v for k, v in best.params.items()})
     tracker.set_tags({Tag.BEST_TRIAL_RUN: best.user_attrs.get("mlflow_run_id", "")})
     tracker.log_table([{"number": t.number, "state": t.state.name, "value": t.value, **t.params,
@@ -258,5 +261,5 @@ def _log_study(study, tracker, before: int) -> dict:
     if len(complete) >= 2 and len(best.params) >= 2:
         tracker.figure("figures/param_importances.png", _figure, ovm.plot_param_importances)
     del optuna
-    return {"study": study.study_name, "best_val_volume_dice": round(best.value, 4),
+    return {"study": study.study_name, BEST_VAL_DICE: round(best.value, 4),
             "best_trial": best.number, **counts}

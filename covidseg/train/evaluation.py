@@ -35,6 +35,16 @@ from covidseg.inference import output_classes, predict_volume
 from covidseg.inference.viewer import slice_viewer_html
 from covidseg.tracking import Tag
 from covidseg.train import figures
+from covidseg.train.metric_keys import (
+    RESAMPLED,
+    VAL_VOLUME_DICE,
+    VOLUME_DICE,
+    Level,
+    MetricKey,
+    Moment,
+    Split,
+    keyed,
+)
 from covidseg.train.metrics import (
     Calibration,
     overlap_metrics,
@@ -70,13 +80,13 @@ def score_case(pred: np.ndarray, ref: np.ndarray, spacing: tuple, area: bool = T
     pred, ref = pred.astype(bool), ref.astype(bool)
     # a 2D slice (one-slice case) is scored in 2D: its surface is the lesion's outline
     p2, r2, sp2 = (pred[0], ref[0], spacing[1:]) if pred.shape[0] == 1 else (pred, ref, spacing)
-    row = {f"volume_{k}": v for k, v in volume_metrics(p2, r2, sp2).items()}
+    row = {str(MetricKey(k, Level.VOLUME)): v for k, v in volume_metrics(p2, r2, sp2).items()}
     if area:
-        row["volume_nsd_area"] = surface_dice_area(p2, r2, sp2)
+        row[str(MetricKey("nsd_area", Level.VOLUME))] = surface_dice_area(p2, r2, sp2)
     lesion_slices = [z for z in range(ref.shape[0]) if ref[z].any()]
-    row["slice_dice"] = (float(np.mean([overlap_metrics(pred[z], ref[z])["dice"]
-                                        for z in lesion_slices]))
-                         if lesion_slices else float("nan"))
+    slice_dice = [overlap_metrics(pred[z], ref[z])["dice"] for z in lesion_slices]
+    row[str(MetricKey("dice", Level.SLICE))] = (float(np.mean(slice_dice)) if lesion_slices
+                                                else float("nan"))
     voxel_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
     row["lesion_ml_reference"] = float(ref.sum() * voxel_ml)
     row["lesion_ml_predicted"] = float(pred.sum() * voxel_ml)
@@ -90,9 +100,10 @@ def _per_class(pred_union, cls_map, ref_labels, spacing, area: bool = True) -> d
         p, r, sp = pred_union & (cls_map == k), ref_labels == k, spacing
         if p.shape[0] == 1:  # a 2D slice: scored in 2D
             p, r, sp = p[0], r[0], spacing[1:]
-        out[f"volume_dice_{name}"] = overlap_metrics(p, r)["dice"]
+        out[str(MetricKey("dice", Level.VOLUME, variant=(name,)))] = overlap_metrics(p, r)["dice"]
         if area:
-            out[f"volume_nsd_area_{name}"] = surface_dice_area(p, r, sp)
+            out[str(MetricKey("nsd_area", Level.VOLUME, variant=(name,)))] = \
+                surface_dice_area(p, r, sp)
     return out
 
 
@@ -173,7 +184,8 @@ def evaluate_cases(model, ds: PreprocessedDataset, case_ids, device, batch_size:
             if one_slice:
                 ev.add_slice(prob_o[0], original[0] > 0)
             del prob_o
-        row.update({f"{k}_resampled": v for k, v in resampled.items()})
+        row.update({str(MetricKey.parse(k).with_suffix(RESAMPLED)): v
+                    for k, v in resampled.items()})
         ev.rows.append(row)
         if keep:
             ev.kept[c] = (image, ref, pred)
@@ -184,6 +196,7 @@ def evaluate_cases(model, ds: PreprocessedDataset, case_ids, device, batch_size:
 
 
 THRESHOLD_SWEEP = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
+SWEEP_DICE = str(VAL_VOLUME_DICE.with_suffix(RESAMPLED))  # the sweep table's score column
 
 
 def choose_threshold(model, ds: PreprocessedDataset, case_ids, device,
@@ -203,41 +216,44 @@ def choose_threshold(model, ds: PreprocessedDataset, case_ids, device,
         dices.append(np.where(denom > 0, 2.0 * tp / np.maximum(denom, 1), 1.0))
         del prob
     if not dices:
-        return 0.5, [{"threshold": 0.5, "val_volume_dice_resampled": float("nan")}]
+        return 0.5, [{"threshold": 0.5, SWEEP_DICE: float("nan")}]
     mean = np.mean(dices, axis=0)
-    sweep = [{"threshold": float(t), "val_volume_dice_resampled": float(d)}
-             for t, d in zip(thresholds, mean)]
-    best = max(sweep, key=lambda r: (r["val_volume_dice_resampled"], -abs(r["threshold"] - 0.5)))
+    sweep = [{"threshold": float(t), SWEEP_DICE: float(d)} for t, d in zip(thresholds, mean)]
+    best = max(sweep, key=lambda r: (r[SWEEP_DICE], -abs(r["threshold"] - 0.5)))
     return float(best["threshold"]), sweep
 
 
-def summary_metrics(ev: Evaluation, split: str) -> dict:
+def summary_metrics(ev: Evaluation, split: Split | str,
+                    moment: Moment | str = Moment.EPOCH) -> dict:
     """Means over cases (``{split}_volume_dice`` …, ``…_resampled``), and for 2D slice sets the
-    threshold-free Dice and the sensitivity/specificity at the decision threshold."""
+    threshold-free Dice and the sensitivity/specificity at the decision threshold; named for
+    ``split`` at ``moment`` (:class:`~covidseg.train.metric_keys.MetricKey`)."""
     rows = ev.rows
-    keys = [k for k in rows[0] if k.startswith(("volume_", "slice_dice"))] if rows else \
-        [f"volume_{k}" for k in VOLUME_KEYS]
-    out = summarise(rows, keys=tuple(keys), prefix=f"{split}_")
-    out[f"{split}_volumes"] = float(len(rows))
+    keys = [k for k in rows[0] if MetricKey.parse(k).level != Level.NONE] if rows else \
+        [str(MetricKey(k, Level.VOLUME)) for k in VOLUME_KEYS]
+    out = summarise(rows, keys=tuple(keys))
+    out["volumes"] = float(len(rows))
     if ev.curves:
         # Inf-Net: the per-threshold Dice averaged over images, then over thresholds / its max
         curve = np.mean(ev.curves, axis=0)
-        suffix = "" if ev.grid == "original" else "_resampled"
-        out[f"{split}_slice_dice_thravg{suffix}"] = float(curve.mean())
-        out[f"{split}_slice_dice_max{suffix}"] = float(curve.max())
+        suffix = () if ev.grid == "original" else (RESAMPLED,)
         values = np.asarray(ev.sens_spec, dtype=float)  # per slice, then the mean over slices
+        found = {"dice_thravg": float(curve.mean()), "dice_max": float(curve.max())}
         for j, name in enumerate(("sensitivity", "specificity")):
             v = values[:, j][np.isfinite(values[:, j])]
-            out[f"{split}_slice_{name}{suffix}"] = float(v.mean()) if v.size else float("nan")
-    return out
+            found[name] = float(v.mean()) if v.size else float("nan")
+        out.update({str(MetricKey(k, Level.SLICE, variant=suffix)): v for k, v in found.items()})
+    return keyed(out, split, moment)
 
 
-def log_evaluation(tracker, ev: Evaluation, split: str, prefix: str | None = None) -> dict:
-    """Metrics ``{prefix}_volume_*`` (prefix: the split's name unless given), the per-case CSV
-    and the figures of one split."""
-    metrics = summary_metrics(ev, prefix or split)
+def log_evaluation(tracker, ev: Evaluation, split: str, key: Split | str | None = None,
+                   moment: Moment | str = Moment.EPOCH) -> dict:
+    """Metrics ``{key}_volume_*`` (key: the split's name unless given; ``moment`` ``final``:
+    ``final_{key}_…``), the per-case CSV and the figures of one split."""
+    named = key or split
+    metrics = summary_metrics(ev, named, moment)
     calibration = ev.calibration.summary()
-    metrics.update({f"{prefix or split}_{k}": v for k, v in calibration.items()})
+    metrics.update(keyed(calibration, named, moment))
     tracker.log_metrics(metrics)
     if ev.calibration.count.sum() and split != "train":
         tracker.log_table(ev.calibration.table(), f"tables/{split}_calibration.csv")
@@ -248,7 +264,7 @@ def log_evaluation(tracker, ev: Evaluation, split: str, prefix: str | None = Non
     tracker.log_table(ev.rows, f"tables/{split}_per_volume.csv")
     if ev.rows:  # the level is in the name: per 2D slice image or per 3D volume
         slices = bool(ev.curves) and len(ev.curves) == len(ev.rows)
-        name = f"{split}_slice_dice_per_image" if slices else f"{split}_volume_dice"
+        name = f"{split}_{MetricKey('dice_per_image', Level.SLICE) if slices else VOLUME_DICE}"
         tracker.figure(f"figures/{name}.png", figures.dice_per_volume, ev.rows, split, slices)
     largest = sorted(ev.kept, key=lambda c: -int(ev.kept[c][1].sum()))
     for case_id in largest[:ev.overlays]:
@@ -266,7 +282,7 @@ def case_viewer(kept: tuple, row: dict, split: str) -> str:
     network saw (preprocessed grid), with the case's scores on the original grid as a caption."""
     image, ref, pred = kept
     grid = row.get("grid", "original")
-    score = row.get("volume_dice", float("nan"))
+    score = row.get(str(VOLUME_DICE), float("nan"))
     caption = (f"{split} case, shown on the network's (preprocessed) grid, where the Dice below "
                f"is computed; volume Dice on the {grid} grid {score:.3f}")
     return slice_viewer_html(image, pred, ref, title=str(row["case_id"]), caption=caption)

@@ -53,6 +53,7 @@ from covidseg.device import autocast, grad_scaler, place_model
 from covidseg.errors import ConfigError, TrainingDiverged
 from covidseg.tracking import NullTracker
 from covidseg.train import distributed
+from covidseg.train.metric_keys import MetricKey, Moment
 from covidseg.train.optim import make_optimizer, make_scheduler
 from covidseg.train.resume import ResumeWriter, snapshot
 
@@ -328,7 +329,7 @@ class Trainer:
             st.best_state = _kept_state(self.task.best_network(metrics))
         else:
             st.bad_epochs += 1
-        metrics[f"best_{monitor}"] = st.best_score
+        metrics[str(MetricKey.parse(monitor).at(Moment.BEST))] = st.best_score
         st.epoch = epoch
         st.history.append({"epoch": epoch, **metrics})
         return metrics
@@ -475,8 +476,8 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
         checkpoints.start(trainer, resumed=resume_state is not None)
     if settings.score_start and resume_state is None:
         start = trainer.score_start()
-        tracker.log_metrics({f"start_{k}": v for k, v in start.items()
-                             if isinstance(v, (int, float))})
+        tracker.log_metrics({str(MetricKey.parse(k).at(Moment.START)): v
+                             for k, v in start.items() if isinstance(v, (int, float))})
     task.train_through(trainer.trained)
     try:
         stopped, reason = run_epochs(trainer, handlers, checkpoints, settings.progress)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from covidseg.data.augment import make_augment
-from covidseg.data.splits import fold_split
 from covidseg.data.store import PreprocessedDataset
 from covidseg.errors import ConfigError
 from covidseg.inference import is_3d
@@ -82,25 +82,35 @@ def with_classes(model, spec: ModelSpec, classes: int, report: dict) -> tuple:
     return new, new_spec
 
 
+class InitialModel(NamedTuple):
+    """The network training starts from, what it was built of (``report``, logged as
+    ``init/report.json``) and the run it came from (None: scratch or a file)."""
+
+    model: torch.nn.Module
+    spec: ModelSpec
+    report: dict
+    run: str | None
+
+
 def initial_model(init: str, arch: str, encoder: str, encoder_weights: str = "",
-                  classes: int = 1) -> tuple:
-    """(model, spec, report, source run id) for ``init``: ``scratch`` (an ``arch``/``encoder``
-    network, its encoder from the ``encoder_weights`` file if given), a Models Genesis checkpoint
-    file, a covidseg model folder, a run id or a model URI; ``classes`` outputs."""
-    model, spec, report, run = _initial_model(init, arch, encoder, encoder_weights, classes)
-    model, spec = with_classes(model, spec, classes, report)
-    return model, spec, report, run
+                  classes: int = 1) -> InitialModel:
+    """The starting network for ``init``: ``scratch`` (an ``arch``/``encoder`` network, its
+    encoder from the ``encoder_weights`` file if given), a Models Genesis checkpoint file, a
+    covidseg model folder, a run id or a model URI; ``classes`` outputs."""
+    start = _initial_model(init, arch, encoder, encoder_weights, classes)
+    model, spec = with_classes(start.model, start.spec, classes, start.report)
+    return start._replace(model=model, spec=spec)
 
 
 def _initial_model(init: str, arch: str, encoder: str, encoder_weights: str,
-                   classes: int) -> tuple:
+                   classes: int) -> InitialModel:
     if init == "scratch":
         spec = ModelSpec(arch=arch, encoder=encoder, classes=classes)
         model = build_model(spec)
         report = {"init": "scratch", "encoder_weights": encoder_weights or None}
         if encoder_weights:  # what the file gave: used, missing, adapted to 1 channel
             report["encoder_weights_loaded"] = load_encoder_weights(model, encoder_weights)
-        return model, spec, report, None
+        return InitialModel(model, spec, report, None)
     path = Path(init).expanduser()
     if path.is_file():
         state = read_checkpoint_state(path)
@@ -115,7 +125,8 @@ def _initial_model(init: str, arch: str, encoder: str, encoder_weights: str,
         report = flatten_genesis_3d(state, model)
         log.info("Models Genesis: %d tensors flattened into the 2D U-Net, %d skipped, %d missing",
                  len(report["consumed"]), len(report["skipped"]), len(report["missing"]))
-        return model, spec, {"init": "models-genesis", "file": path.name, **report}, None
+        return InitialModel(model, spec, {"init": "models-genesis", "file": path.name, **report},
+                            None)
     from covidseg.tracking import download_model
 
     model_dir, source_run = download_model(init)
@@ -124,15 +135,15 @@ def _initial_model(init: str, arch: str, encoder: str, encoder_weights: str,
     if (spec.arch, spec.encoder) != (arch, encoder):
         log.warning("init model is %s/%s: that architecture is used (arch=%s encoder=%s ignored)",
                     spec.arch, spec.encoder, arch, encoder)
-    return model, spec, {"init": init, "arch": spec.arch, "encoder": spec.encoder,
-                         "pretrained_as": config.get("task", "")}, source_run
+    return InitialModel(model, spec, {"init": init, "arch": spec.arch, "encoder": spec.encoder,
+                                      "pretrained_as": config.get("task", "")}, source_run)
 
 
 def split_cases(ds: PreprocessedDataset, fold: int, regime: str = "standard",
                 train_cases: int = 0, seed: int = 0) -> tuple[list[str], list[str]]:
     """(training, validation) case ids of fold ``fold`` in ``regime``; ``train_cases`` > 0 keeps
     that many training cases, drawn with ``seed``."""
-    train, val = fold_split(ds.splits, fold, regime)
+    train, val = ds.splits.fold(fold, regime)
     if train_cases:
         if train_cases > len(train):
             raise ConfigError(f"train_cases={train_cases} but fold {fold} ({regime}) has "

@@ -22,6 +22,7 @@ from covidseg.data.store import PreprocessedDataset
 from covidseg.inference import predict_volume, to_coarse
 from covidseg.train.distributed import shard, world
 from covidseg.train.losses import SegmentationLoss
+from covidseg.train.metric_keys import VAL_VOLUME_DICE, MetricKey, Split, keyed
 from covidseg.train.metrics import Calibration, overlap_metrics
 
 
@@ -102,7 +103,7 @@ class EpochLoader:
 
 
 class _Base:
-    monitor = "val_volume_dice"
+    monitor = str(VAL_VOLUME_DICE)
     monitor_mode = "max"
 
     @property
@@ -233,8 +234,8 @@ def validation_scores(model, ds: PreprocessedDataset, case_ids, device, batch_si
     for prob, ref, region in labelled_predictions(model, ds, case_ids, device, batch_size):
         scores.append(overlap_metrics(prob > threshold, ref)["dice"])
         calibration.add(prob, ref, region)
-    out = {"val_volume_dice": float(np.mean(scores)) if scores else float("nan")}
-    out.update({f"val_{k}": v for k, v in calibration.summary().items()})
+    out = {str(VAL_VOLUME_DICE): float(np.mean(scores)) if scores else float("nan")}
+    out.update(keyed(calibration.summary(), Split.VAL))
     return out
 
 
@@ -275,7 +276,7 @@ class RestorationSlices(Dataset):
 class RestorationTask(_Base):
     """Self-supervised restoration: MSE between the network's output and the original slice."""
 
-    monitor = "val_restoration_mse"
+    monitor = str(MetricKey("restoration_mse", split=Split.VAL))
     monitor_mode = "min"
 
     def __init__(self, model, ds: PreprocessedDataset, train_ids, val_ids, device,
@@ -313,4 +314,4 @@ class RestorationTask(_Base):
             out = self.model(x[i:i + 16].to(self.device)).float()
             errs.append(((out - target[i:i + 16].to(self.device)) ** 2).mean(dim=(1, 2, 3)))
         self.model.train()
-        return {"val_restoration_mse": float(torch.cat(errs).mean())}
+        return {self.monitor: float(torch.cat(errs).mean())}

@@ -75,3 +75,14 @@ def test_steps_reproduce_the_dataset_of_a_fixed_phantom_config(tmp_path, monkeyp
     for rec, stored in zip(read_manifest(root / "manifest.csv"), cases):
         fresh = preprocess_case(rec, preprocess_settings(PreprocessConfig(**FIXED)), None).meta
         assert json.loads(json.dumps(fresh, default=float)) == stored
+
+
+def test_a_stored_case_reads_back_as_case_meta_and_writes_the_same_json():
+    stored = {k: None for k in KEYS} | {"case_id": "c0", "shape": [3, 8, 8], "has_truth": True,
+                                        "class_pixels": [4, 2]}
+    meta = CaseMeta.from_json(json.loads(json.dumps(stored)))
+    assert meta.shape == [3, 8, 8] and meta.has_truth and meta.class_pixels == [4, 2]
+    assert json.dumps(meta.to_json()) == json.dumps(stored)
+    older = {k: v for k, v in stored.items() if k not in ("canonical_geometry", "class_pixels")}
+    back = CaseMeta.from_json({**older, "from_a_later_version": 1})
+    assert back.canonical_geometry is None and list(back.to_json()) == KEYS

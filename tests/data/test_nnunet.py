@@ -34,20 +34,20 @@ def exported(tmp_path_factory):
 def test_export_writes_the_cohort_its_test_set_and_folds(exported):
     ds, out, summary = exported
     meta = json.loads((out / "dataset.json").read_text())
-    train = sorted(c for f in ds.splits["folds"] for c in f)
+    train = sorted(c for f in ds.splits.folds for c in f)
     assert summary["nnunet"] == {"folder": str(out), "written": True, "n_train": len(train),
                                  "n_test": 2, "n_unlabelled": 2, "n_failed": 0}
     assert meta["channel_names"] == {"0": "CT"} and meta["file_ending"] == ".nii.gz"
     assert meta["labels"] == {"background": 0, "infection": 1}
     assert meta["numTraining"] == len(train) == 4
-    assert meta["covidseg"]["auxiliary_left_out"] == ds.splits["auxiliary"] == ["nodule_000"]
+    assert meta["covidseg"]["auxiliary_left_out"] == ds.splits.auxiliary == ["nodule_000"]
     assert sorted(p.name for p in (out / "imagesTr").iterdir()) == [f"{c}_0000.nii.gz"
                                                                    for c in train]
     assert sorted(p.name for p in (out / "labelsTs").iterdir()) == [f"{c}.nii.gz"
-                                                                   for c in ds.splits["test"]]
+                                                                   for c in ds.splits.test]
     assert len(list((out / "imagesTs").iterdir())) == 4  # 2 test + 2 unlabelled
     splits = json.loads((out / "splits_final.json").read_text())
-    assert [s["val"] for s in splits] == ds.splits["folds"]
+    assert [s["val"] for s in splits] == ds.splits.folds
     assert all(sorted(s["train"] + s["val"]) == train for s in splits)
     # images are the input files' values (HU, not normalised), labels the reference masks
     records = {r.case_id: r for r in read_manifest(ds.root / "manifest.csv")}
@@ -67,10 +67,10 @@ def test_export_read_back_gives_the_same_cases_masks_and_folds(exported):
                                                 folds=SMALL["folds"]), progress=False)
     back = PreprocessedDataset(Path(again["dataset_path"]))
     assert back.descriptor["dataset"] == "nnunet" and again["n_failed"] == 0
-    assert back.splits["test"] == ds.splits["test"] and back.splits["test_is_official"]
-    assert back.splits["folds"] == ds.splits["folds"]
-    assert back.splits["unlabelled"] == ds.splits["unlabelled"]
-    assert sorted(back.ids()) == sorted(c for c in ds.ids() if c not in ds.splits["auxiliary"])
+    assert back.splits.test == ds.splits.test and back.splits.test_is_official
+    assert back.splits.folds == ds.splits.folds
+    assert back.splits.unlabelled == ds.splits.unlabelled
+    assert sorted(back.ids()) == sorted(c for c in ds.ids() if c not in ds.splits.auxiliary)
     for c in back.ids(labelled=True):  # preprocessed by covidseg both ways: voxel for voxel
         image, infection, _ = ds.load(c)
         image_b, infection_b, _ = back.load(c)

@@ -204,8 +204,8 @@ def test_dataset_cache_hit_and_splits(phantom_files):
     assert not first["cache_hit"] and second["cache_hit"]
     assert first["key"] == second["key"] and first["n_cases"] == 4
     ds = PreprocessedDataset(Path(first["dataset_path"]))
-    assert len(ds.splits["test"]) == 1 and len(ds.splits["folds"]) == 3
-    assert sorted(ds.splits["test"] + sum(ds.splits["folds"], [])) == sorted(ds.ids(labelled=True))
+    assert len(ds.splits.test) == 1 and len(ds.splits.folds) == 3
+    assert sorted(ds.splits.test + sum(ds.splits.folds, [])) == sorted(ds.ids(labelled=True))
     image, infection, lung = ds.load("case_0")
     assert image.shape == infection.shape == lung.shape
     for name in ("spacing_per_source.png", "intensity_histogram_before_after.png"):
@@ -222,17 +222,17 @@ def test_dataset_cache_hit_and_splits(phantom_files):
 def test_splits_are_reproducible_and_regimes():
     ids = [f"c{i:02d}" for i in range(70)]
     s1, s2 = make_splits(ids, 20, 5, seed=3), make_splits(list(reversed(ids)), 20, 5, seed=3)
-    assert s1 == s2 and len(s1["test"]) == 20 and [len(f) for f in s1["folds"]] == [10] * 5
-    assert make_splits(ids, 20, 5, seed=4)["test"] != s1["test"]
+    assert s1 == s2 and len(s1.test) == 20 and [len(f) for f in s1.folds] == [10] * 5
+    assert make_splits(ids, 20, 5, seed=4).test != s1.test
     train, val = fold_split(s1, 2, "40-10")
     assert len(train) == 40 and len(val) == 10 and not set(train) & set(val)
     train, val = fold_split(s1, 2, "10-40")
-    assert len(train) == 10 and len(val) == 40 and not set(val) & set(s1["test"])
+    assert len(train) == 10 and len(val) == 40 and not set(val) & set(s1.test)
     official = make_splits(ids, 20, 5, seed=3, official_test=ids[:7])
-    assert official["test"] == ids[:7] and official["test_is_official"]
+    assert official.test == ids[:7] and official.test_is_official
     with pytest.warns(UserWarning, match="test set reduced"):
         small = make_splits(ids[:6], 20, 5)
-    assert len(small["test"]) == 1 and all(len(f) == 1 for f in small["folds"])
+    assert len(small.test) == 1 and all(len(f) == 1 for f in small.folds)
 
 
 def _bad_inputs(tmp_path: Path, good_case):
@@ -366,7 +366,7 @@ def test_demo_unlabelled_truth_is_stored_apart_and_never_loaded_for_training():
     summary = preprocess_dataset(PreprocessConfig(**{**TINY_DEMO, "demo_noncovid": 0}),
                                  progress=False)
     ds = PreprocessedDataset(Path(summary["dataset_path"]))
-    unl = ds.splits["unlabelled"]
+    unl = ds.splits.unlabelled
     assert len(unl) == TINY_DEMO["demo_unlabelled"]
     for c in ds.ids():
         image, infection, _ = ds.load(c)
@@ -433,10 +433,10 @@ sources:
     ds = PreprocessedDataset(Path(out["dataset_path"]))
     assert sorted(ds.ids()) == ["covid2__case_2", "covid__case_0", "covid__case_1",
                                 "extra__case_3", "msd__n_0", "msd__n_1"]
-    assert ds.splits["auxiliary"] == ["msd__n_0", "msd__n_1"]
-    assert ds.splits["unlabelled"] == ["extra__case_3"]
-    assert ds.splits["test"] == ["covid2__case_2"]  # the only one not kept out of it
-    assert sorted(sum(ds.splits["folds"], [])) == ["covid__case_0", "covid__case_1"]
+    assert ds.splits.auxiliary == ["msd__n_0", "msd__n_1"]
+    assert ds.splits.unlabelled == ["extra__case_3"]
+    assert ds.splits.test == ["covid2__case_2"]  # the only one not kept out of it
+    assert sorted(sum(ds.splits.folds, [])) == ["covid__case_0", "covid__case_1"]
     fp = json.loads((ds.root / "fingerprint.json").read_text())
     assert fp["tasks"] == {"infection": 3, "tumour": 2}
     assert set(fp["per_source"]) == {"covid", "covid2", "msd", "extra"}
@@ -471,5 +471,5 @@ def test_bad_sources_files_say_what_is_wrong(tmp_path):
 def test_cases_kept_out_of_the_test_set():
     ids = [f"c{i}" for i in range(10)]
     s = make_splits(ids, 3, 2, seed=1, not_test=ids[:6])
-    assert len(s["test"]) == 3 and not set(s["test"]) & set(ids[:6])
-    assert sorted(s["test"] + sum(s["folds"], [])) == ids
+    assert len(s.test) == 3 and not set(s.test) & set(ids[:6])
+    assert sorted(s.test + sum(s.folds, [])) == ids

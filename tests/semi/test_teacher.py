@@ -72,7 +72,7 @@ def test_every_student_input_of_a_size_goes_through_one_pass():
 def _teacher_task(ds, cls=MeanTeacherTask, **kw):
     torch.manual_seed(0)
     train, val = fold_split(ds.splits, 0)
-    unlabelled = SliceDataset(ds, ds.splits["unlabelled"], seed=1, require_mask=False,
+    unlabelled = SliceDataset(ds, ds.splits.unlabelled, seed=1, require_mask=False,
                               oracle=True)  # the phantoms' truth: scored, never trained on
     return cls(build_model(ModelSpec("unet", "resnet18")), ds, train, val,
                SegmentationLoss("ce+dice"), CPU, batch_size=4, seed=0, pseudo=None,

@@ -49,7 +49,7 @@ def test_volume_metrics_on_the_original_grid_equal_metrics_by_hand(phantom_files
     model = build_model(spec).eval()  # an untrained network: irregular, non-empty predictions
     model_dir = save_model(tmp_path / "model", model, spec,
                            {"preprocess": ds.descriptor["config"], "threshold": 0.5})
-    ev = evaluate_cases(model, ds, ds.splits["test"], torch.device("cpu"), threshold=0.5)
+    ev = evaluate_cases(model, ds, ds.splits.test, torch.device("cpu"), threshold=0.5)
     assert len(ev.rows) == 2
 
     predictor = Predictor.from_dir(model_dir, device="cpu")
@@ -123,7 +123,7 @@ def test_datasets_without_original_masks_are_scored_on_the_preprocessed_grid_and
     ds = PreprocessedDataset(ds_root)
     torch.manual_seed(0)
     model = build_model(ModelSpec(arch="unet", encoder="resnet18")).eval()
-    ev = evaluate_cases(model, ds, ds.splits["test"], torch.device("cpu"))
+    ev = evaluate_cases(model, ds, ds.splits.test, torch.device("cpu"))
     assert ev.grid == "preprocessed" and all(r["grid"] == "preprocessed" for r in ev.rows)
     assert "scored on the preprocessed grid" in caplog.text
     metrics = log_evaluation(NullTracker(), ev, "test")
@@ -133,7 +133,7 @@ def test_datasets_without_original_masks_are_scored_on_the_preprocessed_grid_and
     from covidseg.train.metrics import threshold_free_dice
 
     pairs = [(predict_volume(model, np.asarray(ds.load(c)[0]), torch.device("cpu"))[0],
-              np.asarray(ds.load(c)[1])[0] > 0) for c in ds.splits["test"]]
+              np.asarray(ds.load(c)[1])[0] > 0) for c in ds.splits.test]
     expected = threshold_free_dice([p for p, _ in pairs], [r for _, r in pairs])
     assert metrics["test_slice_dice_thravg_resampled"] == pytest.approx(expected["dice_thravg"])
     assert metrics["test_slice_dice_max_resampled"] == pytest.approx(expected["dice_max"])

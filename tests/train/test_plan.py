@@ -85,8 +85,8 @@ def test_a_raw_slice_folder_is_preprocessed_at_the_planned_size(tmp_path):
     assert cfg.image_size == 160 and cfg.test_cases == 0  # median longer side 150 → 160
     ds, source = resolve_dataset(str(tmp_path))
     assert source is None and int(ds.descriptor["config"]["image_size"]) == 160
-    assert ds.splits["test"] == [] and len(ds.splits["unlabelled"]) == 1
-    assert sum(len(f) for f in ds.splits["folds"]) == 6
+    assert ds.splits.test == [] and len(ds.splits.unlabelled) == 1
+    assert sum(len(f) for f in ds.splits.folds) == 6
     shape = ds.cases["0"]["shape"]
     assert shape[1:] == [160, 160]
     with pytest.raises(Exception, match="is not a preprocess run id"):

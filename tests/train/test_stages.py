@@ -33,10 +33,10 @@ def test_supervised_pretrain_on_non_covid_then_finetune_from_its_folder(tiny_pat
     assert config["task"] == "supervised" and config["preprocess"]["window_min"] == "-1250.0"
     ft = finetune(FinetuneConfig(data=tiny_path, init=str(model_dir), strategy="decoder", epochs=1,
                                  **FAST), progress=False)
-    assert ft["test_volume_dice"] == pytest.approx(dice_by_hand(tiny_path, ft), abs=1e-4)
+    assert ft.test_volume_dice == pytest.approx(dice_by_hand(tiny_path, ft), abs=1e-4)
 
 
-def dice_by_hand(dataset_path, summary) -> float:
+def dice_by_hand(dataset_path, result) -> float:
     """The mean volume Dice of the saved model on the held-out test cases, computed here: its
     probabilities mapped to each case's original grid, thresholded at the stored threshold, and
     2|P∩R| / (|P| + |R|) against the mask as shipped."""
@@ -44,11 +44,11 @@ def dice_by_hand(dataset_path, summary) -> float:
     from covidseg.data.store import PreprocessedDataset
     from covidseg.inference import predict_volume
 
-    model, config = load_model(Path(summary["model_uri"]))
+    model, config = load_model(Path(result.model_uri))
     model.eval()
     ds = PreprocessedDataset(Path(dataset_path))
     dices = []
-    for c in ds.splits["test"]:
+    for c in ds.splits.test:
         prob = predict_volume(model, np.asarray(ds.load(c)[0]), torch.device("cpu"))
         pred = to_canonical_grid(prob, ds.cases[c]) > config["threshold"]
         ref = ds.load_original(c) > 0
@@ -64,7 +64,7 @@ def test_finetune_from_a_models_genesis_checkpoint(tiny_path, tmp_path):
     ft = finetune(FinetuneConfig(data=tiny_path, init=str(path), strategy="freeze-encoder-half",
                                  epochs=2, batch_size=4, workers=0, iterations_per_epoch=6,
                                  warmup=0), progress=False)
-    model, config = load_model(Path(ft["model_uri"]))
+    model, config = load_model(Path(ft.model_uri))
     assert config["model"]["arch"] == "genesis-unet"
     # the frozen half kept the released weights and got statistics of the target's slices
     sd = model.state_dict()

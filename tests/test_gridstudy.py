@@ -1,6 +1,7 @@
-"""Claims on grid cells (``covidseg.stages.gridclaims``) on a real PostgreSQL and an SQLite file:
-no cell held twice by concurrent claimers, a stale claim taken over and a fresh one not, failures
-retried a bounded number of times, dependencies respected, registration idempotent."""
+"""Grid cells as enqueued Optuna trials (``covidseg.stages.gridstudy``) on a real PostgreSQL and
+an SQLite file: no cell held twice by concurrent claimers (threads and processes), a stale claim
+taken over and a fresh one not, a worker killed mid-cell replaced, failures retried a bounded
+number of times, dependencies respected, registration idempotent."""
 
 import threading
 import time
@@ -9,7 +10,7 @@ import uuid
 import pytest
 
 from covidseg.errors import ConfigError
-from covidseg.stages.gridclaims import DONE, FAILED, PENDING, RUNNING, Cell, GridClaims
+from covidseg.stages.gridstudy import DONE, FAILED, PENDING, RUNNING, Cell, GridStudy
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.e2e)])
@@ -20,7 +21,7 @@ def url(request, tmp_path):
 
 
 def grid_of(url, name="g", n=4, **kw):
-    claims = GridClaims(url, name, **kw)
+    claims = GridStudy(url, name, **kw)
     claims.register("fp", [Cell(f"c{i}", i, info={"i": i}) for i in range(n)])
     return claims
 
@@ -34,7 +35,7 @@ def test_concurrent_claimers_never_get_the_same_cell(url):
 
     def worker(w):
         try:
-            claims = GridClaims(url, "g")
+            claims = GridStudy(url, "g")
             barrier.wait()
             while (claim := claims.claim(f"w{w}")) is not None:
                 got[w].append(claim.key)
@@ -55,7 +56,7 @@ def test_concurrent_claimers_never_get_the_same_cell(url):
     assert not duplicates, f"cells claimed twice: {duplicates[:10]}"
     assert sorted(everything) == sorted(f"c{i}" for i in range(n_cells))
     assert sum(1 for keys in got.values() if keys) >= 2  # the work was split
-    rows = GridClaims(url, "g").rows()
+    rows = GridStudy(url, "g").rows()
     assert {r["state"] for r in rows} == {DONE}
     assert all(r["run_id"] == f"run-{r['cell']}-{w}" for w, keys in got.items() for r in rows
                if r["cell"] in keys)
@@ -63,7 +64,7 @@ def test_concurrent_claimers_never_get_the_same_cell(url):
 
 def test_a_stale_claim_is_taken_over_and_a_fresh_one_is_not(url):
     a = grid_of(url, n=3, heartbeat_s=0.2, grace_s=1.0)
-    b = GridClaims(url, "g", heartbeat_s=0.2, grace_s=1.0)
+    b = GridStudy(url, "g", heartbeat_s=0.2, grace_s=1.0)
     held = a.claim("A")
     assert held.key == "c0" and held.failures == 0
     assert a.started(held, "run-of-A")
@@ -76,7 +77,7 @@ def test_a_stale_claim_is_taken_over_and_a_fresh_one_is_not(url):
         assert b.claim("B") is None  # A's claim is fresh, B holds the other: nothing free
     assert (first.key, second.key) == ("c1", "c2")
     # A stops sending heartbeats (a dead worker): after the grace period B takes its cell over
-    time.sleep(1.3)
+    time.sleep(3.1)  # SQLite stamps heartbeats to the second: > 1 s is 2-3 s
     taken = b.claim("B")
     assert taken.key == "c0" and taken.failures == 1 and taken.stale_run == "run-of-A"
     row = next(r for r in b.rows() if r["cell"] == "c0")
@@ -88,10 +89,10 @@ def test_a_stale_claim_is_taken_over_and_a_fresh_one_is_not(url):
     assert b.finish(taken, "run-of-B")
     assert next(r for r in b.rows() if r["cell"] == "c0")["run_id"] == "run-of-B"
     # a cell whose worker dies again (retries=1 exhausted) is failed, not claimed a third time
-    time.sleep(1.3)  # c2, claimed by B, went stale
+    time.sleep(3.1)  # c2, claimed by B, went stale
     again = a.claim("A")
     assert again.key == "c2" and again.failures == 1
-    time.sleep(1.3)
+    time.sleep(3.1)
     assert a.claim("A") is None  # c2 died a second time: failed
     states = {r["cell"]: (r["state"], r["failures"]) for r in a.rows()}
     assert states == {"c0": (DONE, 1), "c1": (DONE, 0), "c2": (FAILED, 2)}
@@ -100,7 +101,7 @@ def test_a_stale_claim_is_taken_over_and_a_fresh_one_is_not(url):
 
 def test_failures_are_retried_then_recorded_and_dependencies_wait(tmp_path):
     url = f"sqlite:///{tmp_path / 'claims.db'}"
-    claims = GridClaims(url, "g", retries=1)
+    claims = GridStudy(url, "g", retries=1)
     claims.register("fp", [Cell("pretrain", 0), Cell("ft-a", 1, needs="pretrain"),
                            Cell("scratch", 2), Cell("bad", 3), Cell("ft-b", 4, needs="bad")])
     pre = claims.claim("w")
@@ -134,7 +135,7 @@ def test_registration_is_idempotent_and_a_name_means_one_grid(tmp_path):
     assert [(r["cell"], r["state"]) for r in b.rows()] == [("c0", DONE), ("c1", PENDING),
                                                            ("c2", PENDING)]
     with pytest.raises(ConfigError, match="other parameters.*grid_name"):
-        GridClaims(url, "g").register("another-fingerprint", [Cell("c0", 0)])
+        GridStudy(url, "g").register("another-fingerprint", [Cell("c0", 0)])
     other = grid_of(url, name="h", n=2)  # another grid in the same database
     assert [r["cell"] for r in other.rows()] == ["c0", "c1"] and other.counts()[PENDING] == 2
 
@@ -144,8 +145,8 @@ def test_bad_storage_urls_are_one_line_errors_without_the_password(tmp_path):
                        ("mysql://u:pw123@h/db", "need postgresql:// or sqlite:///"),
                        ("postgresql://u:pw123@127.0.0.1:1/db", "storage postgresql://u:***@")):
         with pytest.raises(ConfigError) as info:
-            GridClaims(bad, "g")
+            GridStudy(bad, "g")
         message = str(info.value)
         assert words in message and "pw123" not in message and "\n" not in message
     with pytest.raises(ConfigError, match="grace period"):
-        GridClaims("", "g", heartbeat_s=5, grace_s=5)
+        GridStudy("", "g", heartbeat_s=5, grace_s=5)

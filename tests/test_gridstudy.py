@@ -176,6 +176,7 @@ while True:
 """
 
 
+@pytest.mark.e2e  # starts worker processes
 def test_worker_processes_claim_each_cell_once_and_a_killed_workers_cell_is_redone(url):
     """Three worker processes (as ``grid`` workers are) share 60 cells; one is killed (SIGKILL)
     in the middle of its fifth cell: another takes that cell over once its heartbeat is older

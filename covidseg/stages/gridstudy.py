@@ -9,10 +9,9 @@ A cell is a trial whose user attributes hold its key (``grid_cell``), order, nee
        ▲                │
        └── retry ◀──────┴── fail / stale heartbeat ──▶ FAIL (retried while failures ≤ retries)
 
-* **A claim is Optuna's pop**: ``set_trial_state_values(RUNNING)`` only from WAITING, read
-  ``FOR UPDATE``.  PostgreSQL locks the row.  SQLite has none and pysqlite reads outside a
-  transaction: 6 threads popped 5-11 of 100 cells twice (Optuna 5.1); so every SQLite
-  transaction here is ``BEGIN IMMEDIATE`` (one at a time), and none was.
+* **A claim is Optuna's pop**: ``set_trial_state_values(RUNNING)`` only from WAITING, under a
+  row lock on PostgreSQL and ``BEGIN IMMEDIATE`` on SQLite (:mod:`covidseg.stages.studystore`:
+  without it, 6 threads popped 5-11 of 100 cells twice).
 * **Heartbeats and retries are Optuna's**: ``fail_stale_trials`` fails a trial silent for
   ``grace_s``, ``RetryHeartbeatStaleTrialCallback(max_retry=retries)`` enqueues it again with
   the dead worker's run id (the grid closes that run FAILED); a cell's exception goes through
@@ -33,24 +32,20 @@ import logging
 import os
 import socket
 import threading
-import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import optuna
-import sqlalchemy as sa
 from optuna.trial import TrialState
 
-from covidseg.errors import ConfigError, DatabaseUnavailable, first_line
+from covidseg.errors import ConfigError
 from covidseg.redact import redact
+from covidseg.stages.studystore import one_line, open_storage, open_study, through_outages
 
 log = logging.getLogger("covidseg.gridstudy")
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 LIVE = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
-TRANSIENT = (optuna.exceptions.StorageInternalError, sa.exc.OperationalError,
-             sa.exc.InterfaceError)
 
 
 @dataclass
@@ -80,55 +75,6 @@ class Claim:
 
 def worker_name() -> str:
     return f"{socket.gethostname()}/{os.getpid()}"
-
-
-def _first_line(exc: BaseException) -> str:
-    return redact(first_line(exc, 300))
-
-
-def open_storage(url: str, heartbeat_s: float, grace_s: float, retries: int):
-    """Optuna storage for ``url``: ``""`` = memory, ``sqlite:///FILE`` (every transaction
-    ``BEGIN IMMEDIATE``), ``postgresql://…`` (psycopg 3).  Bad URL → ConfigError naming it
-    (without its password)."""
-    if not url:
-        return optuna.storages.InMemoryStorage()
-    shown = redact(url)
-    try:
-        parsed = sa.make_url(url)
-    except Exception as exc:
-        raise ConfigError(f"storage={shown!r} is not a database URL "
-                          "(postgresql://user@host/db or sqlite:///file)") from exc
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        engine = {"connect_args": {"timeout": 60, "isolation_level": None}}
-    elif backend == "postgresql":
-        if parsed.drivername == "postgresql":
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        engine = {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2}
-    else:
-        raise ConfigError(f"storage={shown!r}: grid cells need postgresql:// or sqlite:/// "
-                          f"(not {backend})")
-    for attempt in range(8):  # workers starting together race to create the tables
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(
-                    parsed.render_as_string(hide_password=False), engine_kwargs=engine,
-                    heartbeat_interval=heartbeat_s, grace_period=grace_s,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                        max_retry=retries))
-            break
-        except Exception as exc:
-            text = str(exc).lower()
-            racing = any(w in text for w in ("already exists", "duplicate", "database is locked",
-                                             "unique constraint"))
-            if attempt == 7 or not racing:
-                raise ConfigError(f"storage {shown}: {_first_line(exc)}") from exc
-            time.sleep(0.2 + 0.3 * attempt)
-    if backend == "sqlite":
-        sa.event.listen(storage.engine, "begin",
-                        lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
-    return storage
 
 
 def _cell_row(trials: list) -> dict:
@@ -162,52 +108,19 @@ class GridStudy:
         self.heartbeat_s, self.grace_s, self.retries = heartbeat_s, grace_s, retries
         self.shown = redact(url) or "(in memory)"
         self.storage = open_storage(url, heartbeat_s, grace_s, retries)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
-        self.study = self._db(self._open_study)
+        self.retry = self._db(optuna.storages.RetryHeartbeatStaleTrialCallback, max_retry=retries)
+        self.study = self._db(open_study, self.storage, grid)
         self.study_id = self._db(self.storage.get_study_id_from_name, grid)
 
-    def _open_study(self):
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        for attempt in range(8):  # workers creating the study together: load the winner's
-            try:
-                return optuna.create_study(storage=self.storage, study_name=self.grid,
-                                           direction="maximize", load_if_exists=True)
-            except optuna.exceptions.DuplicatedStudyError:
-                if attempt == 7:
-                    raise
-                time.sleep(0.2 + 0.3 * attempt)
-
-    # --- the database, through outages -----------------------------------------------------
     def _db(self, work, *args, **kwargs):
-        """``work(*args, **kwargs)``, retried with backoff (1, 2, 4 … 15 s) while the database
-        does not answer — a restart, a failover — for up to ``COVIDSEG_DB_OUTAGE_S`` seconds
-        (90), then :class:`DatabaseUnavailable` in one line."""
-        window = float(os.environ.get("COVIDSEG_DB_OUTAGE_S", "90"))
-        deadline, wait = time.monotonic() + window, 1.0
-        while True:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    return work(*args, **kwargs)
-            except TRANSIENT as exc:
-                if time.monotonic() + wait > deadline:
-                    raise DatabaseUnavailable(
-                        f"storage {self.shown} has not answered for {window:.0f} s "
-                        f"({_first_line(exc)}); this worker stops — its cell goes back to the "
-                        "queue once its heartbeat is older than "
-                        f"{self.grace_s:.0f} s; start it again when the database is back") \
-                        from exc
-                log.warning("grid %s: storage %s does not answer (%s): trying again in %.0f s",
-                            self.grid, self.shown, _first_line(exc), wait)
-                time.sleep(wait)
-                wait = min(15.0, wait * 2)
+        """``work(*args, **kwargs)`` through database outages (:func:`through_outages`)."""
+        return through_outages(self.shown, f"its cell goes back to the queue once its heartbeat "
+                               f"is older than {self.grace_s:.0f} s", work, *args, **kwargs)
 
     def _trials(self) -> list:
-        """The study's trials, read from the storage itself (Optuna's cache skips a trial
-        whose insert committed after a later one finished)."""
-        return self._db(self.storage.get_all_trials, self.study_id, deepcopy=False)
+        """The study's trials: Optuna re-reads the unfinished and new ones (complete trials do
+        not change; trials are numbered under a lock on the study, so none appears late)."""
+        return self._db(self.study.get_trials, deepcopy=False)
 
     def _by_cell(self) -> dict[str, list]:
         out: dict[str, list] = {}
@@ -399,7 +312,7 @@ class GridStudy:
                                     "worker's heartbeats came too late)", self.grid, claim.key)
                         return
                 except Exception as exc:  # the database is away: try again at the next beat
-                    log.warning("grid %s: heartbeat failed: %s", self.grid, _first_line(exc))
+                    log.warning("grid %s: heartbeat failed: %s", self.grid, one_line(exc))
 
         thread = threading.Thread(target=beat, name=f"grid-heartbeat-{claim.key}", daemon=True)
         thread.start()

@@ -1,7 +1,8 @@
 """Grid cells as enqueued Optuna trials (``covidseg.stages.gridstudy``) on a real PostgreSQL and
 an SQLite file: no cell held twice by concurrent claimers (threads and processes), a stale claim
 taken over and a fresh one not, a worker killed mid-cell replaced, failures retried a bounded
-number of times, dependencies respected, registration idempotent."""
+number of times, dependencies respected, registration idempotent (twins of a cell run once), a
+settled grid's failed cells reopened."""
 
 import threading
 import time
@@ -138,6 +139,62 @@ def test_registration_is_idempotent_and_a_name_means_one_grid(tmp_path):
         GridStudy(url, "g").register("another-fingerprint", [Cell("c0", 0)])
     other = grid_of(url, name="h", n=2)  # another grid in the same database
     assert [r["cell"] for r in other.rows()] == ["c0", "c1"] and other.counts()[PENDING] == 2
+
+
+def test_twins_of_workers_registering_together_run_once(url):
+    """Workers registering a grid together each enqueue the cells they do not see yet, so a cell
+    may get several trials (here every cell a twin, as a second worker's registration writes it
+    through Optuna, and some a third); four claimers then run every cell once, its other trials
+    PRUNED."""
+    import optuna
+
+    grid_of(url, n=12).close()
+    study = optuna.load_study(study_name="g", storage=url)
+    for t in study.get_trials() + study.get_trials()[::3]:
+        study.enqueue_trial({}, user_attrs=t.user_attrs)
+    got, errors, barrier = [], [], threading.Barrier(4)
+
+    def worker(w):
+        try:
+            claims = GridStudy(url, "g")
+            barrier.wait()
+            while (claim := claims.claim(f"w{w}")) is not None:
+                got.append(claim.key)
+                assert claims.finish(claim, f"run-{claim.key}")
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    assert sorted(got) == sorted(f"c{i}" for i in range(12)), "a cell ran twice (or never)"
+    claims = GridStudy(url, "g")
+    assert {r["state"] for r in claims.rows()} == {DONE}
+    states = [t.state.name for t in claims.study.get_trials()]
+    assert (states.count("COMPLETE"), states.count("PRUNED")) == (12, 16)
+
+
+def test_a_settled_grid_reopens_its_failed_cells_with_their_failures_reset(tmp_path):
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    claims = GridStudy(url, "g", retries=0)
+    claims.register("fp", [Cell("pre", 0), Cell("ft", 1, needs="pre"), Cell("ok", 2)])
+    assert claims.fail(claims.claim("w"), "boom") == FAILED
+    ok = claims.claim("w")
+    assert ok.key == "ok" and claims.finish(ok, "run-ok")
+    assert claims.claim("w") is None and claims.settled()  # ft needs pre, which failed
+    assert claims.reopen_failed() == 2
+    assert claims.reopen_failed() == 0  # not settled now: nothing to reopen
+    rows = {r["cell"]: r for r in claims.rows()}
+    assert (rows["pre"]["state"], rows["pre"]["failures"]) == (PENDING, 0)
+    assert rows["pre"]["error"] == "retried after: boom" and rows["ok"]["state"] == DONE
+    pre = claims.claim("w")
+    assert pre.key == "pre" and claims.finish(pre, "run-pre")
+    ft = claims.claim("w")
+    assert ft.key == "ft" and ft.needs_run == "run-pre" and claims.finish(ft, "run-ft")
+    assert claims.counts() == {PENDING: 0, RUNNING: 0, DONE: 3, FAILED: 0}
 
 
 def test_bad_storage_urls_are_one_line_errors_without_the_password(tmp_path):

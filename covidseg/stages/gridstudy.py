@@ -221,7 +221,8 @@ class GridStudy:
             if lower:  # a twin from workers registering together: the lowest one runs
                 self._to(t._trial_id, TrialState.PRUNED)
                 continue
-            if self._to(t._trial_id, TrialState.RUNNING):
+            self._beat(t._trial_id)  # before the pop: a popped trial always has a heartbeat
+            if self._to(t._trial_id, TrialState.RUNNING):  # (Optuna never fails one without)
                 claim = self._won(t, worker, needed)
                 if claim is not None:
                     return claim
@@ -229,8 +230,6 @@ class GridStudy:
 
     def _won(self, t, worker: str, needed: dict | None) -> Claim | None:
         """The popped trial ``t`` as this worker's claim (None if it was lost at once)."""
-        if hasattr(self.storage, "record_heartbeat"):
-            self._db(self.storage.record_heartbeat, t._trial_id)
         a = t.user_attrs
         stale = "failed_trial" in t.system_attrs and not a.get("failed_by")
         fresh = {"worker": worker, "run_id": "", "failed_by": "",
@@ -256,9 +255,12 @@ class GridStudy:
         """Refresh the claim; False when another worker has failed (and re-queued) the cell."""
         if not self._held(claim):
             return False
-        if hasattr(self.storage, "record_heartbeat"):
-            self._db(self.storage.record_heartbeat, claim.token)
+        self._beat(claim.token)
         return True
+
+    def _beat(self, trial_id: int) -> None:
+        if hasattr(self.storage, "record_heartbeat"):  # not in memory (one process, no beats)
+            self._db(self.storage.record_heartbeat, trial_id)
 
     def started(self, claim: Claim, run_id: str) -> bool:
         """Record the run the claim's work goes into (so that a worker taking over a dead

@@ -120,6 +120,7 @@ def test_failures_are_retried_then_recorded_and_dependencies_wait(tmp_path):
     assert claims.claim("w") is None  # ft-b needs the failed cell: failed too
     rows = {r["cell"]: r for r in claims.rows()}
     assert rows["bad"]["error"] == "CUDA out of memory" and rows["ft-b"]["state"] == FAILED
+    assert (rows["bad"]["failures"], rows["ft-b"]["failures"]) == (2, 0)
     assert "needs bad, which failed" in rows["ft-b"]["error"]
     # a worker that is stopped gives its cell back without counting a failure
     assert claims.release(ft)
@@ -274,6 +275,6 @@ def test_worker_processes_claim_each_cell_once_and_a_killed_workers_cell_is_redo
     rows = {r["cell"]: r for r in grid.rows()}
     assert {r["state"] for r in rows.values()} == {DONE}
     assert rows[hung]["run_id"] == f"run-{hung}-{again[0]}" and rows[hung]["failures"] == 1
-    complete = [t.user_attrs["grid_cell"] for t in grid.storage.get_all_trials(grid.study_id)
+    complete = [t.user_attrs["grid_cell"] for t in grid.study.get_trials()
                 if t.state.name == "COMPLETE"]
     assert sorted(complete) == sorted(rows), "a cell completed twice"

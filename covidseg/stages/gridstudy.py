@@ -86,7 +86,8 @@ def _cell_row(trials: list) -> dict:
     a = t.user_attrs
     state = {TrialState.WAITING: PENDING, TrialState.RUNNING: RUNNING,
              TrialState.COMPLETE: DONE}.get(t.state, FAILED)
-    failures = len(t.system_attrs.get("retry_history", [])) + (state == FAILED)
+    failures = len(t.system_attrs.get("retry_history", [])) + (
+        state == FAILED and a.get("failed_by") != "needs")  # one that never ran: no failure
     error = a.get("error", "")
     if state == FAILED and not a.get("failed_by"):
         error = f"worker {a.get('worker', '')} stopped sending heartbeats"
@@ -110,7 +111,6 @@ class GridStudy:
         self.storage = open_storage(url, heartbeat_s, grace_s, retries)
         self.retry = self._db(optuna.storages.RetryHeartbeatStaleTrialCallback, max_retry=retries)
         self.study = self._db(open_study, self.storage, grid)
-        self.study_id = self._db(self.storage.get_study_id_from_name, grid)
 
     def _db(self, work, *args, **kwargs):
         """``work(*args, **kwargs)`` through database outages (:func:`through_outages`)."""

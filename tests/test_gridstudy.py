@@ -278,3 +278,35 @@ def test_worker_processes_claim_each_cell_once_and_a_killed_workers_cell_is_redo
     complete = [t.user_attrs["grid_cell"] for t in grid.study.get_trials()
                 if t.state.name == "COMPLETE"]
     assert sorted(complete) == sorted(rows), "a cell completed twice"
+
+
+def test_the_optuna_dashboard_shows_a_grids_progress(tmp_path):
+    """optuna-dashboard's own app (its JSON API, what its pages draw) on the grid's storage: the
+    grid is a study, its cells trials — done with their value, running, waiting — named by the
+    user attribute ``grid_cell``."""
+    import io
+    import json
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna_dashboard import wsgi
+
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    claims = grid_of(url, name="grid-demo", n=3)
+    first = claims.claim("host/1")
+    assert claims.finish(first, "run-0", value=0.75)
+    claims.claim("host/2")
+    app = wsgi(url)
+
+    def get(path):
+        environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
+        setup_testing_defaults(environ)
+        status = []
+        body = b"".join(app(environ, lambda s, h, *a: status.append(s)))
+        assert status[0].startswith("200"), (path, status, body[:300])
+        return json.loads(body)
+
+    (study,) = [s for s in get("/api/studies")["study_summaries"] if s["study_name"] == "grid-demo"]
+    trials = get(f"/api/studies/{study['study_id']}")["trials"]
+    seen = [(t["state"], {a["key"]: a["value"] for a in t["user_attrs"]}["grid_cell"],
+             t.get("values")) for t in trials]
+    assert seen == [("Complete", "c0", [0.75]), ("Running", "c1", None), ("Waiting", "c2", None)]

@@ -5,6 +5,8 @@ parent run logs the whole table; no logged value holds the database password."""
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from covidseg.config import GridConfig
 from covidseg.stages.gridstudy import DONE, Cell, GridStudy
 from tests.conftest import subprocess_env
@@ -104,7 +106,6 @@ def test_the_workers_role_owns_the_study_database_and_cannot_open_mlflows(postgr
 
     import optuna
     import psycopg
-    import pytest
     import sqlalchemy as sa
 
     from tests.conftest import REPO
@@ -179,6 +180,7 @@ def test_a_failing_cell_is_retried_once_then_recorded_and_named(tracking_uri, pr
     assert row["state"] == "failed" and row["failures"] == 2 and row["error"]
 
 
+@pytest.mark.e2e  # starts PostgreSQL, an mlflow server and a grid worker itself
 def test_a_grid_worker_rides_out_a_20_s_postgresql_stop(tmp_path):
     """PostgreSQL holds both MLflow's store and the grid's claims, and stops for 20 s while a cell
     trains (a restart, a failover): MLflow's calls and the claims are retried, the worker
@@ -187,8 +189,6 @@ def test_a_grid_worker_rides_out_a_20_s_postgresql_stop(tmp_path):
     import shutil
     import time
     import uuid
-
-    import pytest
 
     from tests.conftest import TINY_DEMO, MlflowServer, Postgres, _pg_bin, run
 

@@ -5,8 +5,10 @@ parent run logs the whole table; no logged value holds the database password."""
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from covidseg.config import GridConfig
-from covidseg.stages.gridclaims import DONE, Cell, GridClaims
+from covidseg.stages.gridstudy import DONE, Cell, GridStudy
 from tests.conftest import subprocess_env
 
 GRID = {"archs": "unet", "strategies": "scratch,decoder", "inits": "restoration",
@@ -30,7 +32,7 @@ def test_two_grid_workers_on_one_postgresql_database_split_the_cells(tracking_ur
     # a worker that died in the middle of a cell: its claim is stale, its run left RUNNING
     cfg = GridConfig(data=preprocess_run, **GRID)
     name = f"grid-{grid_fingerprint(cfg)[:16]}"
-    dead = GridClaims(storage, name)
+    dead = GridStudy(storage, name)
     dead.register(grid_fingerprint(cfg), plan_cells(cfg))
     claim = dead.claim("dead-host/1")
     assert claim.key == "pretrain/restoration/unet"
@@ -66,7 +68,7 @@ def test_two_grid_workers_on_one_postgresql_database_split_the_cells(tracking_ur
     # the dead worker's cell was taken over, its orphan run closed as FAILED
     assert client.get_run(orphan).info.status == "FAILED"
     assert "stopped sending heartbeats" in client.get_run(orphan).data.tags["covidseg.error"]
-    rows = {r["cell"]: r for r in GridClaims(storage, name).rows()}
+    rows = {r["cell"]: r for r in GridStudy(storage, name).rows()}
     assert {r["state"] for r in rows.values()} == {DONE}
     assert rows["pretrain/restoration/unet"]["failures"] == 1
     assert rows["pretrain/restoration/unet"]["run_id"] == pretrains[0].info.run_id
@@ -104,7 +106,6 @@ def test_the_workers_role_owns_the_study_database_and_cannot_open_mlflows(postgr
 
     import optuna
     import psycopg
-    import pytest
     import sqlalchemy as sa
 
     from tests.conftest import REPO
@@ -137,7 +138,7 @@ def test_the_workers_role_owns_the_study_database_and_cannot_open_mlflows(postgr
         conn.commit()
     engine.dispose()
     assert owners == {"old_studies": f"worker_{tag}"}
-    claims = GridClaims(f"{worker}/optuna_{tag}", "g")
+    claims = GridStudy(f"{worker}/optuna_{tag}", "g")
     claims.register("fp", [Cell("c0", 0)])
     assert claims.claim("w").key == "c0"
     claims.close()
@@ -175,10 +176,11 @@ def test_a_failing_cell_is_retried_once_then_recorded_and_named(tracking_uri, pr
     assert len(cells) == 2 and {x.info.status for x in cells} == {"FAILED"}  # tried twice
     table = Path(client.download_artifacts(parent.info.run_id, "grid/runs.csv", str(tmp_path)))
     assert "failed" in table.read_text()
-    (row,) = GridClaims(storage, parent.data.tags["covidseg.grid"]).rows()
+    (row,) = GridStudy(storage, parent.data.tags["covidseg.grid"]).rows()
     assert row["state"] == "failed" and row["failures"] == 2 and row["error"]
 
 
+@pytest.mark.e2e  # starts PostgreSQL, an mlflow server and a grid worker itself
 def test_a_grid_worker_rides_out_a_20_s_postgresql_stop(tmp_path):
     """PostgreSQL holds both MLflow's store and the grid's claims, and stops for 20 s while a cell
     trains (a restart, a failover): MLflow's calls and the claims are retried, the worker
@@ -187,8 +189,6 @@ def test_a_grid_worker_rides_out_a_20_s_postgresql_stop(tmp_path):
     import shutil
     import time
     import uuid
-
-    import pytest
 
     from tests.conftest import TINY_DEMO, MlflowServer, Postgres, _pg_bin, run
 
@@ -213,17 +213,16 @@ def test_a_grid_worker_rides_out_a_20_s_postgresql_stop(tmp_path):
                                   stderr=subprocess.PIPE, encoding="utf-8", errors="replace",
                                   env=subprocess_env(MLFLOW_TRACKING_URI=server.uri,
                                                      COVIDSEG_GRID_HEARTBEAT_S=1))
-        claims = GridClaims(storage, "unused")
+        claims = GridStudy(storage, "unused")
         deadline = time.time() + 300
         while time.time() < deadline and worker.poll() is None:
-            with claims.engine.connect() as conn:
-                states = [s for (s,) in
-                          conn.exec_driver_sql("SELECT state FROM covidseg_grid_cells")]
-            if "running" in states:
+            states = [t.state.name for study in claims.storage.get_all_studies()
+                      for t in claims.storage.get_all_trials(study._study_id, deepcopy=False)]
+            if "RUNNING" in states:
                 break
             time.sleep(0.5)
         claims.close()
-        assert worker.poll() is None and "running" in states, "no cell started"
+        assert worker.poll() is None and "RUNNING" in states, "no cell started"
         time.sleep(2)  # inside the cell's training
         pg.stop()
         time.sleep(20)
@@ -232,7 +231,7 @@ def test_a_grid_worker_rides_out_a_20_s_postgresql_stop(tmp_path):
         assert worker.returncode == 0, err[-3000:]
         assert "Traceback" not in err
         assert "does not answer" in err  # the outage was met, and waited out
-        rows = GridClaims(storage, re.search(r"grid=(grid-\w+)", out).group(1)).rows()
+        rows = GridStudy(storage, re.search(r"grid=(grid-\w+)", out).group(1)).rows()
         assert len(rows) == 2 and {r["state"] for r in rows} == {DONE}
     finally:
         if server is not None:

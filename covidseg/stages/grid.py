@@ -10,14 +10,16 @@ of its full configuration) is reused, not retrained.
 
 **Workers on several machines** (``storage`` / ``$COVIDSEG_GRID_STORAGE`` = a database URL): the
 cells — pretrain cells, then finetune cells, each finetune of a pretrained init *needing* its
-pretrain cell — live in a claims table (:mod:`covidseg.stages.gridclaims`) that every worker started
-with the same parameters joins (the grid's name is a hash of them, or ``grid_name``).  Each worker
-claims a free cell atomically, runs it nested under its own parent run with a heartbeat, and
-claims the next; a cell whose worker stopped sending heartbeats is taken over (its orphan run
-marked FAILED) and a failing cell retried once, then recorded as failed.  A worker that finds
-nothing free waits for the others, and once every cell is settled each worker's parent run logs
-the whole table.  Without storage the same claims live in memory: the cells run one after
-another in this process and the first failure stops the grid, as before.
+pretrain cell — are the enqueued trials of an Optuna study (:mod:`covidseg.stages.gridstudy`) that
+every worker started with the same parameters joins (the grid's name is a hash of them, or
+``grid_name``).  Each worker pops a waiting cell atomically, runs it nested under its own parent
+run with a heartbeat, and pops the next; a cell whose worker stopped sending heartbeats is taken
+over (its orphan run marked FAILED) and a failing cell retried once, then recorded as failed.
+A worker that finds nothing free waits for the others, and once every cell is settled each
+worker's parent run logs the whole table.  Without storage the same study lives in memory: the
+cells run one after another in this process and the first failure stops the grid, as before.
+``optuna-dashboard`` on the storage shows the grid's progress (a cell's value: its validation
+volume Dice).
 """
 
 from __future__ import annotations
@@ -36,13 +38,15 @@ from covidseg.data.splits import REGIME_ALIASES
 from covidseg.errors import CellsFailed, ConfigError
 from covidseg.models.surgery import STRATEGIES
 from covidseg.redact import redact
-from covidseg.stages.gridclaims import DONE, FAILED, Cell, GridClaims, worker_name
+from covidseg.stages.gridstudy import DONE, FAILED, Cell, GridStudy, worker_name
 from covidseg.tracking import Tag, fail_abandoned_run, run_metrics
 from covidseg.train.metric_keys import VOLUME_DICE
 
 log = logging.getLogger("covidseg.grid")
 
 PRETRAIN_INITS = ("restoration", "supervised")
+# a cell's value in the grid's table and its Optuna trial
+VAL_DICE = str(VOLUME_DICE.of("val", "final"))
 # parameters that do not change what a cell computes: workers may differ in them and still
 # share one grid
 NOT_THE_GRID = ("experiment", "storage", "grid_name", "device", "workers")
@@ -164,7 +168,7 @@ def grid(cfg: GridConfig, tracker) -> dict:
     name = cfg.grid_name or f"grid-{fingerprint[:16]}"
     open_dataset(cfg.data, tracker)  # fails early on bad data; lineage tag to the preprocess run
     heartbeat, grace = grid_settings()
-    claims = GridClaims(url, name, heartbeat_s=heartbeat, grace_s=grace,
+    claims = GridStudy(url, name, heartbeat_s=heartbeat, grace_s=grace,
                         retries=1 if url else 0)
     try:
         claims.register(fingerprint, planned)
@@ -220,7 +224,7 @@ def grid(cfg: GridConfig, tracker) -> dict:
             "best_cell": f"{best['arch']}/{best['init']}/{best['cell']}/{best['regime']}"}
 
 
-def _run_cell(cfg: GridConfig, claim, claims: GridClaims, tracker, name: str, shared: bool) -> int:
+def _run_cell(cfg: GridConfig, claim, claims: GridStudy, tracker, name: str, shared: bool) -> int:
     """Run the claimed cell (reusing a FINISHED finetune with the same grid key); record it done,
     or failed.  Returns 1 when this worker trained it, else 0.  Without shared storage a failure
     stops the grid (it is raised); with it the failure is recorded and the worker goes on."""
@@ -270,11 +274,18 @@ def _run_cell(cfg: GridConfig, claim, claims: GridClaims, tracker, name: str, sh
         log.warning("grid %s: cell %s failed (%s); %s", name, claim.key, redact(message)[:300],
                     "it will be tried again" if state == "pending" else "recorded as failed")
         return 0
-    if not claims.finish(claim, run_id, reused):
+    if not claims.finish(claim, run_id, reused, _cell_value(run_id, info["kind"])):
         log.warning("grid %s: cell %s was taken over by another worker while this one ran it "
                     "(its heartbeats came too late): run %s is a duplicate", name, claim.key,
                     run_id)
     return ran
+
+
+def _cell_value(run_id: str, kind: str) -> float:
+    """The value of a done cell's trial (what the Optuna dashboard plots): a finetune's final
+    validation volume Dice; 0 for a pretrain cell or a run without it."""
+    value = run_metrics(run_id).get(VAL_DICE) if kind == "finetune" else None
+    return float(value) if value is not None and np.isfinite(value) else 0.0
 
 
 def _close_orphan(run_id: str, cell: str) -> None:

@@ -34,7 +34,7 @@ from covidseg.config import (
     TuneConfig,
     parse_value,
 )
-from covidseg.errors import ConfigError, first_line
+from covidseg.errors import ConfigError
 from covidseg.paths import cache_root
 from covidseg.train.loop import AbortTraining
 from covidseg.train.metric_keys import VAL_VOLUME_DICE, Moment
@@ -62,32 +62,25 @@ def default_storage() -> str:
 
 
 def open_study(cfg: TuneConfig):
-    import warnings
-
+    """The study ``cfg.study_name`` on the shared storage (:func:`studystore.open_storage`:
+    SQLite transactions ``BEGIN IMMEDIATE``, so workers popping retried trials take each once),
+    with the median pruner; returns (study, url)."""
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    from covidseg.stages.studystore import open_storage
 
     url = cfg.storage or os.environ.get("COVIDSEG_OPTUNA_STORAGE") or default_storage()
     heartbeat, grace = heartbeat_settings()
+    storage = open_storage(url, heartbeat, grace, retries=1)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=cfg.warmup_epochs)
-    for attempt in range(8):
+    for attempt in range(8):  # workers creating the study together: load the winner's
         try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = RDBStorage(
-                    url, heartbeat_interval=heartbeat, grace_period=grace,
-                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-                    engine_kwargs={"pool_pre_ping": True})
             return optuna.create_study(storage=storage, study_name=cfg.study_name,
                                        direction="maximize", pruner=pruner,
                                        load_if_exists=True), url
-        except Exception as exc:
-            # workers starting together on a new database race to create its tables
-            racing = type(exc).__module__.startswith("sqlalchemy") or \
-                isinstance(exc, optuna.exceptions.DuplicatedStudyError)
-            if attempt == 7 or not racing:
-                raise ConfigError(f"storage {url.split('@')[-1]}: "
-                                  f"{first_line(exc, 200)}") from exc
+        except optuna.exceptions.DuplicatedStudyError:
+            if attempt == 7:
+                raise
             time.sleep(0.3 + random.random())
 
 

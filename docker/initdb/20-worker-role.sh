@@ -1,6 +1,6 @@
 #!/bin/sh
 # The role `tune` and `grid` workers log in as (from other machines, through an SSH tunnel to the
-# published 127.0.0.1 port): it owns the Optuna database — studies and grid claims — and may not
+# published 127.0.0.1 port): it owns the Optuna database — studies, grids among them — and may not
 # connect to MLflow's backend store, so a worker's password opens no run, user or model.
 # Runs on the first start (docker-entrypoint-initdb.d); idempotent, so an existing server gets the
 # role with: docker-compose exec postgres sh /docker-entrypoint-initdb.d/20-worker-role.sh

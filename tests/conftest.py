@@ -40,20 +40,28 @@ def pytest_xdist_auto_num_workers(config):
     return min(4, (os.cpu_count() or 1) + 1)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Mark every test under tests/e2e/ ``e2e``; refuse a test elsewhere than tests/unit/ and
-    tests/e2e/, and a unit test that starts processes (see E2E_FIXTURES above)."""
-    wrong = []
-    for item in items:
-        folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
-        if folder == "e2e":
-            item.add_marker(pytest.mark.e2e)
-        elif folder != "unit":
-            wrong.append(f"{item.nodeid}: a test lives under tests/unit/ or tests/e2e/")
-        elif item.get_closest_marker("e2e") or E2E_FIXTURES & set(item.fixturenames):
-            wrong.append(f"{item.nodeid}: starts processes (e2e), so it belongs in tests/e2e/")
+def misplaced(item) -> str | None:
+    """Why ``item`` is in the wrong folder (None if it is not); under tests/e2e/ marks it e2e."""
+    folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
+    if folder == "e2e":
+        item.add_marker(pytest.mark.e2e)
+        return None
+    if folder != "unit":
+        return f"{item.nodeid}: a test lives under tests/unit/ or tests/e2e/"
+    if item.get_closest_marker("e2e") or E2E_FIXTURES & set(item.fixturenames):
+        return f"{item.nodeid}: starts processes (e2e), so it belongs in tests/e2e/"
+    return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    """The folder marks the tests it holds; a misplaced test fails its module's collection (an
+    error reported as such with or without xdist workers)."""
+    report = yield
+    wrong = [w for x in report.result or () if isinstance(x, pytest.Item) and (w := misplaced(x))]
     if wrong:
-        raise pytest.UsageError("; ".join(wrong))
+        report.outcome, report.longrepr, report.result = "failed", "\n".join(wrong), []
+    return report
 
 
 # tiny demo cohort used by the end-to-end tests (64 px, a handful of cases)

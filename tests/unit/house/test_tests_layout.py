@@ -21,15 +21,15 @@ FILES = {
 
 def collect(root, *args):
     return subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-n", "0",
-                           "-p", "no:cacheprovider", *args], cwd=root,
-                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+                           "-p", "no:cacheprovider", *args], cwd=root, env=subprocess_env(),
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=120)
 
 
 def test_the_folder_marks_e2e_and_a_misplaced_test_fails_collection(tmp_path):
-    (tmp_path / "conftest.py").write_text((TESTS / "conftest.py").read_text())
+    (tmp_path / "conftest.py").write_bytes((TESTS / "conftest.py").read_bytes())
     for name, text in FILES.items():
         (tmp_path / name).parent.mkdir(exist_ok=True)
-        (tmp_path / name).write_text(text)
+        (tmp_path / name).write_text(text, encoding="utf-8")
     r = collect(tmp_path)
     assert r.returncode != 0
     assert "unit/test_wrong.py::test_marked: starts processes (e2e)" in r.stdout, r.stdout

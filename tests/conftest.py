@@ -25,10 +25,13 @@ from covidseg.tracking.local_server import free_port  # noqa: E402, F401  (tests
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = str(Path(sys.executable).parent)
 
-# Fixtures that start real processes (an `mlflow server`, a `covidseg preprocess` subprocess, a
-# PostgreSQL cluster): a test that uses one is end-to-end. Tests that start such processes
-# themselves (subprocess entry points, benchmark scripts, Chromium) carry @pytest.mark.e2e.
+# The folder is the marker: every test under tests/e2e/ is ``e2e`` (it starts real processes — an
+# `mlflow server`, `mlflow run` / covidseg / torchrun subprocesses, benchmark scripts, PostgreSQL,
+# Chromium — or runs whole multi-epoch trainings); tests/unit/ mirrors covidseg/ and starts none.
+# A unit test that uses one of these process-starting fixtures or carries @pytest.mark.e2e is a
+# collection error, so `pytest -m "not e2e"` and `pytest tests/unit` are the same tests.
 E2E_FIXTURES = frozenset({"mlflow_server", "tracking_uri", "preprocess_run", "postgres"})
+TESTS = Path(__file__).resolve().parent
 
 
 def pytest_xdist_auto_num_workers(config):
@@ -37,12 +40,28 @@ def pytest_xdist_auto_num_workers(config):
     return min(4, (os.cpu_count() or 1) + 1)
 
 
-def pytest_collection_modifyitems(config, items):
-    """Mark every test that depends on a process-starting fixture ``e2e``, so that
-    ``pytest -m "not e2e"`` is the fast inner loop."""
-    for item in items:
-        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.e2e)
+def misplaced(item) -> str | None:
+    """Why ``item`` is in the wrong folder (None if it is not); under tests/e2e/ marks it e2e."""
+    folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
+    if folder == "e2e":
+        item.add_marker(pytest.mark.e2e)
+        return None
+    if folder != "unit":
+        return f"{item.nodeid}: a test lives under tests/unit/ or tests/e2e/"
+    if item.get_closest_marker("e2e") or E2E_FIXTURES & set(item.fixturenames):
+        return f"{item.nodeid}: starts processes (e2e), so it belongs in tests/e2e/"
+    return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    """The folder marks the tests it holds; a misplaced test fails its module's collection (an
+    error reported as such with or without xdist workers)."""
+    report = yield
+    wrong = [w for x in report.result or () if isinstance(x, pytest.Item) and (w := misplaced(x))]
+    if wrong:
+        report.outcome, report.longrepr, report.result = "failed", "\n".join(wrong), []
+    return report
 
 
 # tiny demo cohort used by the end-to-end tests (64 px, a handful of cases)

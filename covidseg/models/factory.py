@@ -83,8 +83,8 @@ ARCHITECTURES: dict[str, Architecture] = {}
 
 def register_architecture(name: str, encoder_weights: bool = True):
     """Decorator: ``build(spec) -> nn.Module`` becomes ``arch=name`` everywhere (finetune, the
-    grid, saved models).  A contract test (tests/test_models.py) checks any architecture in a
-    few lines."""
+    grid, saved models).  A contract test (tests/unit/models/test_architectures.py) checks any
+    architecture in a few lines."""
     def add(build):
         ARCHITECTURES[name] = Architecture(build, encoder_weights)
         return build

@@ -1,10 +1,10 @@
 """The ``mlflow server`` the group runs, as a command line, and a throw-away one for the tests and
 the benchmarks.  Not on the runtime path: no covidseg module imports this one (a test checks);
-``tests/conftest.py``, ``tests/test_server.py`` and ``benchmarks/bench.py`` do.
+``tests/conftest.py``, ``tests/e2e/test_server.py`` and ``benchmarks/bench.py`` do.
 
-:func:`server_command` is the command line docker-compose.yml runs (``tests/test_server.py``
-checks that the two agree); :class:`LocalServer` runs the same command with SQLite on a free
-loopback port.
+:func:`server_command` is the command line docker-compose.yml runs
+(``tests/unit/tracking/test_local_server.py`` checks that the two agree); :class:`LocalServer`
+runs the same command with SQLite on a free loopback port.
 """
 
 from __future__ import annotations

@@ -6,21 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from covidseg.config import FinetuneConfig, PreprocessConfig, PretrainConfig
+from covidseg.config import FinetuneConfig, PretrainConfig
 from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model
 from covidseg.stages.finetune import finetune
-from covidseg.stages.preprocess import preprocess_dataset
 from covidseg.stages.pretrain import pretrain
 from tests.conftest import TINY_DEMO
 from tests.helpers import write_genesis_checkpoint
+from tests.unit.stages import test_finetune as unit
+from tests.unit.stages.test_finetune import FAST
 
-FAST = dict(encoder="resnet18", batch_size=8, workers=0, iterations_per_epoch=6, warmup=0)
-
-
-@pytest.fixture(scope="module")
-def tiny_path():
-    return preprocess_dataset(PreprocessConfig(**TINY_DEMO), progress=False)["dataset_path"]
+tiny_path = unit.tiny_path  # the unit tests' fixture, shared
 
 
 @pytest.mark.e2e  # two whole training stages in a row, evaluated
@@ -78,8 +74,3 @@ def test_finetune_from_a_models_genesis_checkpoint(tiny_path, tmp_path):
                  progress=False)
 
 
-def test_finetune_refuses_impossible_folds(tiny_path):
-    with pytest.raises(ConfigError, match="train_cases=9"):
-        finetune(FinetuneConfig(data=tiny_path, train_cases=9, epochs=1, **FAST), progress=False)
-    with pytest.raises(ConfigError, match="fold=5 is out of range"):
-        finetune(FinetuneConfig(data=tiny_path, fold=5, epochs=1, **FAST), progress=False)

@@ -149,43 +149,6 @@ def test_two_workers_share_a_study_and_a_killed_worker_leaves_it_usable(tracking
                for t in trials) >= 5
 
 
-def test_meanteacher_search_space_holds_only_acting_thresholds():
-    """tune searches only parameters that act: the pseudo-label threshold of the default method."""
-    from covidseg.config import PseudolabelConfig, TuneConfig
-    from covidseg.stages.tune import acting_thresholds, search_space
-
-    space = search_space(TuneConfig(target="meanteacher"), {"model": "x"})
-    assert "confidence" in space and "pseudo_weight" in space
-    assert "target_confidence" not in space  # acts with method=unimatch only: searched when named
-    assert not {"sim_low", "sim_high", "sim_min", "accept_fraction"} & set(space)
-    assert "confidence" not in search_space(TuneConfig(target="meanteacher"),
-                                            {"model": "x", "pseudo": "y"})
-    assert acting_thresholds(PseudolabelConfig(source="similarity")) == {"accept_fraction"}
-    assert acting_thresholds(PseudolabelConfig(source="similarity", band="absolute")) == \
-        {"sim_low", "sim_high"}
-    assert acting_thresholds(PseudolabelConfig(source="similarity", band="absolute",
-                                               rule="top2-weighted")) == {"sim_min"}
-
-
-def test_the_decision_threshold_is_searched_only_when_named():
-    """``threshold`` (a text parameter: a probability or auto) is searchable as a float in
-    [0.2, 0.8], but only when ``search=`` names it; bad values say what is wrong."""
-    import pytest
-
-    from covidseg.config import FinetuneConfig, TuneConfig, threshold_value
-    from covidseg.errors import ConfigError
-    from covidseg.stages.tune import search_space
-
-    assert "threshold" not in search_space(TuneConfig(target="finetune"), {})
-    space = search_space(TuneConfig(target="finetune", search="lr,threshold"), {})
-    assert space["threshold"] == ("float", 0.2, 0.8, False) and set(space) == {"lr", "threshold"}
-    assert threshold_value("auto") is None and threshold_value("model") is None
-    assert threshold_value(0.35) == 0.35 and threshold_value("0.6") == 0.6
-    for bad in ("1.5", "0", "high"):
-        with pytest.raises(ConfigError, match="threshold"):
-            FinetuneConfig(threshold=bad).validate()
-
-
 def test_no_logged_value_holds_the_storage_password(tracking_uri, preprocess_run, postgres,
                                                     tmp_path):
     """A study on PostgreSQL with the password in the URL: no parameter, tag, artifact or output

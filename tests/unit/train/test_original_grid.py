@@ -107,7 +107,7 @@ def test_datasets_without_original_masks_are_scored_on_the_preprocessed_grid_and
 
     from covidseg.tracking import NullTracker
     from covidseg.train.evaluation import log_evaluation
-    from tests.test_slice_sets import write_slice_set
+    from tests.unit.stages.test_slice_sets import write_slice_set
 
     root = write_slice_set(tmp_path / "s", n_train=3, n_test=2)
     prep = preprocess_dataset(PreprocessConfig(
@@ -142,7 +142,7 @@ def test_datasets_without_original_masks_are_scored_on_the_preprocessed_grid_and
 def test_padded_slices_map_back_pixel_for_pixel(tmp_path):
     """``slice_fit=pad``: the stored reference maps back onto the original image exactly."""
     from covidseg.data.geometry import to_canonical_grid
-    from tests.test_slice_sets import write_slice_set
+    from tests.unit.stages.test_slice_sets import write_slice_set
 
     root = write_slice_set(tmp_path / "s", n_train=3, n_test=0)
     prep = preprocess_dataset(PreprocessConfig(

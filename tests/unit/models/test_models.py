@@ -1,5 +1,5 @@
 """The factory's encoder weights and errors, the attention gates; what every architecture owes
-covidseg is checked in tests/models/ (the architecture contract)."""
+covidseg is checked in tests/unit/models/ (the architecture contract)."""
 
 import pytest
 import torch

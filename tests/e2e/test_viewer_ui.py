@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import FAST
 from tests.helpers import DevTools, chromium
 
-SHOT = Path(__file__).resolve().parents[1] / "viewer_in_mlflow_ui.png"  # kept for a human (not
+SHOT = Path(__file__).resolve().parents[2] / "viewer_in_mlflow_ui.png"  # kept for a human (not
 # committed): the viewer as a reviewer sees it inside the run page
 
 

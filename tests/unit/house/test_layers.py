@@ -31,7 +31,7 @@ import ast
 import re
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "covidseg"
+PACKAGE = Path(__file__).resolve().parents[3] / "covidseg"
 
 LAYERS = [
     ("base", ["covidseg", "covidseg.errors", "covidseg.redact", "covidseg.paths",

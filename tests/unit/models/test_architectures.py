@@ -1,6 +1,6 @@
-"""Every architecture of the factory, held to :class:`tests.models.contract.ArchitectureContract`
-in a few lines each (smp's ``tests/models/test_unet.py``); a test below makes sure none is left
-out."""
+"""Every architecture of the factory, held to
+:class:`tests.unit.models.contract.ArchitectureContract` in a few lines each (smp's
+``tests/models/test_unet.py``); a test below makes sure none is left out."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from covidseg.errors import ConfigError
 from covidseg.models import factory
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.models.vocabulary import Arch
-from tests.models.contract import ArchitectureContract
+from tests.unit.models.contract import ArchitectureContract
 
 
 class TestUnet(ArchitectureContract):

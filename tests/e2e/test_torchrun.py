@@ -5,7 +5,7 @@ real ``mlflow server``: one MLflow run per job, its world size, equal replicas, 
 Why the weights of this run are not compared with a single process here: the U-Net's BatchNorm
 layers normalise each rank's batch of 4 slices with that batch's statistics, where one process
 with a batch of 8 uses the statistics of all 8 (PyTorch's SyncBatchNorm runs on CUDA only:
-``sync_bn=true`` there).  tests/train/test_distributed.py shows the equality that must hold
+``sync_bn=true`` there).  tests/e2e/test_distributed.py shows the equality that must hold
 without batch statistics: two ranks through the same loop and DDP give one process's weights for
 the same global batch.  Here what must hold is checked: every rank's replica is equal (DDP), the
 run records ``world_size`` 2 and the global batch, each epoch is logged once.

@@ -1,6 +1,6 @@
 """Resuming a killed training run, in one place.
 
-* :class:`ResumeWriter` writes the loop's state (:meth:`covidseg.train.loop.Trainer.state_dict`)
+* :class:`ResumeWriter` writes the loop's state (:meth:`covidseg.train.trainer.Trainer.state_dict`)
   to ``last.pt`` in the run's local work folder from a background thread, atomically;
 * :func:`find_resume_state` reads it back: this machine's copy, else the one the run uploaded as
   ``resume/last.pt`` when it stopped with an error.

@@ -72,6 +72,8 @@ ARMS = ("covidseg", "thesis", "bare")
 SEMI_ARMS = ("continued", "meanteacher", "unimatch")  # each starts from (a)'s model of the fold
 # the covidseg arm's model scored once more with test-time mirroring switched (on → off, off → on)
 MIRROR_ARM = {True: "covidseg with tta", False: "covidseg without tta"}
+# lesion targets p ≥ t: how right (precision) and how complete (recall) the out-of-fold ones are
+CONFIDENT = (0.5, 0.7, 0.9)
 
 
 def parse_sets(items: list[str], entry: str = "finetune") -> dict:
@@ -220,7 +222,9 @@ def report(per_slice: dict, fold_rows: list[dict], calibration: dict) -> None:
                         **{k: float(np.mean([r[k] for r in fold_rows if k in r]))
                            for k in columns}}],
           floatfmt="{:.4f}")
-    table([{"arm": arm, **cal.summary()}
+    table([{"arm": arm, **cal.summary(),
+            **{f"lesion_p{round(100 * t)}_{k}": v for t in CONFIDENT
+               for k, v in cal.confident_lesion(t).items() if k != "share"}}
            for arm, cal in calibration.items()], floatfmt="{:.4f}")
     out = {}
     for name in MIRROR_ARM.values():

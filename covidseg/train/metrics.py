@@ -342,6 +342,19 @@ class Calibration:
                          "lesion_fraction": float(self.lesion[b] / n) if n else float("nan")})
         return rows
 
+    def confident_lesion(self, threshold: float) -> dict:
+        """How right and how complete a lesion target ``p ≥ threshold`` is (``threshold`` on a bin
+        edge): ``precision`` — the lesion fraction of those pixels; ``recall`` — the share of
+        the reference lesion they cover; ``share`` — of all pixels.  What a confidence-masked
+        semi-supervised target (UniMatch, self-training) has to select from."""
+        first = round(threshold * self.bins)
+        if not np.isclose(first, threshold * self.bins) or not 0 <= first < self.bins:
+            raise ValueError(f"threshold {threshold} is not a bin edge of {self.bins} bins")
+        n, lesion = self.count[first:].sum(), self.lesion[first:].sum()
+        return {"precision": float(lesion / n) if n else float("nan"),
+                "recall": float(lesion / self.lesion.sum()) if self.lesion.sum() else float("nan"),
+                "share": float(n / self.count.sum()) if self.count.sum() else float("nan")}
+
     def summary(self) -> dict:
         total = self.count.sum()
         gaps = np.abs(self.prob_sum - self.lesion)  # n_b · |mean p_b − fraction_b|

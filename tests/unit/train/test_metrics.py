@@ -80,3 +80,19 @@ def test_calibration_state_round_trips_and_merges_like_one_accumulator():
     assert merged.summary() == pytest.approx(whole.summary())
     assert all(a == pytest.approx(b) for a, b in zip(merged.table(), whole.table()))
     assert whole.summary()["background_confident"] > 0
+
+
+def test_confident_lesion_counts_the_pixels_at_or_above_the_threshold():
+    from covidseg.train.metrics import Calibration
+
+    # p:    0.95 0.95 0.75 0.55 0.55 0.15 0.05
+    # ref:  1    0    1    1    0    1    0
+    prob = np.array([0.95, 0.95, 0.75, 0.55, 0.55, 0.15, 0.05])
+    ref = np.array([1, 0, 1, 1, 0, 1, 0], bool)
+    cal = Calibration()
+    cal.add(prob, ref)
+    assert cal.confident_lesion(0.9) == {"precision": 0.5, "recall": 0.25, "share": 2 / 7}
+    assert cal.confident_lesion(0.5) == {"precision": 0.6, "recall": 0.75, "share": 5 / 7}
+    assert cal.confident_lesion(0.0)["recall"] == 1.0
+    with pytest.raises(ValueError):
+        cal.confident_lesion(0.95)  # not an edge of 10 bins

@@ -38,7 +38,7 @@ def model_rate(task, cfg, device, steps: int) -> float:
     """Slices/s of optimiser steps on one batch already on the device."""
     import torch
 
-    from covidseg.device import autocast, grad_scaler, place_model
+    from covidseg.base.device import autocast, grad_scaler, place_model
 
     model = place_model(task.model, device).train()
     images, masks = next(iter(task.batches(0)))
@@ -58,9 +58,9 @@ def model_rate(task, cfg, device, steps: int) -> float:
 
 
 def main() -> None:
+    from covidseg.base.device import resolve_device
     from covidseg.config import FinetuneConfig
     from covidseg.data.splits import fold_split
-    from covidseg.device import resolve_device
     from covidseg.models.factory import ModelSpec, build_model
     from covidseg.stages.settings import supervised_settings
     from covidseg.train.supervised import segmentation_task

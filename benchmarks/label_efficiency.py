@@ -237,7 +237,7 @@ def plot(summary: list[dict], title: str):
 
 
 def main() -> None:
-    from covidseg.device import resolve_device
+    from covidseg.base.device import resolve_device
     from covidseg.tracking import quiet_mlflow_warnings, start_run
 
     cfg = parse_args()

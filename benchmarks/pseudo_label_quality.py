@@ -45,8 +45,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
+    from covidseg.base.device import resolve_device
     from covidseg.config import FinetuneConfig, PseudolabelConfig
-    from covidseg.device import resolve_device
     from covidseg.stages.finetune import finetune
     from covidseg.stages.pseudolabel import pseudolabel
     from covidseg.tracking import NullTracker

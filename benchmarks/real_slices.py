@@ -320,10 +320,10 @@ def combine(paths: list[str]) -> None:
 
 
 def main() -> None:
+    from covidseg.base.device import resolve_device
     from covidseg.data.layouts import read_manifest
     from covidseg.data.splits import fold_split
     from covidseg.data.store import PreprocessedDataset
-    from covidseg.device import resolve_device
     from covidseg.train.metrics import Calibration
     from covidseg.train.plan import ITERATIONS_PER_EPOCH, total_iterations
     from covidseg.train.tasks import default_workers

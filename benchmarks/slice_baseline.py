@@ -254,9 +254,9 @@ def steps_plan(n_train: int, batch_size: int, steps: int) -> tuple[int, int, int
 
 
 def main() -> None:
+    from covidseg.base.device import resolve_device
     from covidseg.data.phantom import export_demo_slices
     from covidseg.data.store import PreprocessedDataset
-    from covidseg.device import resolve_device
     from covidseg.train.tasks import default_workers
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -30,7 +30,7 @@ from bench import demo_dataset, header, ratios, sync, table, tracking_server
 def bare_loop(task, model, cfg, device, epochs: int) -> None:
     import torch
 
-    from covidseg.device import autocast, grad_scaler, place_model
+    from covidseg.base.device import autocast, grad_scaler, place_model
     from covidseg.train.optim import lr_factor
 
     model = place_model(model, device)  # the layout covidseg trains in: same arithmetic
@@ -74,9 +74,9 @@ def covidseg_loop(task, cfg, device, spec, extra) -> None:
 
 
 def main() -> None:
+    from covidseg.base.device import resolve_device
     from covidseg.config import FinetuneConfig
     from covidseg.data.splits import fold_split
-    from covidseg.device import resolve_device
     from covidseg.models.factory import ModelSpec, build_model
     from covidseg.stages.settings import model_extra, supervised_settings
     from covidseg.stages.stage import seed_everything

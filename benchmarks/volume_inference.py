@@ -8,7 +8,7 @@ random weights: the time does not depend on them) three ways:
   probabilities back to the CPU slice by slice — how an inference script is often first written,
   with the same arithmetic (bf16/fp16 autocast on CUDA, float32 on the CPU);
 * ``covidseg``: what ``predict`` and ``evaluate`` run — the network placed channels-last
-  (:func:`covidseg.device.place_model`), then :func:`covidseg.inference.predict_volume`: slices
+  (:func:`covidseg.base.device.place_model`), then :func:`covidseg.inference.predict_volume`: slices
   padded once, batches of ``--batch_size`` slices on CUDA with pinned memory and AMP (on the CPU
   at most ~64k pixels per pass, where larger batches measured slower);
 * ``predict (end to end)``: :meth:`covidseg.inference.predictor.Predictor.predict_file` on that one
@@ -60,7 +60,7 @@ from bench import header, ratios, table, timed
 def naive_per_slice(model, image: np.ndarray, device) -> np.ndarray:
     import torch
 
-    from covidseg.device import autocast
+    from covidseg.base.device import autocast
     from covidseg.inference import stride_of
 
     model.eval()
@@ -114,7 +114,7 @@ def same_files(a: dict, b: dict) -> bool:
 def warm_up(predictor, image: np.ndarray) -> None:
     """One forward pass of each batch shape ``predict_volume`` will use on ``image`` (the CPU's
     convolutions are set up per input shape, once), not the whole volume."""
-    from covidseg.device import inference_batch
+    from covidseg.base.device import inference_batch
     from covidseg.inference import predict_volume, stride_of
 
     m = stride_of(predictor.model)
@@ -217,11 +217,11 @@ def folder_benchmark(predictor, inputs: list[Path], tmp: Path, prefetch: int,
 def main() -> None:
     import torch
 
+    from covidseg.base.device import place_model, resolve_device
     from covidseg.config import FinetuneConfig, PreprocessConfig
     from covidseg.data.layouts import CaseRecord
     from covidseg.data.phantom import make_phantom, write_phantom
     from covidseg.data.steps import preprocess_case
-    from covidseg.device import place_model, resolve_device
     from covidseg.inference import predict_volume
     from covidseg.inference.predictor import Predictor
     from covidseg.models.factory import ModelSpec, build_model

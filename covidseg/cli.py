@@ -13,10 +13,10 @@ import os
 import sys
 from dataclasses import fields
 
+from covidseg.base.errors import ConfigError, CovidsegError
+from covidseg.base.redact import redact, redact_logging
 from covidseg.config import CONFIGS, CommonConfig, field_default, parse_value
-from covidseg.errors import ConfigError, CovidsegError
-from covidseg.redact import redact, redact_logging
-from covidseg.registry import RUNNERS, runner
+from covidseg.stages.registry import RUNNERS, runner
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,7 +72,7 @@ def parse_config(name: str, argv: list[str]) -> CommonConfig:
 def run_entry(name: str, cfg: CommonConfig, tracking: bool = True):
     """Run one entry point with its own MLflow run (or without tracking); returns its summary
     (:func:`covidseg.stages.results.summary_of`) with the run's page as ``ui``."""
-    from covidseg.registry import input_check
+    from covidseg.stages.registry import input_check
     from covidseg.stages.results import summary_of
     from covidseg.tracking import NullTracker, quiet_mlflow_warnings, start_run
     from covidseg.train import distributed

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
-from covidseg.errors import ConfigError
-from covidseg.redact import redact
+from covidseg.base.errors import ConfigError
+from covidseg.base.redact import redact
 
 
 def param(default, help: str, choices: tuple | None = None, search: tuple | None = None,

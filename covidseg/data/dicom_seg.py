@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from covidseg.base.errors import first_line
 from covidseg.data.readers import dicom_series_files
-from covidseg.errors import first_line
 
 log = logging.getLogger("covidseg.dicom_seg")
 

@@ -11,7 +11,7 @@ def check_geometry(image: sitk.Image, path, slice_mode: bool, min_size: int,
     """Refuse, before any allocation, an image smaller than ``min_size`` pixels in-plane and —
     for volumes, which go to a 1 mm grid — a field of view (size × spacing) wider than
     ``max_field_of_view_mm`` or a 1 mm grid of more than ``max_voxels`` voxels (0: no cap)."""
-    from covidseg.errors import ImplausibleGeometry
+    from covidseg.base.errors import ImplausibleGeometry
 
     size, spacing = image.GetSize(), image.GetSpacing()
     if min(size[:2]) < min_size:

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from covidseg.base.errors import ConfigError
+from covidseg.base.paths import cache_root
 from covidseg.data.layouts import CaseRecord, build_manifest, combine_sources
-from covidseg.errors import ConfigError
-from covidseg.paths import cache_root
 
 if TYPE_CHECKING:
     from covidseg.data.phantom import DemoSpec

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from covidseg.base.errors import NotHounsfield
 from covidseg.data.vocabulary import Intensity
-from covidseg.errors import NotHounsfield
 
 DISPLAY_CENTRE, DISPLAY_SCALE = 127.5, 63.75
 

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage as ndi
 
+from covidseg.base.errors import ConfigError, first_line
 from covidseg.data.intensity import otsu_threshold
 from covidseg.data.masks import read_mask
 from covidseg.data.vocabulary import LungMethod
-from covidseg.errors import ConfigError, first_line
 
 if TYPE_CHECKING:
     from covidseg.data.case import Case

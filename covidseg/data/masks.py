@@ -1,7 +1,7 @@
 """Reading a mask aligned with its image: same grid (size, spacing, origin, orientation, within
 tolerances), canonical orientation, and values that mean what the mask says (binary, or a
 ground-glass/consolidation label map with ``labels=multiclass``).  Each disagreement is a one-line
-:class:`~covidseg.errors.CaseError` naming the file."""
+:class:`~covidseg.base.errors.CaseError` naming the file."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from covidseg.base.errors import GeometryMismatch, NaNValues, NonBinaryMask, ShapeMismatch
 from covidseg.data.readers import is_slice_image, read_image, to_canonical
-from covidseg.errors import GeometryMismatch, NaNValues, NonBinaryMask, ShapeMismatch
 
 
 def _mm(values) -> str:

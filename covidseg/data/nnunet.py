@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from covidseg.base.errors import CaseError, ConfigError
 from covidseg.data.layouts import NNUNET_CHANNEL, read_manifest
 from covidseg.data.readers import read_image, to_canonical
 from covidseg.data.store import PreprocessedDataset
 from covidseg.data.vocabulary import Labels
-from covidseg.errors import CaseError, ConfigError
 
 log = logging.getLogger("covidseg.preprocess")
 

@@ -21,6 +21,8 @@ import warnings
 from pathlib import Path
 from typing import NamedTuple
 
+from covidseg.base.errors import CaseError, ConfigError
+from covidseg.base.paths import cache_root
 from covidseg.data import figures
 from covidseg.data.case import HIST_BINS_DISPLAY, HIST_BINS_HU, HIST_BINS_Z, CaseOutput
 from covidseg.data.fingerprint import dataset_fingerprint
@@ -37,8 +39,6 @@ from covidseg.data.store import (
     read_case_meta,
     write_case,
 )
-from covidseg.errors import CaseError, ConfigError
-from covidseg.paths import cache_root
 
 log = logging.getLogger("covidseg.preprocess")
 

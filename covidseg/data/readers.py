@@ -2,7 +2,7 @@
 
 Every reader returns a SimpleITK image with its geometry; nothing else of a file's header is
 kept (privacy: no DICOM header value except geometry is ever copied, logged or written).
-Failures raise a one-line :class:`~covidseg.errors.CaseError` that names the file.
+Failures raise a one-line :class:`~covidseg.base.errors.CaseError` that names the file.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from covidseg.errors import MissingInput, MissingSpacing, NaNValues, UnreadableFile
+from covidseg.base.errors import MissingInput, MissingSpacing, NaNValues, UnreadableFile
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
 SLICE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")

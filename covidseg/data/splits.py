@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from covidseg.base.errors import ConfigError
 from covidseg.data.vocabulary import Regime
-from covidseg.errors import ConfigError
 
 REGIME_ALIASES = {Regime.STANDARD: Regime.STANDARD, Regime.INVERSE: Regime.INVERSE,
                   Regime.FORTY_TEN: Regime.STANDARD, Regime.TEN_FORTY: Regime.INVERSE}

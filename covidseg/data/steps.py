@@ -16,7 +16,8 @@
 5. :func:`crop`: optionally crop/pad in-plane to ``image_size`` around the lungs;
 6. describe it (:class:`~covidseg.data.case.CaseMeta`).
 
-Each step returns a new case; a bad input raises a one-line :class:`~covidseg.errors.CaseError`.
+Each step returns a new case; a bad input raises a one-line
+:class:`~covidseg.base.errors.CaseError`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from covidseg.base.errors import EmptyMask, MissingInput, NaNValues
 from covidseg.data.case import Case, CaseMeta, CaseOutput
 from covidseg.data.geometry import (
     check_geometry,
@@ -48,7 +50,6 @@ from covidseg.data.masks import read_mask
 from covidseg.data.readers import geometry_of, is_slice_image, read_image, to_canonical
 from covidseg.data.settings import PreprocessSettings
 from covidseg.data.vocabulary import Labels
-from covidseg.errors import EmptyMask, MissingInput, NaNValues
 
 
 def read_case(record: CaseRecord, settings: PreprocessSettings,
@@ -183,7 +184,7 @@ def preprocess_case(record: CaseRecord, settings: PreprocessSettings, weights: P
                     original: sitk.Image | None = None) -> CaseOutput:
     """Preprocess one case: the steps in order, then its metadata (``keep_before``: keep the
     intensities before normalisation, for figures; ``original``: its image, when the caller has
-    read it already); raises a one-line :class:`~covidseg.errors.CaseError` on bad input."""
+    read it already); raises a one-line :class:`~covidseg.base.errors.CaseError` on bad input."""
     case = read_case(record, settings, original)
     case = extract_lungs(case, settings, weights, force_cpu=force_cpu)
     case = crop(normalise(resample(case, settings), settings), settings)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from covidseg.base.errors import ConfigError
 from covidseg.data.splits import Splits
-from covidseg.errors import ConfigError
 
 STORE_VERSION = 1
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from covidseg.base.errors import ConfigError
 from covidseg.data.readers import VOLUME_SUFFIXES, is_slice_image, stem_of, suffix_of
-from covidseg.errors import ConfigError
 
 log = logging.getLogger("covidseg.predict")
 

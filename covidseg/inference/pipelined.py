@@ -20,7 +20,7 @@ from pathlib import Path
 import SimpleITK as sitk
 import torch
 
-from covidseg.errors import CaseError
+from covidseg.base.errors import CaseError
 from covidseg.inference.predictor import Predictor
 
 log = logging.getLogger("covidseg.predict")

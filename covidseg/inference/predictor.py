@@ -23,12 +23,12 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from covidseg.base.device import place_model
 from covidseg.data.dicom_seg import write_dicom_seg
 from covidseg.data.intensity import looks_like_display
 from covidseg.data.layouts import CaseRecord
 from covidseg.data.readers import is_slice_image, read_image, stem_of
 from covidseg.data.settings import PreprocessSettings
-from covidseg.device import place_model
 from covidseg.inference.export import (
     lesion_probability,
     on_input_grid,

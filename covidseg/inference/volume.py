@@ -3,7 +3,7 @@
 Used by validation during training, by ``evaluate`` and by ``predict`` alike.  Slices are padded
 once per volume to the network's stride (background 0, as preprocessing leaves it) and cropped
 back; no per-slice Python loop of model calls on a GPU (on the CPU, where large batches spill
-the caches, :func:`covidseg.device.inference_batch` caps a pass at ~64k pixels).  A 3D network
+the caches, :func:`covidseg.base.device.inference_batch` caps a pass at ~64k pixels).  A 3D network
 (the coarse U-Net) sees the whole volume at its coarse in-plane size and its output is
 interpolated back.
 """
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from covidseg.device import autocast, inference_batch
+from covidseg.base.device import autocast, inference_batch
 from covidseg.models.network import traits_of
 
 

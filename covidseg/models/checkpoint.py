@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from covidseg.errors import ConfigError, first_line
+from covidseg.base.errors import ConfigError, first_line
 from covidseg.models.factory import ModelSpec, build_model
 
 # how torch's stream writer reports a write the file system refused (disk full, quota)

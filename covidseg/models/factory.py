@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from covidseg.errors import ConfigError, first_line
+from covidseg.base.errors import ConfigError, first_line
 from covidseg.models.network import Network, NetworkTraits
 from covidseg.models.vocabulary import Arch
 

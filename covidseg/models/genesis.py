@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from covidseg.errors import ConfigError, first_line
+from covidseg.base.errors import ConfigError, first_line
 
 NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from covidseg.errors import ConfigError, first_line
+from covidseg.base.errors import ConfigError, first_line
 
 NORM = nn.modules.batchnorm._NormBase
 

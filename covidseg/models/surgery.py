@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from covidseg.errors import ConfigError
+from covidseg.base.errors import ConfigError
 from covidseg.models.levels import (
     NORM,
     compact_names,

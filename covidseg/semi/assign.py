@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from covidseg.errors import ConfigError
+from covidseg.base.errors import ConfigError
 
 RULES = ("top1-band", "top2-weighted")
 BANDS = ("quantile", "absolute")

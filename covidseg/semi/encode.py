@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from covidseg.device import autocast, place_model
-from covidseg.errors import ConfigError
+from covidseg.base.device import autocast, place_model
+from covidseg.base.errors import ConfigError
 
 FEATURES = ("gap-centred", "gap-raw")
 

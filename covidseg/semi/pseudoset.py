@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from covidseg.errors import ConfigError
+from covidseg.base.errors import ConfigError
 from covidseg.semi.vocabulary import PseudoSource
 
 PSEUDO_FILE = "pseudo_labels.npz"

@@ -40,8 +40,8 @@ import math
 import numpy as np
 import torch
 
+from covidseg.base.device import place_model
 from covidseg.data.slices import SliceDataset, pad_to
-from covidseg.device import place_model
 from covidseg.semi.pseudoset import PseudoSet
 from covidseg.semi.views import (
     confident_targets,

@@ -21,9 +21,9 @@ import torch
 from covidseg.analysis import figures
 from covidseg.analysis.activations import collect_activations
 from covidseg.analysis.svcca import svcca
+from covidseg.base.errors import ConfigError
 from covidseg.config import CompareConfig
 from covidseg.data.slices import pad_to
-from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model
 from covidseg.stages.datasets import open_dataset
 from covidseg.stages.results import CompareResult

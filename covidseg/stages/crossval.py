@@ -27,9 +27,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from covidseg.base.device import place_model
+from covidseg.base.errors import ConfigError
 from covidseg.config import FinetuneConfig, threshold_value
-from covidseg.device import place_model
-from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import save_model
 from covidseg.models.ensemble import EnsembleNet
 from covidseg.stages.datasets import open_dataset

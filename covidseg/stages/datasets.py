@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from covidseg import tracking
+from covidseg.base.errors import ConfigError
+from covidseg.base.paths import cache_root
 from covidseg.data.store import PreprocessedDataset
-from covidseg.errors import ConfigError
-from covidseg.paths import cache_root
 from covidseg.tracking import Tag
 
 

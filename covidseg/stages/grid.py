@@ -33,11 +33,11 @@ import time
 
 import numpy as np
 
+from covidseg.base.errors import CellsFailed, ConfigError
+from covidseg.base.redact import redact
 from covidseg.config import FinetuneConfig, GridConfig, PretrainConfig
 from covidseg.data.splits import REGIME_ALIASES
-from covidseg.errors import CellsFailed, ConfigError
 from covidseg.models.surgery import STRATEGIES
-from covidseg.redact import redact
 from covidseg.stages.gridstudy import DONE, FAILED, Cell, GridStudy, worker_name
 from covidseg.tracking import Tag, fail_abandoned_run, run_metrics
 from covidseg.train.metric_keys import VOLUME_DICE

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import TrialState
 
-from covidseg.errors import ConfigError
-from covidseg.redact import redact
+from covidseg.base.errors import ConfigError
+from covidseg.base.redact import redact
 from covidseg.stages.studystore import one_line, open_storage, open_study, through_outages
 
 log = logging.getLogger("covidseg.gridstudy")

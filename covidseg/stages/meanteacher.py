@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from covidseg.base.errors import ConfigError
 from covidseg.config import MeanteacherConfig
 from covidseg.data.slices import SliceDataset
 from covidseg.data.store import PreprocessedDataset
-from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model
 from covidseg.models.factory import ModelSpec
 from covidseg.semi.pseudoset import PseudoSet, load_pseudo_set

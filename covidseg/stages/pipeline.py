@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from covidseg.base.errors import ConfigError
 from covidseg.config import CONFIGS, PIPELINE_STAGES
-from covidseg.errors import ConfigError
 from covidseg.stages.results import PipelineResult, StageResult, summary_of
 from covidseg.tracking.tags import Tag
 
@@ -38,7 +38,7 @@ def run_nested(parent, entry_point: str, cfg, name: str, tags: dict | None = Non
                on_start=None, **kwargs) -> tuple[str, StageResult | dict]:
     """Run entry point ``entry_point`` with ``cfg`` as a run nested under ``parent``;
     returns (its run id, its result).  ``on_start(run_id)`` is called once the run exists."""
-    from covidseg.registry import runner
+    from covidseg.stages.registry import runner
     from covidseg.tracking import child_run
 
     fn = runner(entry_point)

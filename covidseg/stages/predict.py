@@ -15,6 +15,8 @@ import logging
 from dataclasses import fields
 from pathlib import Path
 
+from covidseg.base.device import place_model, resolve_device
+from covidseg.base.errors import ConfigError
 from covidseg.config import (
     EvaluateConfig,
     PredictConfig,
@@ -23,8 +25,6 @@ from covidseg.config import (
     threshold_value,
     tta_value,
 )
-from covidseg.device import place_model, resolve_device
-from covidseg.errors import ConfigError
 from covidseg.inference import predictor as inference
 from covidseg.inference.inputs import list_inputs, lung_masks_for
 from covidseg.inference.pipelined import FAILED_COLUMNS, OutputSettings, predict_inputs

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
+from covidseg.base.errors import ConfigError
 from covidseg.config import PreprocessConfig
 from covidseg.data import inputs
 from covidseg.data.fingerprint import fingerprint_metrics
@@ -25,7 +26,6 @@ from covidseg.data.phantom import DemoSpec
 from covidseg.data.preprocess import build_dataset
 from covidseg.data.settings import PreprocessSettings, SplitSettings
 from covidseg.data.store import PreprocessedDataset, dataset_size_mb
-from covidseg.errors import ConfigError
 from covidseg.tracking import NullTracker, Tag
 
 log = logging.getLogger("covidseg.preprocess")

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from covidseg.base.errors import ConfigError
 from covidseg.config import PretrainConfig
 from covidseg.data.augment import SliceAugment
-from covidseg.errors import ConfigError
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.stages.datasets import open_dataset
 from covidseg.stages.settings import model_extra

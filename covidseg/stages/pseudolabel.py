@@ -32,10 +32,10 @@ import logging
 
 import numpy as np
 
+from covidseg.base.device import resolve_device
+from covidseg.base.errors import ConfigError
 from covidseg.config import PseudolabelConfig
 from covidseg.data.slices import pad_to
-from covidseg.device import resolve_device
-from covidseg.errors import ConfigError
 from covidseg.inference import predict_volume
 from covidseg.models.checkpoint import load_model
 from covidseg.semi import figures

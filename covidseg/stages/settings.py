@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from covidseg.base.errors import ConfigError
 from covidseg.config import (
     CONFIGS,
     SupervisedConfig,
@@ -14,7 +15,6 @@ from covidseg.config import (
     parse_value,
     threshold_value,
 )
-from covidseg.errors import ConfigError
 from covidseg.tracking import Tag
 from covidseg.train.loop import LoopSettings
 from covidseg.train.plan import PlanRequest, planned

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from covidseg.base.errors import CovidsegError
+from covidseg.base.paths import cache_root
 from covidseg.config import TrainingConfig
-from covidseg.errors import CovidsegError
 from covidseg.models.checkpoint import save_model
 from covidseg.models.factory import ModelSpec
-from covidseg.paths import cache_root
 from covidseg.stages.results import TrainedResult
 from covidseg.stages.settings import loop_settings
 from covidseg.tracking import Tag
@@ -86,7 +86,7 @@ class Stage:
     def begin(cls, cfg: TrainingConfig, tracker=None, on_epoch_end=None,
               progress: bool = True) -> Stage:
         """Seeded, on its device (this process's GPU under torchrun)."""
-        from covidseg.device import resolve_device
+        from covidseg.base.device import resolve_device
         from covidseg.tracking import NullTracker
 
         seed_everything(cfg.seed)
@@ -183,7 +183,7 @@ class Stage:
         """The trained model written to the work folder (to be logged).  When the file system
         refuses it (disk full) the partial folder is removed and one line says what the run has
         kept: its metrics and evaluation are logged already."""
-        from covidseg.errors import DiskFull
+        from covidseg.base.errors import DiskFull
 
         target = self.workdir / "model"
         try:

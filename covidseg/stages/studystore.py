@@ -14,8 +14,8 @@ import warnings
 import optuna
 import sqlalchemy as sa
 
-from covidseg.errors import ConfigError, DatabaseUnavailable, first_line
-from covidseg.redact import redact
+from covidseg.base.errors import ConfigError, DatabaseUnavailable, first_line
+from covidseg.base.redact import redact
 
 log = logging.getLogger("covidseg.studystore")
 

@@ -28,14 +28,14 @@ import random
 import time
 from dataclasses import fields
 
+from covidseg.base.errors import ConfigError
+from covidseg.base.paths import cache_root
 from covidseg.config import (
     CONFIGS,
     PseudolabelConfig,
     TuneConfig,
     parse_value,
 )
-from covidseg.errors import ConfigError
-from covidseg.paths import cache_root
 from covidseg.train.loop import AbortTraining
 from covidseg.train.metric_keys import VAL_VOLUME_DICE, Moment
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from covidseg.errors import first_line
+from covidseg.base.errors import first_line
 
 log = logging.getLogger("covidseg.tracking")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from covidseg.errors import TrackingUnavailable
+from covidseg.base.errors import TrackingUnavailable
 
 
 def configure_http() -> None:

@@ -128,7 +128,7 @@ def tidy_runs(experiment_ids: list[str] | None = None, exclude: str = "",
     from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
 
-    from covidseg.errors import ConfigError
+    from covidseg.base.errors import ConfigError
 
     client = MlflowClient()
     if names:

@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from covidseg.errors import TrackingUnavailable
+from covidseg.base.errors import TrackingUnavailable
 
 
 def server_command(backend_store_uri: str | None, artifacts_destination: str,

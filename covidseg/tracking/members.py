@@ -11,7 +11,7 @@ the login (when new) and assigns the role.  ``covidseg add-member NAME`` does it
 
 from __future__ import annotations
 
-from covidseg.errors import ConfigError, TrackingUnavailable, first_line
+from covidseg.base.errors import ConfigError, TrackingUnavailable, first_line
 
 MEMBERS_ROLE = "members"
 MEMBER_PERMISSION = "EDIT"

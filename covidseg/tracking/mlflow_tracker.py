@@ -13,7 +13,7 @@ import time
 import warnings
 from collections.abc import Callable
 
-from covidseg.redact import redact
+from covidseg.base.redact import redact
 from covidseg.tracking.base import draw_and_log
 from covidseg.tracking.tags import Tag
 

@@ -32,7 +32,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-from covidseg.errors import CovidsegError
+from covidseg.base.errors import CovidsegError
 
 
 class BadInput(MlflowException):

@@ -1,6 +1,6 @@
 """Run references to local files: a run id, ``runs:/<id>[/path]`` or ``models:/name/version``
 (``models:/name@alias``) becomes a run, an artifact folder or a covidseg model folder on this
-machine.  Downloads are cached (:mod:`covidseg.paths`) and complete only once a ``.complete``
+machine.  Downloads are cached (:mod:`covidseg.base.paths`) and complete only once a ``.complete``
 marker is written, so an interrupted download is fetched again, a finished one never.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from covidseg.errors import ConfigError, first_line
-from covidseg.paths import downloaded_model_dir, downloaded_run_dir
+from covidseg.base.errors import ConfigError, first_line
+from covidseg.base.paths import downloaded_model_dir, downloaded_run_dir
 from covidseg.tracking.client import connect, tracking_uri
 from covidseg.tracking.tags import Tag
 
@@ -71,7 +71,7 @@ def ui_link(experiment_id: str, run_id: str | None = None) -> str | None:
     uri = tracking_uri()
     if not uri.startswith(("http://", "https://")):
         return None
-    from covidseg.redact import redact
+    from covidseg.base.redact import redact
 
     page = f"runs/{run_id}" if run_id else "runs"
     return f"{redact(uri.rstrip('/'))}/#/experiments/{experiment_id}/{page}?{UI_VIEW}"

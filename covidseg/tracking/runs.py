@@ -14,8 +14,8 @@ import warnings
 from pathlib import Path
 
 from covidseg import __version__
-from covidseg.errors import ConfigError, TrackingUnavailable, first_line
-from covidseg.redact import redact
+from covidseg.base.errors import ConfigError, TrackingUnavailable, first_line
+from covidseg.base.redact import redact
 from covidseg.tracking.base import NullTracker
 from covidseg.tracking.client import connect, server_lost, tracking_uri
 from covidseg.tracking.heartbeat import heartbeat, start_beating, stop_beating, tidy_runs

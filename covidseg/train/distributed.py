@@ -115,7 +115,7 @@ def from_main(resolve):
         for item in result if isinstance(result, tuple) else (result,):
             root = getattr(item, "root", None)
             if root is not None and not Path(root).exists():
-                from covidseg.errors import ConfigError
+                from covidseg.base.errors import ConfigError
 
                 raise ConfigError(f"rank {_world.rank} on {socket.gethostname()} cannot read the "
                                   f"dataset at {root}: across machines put COVIDSEG_CACHE (or "
@@ -178,7 +178,7 @@ def data_parallel(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
 def sync_batchnorm(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """BatchNorm layers computing their statistics over the global batch (PyTorch's
     ``SyncBatchNorm`` runs on CUDA only)."""
-    from covidseg.errors import ConfigError
+    from covidseg.base.errors import ConfigError
 
     if device.type != "cuda":
         raise ConfigError("sync_bn=true needs CUDA: PyTorch's SyncBatchNorm does not run on the "

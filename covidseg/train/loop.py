@@ -8,7 +8,7 @@ network is kept as "best".  The loop itself owns the rest, once:
   (:mod:`covidseg.train.optim`: AdamW/SGD/Adam; warm-up, then cosine, poly or the thesis's
   step schedule), gradients clipped to ``grad_clip``; an epoch is ``iterations_per_epoch``
   optimiser steps (the task's :meth:`~TrainTask.steps_per_epoch`), a run ``epochs`` of them;
-* mixed precision on CUDA (:mod:`covidseg.device`), float32 on CPU — same code;
+* mixed precision on CUDA (:mod:`covidseg.base.device`), float32 on CPU — same code;
 * per-epoch metrics (``train_loss``, ``lr``, ``train_seconds``, ``epoch_seconds`` (with the
   validation) and the task's validation metrics)
   at ``step = epoch``;

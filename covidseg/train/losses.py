@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 
-from covidseg.errors import ConfigError
+from covidseg.base.errors import ConfigError
 from covidseg.train.distributed import global_sum
 from covidseg.train.vocabulary import DiceMode, Loss
 

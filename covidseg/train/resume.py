@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from covidseg.errors import ConfigError
+from covidseg.base.errors import ConfigError
 from covidseg.models.checkpoint import save_atomically
 
 log = logging.getLogger("covidseg.train")

@@ -16,9 +16,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from covidseg.base.errors import ConfigError
 from covidseg.data.augment import make_augment
 from covidseg.data.store import PreprocessedDataset
-from covidseg.errors import ConfigError
 from covidseg.inference import is_3d
 from covidseg.models.checkpoint import load_model
 from covidseg.models.factory import ModelSpec, build_model, load_encoder_weights

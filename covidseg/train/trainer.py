@@ -17,8 +17,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from covidseg.device import autocast, grad_scaler, place_model
-from covidseg.errors import ConfigError, TrainingDiverged
+from covidseg.base.device import autocast, grad_scaler, place_model
+from covidseg.base.errors import ConfigError, TrainingDiverged
 from covidseg.train import distributed
 from covidseg.train.metric_keys import MetricKey, Moment
 from covidseg.train.optim import make_optimizer, make_scheduler

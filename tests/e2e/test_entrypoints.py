@@ -114,7 +114,7 @@ def test_preprocess_three_ways_against_a_real_server(tracking_uri, tmp_path):
             "custom_model_development"
 
     # a later stage finds the dataset from the run id alone, even with an empty local cache
-    from covidseg.paths import cache_root
+    from covidseg.base.paths import cache_root
     from covidseg.stages.datasets import resolve_dataset
 
     ds, source = resolve_dataset(run_id)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e  # starts its own mlflow server and covidseg subpro
 def test_server_killed_mid_run_then_resumed(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from covidseg.paths import cache_root
+    from covidseg.base.paths import cache_root
 
     root = tmp_path / "server"
     root.mkdir()

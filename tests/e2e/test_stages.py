@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from covidseg.base.errors import ConfigError
 from covidseg.config import FinetuneConfig, PretrainConfig
-from covidseg.errors import ConfigError
 from covidseg.models.checkpoint import load_model
 from covidseg.stages.finetune import finetune
 from covidseg.stages.pretrain import pretrain

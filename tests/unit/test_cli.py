@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from covidseg import __version__
+from covidseg.base.errors import first_line
 from covidseg.cli import build_parser, main
 from covidseg.config import CONFIGS
-from covidseg.errors import first_line
-from covidseg.registry import RUNNERS
+from covidseg.stages.registry import RUNNERS
 
 
 def test_version(capsys):

@@ -2,8 +2,8 @@
 
 import logging
 
+from covidseg.base.redact import RedactingFilter, redact
 from covidseg.config import TuneConfig
-from covidseg.redact import RedactingFilter, redact
 
 
 def test_urls_and_key_values_lose_their_secrets():

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from covidseg.base.errors import ConfigError
 from covidseg.data.lungs import LUNG_METHODS, lung_method
 from covidseg.data.vocabulary import LungMethod
-from covidseg.errors import ConfigError
 from covidseg.models.factory import ARCHITECTURES, ModelSpec, build_model
 from covidseg.models.vocabulary import Arch
 from covidseg.semi.pseudoset import SOURCES, pseudo_source

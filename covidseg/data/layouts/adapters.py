@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from covidseg.base.errors import ConfigError
 from covidseg.data.layouts.manifest import CaseRecord, unique_ids
 from covidseg.data.layouts.nnunet_raw import nnunet
 from covidseg.data.layouts.patterns import demo_layout, folder_patterns, glob_layout
 from covidseg.data.layouts.public import covid19_ct_seg, mosmed, msd_lung, nsclc
 from covidseg.data.vocabulary import Layout
-from covidseg.errors import ConfigError
 
 ADAPTERS = {
     Layout.COVID19_CT_SEG: covid19_ct_seg,

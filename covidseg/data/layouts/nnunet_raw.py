@@ -7,9 +7,9 @@ import json
 import re
 from pathlib import Path
 
+from covidseg.base.errors import ConfigError, first_line
 from covidseg.data.layouts.manifest import IMAGE_SUFFIXES, CaseRecord, images_in
 from covidseg.data.layouts.public import dataset_json
-from covidseg.errors import ConfigError, first_line
 
 # nnU-Net label names: what covidseg makes of each (value 0 is the background whatever its name)
 LESION_WORDS = ("lesion", "infection", "covid", "ggo", "ground", "consolidation", "opacit")

@@ -7,9 +7,9 @@ import glob as globmod
 import re
 from pathlib import Path
 
+from covidseg.base.errors import ConfigError
 from covidseg.data.layouts.manifest import CaseRecord, images_in, is_image
 from covidseg.data.readers import stem_of
-from covidseg.errors import ConfigError
 
 _MASK_SUFFIX = re.compile(r"([_-](mask|seg|segmentation|label|labels|gt|infection|lesion))+$",
                           re.IGNORECASE)

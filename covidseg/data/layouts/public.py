@@ -7,9 +7,9 @@ import json
 import re
 from pathlib import Path
 
+from covidseg.base.errors import ConfigError
 from covidseg.data.layouts.manifest import CaseRecord, images_in
 from covidseg.data.readers import stem_of
-from covidseg.errors import ConfigError
 
 
 def covid19_ct_seg(root: Path, **_) -> list[CaseRecord]:

@@ -7,10 +7,10 @@ import json
 import re
 from pathlib import Path
 
+from covidseg.base.errors import ConfigError, first_line
 from covidseg.data.layouts.adapters import build_manifest
 from covidseg.data.layouts.manifest import CaseRecord, unique_ids
 from covidseg.data.vocabulary import Task
-from covidseg.errors import ConfigError, first_line
 
 ROLES = ("", "labelled", "unlabelled", "test", "auxiliary")
 SOURCE_KEYS = {"data", "dataset", "task", "role", "name", "images", "masks", "test_images",

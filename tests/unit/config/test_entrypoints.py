@@ -7,7 +7,7 @@ import yaml
 
 from covidseg.cli import render_mlproject, render_reference
 from covidseg.config import CONFIGS
-from covidseg.registry import RUNNERS
+from covidseg.stages.registry import RUNNERS
 from tests.conftest import REPO, subprocess_env
 
 

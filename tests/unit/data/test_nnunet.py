@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from covidseg.base.errors import ConfigError
 from covidseg.config import PreprocessConfig
 from covidseg.data.layouts import read_manifest
 from covidseg.data.store import PreprocessedDataset
-from covidseg.errors import ConfigError
 from covidseg.stages.preprocess import check_inputs, preprocess_dataset
 from tests.conftest import TINY_DEMO
 

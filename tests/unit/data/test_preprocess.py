@@ -8,13 +8,13 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
+from covidseg.base.errors import CaseError, ConfigError, EmptyMask, MissingInput, NotHounsfield
 from covidseg.config import PreprocessConfig
 from covidseg.data.layouts import CaseRecord, build_manifest
 from covidseg.data.phantom import hu_to_display, make_phantom, write_phantom
 from covidseg.data.splits import fold_split, make_splits
 from covidseg.data.steps import preprocess_case
 from covidseg.data.store import PreprocessedDataset
-from covidseg.errors import CaseError, ConfigError, EmptyMask, MissingInput, NotHounsfield
 from covidseg.stages.preprocess import (
     preprocess_dataset,
     preprocess_records,
@@ -318,7 +318,7 @@ def test_strict_stops_but_keeps_what_was_written(tmp_path, phantom_files, monkey
     """In a cache of its own (no other test's datasets to find): the strict run stops at the
     second case, leaves the first one finished (its meta.json) and no dataset; a non-strict
     re-run reuses that case instead of recomputing it and completes the dataset."""
-    from covidseg.paths import cache_root
+    from covidseg.base.paths import cache_root
 
     monkeypatch.setenv("COVIDSEG_CACHE", str(tmp_path / "cache"))
     recs = _bad_inputs(tmp_path, phantom_files[1][3])

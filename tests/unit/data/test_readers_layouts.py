@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from covidseg.base.errors import ConfigError, MissingInput, MissingSpacing, UnreadableFile
 from covidseg.data.layouts import build_manifest, read_manifest, write_manifest
 from covidseg.data.readers import read_image, to_canonical
-from covidseg.errors import ConfigError, MissingInput, MissingSpacing, UnreadableFile
 from tests.helpers import (
     fake_covid19_ct_seg,
     fake_mosmed,

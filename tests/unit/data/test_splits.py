@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from covidseg.base.errors import ConfigError
 from covidseg.data.splits import Splits, make_splits
-from covidseg.errors import ConfigError
 
 ON_DISK = {"seed": 3, "test": ["c1", "c4"], "test_is_official": False,
            "folds": [["c0", "c2"], ["c3", "c5"]], "unlabelled": ["u1", "u0"],

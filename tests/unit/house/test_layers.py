@@ -2,7 +2,7 @@
 of lower ones, and no group of modules imports itself round (no cycle, function-level imports
 included).  Lowest first:
 
-    base      errors, redact, paths, device, registry  (no covidseg imports above base)
+    base      covidseg/base/: errors, redact, paths, device (no covidseg imports above base)
     data      formats, readers, layouts, geometry, intensity, lungs, the preprocessing steps and
               the dataset build, slices (no MLflow); its settings objects and vocabularies
     models    networks, checkpoints, surgery
@@ -33,23 +33,24 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[3] / "covidseg"
 
+# each layer is a folder of covidseg/; the package's own modules (cli.py, __main__.py, predict.py)
+# are what a shell or MLflow starts: the cli layer, with serving/
+ROOT = "covidseg/*.py"
 LAYERS = [
-    ("base", ["covidseg", "covidseg.errors", "covidseg.redact", "covidseg.paths",
-              "covidseg.device", "covidseg.registry"]),
-    ("data", ["covidseg.data"]),
+    ("base", ["base"]),
+    ("data", ["data"]),
+    ("models", ["models"]),
+    ("inference", ["inference"]),
+    ("tracking", ["tracking"]),
+    ("train", ["train"]),
+    ("semi", ["semi"]),
+    ("analysis", ["analysis"]),
     # the parameters, declared once; their allowed values come from the layer that uses them
-    ("models", ["covidseg.models"]),
-    ("inference", ["covidseg.inference"]),
-    ("tracking", ["covidseg.tracking"]),
-    ("train", ["covidseg.train"]),
-    ("semi", ["covidseg.semi"]),
-    ("analysis", ["covidseg.analysis"]),
+    ("config", ["config"]),
     # the entry points (covidseg/stages/): where data= is resolved and MLflow upload policy lives
-    ("config", ["covidseg.config"]),
-    ("stages", ["covidseg.stages"]),
+    ("stages", ["stages"]),
     # what MLflow (a logged model) or a shell starts
-    ("cli", ["covidseg.cli", "covidseg.__main__", "covidseg.serving",
-             "covidseg.predict"]),  # the predictor's old address, for models logged before
+    ("cli", ["serving", ROOT]),
 ]
 
 
@@ -63,15 +64,17 @@ def modules() -> dict[str, Path]:
 
 
 def layer_of(module: str) -> int:
-    best, index = -1, None
-    for i, (_, prefixes) in enumerate(LAYERS):
-        for prefix in prefixes:
-            exact = prefix == "covidseg"  # the package itself, not everything below it
-            if module == prefix or (not exact and module.startswith(prefix + ".")):
-                if len(prefix) > best:
-                    best, index = len(prefix), i
-    assert index is not None, f"{module} belongs to no layer: add it to LAYERS"
-    return index
+    """The layer of ``module``: that of its top folder under covidseg/; a module directly in
+    covidseg/ is cli; the package itself (``covidseg``: its version) is base."""
+    if module == "covidseg":
+        return 0
+    top = module.split(".")[1]
+    folder = (PACKAGE / top).is_dir()
+    for i, (_, folders) in enumerate(LAYERS):
+        if (top in folders if folder else ROOT in folders):
+            return i
+    raise AssertionError(f"{module}: its folder covidseg/{top}/ belongs to no layer: add it to "
+                         "LAYERS")
 
 
 def imports(path: Path, known: dict[str, Path]) -> set[str]:
@@ -177,10 +180,16 @@ def test_models_logged_before_the_stages_package_find_their_predictor():
 
 
 def test_a_module_is_in_the_layer_of_its_folder():
-    """LAYERS names packages and root modules only, so a module in a folder is in that folder's
-    layer (no module listed apart from its folder, as the pyfunc model in tracking/ was)."""
-    apart = [p for _, prefixes in LAYERS for p in prefixes if p.count(".") > 1]
-    assert not apart, apart
+    """LAYERS names folders only, so a module in a folder is in that folder's layer (no module
+    listed apart from its folder, as the pyfunc model in tracking/ once was), and every folder of
+    covidseg/ is in exactly one layer."""
+    named = [f for _, folders in LAYERS for f in folders if f != ROOT]
+    assert all("." not in f and "/" not in f for f in named), named
+    folders = sorted(p.name for p in PACKAGE.iterdir()
+                     if p.is_dir() and (p / "__init__.py").exists())
+    assert sorted(named) == folders, (sorted(named), folders)
+    assert layer_of("covidseg.cli") == layer_of("covidseg.serving.pyfunc_model") == len(LAYERS) - 1
+    assert layer_of("covidseg.base.errors") == layer_of("covidseg") == 0
 
 
 def config_parameters(path: Path) -> list[str]:
@@ -210,7 +219,7 @@ def test_the_layers_below_the_stages_take_their_own_settings_not_a_config():
     below = {name: path for name, path in sorted(modules().items())
              if layer_of(name) < stages and LAYERS[layer_of(name)][0] != "config"}
     assert {"covidseg.data.store", "covidseg.train.supervised", "covidseg.tracking.runs",
-            "covidseg.semi.figures", "covidseg.registry", "covidseg.inference"} <= set(below)
+            "covidseg.semi.figures", "covidseg.base.device", "covidseg.inference"} <= set(below)
     offenders = [f"{p.relative_to(PACKAGE.parent)}: {f}"
                  for p in below.values() for f in config_parameters(p)]
     assert not offenders, "\n".join(offenders)

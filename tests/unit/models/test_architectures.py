@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from covidseg.errors import ConfigError
+from covidseg.base.errors import ConfigError
 from covidseg.models import factory
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.models.vocabulary import Arch

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from covidseg.errors import ConfigError
+from covidseg.base.errors import ConfigError
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.models.genesis import flatten_genesis_3d, read_checkpoint_state
 from covidseg.models.surgery import apply_strategy

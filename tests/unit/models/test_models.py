@@ -4,7 +4,7 @@ covidseg is checked in tests/unit/models/ (the architecture contract)."""
 import pytest
 import torch
 
-from covidseg.errors import ConfigError
+from covidseg.base.errors import ConfigError
 from covidseg.models.checkpoint import load_model, save_model
 from covidseg.models.factory import ModelSpec, build_model
 

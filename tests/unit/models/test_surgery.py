@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from covidseg.errors import ConfigError
+from covidseg.base.errors import ConfigError
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.models.levels import encoder_levels
 from covidseg.models.surgery import apply_strategy

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from covidseg.errors import ConfigError
+from covidseg.base.errors import ConfigError
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.semi.assign import assign_pseudo_labels, top_k_cosine
 from covidseg.semi.encode import encode_patches

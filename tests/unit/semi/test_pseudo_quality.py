@@ -187,7 +187,7 @@ def test_pseudo_set_round_trip(tmp_path):
     np.testing.assert_array_equal(back.images, ps.images)
     assert back.case_ids.tolist() == ["a", "b", "c"] and len(back) == 3
     np.savez(tmp_path / "old.npz", images=ps.images)
-    from covidseg.errors import ConfigError
+    from covidseg.base.errors import ConfigError
 
     with pytest.raises(ConfigError, match="not a covidseg pseudo-labelled set"):
         PseudoSet.load(tmp_path / "old.npz")

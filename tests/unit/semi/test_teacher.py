@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from covidseg.base.errors import ConfigError
 from covidseg.config import PreprocessConfig
 from covidseg.data.slices import SliceDataset
 from covidseg.data.splits import fold_split
 from covidseg.data.store import PreprocessedDataset
-from covidseg.errors import ConfigError
 from covidseg.models.factory import ModelSpec, build_model
 from covidseg.semi.teacher import MeanTeacherTask, UniMatchTask
 from covidseg.semi.views import confident_targets, cutmix, forward_together, strong_view

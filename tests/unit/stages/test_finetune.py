@@ -3,8 +3,8 @@
 
 import pytest
 
+from covidseg.base.errors import ConfigError
 from covidseg.config import FinetuneConfig, PreprocessConfig
-from covidseg.errors import ConfigError
 from covidseg.stages.finetune import finetune
 from covidseg.stages.preprocess import preprocess_dataset
 from tests.conftest import TINY_DEMO

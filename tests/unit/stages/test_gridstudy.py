@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from covidseg.errors import ConfigError
+from covidseg.base.errors import ConfigError
 from covidseg.stages.gridstudy import DONE, FAILED, PENDING, RUNNING, Cell, GridStudy
 
 

@@ -117,7 +117,7 @@ def test_a_model_trained_on_provided_lungs_predicts_with_given_lungs(phantom_fil
                                                                     caplog):
     """lung_method=provided: without lungs= a one-line error before any work; with a folder of
     lung masks (paired by name) every input is predicted and restricted to those lungs."""
-    from covidseg.errors import ConfigError
+    from covidseg.base.errors import ConfigError
 
     _, cases = phantom_files
     spec = ModelSpec("unet", "resnet18")

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from covidseg.base.errors import ConfigError
 from covidseg.config import FinetuneConfig, PreprocessConfig
 from covidseg.data.layouts import CaseRecord
 from covidseg.data.phantom import make_phantom
 from covidseg.data.steps import preprocess_case
-from covidseg.errors import ConfigError
 from covidseg.models.network import NetworkTraits
 from covidseg.stages.preprocess import preprocess_dataset, preprocess_settings
 

@@ -28,8 +28,8 @@ def test_the_decision_threshold_is_searched_only_when_named():
     [0.2, 0.8], but only when ``search=`` names it; bad values say what is wrong."""
     import pytest
 
+    from covidseg.base.errors import ConfigError
     from covidseg.config import FinetuneConfig, TuneConfig, threshold_value
-    from covidseg.errors import ConfigError
     from covidseg.stages.tune import search_space
 
     assert "threshold" not in search_space(TuneConfig(target="finetune"), {})

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from covidseg.errors import ConfigError
+from covidseg.base.errors import ConfigError
 from covidseg.train import distributed
 from covidseg.train.distributed import World, shard
 

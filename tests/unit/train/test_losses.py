@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from covidseg.errors import ConfigError
+from covidseg.base.errors import ConfigError
 from covidseg.train.losses import LOSSES, SegmentationLoss, soft_dice_loss_prob
 
 

@@ -8,7 +8,7 @@ import os
 
 import torch
 
-from covidseg.errors import ConfigError
+from covidseg.base.errors import ConfigError
 
 
 def resolve_device(name: str = "auto") -> torch.device:

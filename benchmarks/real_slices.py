@@ -265,7 +265,7 @@ def report(per_slice: dict, fold_rows: list[dict], calibration: dict) -> None:
 def combine(paths: list[str]) -> None:
     """Report the ``--out`` files of several runs (folds or arms run apart, e.g. in parallel on
     one GPU) as one: the same folds of one split, every slice scored once per arm."""
-    from covidseg.train.metrics import Calibration
+    from covidseg.train.calibration import Calibration
 
     per_slice, rows, calibration, settings = {}, {}, {}, {}
     uncalibrated = set()
@@ -324,7 +324,7 @@ def main() -> None:
     from covidseg.data.layouts import read_manifest
     from covidseg.data.splits import fold_split
     from covidseg.data.store import PreprocessedDataset
-    from covidseg.train.metrics import Calibration
+    from covidseg.train.calibration import Calibration
     from covidseg.train.plan import ITERATIONS_PER_EPOCH, total_iterations
     from covidseg.train.tasks import default_workers
 

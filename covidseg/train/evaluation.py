@@ -35,6 +35,7 @@ from covidseg.inference import output_classes, predict_volume
 from covidseg.inference.viewer import slice_viewer_html
 from covidseg.tracking import Tag
 from covidseg.train import figures
+from covidseg.train.calibration import Calibration
 from covidseg.train.metric_keys import (
     RESAMPLED,
     VAL_VOLUME_DICE,
@@ -46,7 +47,6 @@ from covidseg.train.metric_keys import (
     keyed,
 )
 from covidseg.train.metrics import (
-    Calibration,
     overlap_metrics,
     sensitivity_specificity,
     summarise,

@@ -20,10 +20,11 @@ from covidseg.data.restoration import GenesisDistort
 from covidseg.data.slices import SliceDataset, slice_sampling_weights
 from covidseg.data.store import PreprocessedDataset
 from covidseg.inference import predict_volume, to_coarse
+from covidseg.train.calibration import Calibration
 from covidseg.train.distributed import shard, world
 from covidseg.train.losses import SegmentationLoss
 from covidseg.train.metric_keys import VAL_VOLUME_DICE, MetricKey, Split, keyed
-from covidseg.train.metrics import Calibration, overlap_metrics
+from covidseg.train.metrics import overlap_metrics
 
 
 def default_workers(requested: int = -1) -> int:
@@ -228,7 +229,7 @@ def validation_scores(model, ds: PreprocessedDataset, case_ids, device, batch_si
                       threshold: float = 0.5) -> dict:
     """The per-epoch validation: ``val_volume_dice`` (mean 3D Dice over volumes on the
     preprocessed grid at ``threshold``) and the calibration of the same probabilities
-    (:class:`~covidseg.train.metrics.Calibration`: ``val_lesion_probability``, ``val_ece``,
+    (:class:`~covidseg.train.calibration.Calibration`: ``val_lesion_probability``, ``val_ece``,
     ``val_background_confident``)."""
     scores, calibration = [], Calibration()
     for prob, ref, region in labelled_predictions(model, ds, case_ids, device, batch_size):

@@ -63,7 +63,7 @@ def test_calibration_state_round_trips_and_merges_like_one_accumulator():
     accumulator that saw every pixel."""
     import json
 
-    from covidseg.train.metrics import Calibration
+    from covidseg.train.calibration import Calibration
 
     rng = np.random.default_rng(0)
     probs = [rng.random((20, 30)) for _ in range(3)]
@@ -83,7 +83,7 @@ def test_calibration_state_round_trips_and_merges_like_one_accumulator():
 
 
 def test_confident_lesion_counts_the_pixels_at_or_above_the_threshold():
-    from covidseg.train.metrics import Calibration
+    from covidseg.train.calibration import Calibration
 
     # p:    0.95 0.95 0.75 0.55 0.55 0.15 0.05
     # ref:  1    0    1    1    0    1    0

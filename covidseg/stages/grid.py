@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from covidseg.base.errors import CellsFailed, ConfigError
+from covidseg.base.errors import CellsFailed, ConfigError, first_line
 from covidseg.base.redact import redact
 from covidseg.config import FinetuneConfig, GridConfig, PretrainConfig
 from covidseg.data.splits import REGIME_ALIASES
@@ -283,8 +283,14 @@ def _run_cell(cfg: GridConfig, claim, claims: GridStudy, tracker, name: str, sha
 
 def _cell_value(run_id: str, kind: str) -> float:
     """The value of a done cell's trial (what the Optuna dashboard plots): a finetune's final
-    validation volume Dice; 0 for a pretrain cell or a run without it."""
-    value = run_metrics(run_id).get(VAL_DICE) if kind == "finetune" else None
+    validation volume Dice; 0 for a pretrain cell, a run without it, or a server that does not
+    answer now (the work is done: the cell must still be finished, not left to go stale)."""
+    try:
+        value = run_metrics(run_id).get(VAL_DICE) if kind == "finetune" else None
+    except Exception as exc:  # MLflow down for a moment: the dashboard shows 0 for this cell
+        log.warning("grid: the value of run %s could not be read (%s): its trial shows 0",
+                    run_id, first_line(exc, 200))
+        value = None
     return float(value) if value is not None and np.isfinite(value) else 0.0
 
 

@@ -211,22 +211,31 @@ class GridStudy:
             needed = rows.get(t.user_attrs["needs"])
             if needed is not None and needed["state"] in (PENDING, RUNNING):
                 continue  # its pretrain cell is still to run: later
+            # a trial is only ever changed by the worker that popped it: one read a moment ago
+            # may be running elsewhere by now (a twin popped once its lower copy failed)
             if needed is not None and needed["state"] == FAILED:
-                if self._set(t._trial_id, failed_by="needs",
-                             error=f"needs {needed['cell']}, which failed"):
+                if self._pop(t._trial_id) and self._set(
+                        t._trial_id, failed_by="needs",
+                        error=f"needs {needed['cell']}, which failed"):
                     self._to(t._trial_id, TrialState.FAIL)
                 continue
             lower = [o for o in cells[t.user_attrs["grid_cell"]]
                      if o.number < t.number and o.state in LIVE]
             if lower:  # a twin from workers registering together: the lowest one runs
-                self._to(t._trial_id, TrialState.PRUNED)
+                if self._pop(t._trial_id):
+                    self._to(t._trial_id, TrialState.PRUNED)
                 continue
-            self._beat(t._trial_id)  # before the pop: a popped trial always has a heartbeat
-            if self._to(t._trial_id, TrialState.RUNNING):  # (Optuna never fails one without)
+            if self._pop(t._trial_id):
                 claim = self._won(t, worker, needed)
                 if claim is not None:
                     return claim
         return None
+
+    def _pop(self, trial_id: int) -> bool:
+        """Take a waiting trial for this worker (False: another took or finished it).  The
+        heartbeat goes first: a popped trial always has one (Optuna never fails one without)."""
+        self._beat(trial_id)
+        return self._to(trial_id, TrialState.RUNNING)
 
     def _won(self, t, worker: str, needed: dict | None) -> Claim | None:
         """The popped trial ``t`` as this worker's claim (None if it was lost at once)."""

@@ -3,7 +3,7 @@
 
 Each runner takes ``(config, tracker)`` and returns its result: a
 :class:`covidseg.stages.results.StageResult` (finetune, pseudolabel, meanteacher, compare,
-pipeline) or a summary dict (preprocess, pretrain, tune, predict, evaluate, grid); the command
+pipeline, predict, evaluate) or a summary dict (preprocess, pretrain, tune, grid); the command
 line prints its ``summary_of``.  The modules are imported
 only when their entry point runs (``--help`` and ``covidseg mlproject`` stay fast).
 """

@@ -72,17 +72,27 @@ def open_storage(url: str, heartbeat_s: float, grace_s: float, retries: int):
     return storage
 
 
-def open_study(storage, name: str):
-    """The study ``name`` (maximised), created by the first worker, loaded by the others."""
+def open_study(storage, name: str, pruner=None):
+    """The study ``name`` (maximised, with ``pruner``), created by the first worker, loaded by the
+    others; a storage that refuses (no rights, a locked or resetting database) is one line."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for attempt in range(8):  # workers creating the study together: load the winner's
         try:
             return optuna.create_study(storage=storage, study_name=name, direction="maximize",
-                                       load_if_exists=True)
+                                       pruner=pruner, load_if_exists=True)
         except optuna.exceptions.DuplicatedStudyError:
             if attempt == 7:
-                raise
+                raise ConfigError(f"study {name!r}: other workers kept creating it") from None
             time.sleep(0.2 + 0.3 * attempt)
+        except (sa.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+            raise ConfigError(f"study {name!r} on {shown_url(storage)}: {one_line(exc)}") \
+                from exc
+
+
+def shown_url(storage) -> str:
+    """The storage's URL without its password (``memory`` for an in-memory one)."""
+    engine = getattr(storage, "engine", None)
+    return redact(engine.url.render_as_string(hide_password=True)) if engine else "memory"
 
 
 def through_outages(shown: str, then: str, work, *args, **kwargs):

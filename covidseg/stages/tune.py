@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-import time
 from dataclasses import fields
 
 from covidseg.base.errors import ConfigError
@@ -62,26 +60,18 @@ def default_storage() -> str:
 
 
 def open_study(cfg: TuneConfig):
-    """The study ``cfg.study_name`` on the shared storage (:func:`studystore.open_storage`:
+    """The study ``cfg.study_name`` on the shared storage (:mod:`covidseg.stages.studystore`:
     SQLite transactions ``BEGIN IMMEDIATE``, so workers popping retried trials take each once),
     with the median pruner; returns (study, url)."""
     import optuna
 
-    from covidseg.stages.studystore import open_storage
+    from covidseg.stages import studystore
 
     url = cfg.storage or os.environ.get("COVIDSEG_OPTUNA_STORAGE") or default_storage()
     heartbeat, grace = heartbeat_settings()
-    storage = open_storage(url, heartbeat, grace, retries=1)
+    storage = studystore.open_storage(url, heartbeat, grace, retries=1)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=cfg.warmup_epochs)
-    for attempt in range(8):  # workers creating the study together: load the winner's
-        try:
-            return optuna.create_study(storage=storage, study_name=cfg.study_name,
-                                       direction="maximize", pruner=pruner,
-                                       load_if_exists=True), url
-        except optuna.exceptions.DuplicatedStudyError:
-            if attempt == 7:
-                raise
-            time.sleep(0.3 + random.random())
+    return studystore.open_study(storage, cfg.study_name, pruner), url
 
 
 def parse_fixed(text: str, cls) -> dict:

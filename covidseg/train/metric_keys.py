@@ -25,10 +25,11 @@ name as logged; :meth:`MetricKey.parse` reads one back (``str(MetricKey.parse(s)
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from enum import StrEnum
+
+from covidseg.data.vocabulary import Vocabulary
 
 
-class Split(StrEnum):
+class Split(Vocabulary):
     TRAIN = "train"
     VAL = "val"
     TEST = "test"
@@ -37,13 +38,13 @@ class Split(StrEnum):
     NONE = ""  # a per-case column
 
 
-class Level(StrEnum):
+class Level(Vocabulary):
     VOLUME = "volume"
     SLICE = "slice"
     NONE = ""  # split-wide: calibration, counts
 
 
-class Moment(StrEnum):
+class Moment(Vocabulary):
     EPOCH = ""  # the per-epoch series; a test score
     FINAL = "final"  # the kept model, scored on its own training / validation cases
     BEST = "best"  # the best of a per-epoch series so far

@@ -20,6 +20,7 @@ from covidseg.data.restoration import GenesisDistort
 from covidseg.data.slices import SliceDataset, slice_sampling_weights
 from covidseg.data.store import PreprocessedDataset
 from covidseg.inference import predict_volume, to_coarse
+from covidseg.models.network import traits_of
 from covidseg.train.calibration import Calibration
 from covidseg.train.distributed import shard, world
 from covidseg.train.losses import SegmentationLoss
@@ -200,7 +201,7 @@ class VolumeTask(_Segmentation):
         return len(self._order(0))
 
     def batches(self, epoch: int):
-        size = self.model.coarse_size
+        size = traits_of(self.model).coarse_size
         for i in self._order(epoch):  # one volume per step (per rank under torchrun)
             image, infection, _ = self.ds.load(self.train_ids[i])
             yield (to_coarse(torch.from_numpy(np.array(image, np.float32)), size),

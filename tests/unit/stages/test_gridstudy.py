@@ -236,3 +236,22 @@ def test_the_optuna_dashboard_shows_a_grids_progress(tmp_path):
     seen = [(t["state"], {a["key"]: a["value"] for a in t["user_attrs"]}["grid_cell"],
              t.get("values")) for t in trials]
     assert seen == [("Complete", "c0", [0.75]), ("Running", "c1", None), ("Waiting", "c2", None)]
+
+
+def test_a_claimer_acting_on_an_old_read_does_not_prune_a_running_twin(tmp_path):
+    """Twins t0 < t1 of a cell; C runs t0 and fails it (a retry is queued); A pops t1, t0 being
+    no longer live; B, acting on what it read before, would prune t1 — a trial it never popped.
+    Only the worker that popped a trial changes it: A's heartbeat and finish stand."""
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    a, b, c = (GridStudy(url, "g", heartbeat_s=1, grace_s=5, retries=1) for _ in range(3))
+    a.register("fp", [Cell("X", 0)])
+    b._enqueue({"cell": "X", "position": 0, "needs": "", "info": {}})  # the twin t1
+    first = c.claim("C")
+    old_read = b._by_cell()
+    c.fail(first, "boom")
+    taken = a.claim("A")
+    assert taken is not None and taken.key == "X"
+    b._by_cell = lambda: old_read
+    b.claim("B")
+    assert a.heartbeat(taken) and a.finish(taken, "run-a")
+    assert {r["state"] for r in GridStudy(url, "g").rows()} == {DONE}

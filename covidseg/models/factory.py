@@ -33,8 +33,6 @@ from covidseg.models.vocabulary import Arch
 def smp_architectures() -> dict[str, str]:
     import segmentation_models_pytorch as smp
 
-    if not hasattr(smp, "MODEL_ARCHITECTURES_MAPPING"):
-        return {}
     return {cls.__name__.lower(): cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
 
 

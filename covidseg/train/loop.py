@@ -37,7 +37,6 @@ callbacks, early stopping, the resume writer.  A handler may return a reason to 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,8 +61,6 @@ from covidseg.train.trainer import (
     StopTraining,
     Trainer,
     TrainTask,
-    _improved,
-    _kept_state,
     replica_difference,
 )
 
@@ -137,21 +134,8 @@ def fit(task: TrainTask, settings: LoopSettings, device: torch.device, tracker=N
         saver.close()  # last.pt is complete before anyone reads it
     if trainer.world.active:  # DDP keeps the replicas equal: the run records that it did
         tracker.log_metrics({"replica_max_difference": replica_difference(trainer.model, device)})
+    reason = trainer.settle_kept_weights(reason)
     st = trainer.state
-    if settings.keep == "last" and st.history:  # the final weights are the model ...
-        last = st.history[-1]
-        final = float(last.get(task.monitor, float("nan")))
-        if st.start_state is not None and _improved(st.start_score, final, task.monitor_mode):
-            # ... unless the starting model validates better: training only made it worse
-            st.best_state, st.best_epoch, st.best_score = st.start_state, -1, st.start_score
-            reason = (f"{reason}; the starting model ({task.monitor} {st.start_score:.4f}) beat "
-                      f"the last weights ({final:.4f}) and is kept")
-        else:
-            st.best_state = _kept_state(task.best_network(last))
-            st.best_epoch, st.best_score = st.epoch, final
-    elif settings.score_start and st.best_epoch == -1 and math.isfinite(st.start_score):
-        reason = f"{reason}; no epoch beat the starting model: it is kept"
-    st.start_state = None
     return FitResult(best_score=st.best_score, best_epoch=st.best_epoch, epochs_run=st.epoch + 1,
                      stopped_early=stopped,
                      best_state={k: v.cpu() for k, v in st.best_state.items()},

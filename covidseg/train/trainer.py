@@ -288,3 +288,24 @@ class Trainer:
         st.epoch = epoch
         st.history.append({"epoch": epoch, **metrics})
         return metrics
+
+    def settle_kept_weights(self, reason: str) -> str:
+        """After the last epoch: with ``keep="last"`` the final weights are the model, unless the
+        starting model validates better (training only made it worse); returns the stop reason
+        with what was kept said."""
+        st, task = self.state, self.task
+        if self.settings.keep == "last" and st.history:
+            last = st.history[-1]
+            final = float(last.get(task.monitor, float("nan")))
+            if st.start_state is not None and _improved(st.start_score, final, task.monitor_mode):
+                st.best_state, st.best_epoch, st.best_score = st.start_state, -1, st.start_score
+                reason = (f"{reason}; the starting model ({task.monitor} {st.start_score:.4f}) "
+                          f"beat the last weights ({final:.4f}) and is kept")
+            else:
+                st.best_state = _kept_state(task.best_network(last))
+                st.best_epoch, st.best_score = st.epoch, final
+        elif (self.settings.score_start and st.best_epoch == -1
+              and math.isfinite(st.start_score)):
+            reason = f"{reason}; no epoch beat the starting model: it is kept"
+        st.start_state = None
+        return reason
